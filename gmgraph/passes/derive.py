@@ -1,0 +1,162 @@
+"""``derive``: one architecture of a supernet as a plain network.
+
+Each Choice node is replaced by the op the architecture names; identities are
+folded into their input, zero (``none``) terms are dropped from sums, and what
+no longer reaches the output is deleted::
+
+    >>> import torch
+    >>> from torch import nn
+    >>> import gmgraph
+    >>> from gmgraph.choice import Choice, Zero
+    >>> class Net(nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.a = Choice({"zero": Zero(), "fc": nn.Linear(2, 2)}, "a")
+    ...         self.b = Choice({"skip": nn.Identity(), "relu": nn.ReLU()}, "b")
+    ...     def forward(self, x):
+    ...         return self.b(x) + self.a(x)
+    >>> plain = derive(gmgraph.trace(Net()), {"a": "zero", "b": "skip"})
+    >>> print(plain.code.strip())
+    def forward(self, x):
+        return x
+
+Derived networks always use affine BatchNorm: a non-affine BN of the supernet
+becomes an affine one with weight 1 and bias 0 (the same function), which is
+the standalone network that NAS-Bench-201 counts and trains.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Mapping
+
+import torch
+from torch import fx, nn
+
+from gmgraph.arch import validate
+from gmgraph.choice import Choice, Zero
+from gmgraph.errors import SpaceError
+from gmgraph.graph import space
+
+_ADDS = (operator.add, torch.add)
+
+
+def derive(
+    gm: fx.GraphModule, arch: Mapping[str, str], *, inherit: bool = True, prune: bool = True
+) -> fx.GraphModule:
+    """A plain GraphModule running ``arch`` of the supernet ``gm`` (which is not changed).
+
+    Args:
+        gm: a traced (sub-)supernet.
+        arch: label -> op name, one entry per label of ``gm``'s space.
+        inherit: copy the supernet's weights (True) or initialise afresh (False).
+        prune: delete ops whose output never reaches the network's output (True),
+            or keep every chosen op that holds parameters (False), which is how
+            NAS-Bench-201 counts parameters.
+
+    Raises:
+        ArchError: when ``arch`` does not fit the graph's space.
+        SpaceError: when a Choice sits inside a leaf module and cannot be replaced.
+    """
+    validate(arch, space(gm))
+    graph = fx.Graph()
+    graph.output(graph.graph_copy(gm.graph, {}))
+    chosen: dict[str, nn.Module] = {}  # target -> the supernet module it will run (not yet copied)
+    zeros: set[fx.Node] = set()
+    for node in list(graph.nodes):
+        if node.op == "call_module":
+            _choose(gm, node, arch, chosen, zeros)
+    _fold_zero_sums(graph, zeros)
+    # Prune before copying so that dead ops are never copied.
+    graph.eliminate_dead_code(_pure_unless(prune, chosen))
+    root = {node.target: _copy(chosen[node.target]) for node in graph.nodes if node.op == "call_module"}
+    root.update({n.target: copy.deepcopy(_get_attr(gm, n.target)) for n in graph.nodes if n.op == "get_attr"})
+    derived = fx.GraphModule(root, graph, class_name=f"Derived{type(gm).__name__}")
+    derived.graph.lint()
+    _check_no_choice(derived)
+    if not inherit:
+        _reset(derived)
+    derived.meta["arch"] = dict(arch)
+    derived.meta["lineage"] = list(gm.meta.get("lineage", []))
+    return derived
+
+
+def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set) -> None:
+    """Record the module ``node`` runs in the derived graph, or fold the node away."""
+    module = gm.get_submodule(node.target)
+    if isinstance(module, Choice):
+        module = module.ops[arch[module.label]]
+        if isinstance(module, nn.Identity):
+            node.replace_all_uses_with(node.args[0])
+            node.graph.erase_node(node)
+            return
+        if isinstance(module, Zero):
+            zeros.add(node)
+    chosen[node.target] = module
+
+
+def _pure_unless(prune: bool, chosen: dict):
+    """Dead-code rule: inputs and output always stay; with ``prune=False`` so do ops with weights."""
+
+    def impure(node: fx.Node) -> bool:
+        if node.op in ("placeholder", "output"):
+            return True
+        if node.op == "call_module" and not prune:
+            return any(True for _ in chosen[node.target].parameters())
+        return node.op == "call_function" and node.is_impure()
+
+    return impure
+
+
+def _fold_zero_sums(graph: fx.Graph, zeros: set[fx.Node]) -> None:
+    """``a + 0 -> a``; a sum of zeros stays one zero node (it keeps the shape)."""
+    for node in list(graph.nodes):
+        if node.op != "call_function" or node.target not in _ADDS or len(node.args) != 2:
+            continue
+        a, b = node.args
+        if b in zeros:
+            keep = a
+        elif a in zeros:
+            keep = b
+        else:
+            continue
+        if isinstance(keep, fx.Node):
+            node.replace_all_uses_with(keep)
+            graph.erase_node(node)
+
+
+def _get_attr(gm: nn.Module, target: str):
+    owner, _, name = target.rpartition(".")
+    return getattr(gm.get_submodule(owner) if owner else gm, name)
+
+
+def _copy(module: nn.Module) -> nn.Module:
+    """A deep copy whose non-affine BatchNorms become affine ones computing the same function."""
+    module = copy.deepcopy(module)
+    for bn in module.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.affine:
+            _make_affine(bn)
+    return module
+
+
+def _make_affine(bn: nn.modules.batchnorm._BatchNorm) -> None:
+    # weight 1, bias 0: y = (x - mean) / std, exactly what the non-affine BN computed.
+    bn.affine = True
+    bn.weight = nn.Parameter(torch.ones(bn.num_features))
+    bn.bias = nn.Parameter(torch.zeros(bn.num_features))
+
+
+def _check_no_choice(derived: fx.GraphModule) -> None:
+    left = [name for name, m in derived.named_modules() if isinstance(m, Choice)]
+    if left:
+        raise SpaceError(
+            f"Choice(s) {left} sit inside leaf modules and cannot be derived; "
+            "do not declare modules that contain Choices as leaves"
+        )
+
+
+def _reset(derived: nn.Module) -> None:
+    for module in derived.modules():
+        if module is not derived and hasattr(module, "reset_parameters"):
+            module.reset_parameters()

@@ -1,0 +1,30 @@
+"""Shared fixtures: small seeded NB201 graphs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import gmgraph
+from gmgraph.spaces import nb201
+
+
+def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> None:
+    """Give every BN non-trivial running statistics (and affine params) so that eval-mode
+    comparisons are not comparisons of identities."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+            if m.affine:
+                m.weight.data.copy_(torch.rand(m.num_features, generator=generator) + 0.5)
+                m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
+
+
+@pytest.fixture
+def tiny_nb201() -> torch.fx.GraphModule:
+    """NB201 supernet with C=4, N=1 (fast), seeded, eval mode."""
+    torch.manual_seed(0)
+    gm = gmgraph.trace(nb201.supernet(C=4, N=1))
+    randomize_batchnorm(gm, torch.Generator().manual_seed(1))
+    return gm.eval()

@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+import gmgraph
+from gmgraph.choice import Choice, Neg
+from gmgraph.errors import ArchError, SpaceError, TraceError
+from gmgraph.graph import choices, use_weights
+from gmgraph.spaces import nb201
+
+
+class TwoChoices(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 3)
+        self.first = Choice({"id": nn.Identity(), "neg": Neg()}, "act")
+        self.second = Choice({"id": nn.Identity(), "neg": Neg()}, "act")
+        self.head = Choice({"relu": nn.ReLU(), "tanh": nn.Tanh(), "id": nn.Identity()}, "head")
+
+    def forward(self, x):
+        return self.head(self.second(self.first(self.fc(x))))
+
+
+def test_trace_keeps_choices_as_call_module_leaves():
+    gm = gmgraph.trace(TwoChoices())
+    targets = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+    assert targets == ["fc", "first", "second", "head"]
+    assert isinstance(gm.get_submodule("first"), Choice)
+
+
+def test_space_choices_and_size():
+    gm = gmgraph.trace(TwoChoices())
+    assert gmgraph.space(gm) == {"act": ("id", "neg"), "head": ("relu", "tanh", "id")}
+    assert gmgraph.space_size(gm) == 6
+    assert [len(g) for g in choices(gm).values()] == [2, 1]
+
+
+def test_nb201_space_has_six_shared_labels():
+    gm = gmgraph.trace(nb201.supernet(C=4, N=2))
+    assert tuple(gmgraph.space(gm)) == nb201.LABELS
+    assert all(len(group) == 6 for group in choices(gm).values())  # 3 stages x N=2 cells
+    assert gmgraph.space_size(gm) == 5**6
+
+
+def test_use_runs_the_named_ops_and_restores_mode():
+    torch.manual_seed(0)
+    gm = gmgraph.trace(TwoChoices())
+    x = torch.randn(4, 3)
+    with gmgraph.use(gm, {"act": "neg", "head": "id"}):
+        y = gm(x)
+    torch.testing.assert_close(y, gm.fc(x))  # neg twice is identity
+    assert all(m.active is None for g in choices(gm).values() for m in g)
+
+
+def test_use_rejects_invalid_arch():
+    gm = gmgraph.trace(TwoChoices())
+    with pytest.raises(ArchError, match="missing label"):
+        with gmgraph.use(gm, {"act": "neg"}):
+            pass
+
+
+def test_use_weights_mixes_and_can_be_combined_with_use():
+    torch.manual_seed(0)
+    gm = gmgraph.trace(TwoChoices())
+    x = torch.randn(4, 3)
+    with gmgraph.use(gm, {"act": "id", "head": "id"}), use_weights(gm, {"head": torch.tensor([0.0, 0.0, 1.0])}):
+        y = gm(x)
+    torch.testing.assert_close(y, gm.fc(x))
+    with pytest.raises(SpaceError, match="no decision named"):
+        with use_weights(gm, {"nope": torch.ones(2)}):
+            pass
+
+
+def test_sample_is_seeded_and_uniform():
+    gm = gmgraph.trace(TwoChoices())
+    a = [gmgraph.sample(gm, torch.Generator().manual_seed(s)) for s in range(5)]
+    b = [gmgraph.sample(gm, torch.Generator().manual_seed(s)) for s in range(5)]
+    assert a == b
+    g = torch.Generator().manual_seed(0)
+    counts = {}
+    for _ in range(3000):
+        op = gmgraph.sample(gm, g)["head"]
+        counts[op] = counts.get(op, 0) + 1
+    assert set(counts) == {"relu", "tanh", "id"}
+    assert all(900 < c < 1100 for c in counts.values())
+
+
+def test_disagreeing_choices_under_one_label_are_an_error():
+    net = nn.Sequential(Choice({"a": nn.Identity()}, "x"), Choice({"b": nn.Identity()}, "x"))
+    with pytest.raises(SpaceError, match="disagree"):
+        gmgraph.space(gmgraph.trace(net))
+
+
+class Untraceable(nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow
+            return x
+        return -x
+
+
+def test_untraceable_module_is_named_and_leaf_advice_given():
+    net = nn.Sequential(nn.Linear(2, 2), Untraceable())
+    with pytest.raises(TraceError, match=r"module '1' \(Untraceable\).*leaf_modules=\(Untraceable,\)"):
+        gmgraph.trace(net)
+    gm = gmgraph.trace(net, leaf_modules=(Untraceable,))
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["0", "1"]
