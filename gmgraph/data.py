@@ -376,7 +376,7 @@ def _missing(files: _Files, root: str | Path | None) -> str | None:
     if root is None:
         where = f"DIR/{files.folder}"
         return (
-            f"{files.title} needs a data directory: pass root=DIR and put {files.put} "
+            f"{files.title} needs a data directory: pass root=DIR (--data-root DIR on the command line) and put {files.put} "
             f"{files.prep} {where}"
         )
     folder = Path(root).expanduser() / files.folder
@@ -448,7 +448,7 @@ def _imagefolder(root: str | Path | None, adapt: _Adapt) -> tuple[tuple[Dataset,
         f"{base}/val/<class>/*.png (optionally test images at {base}/test/<class>/...)"
     )
     if root is None:
-        raise DataError(f"imagefolder needs a data directory: pass root=DIR and {need}")
+        raise DataError(f"imagefolder needs a data directory: pass root=DIR (--data-root DIR on the command line) and {need}")
     absent = [p for p in ("train", "val") if not (base / p).is_dir()]
     if absent:
         raise DataError(

@@ -123,10 +123,7 @@ def use(gm: nn.Module, arch: Arch) -> Iterator[nn.Module]:
     otherwise). The previous mode of each Choice is restored on exit.
     """
     validate(arch, space(gm))
-    with _restoring(gm):
-        for label, group in choices(gm).items():
-            for module in group:
-                module.activate(arch[label])
+    with running(choices(gm), arch=arch):
         yield gm
 
 
@@ -142,21 +139,34 @@ def use_weights(gm: nn.Module, weights: Mapping[str, torch.Tensor]) -> Iterator[
     unknown = set(weights) - set(groups)
     if unknown:
         raise SpaceError(f"no decision named {sorted(unknown)}; labels are {list(groups)}")
-    with _restoring(gm):
-        for label, w in weights.items():
-            for module in groups[label]:
-                module.set_weights(w)
+    with running(groups, weights=weights):
         yield gm
 
 
 @contextlib.contextmanager
-def _restoring(gm: nn.Module) -> Iterator[None]:
-    saved = [(m, m.active, m.weights) for group in choices(gm).values() for m in group]
+def running(
+    groups: Mapping[str, Sequence[Choice]],
+    *,
+    arch: Mapping[str, str] | None = None,
+    weights: Mapping[str, torch.Tensor] | None = None,
+) -> Iterator[None]:
+    """Set the mode of already-collected Choices; restore their old modes on exit.
+
+    The unchecked core of :func:`use` and :func:`use_weights` for hot loops
+    (a training step) that collected ``groups = choices(gm)`` once.
+    """
+    saved = [(m, m.active, m.weights) for group in groups.values() for m in group]
     try:
+        for label, op in (arch or {}).items():
+            for module in groups[label]:
+                module.active, module.weights = op, None
+        for label, w in (weights or {}).items():
+            for module in groups[label]:
+                module.set_weights(w)
         yield
     finally:
-        for module, active, weights in saved:
-            module.active, module.weights = active, weights
+        for module, active, w in saved:
+            module.active, module.weights = active, w
 
 
 def sample(gm: nn.Module, generator: torch.Generator | None = None) -> Arch:

@@ -8,6 +8,10 @@ import torch
 import gmgraph
 from gmgraph.spaces import nb201
 
+# The suite runs tiny networks: one thread avoids OpenMP start-up and contention costs
+# that dominate at these sizes on a 2-core machine.
+torch.set_num_threads(1)
+
 
 def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> None:
     """Give every BN non-trivial running statistics (and affine params) so that eval-mode

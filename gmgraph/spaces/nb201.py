@@ -146,6 +146,14 @@ def network(arch: Arch | str, C: int = 16, N: int = 5, num_classes: int = 10, in
     return derive(trace(supernet(C, N, num_classes, in_channels, affine=True)), arch, inherit=False)
 
 
+def shared_parameters(gm: nn.Module, label: str) -> list[str]:
+    """GM-NAS's shared set on NB201: every parameter inside the cells and the
+    residual blocks between them (stem and classifier excluded). Gradient
+    matching drops the tested label's own ops from it.
+    """
+    return [name for name, _ in gm.named_parameters() if name.startswith("cells.")]
+
+
 def live_edges(arch: Mapping[str, str] | str) -> tuple[str, ...]:
     """Labels of the edges whose output reaches the cell output (node 3).
 

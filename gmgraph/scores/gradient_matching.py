@@ -1,0 +1,186 @@
+"""Gradient matching (GM-NAS, ICLR 2022): how alike are a decision's ops, seen from the shared weights?
+
+For one label with K candidates, each round draws a fresh batch and one way
+of running the other decisions (the supernet's own sampler: a single path,
+softmax weights or a Gumbel draw), forces the label to each op in turn, and
+takes the gradient of the loss w.r.t. the *shared* parameters. Ops whose
+gradients point the same way can share weights; ops whose gradients disagree
+should be split apart::
+
+    >>> import torch, gmgraph
+    >>> from gmgraph.spaces import nb201
+    >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    >>> batches = [(torch.randn(8, 1, 8, 8), torch.randint(10, (8,))) for _ in range(2)]
+    >>> gradient_matching(gm, "1<-0", batches, rounds=2).shape
+    torch.Size([5, 5])
+
+Scoring is an analysis, not a training step: weights, BN statistics, ``.grad``
+fields, Choice modes and the global RNG stream are all left as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from gmgraph.errors import ConfigError, DataError, SpaceError
+from gmgraph.graph import choices, running, space
+from gmgraph.train.samplers import Sampler, borrowed, make_sampler
+
+DISTANCES = ("cos", "per-filter-cos", "mse")
+SharedRule = Callable[[fx.GraphModule, str], Sequence[str]]
+
+
+def gradient_matching(
+    gm: fx.GraphModule,
+    label: str,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    rounds: int = 10,
+    sampler: Sampler | str = "uniform",
+    shared: SharedRule | Sequence[str] | None = None,
+    distance: str = "cos",
+    seed: int = 0,
+) -> torch.Tensor:
+    """The K x K gradient distance matrix of ``label``'s ops (``space(gm)[label]`` order).
+
+    Args:
+        gm: a (sub-)supernet.
+        label: the decision to score; it needs at least two candidates.
+        batches: training batches ``(x, y)``; one fresh batch per round.
+        rounds: R, the number of batches the distances are averaged over
+            (the reference uses 100).
+        sampler: how the other decisions run: a sampler bound to ``gm`` (borrowed
+            with a private generator, so its stream does not move) or a name.
+        shared: which parameters' gradients are compared. ``None``: every
+            parameter outside ``label``'s Choices that gets a gradient in every
+            child of the round. A callable ``(gm, label) -> names`` or a list of
+            names selects a fixed set (missing gradients count as zeros), e.g.
+            :func:`gmgraph.spaces.nb201.shared_parameters`.
+        distance: ``cos`` (1 - cosine, eps 1e-6), ``per-filter-cos`` (mean over
+            output filters of 1 - cosine) or ``mse``.
+        seed: seeds the draws of the other decisions.
+
+    Raises:
+        SpaceError: unknown label or one with a single op. ConfigError: bad
+        distance or rounds. DataError: fewer batches than rounds.
+    """
+    ops = _check(gm, label, rounds, distance)
+    sampler = make_sampler(sampler, gm, seed=seed) if isinstance(sampler, str) else sampler
+    generator = torch.Generator().manual_seed(seed)
+    params = dict(gm.named_parameters())
+    fixed = _fixed_names(gm, label, shared)
+    total = torch.zeros(len(ops), len(ops), dtype=torch.float64)
+    done = 0
+    with _untouched(gm):
+        for x, y in _take(batches, rounds):
+            grads = _child_gradients(gm, label, ops, sampler, generator, params, x, y)
+            names = fixed if fixed is not None else _shared_in_all(grads, _outside(gm, label, params))
+            total += _distances([_flatten(g, names, params) for g in grads], distance)
+            done += 1
+    return (total / done).float()
+
+
+def _check(gm: fx.GraphModule, label: str, rounds: int, distance: str) -> tuple[str, ...]:
+    current = space(gm)
+    if label not in current:
+        raise SpaceError(f"no decision named {label!r}; labels are {list(current)}")
+    if len(current[label]) < 2:
+        raise SpaceError(f"{label!r} has a single op {current[label]}; there is nothing to split")
+    if distance not in DISTANCES:
+        raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
+    if not isinstance(rounds, int) or rounds < 1:
+        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    return current[label]
+
+
+def _take(batches: Iterable, rounds: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    it = iter(batches)
+    for i in range(rounds):
+        try:
+            batch = next(it)
+        except StopIteration:
+            raise DataError(f"gradient matching needs {rounds} batches but the data gave only {i}") from None
+        yield batch[0], batch[1]
+
+
+def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[dict[str, torch.Tensor]]:
+    """One round: the other decisions fixed by one sampler draw, ``label`` forced to each op."""
+    groups = choices(gm)
+    names = list(params)
+    out = []
+    with borrowed(sampler, generator):
+        for k in range(len(ops)):
+            one_hot = F.one_hot(torch.tensor(k), len(ops)).float()
+            with running(groups, weights={label: one_hot}):
+                loss = F.cross_entropy(gm(x), y)
+            grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
+            out.append({n: g for n, g in zip(names, grads) if g is not None})
+    return out
+
+
+def _outside(gm: fx.GraphModule, label: str, params: dict) -> list[str]:
+    inside = {id(p) for module in choices(gm)[label] for p in module.parameters()}
+    return [n for n, p in params.items() if id(p) not in inside]
+
+
+def _shared_in_all(grads: list[dict], candidates: list[str]) -> list[str]:
+    return [n for n in candidates if all(n in g for g in grads)]
+
+
+def _fixed_names(gm: fx.GraphModule, label: str, shared) -> list[str] | None:
+    if shared is None:
+        return None
+    names = list(shared(gm, label)) if callable(shared) else list(shared)
+    known = dict(gm.named_parameters())
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SpaceError(f"shared parameter(s) {unknown[:3]} are not parameters of the graph")
+    inside = {id(p) for module in choices(gm)[label] for p in module.parameters()}
+    return [n for n in names if id(known[n]) not in inside]
+
+
+def _flatten(grads: dict, names: list[str], params: dict) -> list[torch.Tensor]:
+    return [grads[n] if n in grads else torch.zeros_like(params[n]) for n in names]
+
+
+def _distances(per_child: list[list[torch.Tensor]], distance: str) -> torch.Tensor:
+    k = len(per_child)
+    out = torch.zeros(k, k, dtype=torch.float64)
+    if not per_child[0]:
+        raise SpaceError("no parameter is shared by every child of this label; give `shared=` explicitly")
+    flat = [torch.cat([g.reshape(-1) for g in grads]).double() for grads in per_child]
+    for i in range(k):
+        for j in range(i + 1, k):
+            out[i, j] = out[j, i] = _distance(per_child[i], per_child[j], flat[i], flat[j], distance)
+    return out
+
+
+def _distance(a: list[torch.Tensor], b: list[torch.Tensor], fa: torch.Tensor, fb: torch.Tensor, kind: str) -> float:
+    if kind == "cos":
+        return float(1 - F.cosine_similarity(fa, fb, dim=0, eps=1e-6))
+    if kind == "mse":
+        return float(((fa - fb) ** 2).mean())
+    cosines = [
+        F.cosine_similarity(ga.reshape(len(ga), -1).double(), gb.reshape(len(gb), -1).double(), dim=1, eps=1e-6)
+        for ga, gb in zip(a, b)
+        if ga.dim() > 0
+    ]
+    return float(1 - torch.cat(cosines).mean())
+
+
+@contextlib.contextmanager
+def _untouched(gm: fx.GraphModule) -> Iterator[None]:
+    """Keep buffers (BN statistics), train/eval flags and the global RNG exactly as they were."""
+    buffers = {n: b.clone() for n, b in gm.named_buffers()}
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, b in gm.named_buffers():
+                    b.copy_(buffers[n])

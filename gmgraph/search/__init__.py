@@ -1,0 +1,39 @@
+"""Search over a trained supernet, and how to judge the ranking it gives.
+
+Fitness is usually the supernet-estimated accuracy of a child::
+
+    >>> import gmgraph, torch
+    >>> from gmgraph.spaces import nb201
+    >>> from gmgraph import search
+    >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    >>> g = torch.Generator().manual_seed(0)
+    >>> batches = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(10, (8,), generator=g))]
+    >>> result = search.random_search(
+    ...     gmgraph.space(gm), lambda arch: search.evaluate(gm, arch, batches, calib_loader=batches), n=3)
+    >>> result.evaluations
+    3
+
+``search.evaluate``, ``search.evolution`` and ``search.argmax`` are the
+functions; their modules stay importable as ``gmgraph.search.evaluate`` etc.
+through ``from ... import``.
+"""
+
+from gmgraph.search.argmax import argmax
+from gmgraph.search.evaluate import evaluate, evaluate_many, recalibrate_bn
+from gmgraph.search.evolution import evolution
+from gmgraph.search.random import random_search
+from gmgraph.search.ranking import kendall_tau, spearman, top_k_precision
+from gmgraph.search.result import SearchResult
+
+__all__ = [
+    "SearchResult",
+    "argmax",
+    "evaluate",
+    "evaluate_many",
+    "evolution",
+    "kendall_tau",
+    "random_search",
+    "recalibrate_bn",
+    "spearman",
+    "top_k_precision",
+]

@@ -1,0 +1,119 @@
+"""Random search: evaluate ``n`` distinct uniformly drawn architectures, keep the best.
+
+The baseline every NAS search must beat (Li & Talwalkar, 2019)::
+
+    >>> space = {"a": ("x", "y", "z"), "b": ("u", "v")}
+    >>> r = random_search(space, lambda arch: float(arch["a"] == "z"), n=6)
+    >>> r.best["a"], r.evaluations
+    ('z', 6)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from gmgraph.arch import Arch, enumerate_archs, key
+from gmgraph.errors import ConfigError, SpaceError
+from gmgraph.search.result import Fitness, Progress, SearchResult, score
+
+
+def random_search(
+    space: Mapping[str, Sequence[str]],
+    fitness: Fitness,
+    n: int,
+    *,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> SearchResult:
+    """Evaluate ``n`` distinct architectures drawn uniformly from ``space``.
+
+    Args:
+        space: label -> candidate op names, as returned by ``gmgraph.space(gm)``.
+        fitness: scores an architecture, higher is better (e.g. a closure over
+            :func:`gmgraph.search.evaluate`).
+        n: architectures to evaluate; when ``n`` reaches the size of the space
+            every architecture is evaluated once, in enumeration order.
+        seed: seeds the draw (numpy ``default_rng``); same seed, same archs.
+        progress: called as ``progress(step, arch, fitness)`` after each evaluation.
+
+    Returns:
+        A :class:`SearchResult`; ``history`` is in evaluation order.
+
+    Raises:
+        ConfigError: ``n < 1`` or ``seed`` is not an integer >= 0.
+        SpaceError: ``space`` is not a mapping or has a label without ops.
+
+    Example:
+        >>> r = random_search({"a": ("x", "y")}, lambda arch: len(arch["a"]), n=5)
+        >>> [a["a"] for a, _ in r.history]  # the space has only 2 archs
+        ['x', 'y']
+    """
+    check_space(space)
+    check_int("n", n, minimum=1)
+    check_int("seed", seed, minimum=0)
+    history: list[tuple[Arch, float]] = []
+    for step, arch in enumerate(sample_distinct(space, n, np.random.default_rng(seed)), start=1):
+        value = score(fitness, arch)
+        history.append((arch, value))
+        if progress is not None:
+            progress(step, dict(arch), value)
+    return SearchResult.from_history(history, evaluations=len(history))
+
+
+def sample_distinct(space: Mapping[str, Sequence[str]], n: int, rng: np.random.Generator) -> list[Arch]:
+    """``min(n, size)`` distinct architectures, uniformly without replacement."""
+    size = space_size(space)
+    if n >= size:
+        return list(enumerate_archs(space))
+    if 2 * n > size:  # dense: a permutation of at most 2n indices never stalls
+        return [_decode(space, int(i)) for i in rng.permutation(size)[:n]]
+    # sparse (the usual case; spaces may exceed int64): redraw the rare repeats
+    seen: set[str] = set()
+    out: list[Arch] = []
+    while len(out) < n:
+        arch = random_arch(space, rng)
+        if key(arch) not in seen:
+            seen.add(key(arch))
+            out.append(arch)
+    return out
+
+
+def random_arch(space: Mapping[str, Sequence[str]], rng: np.random.Generator) -> Arch:
+    """One architecture, each label's op drawn uniformly."""
+    return {label: ops[int(rng.integers(len(ops)))] for label, ops in space.items()}
+
+
+def space_size(space: Mapping[str, Sequence[str]]) -> int:
+    """Number of architectures in ``space`` (a Python int: no overflow)."""
+    return math.prod(len(ops) for ops in space.values())
+
+
+def check_space(space: object) -> None:
+    """Raise SpaceError unless ``space`` maps labels to non-empty sequences of op names."""
+    if not isinstance(space, Mapping):
+        raise SpaceError(
+            f"a space is a mapping label -> op names (gmgraph.space(gm)), got {type(space).__name__}"
+        )
+    for label, ops in space.items():
+        if isinstance(ops, str) or not isinstance(ops, Sequence) or len(ops) == 0:
+            raise SpaceError(f"space label {label!r} needs a non-empty tuple of op names, got {ops!r}")
+
+
+def _decode(space: Mapping[str, Sequence[str]], index: int) -> Arch:
+    # mixed radix, last label fastest: the same order as enumerate_archs
+    arch = {}
+    for label in reversed(list(space)):
+        index, digit = divmod(index, len(space[label]))
+        arch[label] = space[label][digit]
+    return {label: arch[label] for label in space}
+
+
+def check_int(name: str, value: object, *, minimum: int) -> None:
+    """Raise ConfigError unless ``value`` is an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")

@@ -1,0 +1,130 @@
+import pytest
+import torch
+from torch import nn
+
+import gmgraph
+from gmgraph import data
+from gmgraph.choice import Choice, Neg
+from gmgraph.errors import ConfigError, DataError, SpaceError
+from gmgraph.scores import best_partition, gradient_matching
+from gmgraph.spaces import nb201
+from gmgraph.train import SupernetTrainer, TrainConfig
+from gmgraph.train.fewshot import FewShotConfig, choose_split
+
+
+class Scale(nn.Module):
+    def __init__(self, factor):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x):
+        return self.factor * x
+
+
+class Toy(nn.Module):
+    """Zero-initialised head: every child sees the same dL/dlogits, so the head's gradient
+    is g x^T for identity, 2 g x^T for doubling and -g x^T for negation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = Choice({"id": nn.Identity(), "twice": Scale(2.0)}, "a")
+        self.b = Choice({"id": nn.Identity(), "twice": Scale(2.0), "neg": Neg()}, "b")
+        self.head = nn.Linear(4, 3, bias=False)
+        nn.init.zeros_(self.head.weight)
+
+    def forward(self, x):
+        return self.head(self.b(self.a(x)))
+
+
+def batches(n=5, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(6, 4, generator=g), torch.randint(3, (6,), generator=g)) for _ in range(n)]
+
+
+def test_identical_gradients_are_at_zero_and_opposite_ones_at_two():
+    gm = gmgraph.trace(Toy())
+    d = gradient_matching(gm, "b", batches(), rounds=5)
+    ops = gmgraph.space(gm)["b"]
+    i, t, n = ops.index("id"), ops.index("twice"), ops.index("neg")
+    assert d[i, t] == pytest.approx(0.0, abs=1e-5)
+    assert d[i, n] == pytest.approx(2.0, abs=1e-5) and d[t, n] == pytest.approx(2.0, abs=1e-5)
+    assert torch.equal(d, d.T) and torch.all(d.diagonal() == 0)
+    partition, score = best_partition(d, groups=2, balanced=True)
+    assert sorted(partition) == [(i, t), (n,)]
+    assert score == pytest.approx(4.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("distance", ["per-filter-cos", "mse"])
+def test_other_distances_see_the_same_structure(distance):
+    gm = gmgraph.trace(Toy())
+    d = gradient_matching(gm, "b", batches(), rounds=3, distance=distance)
+    assert d[0, 2] > d[0, 1] >= 0
+    if distance == "per-filter-cos":
+        assert d[0, 1] == pytest.approx(0.0, abs=1e-5) and d[0, 2] == pytest.approx(2.0, abs=1e-5)
+
+
+def test_label_selection_picks_the_largest_cut():
+    gm = gmgraph.trace(Toy())
+    decision = choose_split(gm, FewShotConfig(method="gm", rounds=3, epochs=2, split_at=(1,)), iter(batches(6)))
+    assert decision["label"] == "b"
+    assert decision["scores"]["a"] == pytest.approx(0.0, abs=1e-4)
+    assert sorted(map(sorted, decision["groups"])) == [["id", "twice"], ["neg"]]
+
+
+def test_scoring_leaves_weights_bn_grads_optimizer_and_rng_streams_alone():
+    loaders = data.load("digits", batch_size=32)
+    torch.manual_seed(0)
+    gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    trainer = SupernetTrainer(gm, loaders, TrainConfig(steps_per_epoch=3))
+    trainer.train_epoch(quiet=True)
+    before_state = {k: v.clone() for k, v in gm.state_dict().items()}
+    before_opt = trainer.optimizer.state_dict()
+    before_opt = {i: {k: v.clone() for k, v in s.items()} for i, s in before_opt["state"].items()}
+    sampler_stream = trainer.sampler.generator.get_state()
+    global_stream = torch.get_rng_state()
+    grads = [None if p.grad is None else p.grad.clone() for p in gm.parameters()]
+    gm.train()
+    gradient_matching(gm, "2<-1", data.infinite(loaders.train), rounds=2, sampler=trainer.sampler)
+    after = gm.state_dict()
+    assert all(torch.equal(before_state[k], after[k]) for k in before_state)  # weights and BN statistics
+    for before, p in zip(grads, gm.parameters()):
+        assert (before is None and p.grad is None) or torch.equal(before, p.grad)
+    now_opt = trainer.optimizer.state_dict()["state"]
+    assert all(torch.equal(before_opt[i][k], now_opt[i][k]) for i in before_opt for k in before_opt[i])
+    assert torch.equal(trainer.sampler.generator.get_state(), sampler_stream)
+    assert torch.equal(torch.get_rng_state(), global_stream)
+    assert all(m.active is None and m.weights is None for g in gmgraph.choices(gm).values() for m in g)
+
+
+def test_the_nb201_preset_excludes_stem_and_classifier_and_the_tested_label():
+    gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    names = nb201.shared_parameters(gm, "1<-0")
+    assert names and all(n.startswith("cells.") for n in names)
+    assert not any(n.startswith(("stem", "classifier")) for n in names)
+    d = gradient_matching(gm, "1<-0", batches_for_nb201(), rounds=2, shared=nb201.shared_parameters)
+    assert d.shape == (5, 5) and torch.isfinite(d).all()
+
+
+def batches_for_nb201():
+    g = torch.Generator().manual_seed(0)
+    return [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(10, (8,), generator=g)) for _ in range(2)]
+
+
+def test_samplers_darts_and_gdas_can_drive_the_other_decisions():
+    gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    for name in ("darts", "gdas"):
+        d = gradient_matching(gm, "3<-2", batches_for_nb201(), rounds=2, sampler=name)
+        assert torch.isfinite(d).all()
+
+
+def test_errors():
+    gm = gmgraph.trace(Toy())
+    with pytest.raises(SpaceError, match="no decision named 'c'"):
+        gradient_matching(gm, "c", batches(), rounds=1)
+    with pytest.raises(ConfigError, match="unknown distance 'l1'"):
+        gradient_matching(gm, "b", batches(), distance="l1")
+    with pytest.raises(DataError, match="needs 10 batches but the data gave only 5"):
+        gradient_matching(gm, "b", batches(), rounds=10)
+    single = gmgraph.trace(nn.Sequential(Choice({"id": nn.Identity()}, "x"), nn.Linear(2, 2)))
+    with pytest.raises(SpaceError, match="single op"):
+        gradient_matching(single, "x", batches(), rounds=1)

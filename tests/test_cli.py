@@ -1,0 +1,95 @@
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from gmgraph.cli import main
+from gmgraph.report import REPORT_KEYS
+from gmgraph.spaces import nb201
+
+TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
+        "--rounds", "1", "--evaluations", "6", "--final-epochs", "1", "--quiet"]
+
+
+def test_a_small_search_runs_end_to_end(tmp_path, capsys):
+    assert main(["search", *TINY, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert set(REPORT_KEYS) <= set(report)
+    assert len(report["leaves"]) == 4 and len(report["split_tree"]) == 3
+    assert report["budget"]["supernet_epochs"] == 7
+    arch = nb201.parse((tmp_path / "arch.txt").read_text().strip())
+    assert arch == report["arch"]
+    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert best["arch"] == arch and best["model"]
+    out = capsys.readouterr().out
+    assert "chosen architecture: |" in out and "split [root]" in out
+
+
+def test_config_file_keys_mirror_the_flags(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('data = "synthetic"\nwidth = 4\ncells = 1\nepochs = 2\nsplit-at = [1]\nrounds = 1\n'
+                      'evaluations = 3\nfinal_epochs = 0\nmethod = "random"\n')
+    assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["settings"]["method"] == "random" and report["settings"]["split_at"] == [1]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "gmgraph", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--epochs", "0"], "--epochs must be a positive integer, got 0"),
+        (["--method", "magic"], "--method 'magic' is not one of oneshot, exhaustive, gm"),
+        (["--data", "cifar10"], "CIFAR-10 needs a data directory: pass root=DIR (--data-root DIR"),
+        (["--split-at", "5", "--epochs", "3"], "split epochs must be distinct and between 1 and 2"),
+        (["--search", "argmax"], "use --sampler darts or gdas"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(tmp_path, args, message):
+    done = run_cli("search", *args, "--out", str(tmp_path / "out"), "--quiet")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("gmgraph: error: ") and message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_out_and_corrupt_checkpoint(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["search", *TINY, "--out", str(blocker / "run")]) == 2
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "checkpoint.pt").write_bytes(b"garbage")
+    done = run_cli("search", *TINY, "--out", str(run_dir), "--resume")
+    assert done.returncode == 2 and "corrupt" in done.stderr and "Traceback" not in done.stderr
+    done = run_cli("search", *TINY, "--out", str(run_dir))
+    assert done.returncode == 2 and "--resume" in done.stderr
+
+
+def test_resume_of_a_missing_run(tmp_path, capsys):
+    assert main(["search", *TINY, "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "no checkpoint" in capsys.readouterr().err
+
+
+def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch):
+    import gmgraph.pipeline as pipeline
+
+    calls = []
+    real = pipeline._search
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_search", interrupted)
+    assert main(["search", *TINY, "--out", str(tmp_path)]) == 130
+    assert not (tmp_path / "report.json").exists()
+    assert main(["search", *TINY, "--out", str(tmp_path), "--resume"]) == 0
+    assert json.loads((tmp_path / "report.json").read_text())["budget"]["supernet_epochs"] == 7
