@@ -21,6 +21,7 @@ from torch import fx
 
 import gmgraph
 from gmgraph import data as datasets
+from gmgraph import spaces
 from gmgraph.errors import ConfigError
 from gmgraph.graph import space, space_size, trace
 from gmgraph.passes.derive import derive
@@ -28,12 +29,10 @@ from gmgraph.progress import Progress, log
 from gmgraph.report import write_run
 from gmgraph.search import argmax, evaluate, evolution, random_search
 from gmgraph.search.evaluate import accuracy
-from gmgraph.spaces import nb201
 from gmgraph.train.fewshot import METHODS, FewShotConfig, FewShotResult, locate, run
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
 from gmgraph.train.samplers import SAMPLERS
 
-SPACES = ("nb201",)
 SEARCHES = ("evolution", "random", "argmax")
 
 
@@ -65,7 +64,7 @@ class SearchSettings:
     seed: int = 0
 
     def validate(self) -> SearchSettings:
-        checks = [("space", SPACES), ("method", METHODS), ("sampler", SAMPLERS), ("search", SEARCHES)]
+        checks = [("space", tuple(spaces.REGISTRY)), ("method", METHODS), ("sampler", SAMPLERS), ("search", SEARCHES)]
         for name, accepted in checks:
             if getattr(self, name) not in accepted:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of {', '.join(accepted)}")
@@ -107,7 +106,8 @@ class SearchSettings:
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
     """The root supernet of ``settings.space`` for images of ``shape`` and ``num_classes``."""
     torch.manual_seed(settings.seed)
-    model = nb201.supernet(C=settings.width, N=settings.cells, num_classes=num_classes, in_channels=shape[0])
+    model = spaces.get(settings.space).build(width=settings.width, cells=settings.cells,
+                                             num_classes=num_classes, in_channels=shape[0])
     return trace(model)
 
 
@@ -122,7 +122,7 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     gm = build_supernet(settings, info.shape, info.num_classes)
     log(f"search space {settings.space}: {space_size(gm)} architectures, {len(space(gm))} decisions; "
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
-    shared = nb201.shared_parameters if settings.space == "nb201" else None
+    shared = spaces.get(settings.space).shared
     result = run(gm, loaders, settings.fewshot(), settings.training(), shared=shared,
                  checkpoint=out / "checkpoint.pt", resume=resume, quiet=quiet)
     timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0)
@@ -212,10 +212,12 @@ def _report(settings, root, result: FewShotResult, found, final: dict, timings: 
         "budget": {"supernet_epochs": result.budget, "epochs": settings.epochs},
         "timings": timings,
     }
+    spec = spaces.get(settings.space)
+    if spec.to_str is not None:
+        report["arch_str"] = spec.to_str(arch)
     if settings.space == "nb201":
         from gmgraph.nasbench import nb201 as table
 
-        report["arch_str"] = nb201.to_str(arch)
         report["oracle"] = {"note": "NAS-Bench-201 lookup of the chosen arch (CIFAR-10 test, 200 epochs); "
                                     "a reference only, not what the search optimised",
                             "nb201_cifar10_test": table.query(arch)}

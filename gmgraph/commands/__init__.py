@@ -1,0 +1,1 @@
+"""Subcommands of the ``gmgraph`` CLI; each module has ``add_parser(subparsers)``."""
