@@ -79,7 +79,10 @@ def gradient_matching(
     with _untouched(gm):
         for x, y in _take(batches, rounds):
             grads = _child_gradients(gm, label, ops, sampler, generator, params, x, y)
-            names = fixed if fixed is not None else _shared_in_all(grads, _outside(gm, label, params))
+            if fixed is None:
+                names = _shared_in_all(grads, _outside(gm, label, params))
+            else:  # a parameter no child touched adds zeros to every vector: it cannot change a distance
+                names = [n for n in fixed if any(n in g for g in grads)]
             total += _distances([_flatten(g, names, params) for g in grads], distance)
             done += 1
     return (total / done).float()
