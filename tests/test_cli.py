@@ -36,6 +36,16 @@ def test_config_file_keys_mirror_the_flags(tmp_path):
     assert report["settings"]["method"] == "random" and report["settings"]["split_at"] == [1]
 
 
+def test_yaml_config_and_unknown_keys(tmp_path, capsys):
+    config = tmp_path / "run.yaml"
+    config.write_text("search:\n  data: synthetic\n  width: 4\n  cells: 1\n  epochs: 2\n  split_at: [1]\n"
+                      "  rounds: 1\n  evaluations: 3\n  final_epochs: 0\n")
+    assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
+    config.write_text("epoch: 3\n")
+    assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "bad")]) == 2
+    assert "unknown setting 'epoch'" in capsys.readouterr().err
+
+
 def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "gmgraph", *args], capture_output=True, text=True, timeout=120)
 
