@@ -1,0 +1,20 @@
+"""``gmgraph report DIR``: rebuild report.html and its PNGs from a finished run's report.json."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("report", help="rebuild report.html of a finished search run",
+                       description="Rebuild report.html (images embedded) and the PNGs from DIR/report.json.")
+    p.add_argument("run", type=Path, help="a `gmgraph search` output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gmgraph.report_html import render_run
+
+    print(f"wrote {render_run(args.run)}")
+    return 0

@@ -1,0 +1,136 @@
+"""``gmgraph show``: a search space as a table, or one architecture with its cost and a drawing.
+
+    $ gmgraph show --space nb201
+    $ gmgraph show --space nb201 --arch '|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|'
+    $ gmgraph show --run runs/search-...      # the run's space and chosen architecture
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from gmgraph import spaces
+from gmgraph.errors import ConfigError
+from gmgraph.graph import choices, space, space_size, trace
+from gmgraph.passes.derive import derive
+from gmgraph.scores.zero_cost import zero_cost
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("show", help="show a search space, or one architecture of it",
+                       description="Print a search space as a table; with --arch, one architecture's cost and cell.")
+    p.add_argument("--space", default="nb201", help=f"one of {', '.join(spaces.REGISTRY)} (default nb201)")
+    p.add_argument("--run", type=Path, help="a `gmgraph search` output folder: show its space and chosen arch")
+    p.add_argument("--arch", help="an architecture string of the space (NB201: |op~0|+|op~0|op~1|+...)")
+    p.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
+    p.add_argument("--cells", type=int, default=5, help="cells per stage (default 5)")
+    p.add_argument("--num-classes", type=int, default=10)
+    p.add_argument("--in-channels", type=int, default=3)
+    p.add_argument("--image-size", type=int, default=32, help="input height and width for FLOPs (default 32)")
+    p.add_argument("--png", type=Path, help="also draw the architecture into this PNG")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    arch = None
+    if args.run is not None:
+        args, arch = _from_run(args)
+    spec = spaces.get(args.space)
+    torch.manual_seed(0)
+    gm = trace(spec.build(width=args.width, cells=args.cells, num_classes=args.num_classes,
+                          in_channels=args.in_channels))
+    if args.arch is not None:
+        arch = _parse(spec, args.arch)
+    print(space_table(gm))
+    if arch is not None:
+        print()
+        print(arch_summary(gm, arch, (args.in_channels, args.image_size, args.image_size)))
+        if args.png is not None:
+            from gmgraph import viz
+
+            print(f"drawing: {viz.draw_cell(arch, args.png, title=args.arch or '')}")
+    return 0
+
+
+def _from_run(args: argparse.Namespace):
+    try:
+        report = json.loads((args.run / "report.json").read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{args.run} holds no readable report.json: {exc}") from exc
+    settings = report["settings"]
+    args.space, args.width, args.cells = settings["space"], settings["width"], settings["cells"]
+    if "input_shape" in report:
+        args.in_channels, args.image_size = report["input_shape"][0], report["input_shape"][-1]
+    if "num_classes" in report:
+        args.num_classes = report["num_classes"]
+    return args, report["arch"]
+
+
+def _parse(spec, text: str) -> dict[str, str]:
+    if spec.parse is not None:
+        return spec.parse(text)
+    try:
+        return dict(part.split("=", 1) for part in text.split(";") if part)
+    except ValueError:
+        raise ConfigError(f"--arch {text!r}: expected label=op;label=op;...") from None
+
+
+def space_table(gm) -> str:
+    """Labels, candidates and Choices per label, the space size and its parameter range."""
+    rows = [f"{'label':<14} {'choices':>7}  candidates"]
+    groups = choices(gm)
+    for label, ops in space(gm).items():
+        rows.append(f"{label:<14} {len(groups[label]):>7}  {', '.join(ops)}")
+    low, high = param_range(gm)
+    rows.append(f"space size: {space_size(gm):,} architectures; parameters: {low:,} to {high:,} "
+                "(ops whose output is unused counted)")
+    return "\n".join(rows)
+
+
+def param_range(gm) -> tuple[int, int]:
+    """Fewest and most parameters of any architecture (a label's op applies to all its Choices)."""
+    inside = {id(p) for group in choices(gm).values() for c in group for p in c.parameters()}
+    fixed = sum(p.numel() for p in gm.parameters() if id(p) not in inside)
+    low = high = fixed
+    for group in choices(gm).values():
+        per_op = [sum(_derived_params(c.ops[op]) for c in group) for op in group[0].ops]
+        low, high = low + min(per_op), high + max(per_op)
+    return low, high
+
+
+def _derived_params(op: torch.nn.Module) -> int:
+    # derive gives non-affine BatchNorms a weight and a bias: count them as the derived network has them.
+    extra = sum(2 * m.num_features for m in op.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.affine)
+    return sum(p.numel() for p in op.parameters()) + extra
+
+
+def arch_summary(gm, arch: dict[str, str], shape: tuple[int, int, int]) -> str:
+    """Parameters, FLOPs and a text drawing of one architecture."""
+    net = derive(gm, arch)
+    params = sum(p.numel() for p in net.parameters())
+    flops = zero_cost(gm, arch, "flops", (torch.zeros(1, *shape), None))
+    lines = [f"parameters: {params:,} (derived network, dead ops pruned)",
+             f"FLOPs: {flops / 1e6:.2f} M multiply-adds for one {shape[0]}x{shape[1]}x{shape[2]} input"]
+    return "\n".join(lines + ["", text_drawing(arch)])
+
+
+def text_drawing(arch: dict[str, str]) -> str:
+    """``node i = op(node j) + ...`` per node of each cell; ``label: op`` lines otherwise."""
+    from gmgraph.viz import cells_of
+
+    cells = cells_of(arch)
+    if cells is None:
+        return "\n".join(f"{label}: {op}" for label, op in arch.items())
+    lines = []
+    for name, edges in cells.items():
+        if len(cells) > 1:
+            lines.append(f"[{name}]")
+        for dst in sorted({d for _, d, _ in edges}):
+            terms = [f"{op}(node {src})" for src, d, op in sorted(edges) if d == dst and op != "none"]
+            lines.append(f"node {dst} = {' + '.join(terms) if terms else 'zero'}")
+    return "\n".join(lines)
