@@ -1,0 +1,227 @@
+"""Turn an existing model (yours or torchvision's) into a supernet, by rules.
+
+A *rule* looks at each module ``(name, module)`` and returns either ``None``
+(leave it alone) or the candidate ops of a new Choice, one of which must be
+the module itself. :func:`supernetify` swaps every matched module for that
+Choice in a copy of the model; the original module keeps its weights, so
+:func:`original_arch` names the architecture that *is* the original model::
+
+    >>> import torch, gmgraph
+    >>> from torch import nn
+    >>> cnn = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    >>> _ = cnn(torch.randn(1, 3, 8, 8))                       # materialise the lazy layer
+    >>> gm = gmgraph.trace(supernetify(cnn, conv_kernels()))
+    >>> gmgraph.space(gm)
+    {'0': ('3x3', '5x5', '7x7')}
+    >>> x = torch.randn(2, 3, 8, 8)
+    >>> with gmgraph.use(gm, original_arch(gm)):
+    ...     torch.equal(gm(x), cnn(x))
+    True
+
+Labels are module names with ``.`` replaced by ``/`` (``features.3`` becomes
+``features/3``). Rules are tried in order and the first that matches wins;
+the inside of a replaced module is not visited, so Choices never nest.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from collections.abc import Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+from torchvision.models.efficientnet import MBConv, MBConvConfig
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+from gmgraph.arch import Arch
+from gmgraph.choice import Choice
+from gmgraph.errors import SpaceError
+from gmgraph.graph import choices
+
+Rule = Callable[[str, nn.Module], Mapping[str, nn.Module] | None]
+
+
+def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
+    """A copy of ``model`` in which every module a rule matches becomes a Choice.
+
+    Args:
+        model: any ``nn.Module``; it is deep-copied, never changed.
+        rules: one rule or a list, tried in order on every module (parents
+            before children). A rule returns ``None`` or ``{op name: module}``
+            holding the module it was given (the *original* op, which keeps its
+            weights and becomes the Choice's first candidate).
+
+    Raises:
+        SpaceError: a rule returned candidates without the original module, two
+            modules map to one label, or no module matched any rule.
+    """
+    rules = [rules] if callable(rules) else list(rules)
+    net = copy.deepcopy(model)
+    replaced: list[str] = []
+    labels: dict[str, str] = {}
+    for name, module in list(net.named_modules()):
+        if not name or any(name.startswith(prefix + ".") for prefix in replaced):
+            continue
+        for rule in rules:
+            ops = rule(name, module)
+            if ops is not None:
+                label = _label(name, labels)
+                _replace(net, name, _choice(name, module, ops, label, rule))
+                replaced.append(name)
+                break
+    if not replaced:
+        raise SpaceError(f"no module of {type(model).__name__} matched the rules; nothing to search")
+    return net
+
+
+def original_arch(supernet: nn.Module) -> Arch:
+    """The architecture that reproduces the model :func:`supernetify` started from.
+
+    Raises:
+        SpaceError: a Choice was not made by ``supernetify``, or a split removed its original op.
+    """
+    arch: Arch = {}
+    for label, group in choices(supernet).items():
+        names = {getattr(choice, "original", None) for choice in group}
+        if len(names) != 1 or None in names:
+            raise SpaceError(f"Choice {label!r} was not made by supernetify: it has no original op")
+        name = names.pop()
+        if any(name not in choice.ops for choice in group):
+            raise SpaceError(f"{label!r} no longer holds its original op {name!r} (a split removed it)")
+        arch[label] = name
+    return arch
+
+
+def _label(name: str, taken: dict[str, str]) -> str:
+    label = name.replace(".", "/")
+    if label in taken:
+        raise SpaceError(f"modules {taken[label]!r} and {name!r} would both get the label {label!r}")
+    taken[label] = name
+    return label
+
+
+def _choice(name: str, module: nn.Module, ops: Mapping[str, nn.Module], label: str, rule) -> Choice:
+    originals = [op_name for op_name, op in ops.items() if op is module]
+    if len(originals) != 1:
+        raise SpaceError(
+            f"rule {getattr(rule, '__name__', rule)!r} on {name!r} must return the module itself as exactly "
+            f"one candidate (it keeps the original weights); got ops {list(ops)}"
+        )
+    original = originals[0]
+    reference = next(iter(module.parameters()), None)
+    ordered = {original: module}
+    for op_name, op in ops.items():
+        if op is not module:
+            # New candidates live where the original does (device, dtype).
+            ordered[op_name] = op.to(reference.device, reference.dtype) if reference is not None else op
+    choice = Choice(ordered, label)
+    choice.original = original  # plain attribute: survives deepcopy, restrict and pickling
+    return choice
+
+
+def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def conv_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
+    """Rule: every 3x3 ``nn.Conv2d`` chooses among kernel sizes ``sizes``.
+
+    The original conv is ``3x3``; a ``kxk`` candidate has the same stride,
+    dilation, groups and bias, padding grown to keep the output shape, and the
+    original kernel at its centre (zeros around it) and the original bias, so
+    it starts out computing the same function.
+
+    Raises:
+        SpaceError: sizes that are not odd integers >= 3, or no size besides 3.
+
+    Example:
+        >>> ops = conv_kernels((3, 5))("conv", nn.Conv2d(2, 4, 3, padding=1))
+        >>> ops["5x5"].padding, ops["5x5"].weight[0, 0, 2, 2] == ops["3x3"].weight[0, 0, 1, 1]
+        ((2, 2), tensor(True))
+    """
+    bad = [k for k in sizes if not isinstance(k, int) or k < 3 or k % 2 == 0]
+    if bad or not [k for k in sizes if k != 3]:
+        raise SpaceError(f"conv_kernels needs odd kernel sizes >= 3, at least one besides 3; got {list(sizes)}")
+
+    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
+        if not isinstance(module, nn.Conv2d) or module.kernel_size != (3, 3):
+            return None
+        ops: dict[str, nn.Module] = {"3x3": module}
+        ops.update({f"{k}x{k}": _grown(module, k) for k in dict.fromkeys(sizes) if k != 3})
+        return ops
+
+    rule.__name__ = "conv_kernels"
+    return rule
+
+
+def _grown(conv: nn.Conv2d, k: int) -> nn.Conv2d:
+    """A k x k copy of a 3x3 conv computing the same function."""
+    if conv.padding == "same":
+        padding: str | tuple[int, ...] = "same"
+    else:
+        base = (0, 0) if conv.padding == "valid" else conv.padding
+        padding = tuple(p + (k - 3) // 2 * d for p, d in zip(base, conv.dilation))
+    big = nn.Conv2d(
+        conv.in_channels, conv.out_channels, k, conv.stride, padding, conv.dilation, conv.groups,
+        bias=conv.bias is not None, padding_mode=conv.padding_mode,
+        device=conv.weight.device, dtype=conv.weight.dtype,
+    )
+    start = (k - 3) // 2
+    with torch.no_grad():
+        big.weight.zero_()
+        big.weight[:, :, start:start + 3, start:start + 3] = conv.weight
+        if conv.bias is not None:
+            big.bias.copy_(conv.bias)
+    return big
+
+
+def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: bool = True) -> Rule:
+    """Rule: every torchvision ``InvertedResidual`` (MobileNetV2) or ``MBConv`` (EfficientNet)
+    block chooses its expansion ratio, or to be skipped.
+
+    Ops are named ``e<ratio>`` (the original block keeps its own ratio's name);
+    new blocks copy the original's kernel, stride, widths, BN settings and
+    stochastic-depth rate and are freshly initialised. ``skip`` (the identity)
+    is offered when ``allow_skip`` and the block keeps its shape (stride 1,
+    equal widths).
+
+    Example:
+        >>> from torchvision.models.mobilenetv2 import InvertedResidual
+        >>> list(inverted_residual_expansions()("features.2", InvertedResidual(8, 8, 1, 6)))
+        ['e6', 'e3', 'skip']
+    """
+
+    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
+        if not isinstance(module, (InvertedResidual, MBConv)):
+            return None
+        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+        depthwise = next(c for c in convs if c.groups > 1 and c.groups == c.in_channels)
+        c_in, c_out = convs[0].in_channels, module.out_channels
+        stride = depthwise.stride[0]
+        bn = next(m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        norm = functools.partial(type(bn), eps=bn.eps, momentum=bn.momentum)
+        ops: dict[str, nn.Module] = {_ratio_name(depthwise.in_channels / c_in): module}
+        for ratio in ratios:
+            if _ratio_name(ratio) not in ops:
+                ops[_ratio_name(ratio)] = _like(module, c_in, c_out, stride, depthwise.kernel_size[0], ratio, norm)
+        if allow_skip and stride == 1 and c_in == c_out:
+            ops["skip"] = nn.Identity()
+        return ops
+
+    rule.__name__ = "inverted_residual_expansions"
+    return rule
+
+
+def _ratio_name(ratio: float) -> str:
+    return f"e{ratio:g}".replace(".", "p")  # op names are ModuleDict keys: no dots
+
+
+def _like(block: nn.Module, c_in: int, c_out: int, stride: int, kernel: int, ratio: float, norm) -> nn.Module:
+    if isinstance(block, InvertedResidual):
+        return InvertedResidual(c_in, c_out, stride, ratio, norm_layer=norm)
+    config = MBConvConfig(ratio, kernel, stride, c_in, c_out, 1)
+    # The config rounds widths to multiples of 8; the block must keep the original's exactly.
+    config.input_channels, config.out_channels = c_in, c_out
+    return MBConv(config, block.stochastic_depth.p, norm)

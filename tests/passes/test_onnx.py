@@ -1,0 +1,164 @@
+"""export_onnx: derived NB201 networks run in onnxruntime as in torch; metadata; refusals; atomic writes.
+
+torch.onnx.export costs about a second per call whatever the model's size, so
+the 20 random architectures are exported ten to a file (side by side in one
+module, C=8, N=1); the edge cases get a file each, and one export is full size.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+import gmgraph
+from gmgraph.errors import ExportError
+from gmgraph.passes import derive, export_onnx
+from gmgraph.passes.onnx import read_metadata
+from gmgraph.spaces import nb201
+from tests.conftest import randomize_batchnorm
+
+SHAPE = (3, 32, 32)
+
+
+def _supernet(C: int, N: int, seed: int = 0) -> torch.fx.GraphModule:
+    torch.manual_seed(seed)
+    gm = gmgraph.trace(nb201.supernet(C=C, N=N))
+    randomize_batchnorm(gm, torch.Generator().manual_seed(seed + 1))
+    return gm
+
+
+def _uniform(op: str) -> dict[str, str]:
+    return {label: op for label in nb201.LABELS}
+
+
+class _SideBySide(nn.Module):
+    """Several derived networks on the same input: one export checks them all."""
+
+    def __init__(self, nets: list[nn.Module]):
+        super().__init__()
+        self.nets = nn.ModuleList(nets)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(net(x) for net in self.nets)
+
+
+def _assert_matches_torch(model: nn.Module, path, seed: int = 123) -> None:
+    """Our own check, independent of export_onnx's: batch 1 and 7, max abs diff <= 1e-4."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed)
+    for batch in (1, 7):
+        x = torch.randn((batch, *SHAPE), generator=generator)
+        with torch.no_grad():
+            expected = model.eval()(x)
+        expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+        got = session.run(None, {"input": x.numpy()})
+        assert len(got) == len(expected)
+        for want, have in zip(expected, got):
+            assert have.shape == tuple(want.shape) == (batch, 10)
+            np.testing.assert_allclose(have, want.numpy(), rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("group", range(2))
+def test_twenty_random_archs_match_torch(tmp_path, group):
+    gm = _supernet(C=8, N=1)
+    generator = torch.Generator().manual_seed(2024)
+    archs = [gmgraph.sample(gm, generator) for _ in range(20)][10 * group : 10 * group + 10]
+    model = _SideBySide([derive(gm, arch) for arch in archs])
+    path = export_onnx(model, torch.randn(1, *SHAPE), tmp_path / "ten.onnx")
+    _assert_matches_torch(model, path)
+
+
+@pytest.mark.parametrize("op", ["none", "skip_connect", "nor_conv_3x3"])
+def test_uniform_archs_match_torch_and_carry_metadata(tmp_path, capfd, op):
+    net = derive(_supernet(C=8, N=1), _uniform(op))
+    path = export_onnx(net, torch.randn(2, *SHAPE), tmp_path / f"{op}.onnx", metadata={"space": "nb201"})
+    assert capfd.readouterr().out == ""  # the exporter's chatter would clutter the CLI
+    _assert_matches_torch(net, path)
+    meta = read_metadata(path)
+    assert meta == {"arch": _uniform(op), "version": gmgraph.__version__, "space": "nb201"}
+
+
+def test_full_size_network_is_one_valid_self_contained_file(tmp_path):
+    arch = nb201.parse("|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|")
+    net = derive(_supernet(C=16, N=5), arch)
+    path = export_onnx(net, torch.randn(1, *SHAPE), tmp_path / "net.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]  # no external data, no temp file
+    onnx.checker.check_model(str(path), full_check=True)
+    proto = onnx.load(str(path))
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in proto.graph.initializer)
+    assert proto.opset_import[0].version == 18
+    batch = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_param and not batch.HasField("dim_value")
+    assert read_metadata(path)["arch"] == arch
+    _assert_matches_torch(net, path)
+
+
+def test_static_batch_keeps_the_example_batch_and_the_input_module_unchanged(tmp_path):
+    net = derive(_supernet(C=4, N=1), _uniform("nor_conv_1x1")).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    path = export_onnx(net, torch.randn(3, *SHAPE), tmp_path / "static.onnx", dynamic_batch=False)
+    assert net.training  # exported in eval mode, from a copy
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape == [3, *SHAPE]
+    x = torch.randn(3, *SHAPE)
+    with torch.no_grad():
+        np.testing.assert_allclose(session.run(None, {"input": x.numpy()})[0], net.eval()(x).numpy(), atol=1e-4)
+
+
+def test_supernet_is_refused(tmp_path):
+    with pytest.raises(ExportError, match="derive an architecture first"):
+        export_onnx(_supernet(C=4, N=1), torch.randn(1, *SHAPE), tmp_path / "supernet.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "onto_a_folder"])
+def test_unwritable_path_fails_clearly_and_leaves_nothing(tmp_path, where):
+    net = derive(_supernet(C=4, N=1), _uniform("skip_connect"))
+    (tmp_path / "file").write_text("")
+    (tmp_path / "folder").mkdir()
+    target = tmp_path / "file" / "net.onnx" if where == "under_a_file" else tmp_path / "folder"
+    with pytest.raises(ExportError, match="cannot write"):
+        export_onnx(net, torch.randn(1, *SHAPE), target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
+class _Noisy(nn.Module):
+    """Random output: torch and onnxruntime draw different numbers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + torch.rand_like(x)
+
+
+def test_disagreement_is_named_and_nothing_is_written(tmp_path):
+    with pytest.raises(ExportError, match=r"disagrees with torch on output 0 at batch 1: max \|onnx - torch\| = "):
+        export_onnx(_Noisy(), torch.randn(1, 4), tmp_path / "noisy.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_example_shape_is_explained(tmp_path):
+    net = derive(_supernet(C=4, N=1), _uniform("skip_connect"))
+    with pytest.raises(ExportError, match=r"cannot run on an example input of shape \(1, 1, 32, 32\)"):
+        export_onnx(net, torch.randn(1, 1, 32, 32), tmp_path / "net.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_metadata_errors(tmp_path):
+    with pytest.raises(ExportError, match="no ONNX model at"):
+        read_metadata(tmp_path / "missing.onnx")
+    (tmp_path / "junk.onnx").write_bytes(b"\xff\x00 not a protobuf \xff")
+    with pytest.raises(ExportError, match="is not an ONNX model"):
+        read_metadata(tmp_path / "junk.onnx")
+
+
+def test_doctests():
+    module = importlib.import_module("gmgraph.passes.onnx")
+    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

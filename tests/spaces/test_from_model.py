@@ -1,0 +1,196 @@
+import doctest
+
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+from torchvision.models import efficientnet_b0, mobilenet_v2, resnet18
+from torchvision.models.efficientnet import MBConv
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+import gmgraph
+from gmgraph.choice import Choice
+from gmgraph.errors import SpaceError
+from gmgraph.passes import derive, restrict
+from gmgraph.scores.gradient_matching import gradient_matching
+from gmgraph.spaces import conv_kernels, from_model, inverted_residual_expansions, original_arch, supernetify
+from tests.conftest import randomize_batchnorm
+
+
+def user_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+        nn.Conv2d(16, 16, 1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
+    )
+
+
+def seeded(build) -> nn.Module:
+    torch.manual_seed(0)
+    model = build()
+    randomize_batchnorm(model, torch.Generator().manual_seed(1))
+    return model.eval()
+
+
+# name -> (model, rule, number of decisions, one label and its ops)
+MODELS = {
+    "user_cnn": (user_cnn, conv_kernels(), 2, ("3", ("3x3", "5x5", "7x7"))),
+    "mobilenet_v2": (lambda: mobilenet_v2(weights=None, num_classes=10), inverted_residual_expansions(),
+                     17, ("features/1", ("e1", "e3", "e6"))),
+    # 3x3 and 5x5 only: 7x7 versions of resnet18's 512-channel convs would add 60M parameters.
+    "resnet18": (lambda: resnet18(weights=None, num_classes=10), conv_kernels((3, 5)),
+                 16, ("layer1/0/conv1", ("3x3", "5x5"))),
+    "efficientnet_b0": (lambda: efficientnet_b0(weights=None, num_classes=10), inverted_residual_expansions(),
+                        16, ("features/2/1", ("e6", "e3", "skip"))),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def case(request):
+    build, rule, _, _ = MODELS[request.param]
+    model = seeded(build)
+    gm = gmgraph.trace(supernetify(model, rule)).eval()
+    return request.param, model, gm
+
+
+def test_one_decision_per_matched_module_labelled_by_its_name(case):
+    name, _, gm = case
+    _, _, count, (label, ops) = MODELS[name]
+    current = gmgraph.space(gm)
+    assert len(current) == count and current[label] == ops
+
+
+def single_path(gm, arch, x):
+    with torch.no_grad(), gmgraph.use(gm, arch):
+        return gm(x)
+
+
+def test_original_arch_reproduces_the_model(case):
+    _, model, gm = case
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = model(x)
+        arch = original_arch(gm)
+        assert torch.equal(single_path(gm, arch, x), expected)
+        torch.testing.assert_close(derive(gm, arch)(x), expected, rtol=0, atol=1e-6)
+    assert all(gmgraph.space(gm)[label][0] == op for label, op in arch.items())  # the original comes first
+
+
+def test_sampled_archs_derive_to_the_supernet_path(case):
+    _, _, gm = case
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 32, 32, generator=generator)
+    for _ in range(2):
+        arch = gmgraph.sample(gm, generator)
+        plain = derive(gm, arch)
+        assert not any(isinstance(m, Choice) for m in plain.modules())
+        torch.testing.assert_close(plain(x), single_path(gm, arch, x), rtol=0, atol=1e-5)
+
+
+def test_onnx_export_of_a_sampled_arch_matches_torch(case, tmp_path):
+    name, _, gm = case
+    arch = gmgraph.sample(gm, torch.Generator().manual_seed(4))
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    assert_onnx_parity(derive(gm, arch), x, tmp_path / f"{name}.onnx")
+
+
+def test_gradient_matching_scores_a_decision(case):
+    _, _, gm = case
+    label = list(gmgraph.space(gm))[1]
+    generator = torch.Generator().manual_seed(6)
+    batches = [(torch.randn(2, 3, 32, 32, generator=generator), torch.randint(10, (2,), generator=generator))]
+    k = len(gmgraph.space(gm)[label])
+    distances = gradient_matching(gm, label, batches, rounds=1)
+    assert distances.shape == (k, k) and torch.isfinite(distances).all()
+
+
+def test_the_model_is_copied_and_labels_follow_module_names():
+    model = user_cnn()
+    gm = gmgraph.trace(supernetify(model, conv_kernels()))
+    assert gmgraph.space(gm) == {"0": ("3x3", "5x5", "7x7"), "3": ("3x3", "5x5", "7x7")}  # the 1x1 conv is left alone
+    assert isinstance(model[0], nn.Conv2d)
+    assert gm.get_submodule("0").ops["3x3"] is not model[0]
+    assert torch.equal(gm.get_submodule("0").ops["3x3"].weight, model[0].weight)
+
+
+def test_larger_kernels_start_as_the_original_conv():
+    torch.manual_seed(0)
+    conv = nn.Conv2d(4, 6, 3, stride=2, padding=2, dilation=2)
+    ops = conv_kernels((7, 5, 3))("conv", conv)
+    assert list(ops) == ["3x3", "7x7", "5x5"] and ops["3x3"] is conv
+    x = torch.randn(2, 4, 9, 9)
+    for name in ("5x5", "7x7"):
+        big = ops[name]
+        assert (big.stride, big.dilation, big.groups) == (conv.stride, conv.dilation, conv.groups)
+        torch.testing.assert_close(big(x), conv(x), rtol=0, atol=1e-5)
+    depthwise = nn.Conv2d(4, 4, 3, padding="same", groups=4, bias=False)
+    big = conv_kernels((5,))("dw", depthwise)["5x5"]
+    torch.testing.assert_close(big(x), depthwise(x), rtol=0, atol=1e-5)
+    assert conv_kernels()("k5", nn.Conv2d(2, 2, 5)) is None
+    for sizes in ((3,), (4, 5), (1, 3)):
+        with pytest.raises(SpaceError, match="odd kernel sizes"):
+            conv_kernels(sizes)
+
+
+def test_expansion_candidates_keep_shape_and_offer_skip_only_where_it_fits():
+    rule = inverted_residual_expansions(ratios=(3, 6))
+    first = rule("b", InvertedResidual(8, 16, 1, 1))
+    assert list(first) == ["e1", "e3", "e6"]  # 8 -> 16 channels: no skip
+    same = rule("b", InvertedResidual(8, 8, 1, 6))
+    assert list(same) == ["e6", "e3", "skip"]
+    assert same["e3"].conv[0][0].out_channels == 24
+    assert list(rule("b", InvertedResidual(8, 8, 2, 6))) == ["e6", "e3"]
+    assert "skip" not in inverted_residual_expansions(allow_skip=False)("b", InvertedResidual(8, 8, 1, 6))
+    block = efficientnet_b0(weights=None).features[6][1]  # MBConv e6, kernel 5, 192 -> 192, stochastic depth
+    ops = rule("block", block)
+    assert list(ops) == ["e6", "e3", "skip"] and isinstance(ops["e3"], MBConv)
+    assert ops["e3"].block[1][0].kernel_size == (5, 5) and ops["e3"].stochastic_depth.p == block.stochastic_depth.p
+    x = torch.randn(1, 192, 4, 4)
+    assert ops["e3"].eval()(x).shape == block.eval()(x).shape
+    assert list(inverted_residual_expansions(ratios=(4.5,))("b", InvertedResidual(8, 8, 1, 6))) == ["e6", "e4p5", "skip"]
+
+
+def test_rules_are_tried_in_order_and_choices_never_nest():
+    gm = gmgraph.trace(supernetify(mobilenet_v2(weights=None), [inverted_residual_expansions(), conv_kernels()]))
+    current = gmgraph.space(gm)
+    assert current["features/0/0"] == ("3x3", "5x5", "7x7")  # the stem conv
+    assert current["features/1"] == ("e1", "e3", "e6") and current["features/2"] == ("e6", "e3")
+    assert len(current) == 18  # 17 blocks + the stem; the blocks' inner convs are not decisions
+    for choice in gmgraph.choices(gm)["features/1"]:
+        assert not any(isinstance(m, Choice) for m in choice.ops.modules())
+
+
+def test_bad_rules_and_foreign_choices_are_refused():
+    with pytest.raises(SpaceError, match="module itself"):
+        supernetify(user_cnn(), lambda name, m: {"new": nn.Identity()} if isinstance(m, nn.ReLU) else None)
+    with pytest.raises(SpaceError, match="matched"):
+        supernetify(nn.Sequential(nn.Linear(2, 2)), conv_kernels())
+    gm = gmgraph.trace(supernetify(user_cnn(), conv_kernels()))
+    with pytest.raises(SpaceError, match="split removed"):
+        original_arch(restrict(gm, {"0": ["5x5", "7x7"]}))
+    assert original_arch(restrict(gm, {"0": ["3x3"]})) == {"0": "3x3", "3": "3x3"}
+    plain = gmgraph.trace(nn.Sequential(Choice({"a": nn.ReLU(), "b": nn.Identity()}, "act")))
+    with pytest.raises(SpaceError, match="not made by supernetify"):
+        original_arch(plain)
+
+
+def test_doctests():
+    assert doctest.testmod(from_model).failed == 0
+
+
+def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
+    """Export with gmgraph's exporter when present (else torch.onnx) and compare onnxruntime with torch."""
+    try:
+        from gmgraph.passes.onnx import export_onnx
+    except ImportError:
+        export_onnx = None
+    net = net.eval()
+    if export_onnx is not None:
+        export_onnx(net, x, path, dynamic_batch=False)  # a fixed batch exports twice as fast
+    else:
+        torch.onnx.export(net, (x,), str(path), dynamo=True)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = net(x)
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
