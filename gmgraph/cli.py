@@ -17,7 +17,7 @@ import sys
 from gmgraph.errors import GmGraphError
 
 # Each module has add_parser(subparsers), which registers its command and sets `func`.
-COMMANDS = ("search",)
+COMMANDS = ("search", "export", "predict", "rank", "show", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ from gmgraph.progress import Progress, log
 from gmgraph.report import write_run
 from gmgraph.search import argmax, evaluate, evolution, random_search
 from gmgraph.search.evaluate import accuracy
+from gmgraph.train import distributed
 from gmgraph.train.fewshot import METHODS, FewShotConfig, FewShotResult, locate, run
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
 from gmgraph.train.samplers import SAMPLERS
@@ -111,9 +112,16 @@ def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes
     return trace(model)
 
 
-def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict:
-    """Run the whole job, write ``out/report.json``, ``out/arch.txt`` and checkpoints; return the report."""
+def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict | None:
+    """Run the whole job, write ``out/report.json``, ``out/arch.txt`` and checkpoints; return the report.
+
+    In a distributed run every rank calls it: the ranks share the supernet
+    training (see :func:`gmgraph.train.fewshot.run`); the search, the final
+    training and the report are rank 0's alone, and the other ranks return None.
+    """
     settings.validate()
+    team = distributed.team()
+    quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     out = Path(out)
     timings: dict[str, float] = {}
     start = time.perf_counter()
@@ -127,6 +135,8 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
                  checkpoint=out / "checkpoint.pt", resume=resume, quiet=quiet)
     timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0)
     timings["train_seconds"] = result.timings.get("total_seconds", 0.0) - timings["scoring_seconds"]
+    if team is not None and not team.is_root:
+        return None
     t = time.perf_counter()
     found = _search(settings, gm, result, loaders, quiet)
     timings["search_seconds"] = time.perf_counter() - t
@@ -135,8 +145,19 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     timings["final_seconds"] = time.perf_counter() - t
     timings["total_seconds"] = time.perf_counter() - start
     report = _report(settings, gm, result, found, final, timings)
+    report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
     write_run(out, report, final.pop("model"))
+    _deployables(out, quiet)
     return report
+
+
+def _deployables(out: Path, quiet: bool) -> None:
+    """best.onnx (verified in onnxruntime) and report.html with its drawings, next to report.json."""
+    from gmgraph.commands.export import export_run
+    from gmgraph.report_html import render_run
+
+    log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
+    log(f"wrote {render_run(out)}", quiet=quiet)
 
 
 def _calibration(loaders, settings: SearchSettings) -> list:

@@ -23,6 +23,10 @@ def test_a_small_search_runs_end_to_end(tmp_path, capsys):
     assert arch == report["arch"]
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["arch"] == arch and best["model"]
+    from gmgraph.passes.onnx import read_metadata
+
+    assert read_metadata(tmp_path / "best.onnx")["arch"] == arch
+    assert "<img" in (tmp_path / "report.html").read_text()
     out = capsys.readouterr().out
     assert "chosen architecture: |" in out and "split [root]" in out
 

@@ -3,6 +3,11 @@
 >>> from gmgraph.cli import main
 >>> main(["search", "--epochs", "0", "--quiet"])  # doctest: +SKIP
 2
+
+Scale-out: ``--nproc N`` starts N workers on this machine through torch's
+elastic launcher; a worker started by ``torchrun`` (several machines) sees
+torchrun's environment and joins its process group. See
+:mod:`gmgraph.train.distributed`.
 """
 
 from __future__ import annotations
@@ -11,8 +16,12 @@ import argparse
 import time
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gmgraph.errors import ConfigError
+from gmgraph.errors import CheckpointError, ConfigError, GmGraphError
+
+if TYPE_CHECKING:
+    from gmgraph.train import distributed
 
 
 def _split_at(text: str) -> tuple[int, ...]:
@@ -65,6 +74,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", type=Path, help="output folder (default runs/search-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--nproc", type=int, metavar="N",
+                   help="worker processes on this machine, via torch.distributed (default 1); "
+                        "for several machines start `python -m gmgraph search` with torchrun instead")
     p.set_defaults(func=_run_search)
 
 
@@ -115,14 +127,74 @@ def _prepare_out(out: Path | None, resume: bool) -> Path:
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    from gmgraph.train import distributed
+
+    if args.nproc is not None and args.nproc < 1:
+        raise ConfigError(f"--nproc must be 1 or more, got {args.nproc}")
+    if distributed.launched_by_torchrun():
+        if args.nproc is not None and args.nproc > 1:
+            raise ConfigError("--nproc starts workers on this machine; under torchrun leave it out "
+                              "(torchrun's --nproc-per-node sets the number of workers)")
+        with distributed.session() as team:
+            return _search(args, team)
+    if args.nproc is not None and args.nproc > 1:
+        return _launch(args)
+    return _search(args, None)
+
+
+def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
+    """The run itself, in one process or in every worker of a distributed run."""
     from gmgraph.pipeline import run_search
     from gmgraph.report import summary
+    from gmgraph.train import distributed
 
-    settings = _settings(args)
-    out = _prepare_out(args.out, args.resume)
-    report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
+    try:
+        settings = _settings(args)
+        if team is None:
+            out = _prepare_out(args.out, args.resume)
+        else:  # rank 0 checks (and names) the folder; everyone uses its answer
+            out = team.on_root(lambda: _prepare_out(args.out, args.resume), "checking --out")
+        report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
+    except GmGraphError as exc:
+        if team is None or team.is_root:
+            raise
+        if isinstance(exc, ConfigError | CheckpointError):
+            return 2  # the same error on every rank: rank 0 reports it
+        if isinstance(exc, distributed.WorkerLost):
+            raise  # its message names the rank
+        raise type(exc)(f"[rank {team.rank}] {exc}") from exc
+    except KeyboardInterrupt:
+        if team is None or team.is_root:
+            raise
+        return 130  # rank 0 says it
+    if report is None:  # a worker other than rank 0: the report is rank 0's
+        return 0
     print(summary(report))
-    print(f"wrote {out / 'report.json'}, {out / 'arch.txt'}, {out / 'best.pt'}")
+    print(f"wrote {out / 'report.json'}, {out / 'report.html'}, {out / 'arch.txt'}, {out / 'best.pt'}, {out / 'best.onnx'}")
     return 0
 
 
+def _launch(args: argparse.Namespace) -> int:
+    """Start ``args.nproc`` workers on this machine, each running this command without ``--nproc``."""
+    from gmgraph.pipeline import SearchSettings
+    from gmgraph.train import distributed
+
+    _settings(args)  # a user error is one line here, not one per worker
+    out = _prepare_out(args.out, args.resume).resolve()
+    flags = ["--out", str(out)]
+    if args.config is not None:
+        flags += ["--config", str(args.config.resolve())]
+    for name in SearchSettings.__dataclass_fields__:  # exactly the flags the user gave
+        value = getattr(args, name, None)
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", _flag_value(value)]
+    flags += ["--resume"] * args.resume + ["--quiet"] * args.quiet
+    return distributed.launch(["search", *flags], args.nproc)
+
+
+def _flag_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(str(v) for v in value)
+    return str(value)

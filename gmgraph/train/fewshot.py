@@ -39,6 +39,7 @@ from gmgraph.scores.gradient_matching import DISTANCES, SharedRule, gradient_mat
 from gmgraph.scores.metric_split import exhaustive_partition, metric_distances, random_partition
 from gmgraph.scores.partition import best_partition, name_groups
 from gmgraph.scores.zero_cost import METRICS
+from gmgraph.train import distributed
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
 
@@ -158,23 +159,40 @@ def run(
         resume: continue from ``checkpoint`` if it exists.
         quiet: no progress display.
         on_epoch: called with (epochs done, result so far) after each epoch's checkpoint.
+
+    In a distributed run (a process group of several ranks, see
+    :mod:`gmgraph.train.distributed`) every rank calls ``run`` with the same
+    arguments: leaves are placed on ranks by
+    :func:`~gmgraph.train.distributed.placement` (fewer leaves than ranks:
+    data-parallel groups), split scores are spread over the ranks, rank 0
+    writes the checkpoint and prints, and every rank returns the same result.
     """
     config = (config or FewShotConfig()).validate()
     train = dataclasses.replace(train or TrainConfig(), epochs=config.epochs).validate()
+    team = distributed.team()  # None: this process works alone
+    quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     result = FewShotResult(leaves=[Node("root", gm, SupernetTrainer(gm, data, train, total_epochs=config.epochs))])
     first = 0
-    if resume and checkpoint is not None and Path(checkpoint).exists():
-        first = _restore(result, gm, data, config, load_checkpoint(checkpoint))
+    state = _load(checkpoint, team) if resume and checkpoint is not None else None
+    if state is not None:
+        first = _restore(result, gm, data, config, state)
+    ranks = _place(result, team)
     start = time.perf_counter()
     for epoch in range(first, config.epochs):
         if epoch in config.split_at and config.method != "oneshot":
             t = time.perf_counter()
-            result.leaves = [c for node in result.leaves for c in _split_node(node, epoch, config, shared, result, quiet)]
+            result.leaves = _split_leaves(result, epoch, config, shared, quiet, team)
             result.timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0) + time.perf_counter() - t
-        for node in result.leaves:
-            node.trainer.train_epoch(quiet=quiet, title=f"[{node.id}] " if len(result.leaves) > 1 else "")
+            ranks = _place(result, team)
+        for node, owners in zip(result.leaves, ranks):
+            if team is None or team.rank in owners:
+                node.trainer.train_epoch(quiet=quiet, title=f"[{node.id}] " if len(result.leaves) > 1 else "")
         result.budget += len(result.leaves)
-        if checkpoint is not None:
+        if team is not None:
+            everyone = epoch + 1 in config.split_at or epoch + 1 == config.epochs  # a split or the end is next
+            if everyone or checkpoint is not None:
+                _share(result, ranks, team, everyone=everyone, quiet=quiet)
+        if checkpoint is not None and (team is None or team.is_root):
             save_checkpoint(_state(result, config, epoch + 1), checkpoint)
         if on_epoch is not None:
             on_epoch(epoch + 1, result)
@@ -182,19 +200,75 @@ def run(
     return result
 
 
+def _load(path: str | Path, team: distributed.Team | None) -> dict | None:
+    """The checkpoint if there is one; in a distributed run rank 0 reads it and hands it to everyone."""
+    def read():
+        return load_checkpoint(path) if Path(path).exists() else None
+
+    return read() if team is None else team.on_root(read, "reading the checkpoint")
+
+
+def _place(result: FewShotResult, team: distributed.Team | None) -> list[tuple[int, ...]]:
+    """Which ranks train each leaf; several ranks on one leaf train it data-parallel."""
+    if team is None:
+        return [(0,)] * len(result.leaves)
+    ranks = team.assign(len(result.leaves))
+    for node, owners in zip(result.leaves, ranks):
+        node.trainer.distribute(team.data_parallel(owners))
+    return ranks
+
+
+def _share(result: FewShotResult, ranks: list[tuple[int, ...]], team: distributed.Team, *,
+           everyone: bool, quiet: bool) -> None:
+    """Bring the states of leaves trained elsewhere to rank 0 (for the checkpoint) or to every rank.
+
+    Every rank needs every leaf before a split (it scores some of their
+    labels and forks all of them) and at the end; a leaf trained by the whole
+    team is the same everywhere already.
+    """
+    moving = [i for i, owners in enumerate(ranks) if len(owners) < team.size]
+    if not moving:
+        return
+    mine = {result.leaves[i].id: result.leaves[i].trainer.state_dict() for i in moving if ranks[i][0] == team.rank}
+    if everyone:
+        parts = team.all_gather(mine, "sharing the sub-supernets")
+    else:
+        parts = team.gather(mine, "gathering the sub-supernets for the checkpoint")
+    if parts is None:
+        return
+    states = {node_id: state for part in parts for node_id, state in part.items()}
+    for i in moving:
+        node = result.leaves[i]
+        if team.rank not in ranks[i]:
+            node.trainer.load_state_dict(states[node.id])
+            stats = node.trainer.history[-1]
+            log(f"[{node.id}] epoch {stats['epoch']}/{node.trainer.total_epochs} (rank {ranks[i][0]})  "
+                f"loss={stats['loss']:.4g}  acc={stats['accuracy']:.4g}", quiet=quiet)
+
+
+def _split_leaves(result: FewShotResult, epoch: int, config: FewShotConfig, shared, quiet: bool,
+                  team: distributed.Team | None) -> list[Node]:
+    leaves, offset = [], 0
+    for node in result.leaves:
+        children, scored = _split_node(node, epoch, config, shared, result, quiet, team, offset)
+        leaves += children
+        offset += scored  # the next node's labels continue the round robin over ranks
+    return leaves
+
+
 def _split_node(node: Node, epoch: int, config: FewShotConfig, shared, result: FewShotResult,
-                quiet: bool) -> list[Node]:
+                quiet: bool, team: distributed.Team | None = None, offset: int = 0) -> tuple[list[Node], int]:
     batches = scoring_batches(node.trainer.train_set, node.trainer.batch_size, seed=_seed(config.seed, node.id, epoch))
-    decision = choose_split(node.gm, config, batches, shared=shared, trainer=node.trainer)
+    decision = choose_split(node.gm, config, batches, shared=shared, trainer=node.trainer, team=team, offset=offset)
     if decision is None:
         log(f"[{node.id}] nothing left to split", quiet=quiet)
-        return [node]
+        return [node], 0
     children = split(node.gm, decision["label"], decision["groups"])
     nodes = [Node(lineage_id(c), c, node.trainer.fork(c, inherit=config.inherit)) for c in children]
     result.tree.append({"node": node.id, "epoch": epoch, **decision, "children": [n.id for n in nodes]})
     groups = " | ".join("+".join(g) for g in decision["groups"])
     log(f"[{node.id}] epoch {epoch}: split {decision['label']} into {groups} (score {decision['score']:.4g})", quiet=quiet)
-    return nodes
+    return nodes, len(decision.get("scores", ()))
 
 
 def scoring_batches(dataset, batch_size: int, *, seed: int) -> Iterator:
@@ -213,10 +287,14 @@ def _seed(seed: int, node_id: str, epoch: int) -> int:
 
 
 def choose_split(gm: fx.GraphModule, config: FewShotConfig, batches, *, shared=None,
-                 trainer: SupernetTrainer | None = None) -> dict | None:
+                 trainer: SupernetTrainer | None = None, team: distributed.Team | None = None,
+                 offset: int = 0) -> dict | None:
     """Which label of ``gm`` to split and how: ``{"label", "groups", "score", "scores", "distances"}``.
 
-    Returns None when no unsplit label has two or more ops.
+    Returns None when no unsplit label has two or more ops. With a ``team``
+    (every rank calls it with the same graph), the labels are scored round
+    robin over the ranks, starting at rank ``offset % team.size``, and every
+    rank returns the same decision.
     """
     order = _unsplit_labels(gm, config.labels)
     if not order:
@@ -231,14 +309,30 @@ def choose_split(gm: fx.GraphModule, config: FewShotConfig, batches, *, shared=N
         candidates = order[:1]  # the paper splits a fixed order of edges
     else:
         candidates = order
-    scored = {label: _score(gm, label, config, batches, shared, trainer) for label in candidates}
+    scored = _score_labels(gm, candidates, config, batches, shared, trainer, team, offset)
     best = max(scored, key=lambda label: scored[label][2])  # ties: the first label in order
     distances, groups, score = scored[best]
     return {
-        "label": best, "groups": groups, "score": score,
+        "label": best, "ops": list(space(gm)[best]), "groups": groups, "score": score,
         "scores": {label: s[2] for label, s in scored.items()},
         "distances": {label: s[0].tolist() for label, s in scored.items()},
     }
+
+
+def _score_labels(gm, labels, config: FewShotConfig, batches, shared, trainer, team, offset: int) -> dict:
+    """Score each label; a team spreads the labels over its ranks and swaps the results."""
+    if team is None or len(labels) < 2:
+        return {label: _score(gm, label, config, batches, shared, trainer) for label in labels}
+    stream = iter(batches) is batches  # a stream: each label takes the next `rounds` batches
+    mine = {}
+    for i, label in enumerate(labels):
+        if (offset + i) % team.size == team.rank:
+            mine[label] = _score(gm, label, config, batches, shared, trainer)
+        elif stream:  # draw the label's batches anyway: each label scores on the batches it gets in one process
+            for _ in range(config.rounds):
+                next(batches)
+    merged = {label: s for part in team.all_gather(mine, "exchanging split scores") for label, s in part.items()}
+    return {label: merged[label] for label in labels}
 
 
 def _score(gm, label, config: FewShotConfig, batches, shared, trainer) -> tuple[torch.Tensor, list[list[str]], float]:

@@ -12,7 +12,9 @@ The trainer owns the optimizer (SGD, cosine schedule, gradient clipping), the
 sampler, and the seeded order of the training data. Its whole state (weights,
 architecture parameters, optimizer, scheduler, sampler, RNG streams) goes
 into a checkpoint each epoch, so a resumed run ends bit-for-bit where an
-uninterrupted one would. Few-shot children start with :meth:`SupernetTrainer.fork`.
+uninterrupted one would. Few-shot children start with :meth:`SupernetTrainer.fork`;
+:meth:`SupernetTrainer.distribute` makes a group of ranks train one supernet
+data-parallel (``gmgraph.train.distributed``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +38,9 @@ from gmgraph.graph import space
 from gmgraph.progress import Progress
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from gmgraph.train.samplers import SAMPLERS, Sampler, make_sampler
+
+if TYPE_CHECKING:
+    from gmgraph.train.distributed import DataParallel
 
 
 @dataclass
@@ -121,6 +127,17 @@ class SupernetTrainer:
         self.epoch = 0
         self.history: list[dict] = []
         self._checked = False  # the first batch is checked against the graph's input and output
+        self.parallel: DataParallel | None = None  # None: this process trains alone
+
+    def distribute(self, parallel: DataParallel | None) -> None:
+        """Train data-parallel with ``parallel``'s group of ranks from now on (None: alone).
+
+        Every rank of the group must call it at the same point; they start from
+        the first rank's weights. See :mod:`gmgraph.train.distributed`.
+        """
+        self.parallel = parallel
+        if parallel is not None:
+            parallel.bind(self.gm, list(self.sampler.arch_parameters().values()))
 
     def _make_sampler(self, config: TrainConfig) -> Sampler:
         options = dict(config.sampler_options)
@@ -133,6 +150,8 @@ class SupernetTrainer:
     def train_epoch(self, *, quiet: bool = False, title: str = "") -> dict:
         """Train one epoch and return its statistics (also appended to ``history``)."""
         self.sampler.start_epoch(self.epoch, self.total_epochs)
+        if self.parallel is not None:
+            self.parallel.start_epoch(self.sampler)
         loader = self._train_loader()
         steps = len(loader) if self.config.steps_per_epoch is None else min(len(loader), self.config.steps_per_epoch)
         progress = Progress(f"{title}epoch {self.epoch + 1}/{self.total_epochs}", total=steps, quiet=quiet)
@@ -146,9 +165,12 @@ class SupernetTrainer:
             if val_batches is not None:
                 self._arch_step(*next(val_batches))
             loss, hits = self._weight_step(x, y, index)
-            loss_sum, correct, seen = loss_sum + loss * len(y), correct + hits, seen + len(y)
+            n = len(y) if self.parallel is None else self.parallel.count  # the global batch
+            loss_sum, correct, seen = loss_sum + loss * n, correct + hits, seen + n
             progress.update(loss=loss_sum / seen, acc=correct / seen)
         self.scheduler.step()
+        if self.parallel is not None:
+            self.parallel.end_epoch(self.sampler)
         self.sampler.end_epoch(self.epoch, self.total_epochs)
         self.epoch += 1
         stats = {"epoch": self.epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
@@ -165,33 +187,54 @@ class SupernetTrainer:
         else:
             order = WeightedRandomSampler(weights.double(), len(self.train_set), replacement=True,
                                           generator=self.data_generator)
+        if self.parallel is not None:  # the same global order on every rank; each loads its own slices
+            return self.parallel.loader(_Indexed(self.train_set), order, self.batch_size, self.data_generator)
         return DataLoader(_Indexed(self.train_set), batch_size=self.batch_size, sampler=order,
                           generator=self.data_generator)
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[float, int]:
         self.optimizer.zero_grad(set_to_none=True)
-        with self.sampler.context():
-            logits = self._forward(x, y)
-        loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise TrainError(
-                f"the loss became {loss.item()} in epoch {self.epoch + 1}; training stopped "
-                "(the last checkpoint holds the last good epoch). Try a lower lr or gradient clipping."
-            )
-        loss.backward()
+        params = self.optimizer.param_groups[0]["params"]
+        if self.parallel is None:
+            with self.sampler.context():
+                logits = self._forward(x, y)
+            loss = F.cross_entropy(logits, y)
+            value = loss.item()
+            self._check_loss(value)
+            loss.backward()
+            hits = int((logits.argmax(1) == y).sum())
+        else:
+            with self.sampler.context(), self.parallel.batchnorm():
+                logits = self._forward(x, y)
+            value, hits = self.parallel.backward(logits, y, params)
+            self._check_loss(value)  # the global loss: every rank stops together
         if self.config.grad_clip is not None:
-            grads = [p for p in self.optimizer.param_groups[0]["params"] if p.grad is not None]
-            nn.utils.clip_grad_norm_(grads, self.config.grad_clip)
+            nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.config.grad_clip)
         self.sampler.after_backward()
         self.sampler.observe(logits.detach(), y, index)
+        if self.parallel is not None:
+            self.parallel.observed(index)
         self.optimizer.step()
-        return loss.item(), int((logits.argmax(1) == y).sum())
+        return value, hits
+
+    def _check_loss(self, value: float) -> None:
+        if not math.isfinite(value):
+            raise TrainError(
+                f"the loss became {value} in epoch {self.epoch + 1}; training stopped "
+                "(the last checkpoint holds the last good epoch). Try a lower lr or gradient clipping."
+            )
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         self.arch_optimizer.zero_grad(set_to_none=True)
-        with self.sampler.context():
-            loss = F.cross_entropy(self._forward(x, y), y)
-        loss.backward()
+        if self.parallel is None:
+            with self.sampler.context():
+                loss = F.cross_entropy(self._forward(x, y), y)
+            loss.backward()
+        else:  # every rank loaded the same validation batch: each takes its slice
+            x, y = self.parallel.shard(x, y)
+            with self.sampler.context(), self.parallel.batchnorm():
+                logits = self._forward(x, y)
+            self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"])
         self.arch_optimizer.step()
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -204,7 +247,7 @@ class SupernetTrainer:
                 f"the supernet cannot run on this data (batches of shape {tuple(x.shape)}): {exc}. "
                 "Build the space for the data's channels and classes (e.g. in_channels=, num_classes=)."
             ) from exc
-        if logits.dim() != 2 or logits.shape[1] <= int(y.max()):
+        if logits.dim() != 2 or (len(y) and logits.shape[1] <= int(y.max())):
             raise DataError(
                 f"the supernet outputs shape {tuple(logits.shape)} but the data has labels up to {int(y.max())}; "
                 "build the space with num_classes matching the data"

@@ -1,0 +1,448 @@
+"""Local ground truth: NAS-Bench-201 architectures trained from scratch on a small dataset.
+
+The NB201 table answers for CIFAR and ImageNet16 at C=16, N=5. To measure
+how well a supernet *of the size we can afford* ranks architectures, we need
+the true accuracies of the same small networks on the same data: train a
+fixed, seeded sample of standalone (derived, freshly initialised) networks
+with one short schedule, twice with different seeds, and keep every row::
+
+    >>> from gmgraph import data
+    >>> from gmgraph.spaces import nb201
+    >>> loaders = data.load("digits", batch_size=64)
+    >>> arch = nb201.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|")
+    >>> row = train_arch(arch, C=4, N=1, epochs=1, seed=0, loaders=loaders)
+    >>> sorted(row), 0.0 <= row["val"] <= 1.0
+    (['params', 'seconds', 'test', 'val'], True)
+
+The agreement of two seeds' accuracies (:func:`seed_agreement`) is the
+ceiling any supernet ranking can reach on this ground truth.
+
+Files: ``<out>.csv`` holds one row per (architecture, seed); ``<out>.json``
+beside it holds the settings that generated it. Both are rewritten atomically
+after every finished row, so an interrupted :func:`generate` resumes where it
+stopped.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import itertools
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from gmgraph.arch import format_nb201, parse_nb201
+from gmgraph.errors import ConfigError, DataError
+from gmgraph.progress import Progress
+from gmgraph.search.evaluate import accuracy
+from gmgraph.search.ranking import kendall_tau, spearman
+from gmgraph.train.checkpoint import atomic_write
+
+DEFAULT_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "digits201.csv"
+"""Where ``benchmarks/groundtruth.py`` writes the digits ground truth (in a source checkout)."""
+
+COLUMNS = ("arch", "seed", "val", "test", "params", "seconds")
+"""CSV columns: NB201 string, training seed, val and test accuracy (fractions), parameters, seconds."""
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The one fixed training recipe of a ground truth (stored in the side file).
+
+    SGD with Nesterov momentum, a cosine learning rate from ``lr`` to 0 over
+    ``epochs``, gradient clipping, cross-entropy: the NB201 recipe, shortened.
+    """
+
+    C: int = 8
+    N: int = 1
+    epochs: int = 10
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    grad_clip: float = 5.0
+
+    def validate(self) -> Schedule:
+        for name in ("C", "N", "epochs", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be positive, got {self.lr!r}")
+        return self
+
+
+def train_arch(
+    arch: Mapping[str, str] | str,
+    *,
+    C: int,
+    N: int,
+    epochs: int,
+    seed: int,
+    loaders: Sequence[DataLoader],
+    batch_size: int | None = None,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    grad_clip: float | None = 5.0,
+) -> dict[str, float]:
+    """Train the standalone NB201 network of ``arch`` from scratch and measure it.
+
+    ``seed`` alone fixes the initial weights and the order of the training
+    batches, so equal seeds give equal results (the caller's global RNG is
+    left as it was).
+
+    Args:
+        arch: label -> op or an NB201 string.
+        C, N: width of the first stage and cells per stage.
+        epochs: training epochs (cosine schedule from ``lr`` to 0).
+        seed: the training seed.
+        loaders: ``(train, val, test)`` from :func:`gmgraph.data.load`; the
+            channels and classes of the network are read from the data.
+        batch_size: default: the training loader's.
+        lr, momentum, weight_decay, grad_clip: SGD (Nesterov) settings.
+
+    Returns:
+        ``{"val": acc, "test": acc, "params": n, "seconds": s}``, accuracies in [0, 1].
+
+    Example:
+        >>> from gmgraph import data
+        >>> loaders = data.load("synthetic", shape=(1, 8, 8), size=(32, 16, 16))
+        >>> a = train_arch("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+        ...                C=2, N=1, epochs=1, seed=3, loaders=loaders)
+        >>> b = train_arch("|skip_connect~0|+|none~0|none~1|+|none~0|none~1|nor_conv_1x1~2|",
+        ...                C=2, N=1, epochs=1, seed=3, loaders=loaders)
+        >>> a["val"] == b["val"] and a["params"] == b["params"]
+        True
+    """
+    from gmgraph.spaces import nb201
+
+    train, val, test = loaders
+    channels, classes = _data_shape(train)
+    start = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = nb201.network(arch, C, N, num_classes=classes, in_channels=channels)
+    order = DataLoader(train.dataset, batch_size=batch_size or train.batch_size, shuffle=True,
+                       generator=torch.Generator().manual_seed(seed))
+    _fit(net, order, epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
+    return {
+        "val": accuracy(net, val),
+        "test": accuracy(net, test),
+        "params": sum(p.numel() for p in net.parameters()),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def _data_shape(train: DataLoader) -> tuple[int, int]:
+    dataset = train.dataset
+    classes = getattr(dataset, "num_classes", None)
+    if classes is None:
+        raise DataError("train_arch needs loaders made by gmgraph.data.load (they carry num_classes)")
+    return int(dataset[0][0].shape[0]), int(classes)
+
+
+def _fit(net: torch.nn.Module, order: DataLoader, epochs: int, *, lr: float, momentum: float,
+         weight_decay: float, grad_clip: float | None) -> None:
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
+                                weight_decay=weight_decay)
+    # stepped per batch: with few epochs a per-epoch cosine is too coarse
+    total = epochs * len(order)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    net.train()
+    for _ in range(epochs):
+        for x, y in order:
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y)
+            loss.backward()
+            if grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            optimizer.step()
+            schedule.step()
+
+
+# ------------------------------------------------------------------ generation
+
+
+def sample_archs(n_archs: int, sample_seed: int = 0) -> list[str]:
+    """The fixed random sample of NB201 strings a ground truth trains.
+
+    The first ``n_archs`` of a seeded permutation of all 15,625 indices, so
+    a bigger sample extends a smaller one (a ground truth can grow).
+
+    Example:
+        >>> sample_archs(3)[:2] == sample_archs(2)
+        True
+    """
+    from gmgraph.nasbench import nb201 as table
+
+    if isinstance(n_archs, bool) or not isinstance(n_archs, int) or not 1 <= n_archs <= table.SIZE:
+        raise ConfigError(f"n_archs must be an int in 1..{table.SIZE}, got {n_archs!r}")
+    order = np.random.default_rng(sample_seed).permutation(table.SIZE)[:n_archs]
+    return [format_nb201(table.arch_of(int(i))) for i in order]
+
+
+def generate(
+    n_archs: int,
+    seeds: Sequence[int],
+    *,
+    out: str | Path = DEFAULT_PATH,
+    schedule: Schedule | None = None,
+    dataset: str = "digits",
+    sample_seed: int = 0,
+    progress: bool = True,
+) -> list[dict]:
+    """Train ``n_archs`` sampled architectures with every seed; write ``out`` (+ ``.json``).
+
+    Resumable and extensible: rows already in ``out`` are kept and their
+    (arch, seed) pairs skipped, provided the side file holds the same
+    settings (more architectures or other seeds may be added). Both files
+    are rewritten atomically after every finished training.
+
+    Args:
+        n_archs: architectures, drawn by :func:`sample_archs` with ``sample_seed``.
+        seeds: training seeds; each architecture is trained once per seed.
+        out: the CSV path; the settings go to the same path with suffix ``.json``.
+        schedule: network size and training recipe.
+        dataset: name for :func:`gmgraph.data.load` (split fixed by its split seed 0).
+        sample_seed: seed of the architecture sample.
+        progress: show a progress line on stderr.
+
+    Returns:
+        All rows of the file, in (architecture, seed) order.
+
+    Raises:
+        ConfigError: ``out`` was generated with other settings.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.csv"
+        >>> rows = generate(2, [0], out=path, schedule=Schedule(C=2, N=1, epochs=1),
+        ...                 dataset="synthetic", progress=False)
+        >>> len(rows), len(load_groundtruth(path))
+        (2, 2)
+    """
+    schedule = (schedule or Schedule()).validate()
+    out = Path(out)
+    loaders = load_data(dataset, schedule.batch_size)
+    settings = _settings(n_archs, seeds, schedule, dataset, sample_seed, _sizes(loaders))
+    done = _resume(out, settings)
+    # samples are prefixes of one permutation: the longer one orders every row in the file
+    order = sample_archs(max(n_archs, len({a for a, _ in done})), sample_seed)
+    todo = [(a, int(s)) for a in order[:n_archs] for s in seeds if (a, int(s)) not in done]
+    bar = Progress(f"ground truth ({len(done)} done)", total=len(todo), quiet=not progress)
+    sizes = {f: getattr(schedule, f) for f in ("C", "N", "epochs", "lr", "momentum", "weight_decay", "grad_clip")}
+    for arch, seed in todo:
+        done[arch, seed] = {"arch": arch, "seed": seed, **train_arch(arch, seed=seed, loaders=loaders, **sizes)}
+        _write(out, settings, done, order)
+        bar.update(arch=arch[:24], val=done[arch, seed]["val"])
+    bar.close()
+    _write(out, settings, done, order)
+    return _ordered(done, order)
+
+
+def load_data(dataset: str, batch_size: int = 64):
+    """The loaders a ground truth trains on (``synthetic``: a tiny 1x8x8 set for tests).
+
+    Example:
+        >>> load_data("digits").train.dataset[0][0].shape
+        torch.Size([1, 8, 8])
+    """
+    from gmgraph import data
+
+    if dataset == "synthetic":  # tiny and 1-channel, for tests and examples
+        return data.load("synthetic", batch_size=batch_size, shape=(1, 8, 8), size=(64, 32, 32))
+    return data.load(dataset, batch_size=batch_size)
+
+
+def _sizes(loaders) -> tuple[int, int, int]:
+    from gmgraph import data
+
+    return data.info(loaders).sizes
+
+
+def _settings(n_archs, seeds, schedule: Schedule, dataset: str, sample_seed: int, sizes) -> dict:
+    return {
+        "dataset": dataset,
+        "split_seed": 0,
+        "sizes": {"train": sizes[0], "val": sizes[1], "test": sizes[2]},
+        "n_archs": int(n_archs),
+        "seeds": [int(s) for s in seeds],
+        "sample_seed": int(sample_seed),
+        "sampler": "gmgraph.nasbench.local.sample_archs(n_archs, sample_seed)",
+        "network": "gmgraph.spaces.nb201.network(arch, C, N) (derived, pruned, fresh init)",
+        "schedule": dataclasses.asdict(schedule),
+        "accuracy": "fraction correct; val and test are data.load(dataset) splits (split_seed 0)",
+    }
+
+
+def _resume(out: Path, settings: dict) -> dict[tuple[str, int], dict]:
+    side = out.with_suffix(".json")
+    if not out.exists():
+        return {}
+    if side.exists():
+        saved = json.loads(side.read_text())
+        # more archs or more seeds extend a ground truth; anything else would mix two of them
+        differ = [k for k in settings if k not in _GROWS and saved.get(k) != settings[k]]
+        if differ:
+            raise ConfigError(
+                f"{out} was generated with other settings ({', '.join(differ)}); "
+                "choose another output file or delete it"
+            )
+    return {(row["arch"], row["seed"]): row for row in read_rows(out)}
+
+
+def _ordered(done: dict, order: Sequence[str]) -> list[dict]:
+    rank = {a: i for i, a in enumerate(order)}
+    return sorted(done.values(), key=lambda r: (rank[r["arch"]], r["seed"]))
+
+
+_GROWS = ("n_archs", "seeds")
+
+
+def _write(out: Path, settings: dict, done: dict, order: Sequence[str]) -> None:
+    # the side file describes the rows in the file, which may span several runs
+    settings = {**settings, "n_archs": len({a for a, _ in done}), "seeds": sorted({s for _, s in done})}
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in _ordered(done, order):
+        writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
+    atomic_write(out, lambda tmp: Path(tmp).write_text(text.getvalue()))
+    atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+
+
+def _fmt(value) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+# ------------------------------------------------------------------ reading
+
+
+def read_rows(path: str | Path | None = None) -> list[dict]:
+    """Every row of a ground-truth CSV, typed (``seed``/``params`` int, the rest float).
+
+    Raises:
+        DataError: the file is missing or malformed.
+    """
+    path = Path(path) if path is not None else DEFAULT_PATH
+    if not path.is_file():
+        raise DataError(f"no ground truth at {path}; generate it with benchmarks/groundtruth.py")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        if missing:
+            raise DataError(f"{path} lacks column(s) {sorted(missing)}; expected {list(COLUMNS)}")
+        try:
+            return [_typed(row) for row in reader]
+        except (ValueError, TypeError) as exc:
+            raise DataError(f"{path} line {reader.line_num}: {exc}") from exc
+
+
+def _typed(row: dict) -> dict:
+    parse_nb201(row["arch"])  # a malformed string fails here, with the line number above
+    return {"arch": row["arch"], "seed": int(row["seed"]), "val": float(row["val"]),
+            "test": float(row["test"]), "params": int(row["params"]), "seconds": float(row["seconds"])}
+
+
+def load_groundtruth(path: str | Path | None = None, *, split: str = "all") -> dict[str, float]:
+    """NB201 string -> accuracy averaged over training seeds.
+
+    Args:
+        path: a CSV written by :func:`generate`; default ``benchmarks/data/digits201.csv``.
+        split: ``"all"`` (val and test pooled, weighted by their sizes: the least
+            noisy), ``"val"`` or ``"test"``.
+
+    Raises:
+        DataError: missing or malformed file. ConfigError: unknown ``split``.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.csv"
+        >>> _ = generate(1, [0, 1], out=path, schedule=Schedule(C=2, N=1, epochs=1),
+        ...              dataset="synthetic", progress=False)
+        >>> len(load_groundtruth(path))
+        1
+    """
+    return {arch: float(np.mean(list(v.values()))) for arch, v in per_seed(path, split=split).items()}
+
+
+def per_seed(path: str | Path | None = None, *, split: str = "all") -> dict[str, dict[int, float]]:
+    """NB201 string -> {seed: accuracy} (see :func:`load_groundtruth` for ``split``)."""
+    if split not in ("all", "val", "test"):
+        raise ConfigError(f"unknown split {split!r}; accepted: all, val, test")
+    weights = _split_weights(path)
+    out: dict[str, dict[int, float]] = {}
+    for row in read_rows(path):
+        if split == "all":
+            acc = (weights[0] * row["val"] + weights[1] * row["test"]) / sum(weights)
+        else:
+            acc = row[split]
+        out.setdefault(row["arch"], {})[row["seed"]] = acc
+    return out
+
+
+def _split_weights(path: str | Path | None) -> tuple[float, float]:
+    """(val size, test size) from the side file; equal weights if it is missing."""
+    side = (Path(path) if path is not None else DEFAULT_PATH).with_suffix(".json")
+    try:
+        sizes = json.loads(side.read_text())["sizes"]
+        return float(sizes["val"]), float(sizes["test"])
+    except (OSError, KeyError, TypeError, ValueError):
+        return 1.0, 1.0
+
+
+def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_side: int = 1) -> dict[str, float]:
+    """Ranking agreement between training seeds: the ceiling of any estimate.
+
+    Kendall tau and Spearman rho between two disjoint groups of ``per_side``
+    seeds (each side's accuracy averaged over its seeds), over the
+    architectures trained with all of them, averaged over every such pair of
+    groups. ``per_side=1`` is seed against seed; ``per_side=2`` (with 4 seeds)
+    is how well a 2-seed mean agrees with another 2-seed mean, the ceiling
+    against a ground truth that averages 2 seeds.
+
+    Raises:
+        DataError: fewer than ``2 * per_side`` seeds, or fewer than 2 shared architectures.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.csv"
+        >>> _ = generate(4, [0, 1], out=path, schedule=Schedule(C=2, N=1, epochs=2),
+        ...              dataset="synthetic", progress=False)
+        >>> sorted(seed_agreement(path))
+        ['kendall_tau', 'n', 'pairs', 'spearman']
+    """
+    table = per_seed(path, split=split)
+    seeds = sorted({s for accs in table.values() for s in accs})
+    taus, rhos, n = [], [], 0
+    for a, b in _disjoint_groups(seeds, per_side):
+        both = [accs for accs in table.values() if all(s in accs for s in a + b)]
+        if len(both) >= 2:
+            x = [float(np.mean([r[s] for s in a])) for r in both]
+            y = [float(np.mean([r[s] for s in b])) for r in both]
+            taus.append(kendall_tau(x, y))
+            rhos.append(spearman(x, y))
+            n = max(n, len(both))
+    if not taus:
+        raise DataError(f"seed agreement needs {2 * per_side} seeds that trained at least two common architectures")
+    return {"kendall_tau": float(np.mean(taus)), "spearman": float(np.mean(rhos)), "pairs": len(taus), "n": n}
+
+
+def _disjoint_groups(seeds: Sequence[int], k: int):
+    """Unordered pairs of disjoint k-subsets of ``seeds``."""
+    for a in itertools.combinations(seeds, k):
+        rest = [s for s in seeds if s not in a]
+        for b in itertools.combinations(rest, k):
+            if a < b:
+                yield a, b

@@ -1,0 +1,75 @@
+"""``gmgraph search --nproc 2``: two workers through torch's launcher find what one process finds."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gmgraph.cli import main
+from gmgraph.train import distributed
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
+        "--rounds", "1", "--evaluations", "4", "--final-epochs", "0"]
+
+
+def run_cli(*args, timeout=240, **env):
+    environment = {**os.environ, "GMGRAPH_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT), **env}
+    return subprocess.run([sys.executable, "-m", "gmgraph", *args], capture_output=True, text=True,
+                          timeout=timeout, env=environment, cwd=ROOT)
+
+
+def test_two_workers_choose_the_architecture_one_process_chooses(tmp_path):
+    done = run_cli("search", *TINY, "--nproc", "2", "--out", str(tmp_path / "two"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("chosen architecture:") == 1  # rank 0 alone prints the summary...
+    assert done.stderr.count("epoch 1/3") == 1  # ...and the progress
+    assert "(rank 1)" in done.stderr  # leaves trained by rank 1 are reported by rank 0
+    assert main(["search", *TINY, "--quiet", "--out", str(tmp_path / "one")]) == 0
+    two, one = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("two", "one"))
+    assert two["arch"] == one["arch"]
+    assert [(s["label"], s["groups"]) for s in two["split_tree"]] == [(s["label"], s["groups"]) for s in one["split_tree"]]
+    assert two["budget"] == one["budget"] and two["settings"] == one["settings"]
+    for a, b in zip(two["leaves"], one["leaves"]):  # float sums in another order (as with another thread count)
+        assert a["id"] == b["id"] and a["history"][-1]["loss"] == pytest.approx(b["history"][-1]["loss"], abs=1e-4)
+    assert (tmp_path / "two" / "checkpoint.pt").exists() and (tmp_path / "two" / "best.pt").exists()
+
+
+def test_nproc_forwards_exactly_the_given_flags(tmp_path, monkeypatch):
+    config = tmp_path / "run.toml"
+    config.write_text('data = "synthetic"\nwidth = 4\n')
+    seen = []
+    monkeypatch.setattr(distributed, "launch", lambda args, nproc: seen.append((list(args), nproc)) or 0)
+    assert main(["search", "--config", str(config), "--epochs", "2", "--split-at", "1", "--balanced", "false",
+                 "--lr", "1e-05", "--nproc", "3", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    args, nproc = seen[0]
+    assert nproc == 3 and args[0] == "search" and args[-1] == "--quiet" and "--nproc" not in args
+    flags = dict(zip(args[1:-1:2], args[2:-1:2]))
+    assert flags["--out"] == str((tmp_path / "run").resolve()) and flags["--config"] == str(config.resolve())
+    assert flags["--epochs"] == "2" and flags["--split-at"] == "1" and flags["--balanced"] == "false"
+    assert float(flags["--lr"]) == 1e-05 and "--width" not in flags  # the config file gives the rest
+
+
+@pytest.mark.parametrize(
+    "args, env, message",
+    [
+        (["--nproc", "0"], {}, "--nproc must be 1 or more, got 0"),
+        (["--epochs", "0", "--nproc", "2"], {}, "--epochs must be a positive integer, got 0"),
+        (["--nproc", "2"], {"RANK": "0", "WORLD_SIZE": "1"}, "under torchrun leave it out"),
+        ([], {"RANK": "0", "WORLD_SIZE": "2", "GMGRAPH_DIST_TIMEOUT": "soon"}, "GMGRAPH_DIST_TIMEOUT must be a"),
+    ],
+)
+def test_user_errors_stop_before_any_worker_starts(tmp_path, monkeypatch, capsys, args, env, message):
+    monkeypatch.setattr(distributed, "launch", lambda *_: pytest.fail("no worker may start"))
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert main(["search", *args, "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("gmgraph: error: ") and message in err and len(err.strip().splitlines()) == 1
+    assert not torch.distributed.is_initialized()
