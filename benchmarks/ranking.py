@@ -24,6 +24,7 @@ import csv
 import io
 import itertools
 import json
+import math
 import statistics
 import sys
 import time
@@ -232,6 +233,10 @@ def notes(s: Setup, runs: list[dict], ceilings: dict) -> str:
              "half-vs-half row is how well a mean over half the seeds predicts the other half's mean. The "
              "true accuracy above averages all seeds, so it is somewhat less noisy than either half: an "
              "estimate could exceed the half-vs-half value a little, but not by much.")
+    text += ("\n\nPlot (ranking.png, if matplotlib is installed): estimated vs true accuracy per "
+             "architecture, the estimate averaged over the seeds (so its tau is higher than the per-seed mean "
+             "in the table); zero-cost scores on a log axis; the few architectures at chance accuracy "
+             "(disconnected cells) are left off the axes.")
     return text
 
 
@@ -255,6 +260,20 @@ def write_estimates(s: Setup, runs: list[dict], path: Path) -> Path:
         for arch, est, true in zip(s.archs, r["estimates"], s.truth):
             writer.writerow([r["method"], r["seed"], arch, f"{est:.6g}", f"{true:.6g}"])
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
+
+
+def _zoom(ax, x: list[float], y: list[float]) -> int:
+    """Limit the axes to the bulk of the points (2nd percentile and up); return how many fall outside.
+
+    Architectures whose cell output is disconnected sit at chance accuracy
+    and would otherwise squeeze every other point into a corner.
+    """
+    lo_x, lo_y = (sorted(v)[len(v) // 50] for v in (x, y))
+    hi_x, hi_y = max(x), max(y)
+    pad_x, pad_y = 0.05 * (hi_x - lo_x or 1), 0.05 * (hi_y - lo_y or 1)
+    ax.set_xlim(lo_x - pad_x, hi_x + pad_x)
+    ax.set_ylim(lo_y - pad_y, hi_y + pad_y)
+    return sum(a < lo_x - pad_x or b < lo_y - pad_y for a, b in zip(x, y))
 
 
 def plot(estimates: Path, out: Path) -> Path:
@@ -284,11 +303,16 @@ def plot(estimates: Path, out: Path) -> Path:
                 per_arch.setdefault(r["arch"], [float(r["truth"])]).append(float(r["estimate"]))
         truth = [v[0] for v in per_arch.values()]
         est = [statistics.mean(v[1:]) for v in per_arch.values()]
+        zero_cost = name.startswith("zero-cost")
+        if zero_cost:  # scores span orders of magnitude (synflow); a log axis keeps them apart
+            est = [math.log10(max(e, 1e-300)) for e in est]
         ax.scatter(truth, est, s=8, alpha=0.6)
         tau = measure(est, truth)["kendall_tau"]
-        ax.set_title(f"{name}\nKendall tau {tau:.3f} (seed-mean estimate)", fontsize=9)
+        hidden = _zoom(ax, truth, est)
+        extra = f", {hidden} off-axis" if hidden else ""
+        ax.set_title(f"{name}\ntau {tau:.3f} of the seed-mean{extra}", fontsize=9)
         ax.set_xlabel("true accuracy (mean of seeds)")
-        ax.set_ylabel("estimate" if not name.startswith("zero-cost") else "score")
+        ax.set_ylabel("log10 score" if zero_cost else "estimated accuracy")
     for ax in list(axes.flat)[len(methods):]:
         ax.axis("off")
     fig.tight_layout()

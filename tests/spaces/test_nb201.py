@@ -9,7 +9,6 @@ from gmgraph.passes import derive
 from gmgraph.spaces import nb201
 
 
-
 def table_rows() -> list[dict]:
     """The NAS-Bench-201 ground truth shipped in the package (built from shared/data/nb201.csv)."""
     return [{"arch_str": nb201.to_str(arch), "params_mb_c10": table.params(i)}
