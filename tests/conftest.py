@@ -32,3 +32,18 @@ def tiny_nb201() -> torch.fx.GraphModule:
     gm = gmgraph.trace(nb201.supernet(C=4, N=1))
     randomize_batchnorm(gm, torch.Generator().manual_seed(1))
     return gm.eval()
+
+
+def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
+    """Export with gmgraph's exporter, then compare onnxruntime with torch on ``x`` (1e-4)."""
+    import onnxruntime as ort
+
+    from gmgraph.passes.onnx import export_onnx
+
+    net = net.eval()
+    export_onnx(net, x, path, dynamic_batch=False)  # a fixed batch exports twice as fast
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        expected = net(x)
+    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)

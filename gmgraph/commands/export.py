@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import fx
 
 from gmgraph.errors import ArchError, CheckpointError, ConfigError
+from gmgraph.train.checkpoint import load_tensors
 
 # NB201's CIFAR-10 network (C=16, N=5, 3x32x32, 10 classes) when neither flags nor a run say otherwise.
 _DEFAULTS = {"num_classes": 10, "in_channels": 3, "image_size": 32, "width": 16, "cells": 5}
@@ -199,12 +199,7 @@ def _network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
 
 def _read_best(path: Path) -> dict:
     """A best.pt-style checkpoint: ``{"arch": label -> op, "model": state dict}``, loaded without running code."""
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path} is corrupt or not a torch checkpoint: {exc}") from exc
+    state = load_tensors(path)
     if not isinstance(state, dict) or not isinstance(state.get("arch"), dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f'{path} is not a best.pt-style checkpoint: expected {{"arch": ..., "model": state dict}}')
     return state

@@ -57,6 +57,21 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
 
 
+def load_tensors(path: str | Path) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for a missing or corrupt file.
+
+    Raises:
+        CheckpointError: the file is missing, truncated, or holds more than tensors and plain data.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``: loading never runs code.
 
@@ -65,12 +80,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             checkpoint, or holds anything but tensors and plain data.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a gmgraph checkpoint: {exc}") from exc
+    state = load_tensors(path)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a gmgraph checkpoint (expected format {FORMAT!r})")
     return state

@@ -1,6 +1,5 @@
 import doctest
 
-import onnxruntime as ort
 import pytest
 import torch
 
@@ -10,7 +9,7 @@ from gmgraph.errors import ArchError
 from gmgraph.passes import derive
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import get, mobilenet
-from tests.conftest import randomize_batchnorm
+from tests.conftest import assert_onnx_parity, randomize_batchnorm
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +95,3 @@ def test_gradient_matching_with_the_shared_preset(gm):
 
 def test_doctests():
     assert doctest.testmod(mobilenet).failed == 0
-
-
-def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
-    """Export with gmgraph's exporter when present (else torch.onnx) and compare onnxruntime with torch."""
-    try:
-        from gmgraph.passes.onnx import export_onnx
-    except ImportError:
-        export_onnx = None
-    net = net.eval()
-    if export_onnx is not None:
-        export_onnx(net, x, path, dynamic_batch=False)  # a fixed batch exports twice as fast
-    else:
-        torch.onnx.export(net, (x,), str(path), dynamo=True)
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
-    with torch.no_grad():
-        expected = net(x)
-    torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
