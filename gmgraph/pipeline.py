@@ -27,7 +27,7 @@ from gmgraph.graph import space, space_size, trace
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
 from gmgraph.report import write_run
-from gmgraph.search import argmax, evaluate, evolution, random_search
+from gmgraph.search import SearchResult, argmax, evaluate, evolution, random_search
 from gmgraph.search.evaluate import accuracy
 from gmgraph.train import distributed
 from gmgraph.train.fewshot import METHODS, FewShotConfig, FewShotResult, locate, run
@@ -183,9 +183,8 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
     if settings.search == "argmax":
         candidates = [argmax({k.split("/", 1)[1]: v for k, v in leaf.trainer.sampler.arch_parameters().items()},
                              leaf.space) for leaf in result.leaves]
-        found = random_search(full, fitness, n=1, seed=settings.seed)  # shape of a SearchResult
-        scored = [(arch, fitness(arch)) for arch in candidates]
-        found = type(found).from_history(scored, evaluations=len(scored))
+        scored = [(arch, fitness(arch)) for arch in candidates]  # one candidate per leaf
+        found = SearchResult.from_history(scored, evaluations=len(scored))
     elif settings.search == "random":
         found = random_search(full, fitness, n=settings.evaluations, seed=settings.seed, progress=progress)
     else:

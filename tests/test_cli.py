@@ -107,3 +107,13 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch):
     assert not (tmp_path / "report.json").exists()
     assert main(["search", *TINY, "--out", str(tmp_path), "--resume"]) == 0
     assert json.loads((tmp_path / "report.json").read_text())["budget"]["supernet_epochs"] == 7
+
+
+def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path):
+    args = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
+            "--rounds", "1", "--final-epochs", "0", "--sampler", "darts", "--search", "argmax",
+            "--steps-per-epoch", "1", "--quiet", "--out", str(tmp_path)]
+    assert main(args) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["search"]["evaluations"] == len(report["leaves"]) == 2
+    assert any(leaf["best_arch"] == report["arch"] for leaf in report["leaves"])
