@@ -138,10 +138,11 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     if team is not None and not team.is_root:
         return None
     t = time.perf_counter()
-    found = _search(settings, gm, result, loaders, quiet)
+    calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
+    found = _search(settings, gm, result, loaders, calib, quiet)
     timings["search_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
-    final = _final(settings, result, found.best, loaders, quiet)
+    final = _final(settings, result, found, loaders, calib, quiet)
     timings["final_seconds"] = time.perf_counter() - t
     timings["total_seconds"] = time.perf_counter() - start
     report = _report(settings, gm, result, found, final, timings)
@@ -165,9 +166,8 @@ def _calibration(loaders, settings: SearchSettings) -> list:
     return list(itertools.islice(loaders.train, settings.bn_batches))
 
 
-def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, quiet: bool):
-    calib = _calibration(loaders, settings)
-
+def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
+            quiet: bool):
     def fitness(arch):
         leaf = locate(result, arch)
         return evaluate(leaf.gm, arch, loaders.val, calib_loader=calib, bn_batches=settings.bn_batches)
@@ -181,8 +181,7 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
 
     full = space(root)
     if settings.search == "argmax":
-        candidates = [argmax({k.split("/", 1)[1]: v for k, v in leaf.trainer.sampler.arch_parameters().items()},
-                             leaf.space) for leaf in result.leaves]
+        candidates = [argmax(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves]
         scored = [(arch, fitness(arch)) for arch in candidates]  # one candidate per leaf
         found = SearchResult.from_history(scored, evaluations=len(scored))
     elif settings.search == "random":
@@ -195,13 +194,13 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
     return found
 
 
-def _final(settings: SearchSettings, result: FewShotResult, arch, loaders, quiet: bool) -> dict:
+def _final(settings: SearchSettings, result: FewShotResult, found, loaders, calib: list, quiet: bool) -> dict:
     """Test accuracy of the chosen arch on shared weights, and after standalone training from scratch."""
+    arch = found.best
     leaf = locate(result, arch)
-    calib = _calibration(loaders, settings)
     final = {
         "leaf": leaf.id,
-        "supernet_val_accuracy": evaluate(leaf.gm, arch, loaders.val, calib_loader=calib, bn_batches=settings.bn_batches),
+        "supernet_val_accuracy": found.best_fitness,  # the search measured it on the same calibration batches
         "supernet_test_accuracy": evaluate(leaf.gm, arch, loaders.test, calib_loader=calib, bn_batches=settings.bn_batches),
         "standalone_epochs": settings.final_epochs,
     }

@@ -25,13 +25,18 @@ def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> 
                 m.bias.data.copy_(torch.randn(m.num_features, generator=generator) * 0.1)
 
 
+def eval_graph(build) -> torch.fx.GraphModule:
+    """Trace ``build()`` under seed 0, give its BNs random statistics (seed 1), eval mode."""
+    torch.manual_seed(0)
+    gm = gmgraph.trace(build())
+    randomize_batchnorm(gm, torch.Generator().manual_seed(1))
+    return gm.eval()
+
+
 @pytest.fixture
 def tiny_nb201() -> torch.fx.GraphModule:
     """NB201 supernet with C=4, N=1 (fast), seeded, eval mode."""
-    torch.manual_seed(0)
-    gm = gmgraph.trace(nb201.supernet(C=4, N=1))
-    randomize_batchnorm(gm, torch.Generator().manual_seed(1))
-    return gm.eval()
+    return eval_graph(lambda: nb201.supernet(C=4, N=1))
 
 
 def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:

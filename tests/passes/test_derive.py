@@ -8,7 +8,7 @@ import gmgraph
 from gmgraph.choice import Choice, Zero
 from gmgraph.passes import derive
 from gmgraph.spaces import nb201
-from tests.conftest import randomize_batchnorm
+from tests.conftest import eval_graph
 
 
 class Toy(nn.Module):
@@ -58,10 +58,7 @@ def test_inherit_false_initialises_afresh():
 
 @pytest.fixture(scope="module")
 def nb201_graph():
-    torch.manual_seed(0)
-    gm = gmgraph.trace(nb201.supernet(C=16, N=5))
-    randomize_batchnorm(gm, torch.Generator().manual_seed(1))
-    return gm.eval()
+    return eval_graph(lambda: nb201.supernet(C=16, N=5))
 
 
 def chosen_parameter_names(gm, arch, live):

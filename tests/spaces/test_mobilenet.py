@@ -9,15 +9,12 @@ from gmgraph.errors import ArchError
 from gmgraph.passes import derive
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import get, mobilenet
-from tests.conftest import assert_onnx_parity, randomize_batchnorm
+from tests.conftest import assert_onnx_parity, eval_graph
 
 
 @pytest.fixture(scope="module")
 def gm():
-    torch.manual_seed(0)
-    graph = gmgraph.trace(mobilenet.supernet(num_classes=10, width_mult=0.25))
-    randomize_batchnorm(graph, torch.Generator().manual_seed(1))
-    return graph.eval()
+    return eval_graph(lambda: mobilenet.supernet(num_classes=10, width_mult=0.25))
 
 
 def single_path(gm, arch, x):
