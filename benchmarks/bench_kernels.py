@@ -1,21 +1,29 @@
 """Time the weighted mixed op of one NAS-Bench-201 Choice, forward + backward.
 
 Run: ``.venv/bin/python benchmarks/bench_kernels.py [--runs 20]``. Writes
-benchmarks/results/kernels.md.
+benchmarks/results/kernels.md; ``--quick`` (a smoke run: tiny sizes, three
+runs) only prints.
 
 One NB201 edge mixes five candidates: ``none``, ``skip_connect``, two convs
 (their outputs are given: K = 2) and ``avg_pool_3x3``; float32, the stage
 widths and resolutions of the C=16 network (16 @ 32x32, 32 @ 16x16, 64 @ 8x8).
 
 * On CUDA (when present): the Triton kernels (``fuse``) vs the unfused sum a
-  Choice computes (every weighted candidate materialised), timed with CUDA
-  events, median of ``--runs``. Bytes moved at the minimum: forward reads x
+  Choice computes (every weighted candidate materialised), with inputs and
+  upstream gradient stored NCHW and channels_last, timed with CUDA events,
+  median of ``--runs``. Bytes moved at the minimum: forward reads x
   and the K outputs once and writes out once; backward reads g, x and the K
   outputs once and writes dx and the K gradients once; in all (3K + 5) tensors.
   Achieved bandwidth is that minimum over the fused time, given as a fraction
   of a measured device-to-device copy (a copy moves 2 bytes per byte copied).
 * On CPU (always): the torch reference (what ``fuse`` runs on CPU) vs the
   naive loop version and vs the unfused sum, wall clock, median of ``--runs``.
+
+Next to each time, the error of what was timed: the largest difference to
+the float64 reference over the output and every gradient, each divided by the
+largest magnitude of that reference tensor (a wrong layout shows as an error
+near 1, float32 rounding as about 1e-7; a weight gradient, one long sum, may
+reach 1e-5).
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _table import save  # noqa: E402
+from _table import markdown, save  # noqa: E402
 
 from gmgraph import kernels  # noqa: E402
 from gmgraph.choice import Zero  # noqa: E402
@@ -42,14 +50,21 @@ K = 2  # nor_conv_1x1 and nor_conv_3x3
 WEIGHTS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 
 
-def make_inputs(batch: int, channels: int, size: int, device: str) -> tuple:
+LAYOUTS = {"nchw": torch.contiguous_format, "channels_last": torch.channels_last}
+
+
+def make_inputs(batch: int, channels: int, size: int, device: str, layout: str = "nchw") -> tuple:
+    """``(x, ys, w, upstream)``; the tensors of images stored in ``layout`` (a key of ``LAYOUTS``)."""
     g = torch.Generator().manual_seed(0)
     shape = (batch, channels, size, size)
-    x = torch.randn(shape, generator=g).to(device).requires_grad_()
-    ys = [torch.randn(shape, generator=g).to(device).requires_grad_() for _ in range(K)]
+
+    def image():
+        return torch.randn(shape, generator=g).to(device).contiguous(memory_format=LAYOUTS[layout])
+
+    x = image().requires_grad_()
+    ys = [image().requires_grad_() for _ in range(K)]
     w = torch.randn(len(WEIGHTS), generator=g).softmax(0).to(device).requires_grad_()
-    upstream = torch.randn(shape, generator=g).to(device)
-    return x, ys, w, upstream
+    return x, ys, w, image()
 
 
 def unfused(x, ys, w):
@@ -66,11 +81,27 @@ def with_mixed_op(fn) -> Callable:
     return lambda x, ys, w: fn(x, ys, w[2:4], w[1], w[4])
 
 
-def step(fn, inputs) -> None:
+def step(fn, inputs) -> list[torch.Tensor]:
+    """One forward and backward: the output and the gradients of x, the ys and w."""
     x, ys, w, upstream = inputs
     out = fn(x, ys, w)
     # autograd.grad, not backward: accumulating into .grad would add traffic to the timing.
-    torch.autograd.grad(out, [x, *ys, w], upstream)
+    return [out, *torch.autograd.grad(out, [x, *ys, w], upstream)]
+
+
+def max_rel_error(fn, inputs) -> float:
+    """The largest difference of ``step(fn)`` to the float64 reference, per tensor over its largest magnitude.
+
+    >>> inputs = make_inputs(1, 2, 4, "cpu", "channels_last")
+    >>> max_rel_error(unfused, inputs) < 1e-6
+    True
+    """
+    x, ys, w, upstream = inputs
+    exact = (x.detach().double().requires_grad_(), [y.detach().double().requires_grad_() for y in ys],
+             w.detach().double().requires_grad_(), upstream.double())
+    want = step(with_mixed_op(reference.mixed_op), exact)
+    errors = [(a.double() - b).abs().max() / b.abs().max().clamp_min(1e-30) for a, b in zip(step(fn, inputs), want)]
+    return torch.stack(errors).nan_to_num(nan=float("inf")).max().item()
 
 
 def cpu_ms(fns, inputs, runs: int) -> list[float]:
@@ -125,18 +156,23 @@ def min_bytes(inputs) -> int:
     return (3 * K + 5) * x.numel() * x.element_size()
 
 
-def gpu_rows(runs: int, timer=cuda_ms, device: str = "cuda", batches=(64, 256), stages=STAGES, copy=None) -> list[list]:
+def gpu_rows(runs: int, timer=cuda_ms, device: str = "cuda", batches=(64, 256), stages=STAGES, copy=None,
+             layouts=tuple(LAYOUTS)) -> list[list]:
     copy = copy_gb_per_s(runs) if copy is None else copy
     rows = []
     for batch in batches:
         for channels, size in stages:
-            inputs = make_inputs(batch, channels, size, device)
-            base, fused = timer([unfused, with_mixed_op(kernels.mixed_op)], inputs, runs)
-            moved = min_bytes(inputs)
-            achieved = moved / (fused / 1e3) / 1e9
-            rows.append([device, batch, channels, f"{size}x{size}", "unfused Choice", f"{base:.3f}",
-                         f"fused ({kernels.backend(inputs[0])})", f"{fused:.3f}", f"{base / fused:.2f}x",
-                         f"{moved / 1e6:.1f}", f"{achieved:.0f}", f"{achieved / copy:.0%}"])
+            for layout in layouts:
+                inputs = make_inputs(batch, channels, size, device, layout)
+                fns = [unfused, with_mixed_op(kernels.mixed_op)]
+                base, fused = timer(fns, inputs, runs)
+                base_err, fused_err = (max_rel_error(fn, inputs) for fn in fns)
+                moved = min_bytes(inputs)
+                achieved = moved / (fused / 1e3) / 1e9
+                rows.append([device, batch, channels, f"{size}x{size}", layout,
+                             "unfused Choice", f"{base:.3f}", f"{base_err:.1e}",
+                             f"fused ({kernels.backend(inputs[0])})", f"{fused:.3f}", f"{fused_err:.1e}",
+                             f"{base / fused:.2f}x", f"{moved / 1e6:.1f}", f"{achieved:.0f}", f"{achieved / copy:.0%}"])
     return rows
 
 
@@ -147,28 +183,38 @@ def cpu_rows(runs: int, batches=(64,), stages=STAGES) -> list[list]:
             inputs = make_inputs(batch, channels, size, "cpu")
             fns = [with_mixed_op(reference.mixed_op_loop), with_mixed_op(reference.mixed_op), unfused]
             loop, ref, base = cpu_ms(fns, inputs, runs)
-            shape = ["cpu", batch, channels, f"{size}x{size}"]
-            rows.append(shape + ["naive loop", f"{loop:.2f}", "torch reference", f"{ref:.2f}",
-                                 f"{loop / ref:.2f}x", "", "", ""])
-            rows.append(shape + ["unfused Choice", f"{base:.2f}", "torch reference", f"{ref:.2f}",
-                                 f"{base / ref:.2f}x", "", "", ""])
+            loop_err, ref_err, base_err = (max_rel_error(fn, inputs) for fn in fns)
+            shape = ["cpu", batch, channels, f"{size}x{size}", "nchw"]
+            for name, ms, err in (("naive loop", loop, loop_err), ("unfused Choice", base, base_err)):
+                rows.append(shape + [name, f"{ms:.2f}", f"{err:.1e}", "torch reference", f"{ref:.2f}",
+                                     f"{ref_err:.1e}", f"{ms / ref:.2f}x", "", "", ""])
     return rows
 
 
-HEADERS = ["device", "batch", "C", "HxW", "baseline", "baseline ms", "candidate", "candidate ms",
-           "speed-up", "min MB moved", "achieved GB/s", "of copy bandwidth"]
+HEADERS = ["device", "batch", "C", "HxW", "layout", "baseline", "baseline ms", "baseline max rel err",
+           "candidate", "candidate ms", "candidate max rel err", "speed-up", "min MB moved", "achieved GB/s",
+           "of copy bandwidth"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true",
+                        help="smoke run: batch 2, the smallest stage, 3 runs; prints the table, saves nothing")
     args = parser.parse_args()
-    rows = gpu_rows(args.runs) if torch.cuda.is_available() else []
-    rows += cpu_rows(args.runs)
+    sizes = dict(batches=(2,), stages=STAGES[-1:]) if args.quick else {}
+    runs = 3 if args.quick else args.runs
+    rows = gpu_rows(runs, **sizes) if torch.cuda.is_available() else []
+    rows += cpu_rows(runs, **sizes)
+    if args.quick:
+        print(markdown(HEADERS, rows))
+        return
     notes = (
         "Forward + backward of one NB201 Choice's weighted sum (K = 2 given conv outputs, skip, "
         "avg_pool_3x3, none), float32, median of "
-        f"{args.runs} runs. The minimum traffic is (3K + 5) tensors: forward reads x and the K outputs "
+        f"{args.runs} runs; inputs and upstream gradient stored as the layout column says. "
+        "Errors: largest difference to the float64 reference over the output and every gradient, "
+        "each over the largest magnitude of that reference tensor. The minimum traffic is (3K + 5) tensors: forward reads x and the K outputs "
         "and writes out; backward reads g, x and the K outputs and writes dx and the K gradients."
     )
     if not torch.cuda.is_available():

@@ -6,7 +6,7 @@ row per architecture and seed) and ``benchmarks/data/digits201.json`` (the
 settings), then prints the seed-to-seed agreement, the ceiling of any ranking
 measured against this ground truth. The defaults are the settings of the
 shipped file (200 archs x 8 seeds, ~18 min at one thread on a shared 2-core
-machine); see ``gmgraph.nasbench.local`` for the API.
+machine); see ``benchmarks/groundtruth_lib.py`` for the API.
 
 Why these settings: digits are easy, so well-trained networks all land at
 97-99% and the ranking is mostly seed noise (seed-vs-seed Kendall tau 0.34 at
@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from gmgraph.errors import GmGraphError
-from gmgraph.nasbench import local
+import groundtruth_lib as local  # noqa: E402
 
 DEFAULTS = local.Schedule()
 

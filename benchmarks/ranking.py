@@ -41,13 +41,13 @@ import gmgraph  # noqa: E402
 from gmgraph import data  # noqa: E402
 from gmgraph.arch import parse_nb201  # noqa: E402
 from gmgraph.errors import ConfigError, GmGraphError  # noqa: E402
-from gmgraph.nasbench import local  # noqa: E402
+import groundtruth_lib as local  # noqa: E402
 from gmgraph.scores.zero_cost import zero_cost  # noqa: E402
-from gmgraph.search.evaluate import evaluate_many  # noqa: E402
+from gmgraph.search.evaluation import evaluate_many  # noqa: E402
 from gmgraph.search.ranking import summarize  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
-from gmgraph.train.checkpoint import atomic_write  # noqa: E402
-from gmgraph.train.fewshot import FewShotConfig, locate, run  # noqa: E402
+from gmgraph.files import atomic_write  # noqa: E402
+from gmgraph.train.fewshot import FewShotConfig, locate, run_fewshot  # noqa: E402
 from gmgraph.train.loop import TrainConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -137,11 +137,12 @@ def run_method(s: Setup, m: Method, seed: int) -> dict:
     """Train one method with one seed; estimate every ground-truth architecture."""
     a = s.args
     epochs, split_at = schedule(m, a.budget, a.first_split)
-    config = FewShotConfig(method=m.method, epochs=epochs, split_at=split_at, groups=2, rounds=a.rounds,
-                           metric_children=a.metric_children, seed=seed)
-    train = TrainConfig(sampler=m.sampler, steps_per_epoch=a.steps_per_epoch, seed=seed)
+    config = FewShotConfig(method=m.method, split_at=split_at, groups=2, rounds=a.rounds,
+                           metric_children=a.metric_children)
+    train = TrainConfig(sampler=m.sampler, epochs=epochs, steps_per_epoch=a.steps_per_epoch)
     start = time.perf_counter()
-    result = run(supernet(s, seed), s.loaders, config, train, shared=nb201.shared_parameters, quiet=True)
+    result = run_fewshot(supernet(s, seed), s.loaders, config, train, seed=seed, shared=nb201.shared_parameters,
+                         quiet=True)
     trained = time.perf_counter() - start
     estimates = estimate(s, result)
     return {"method": m.name, "seed": seed, "epochs": epochs, "split_at": split_at, "budget": result.budget,

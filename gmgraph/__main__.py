@@ -4,4 +4,5 @@ import sys
 
 from gmgraph.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # importing this module (e.g. to collect its doctests) runs nothing
+    sys.exit(main())

@@ -60,6 +60,35 @@ def key(arch: Mapping[str, str]) -> str:
     return ";".join(f"{label}={arch[label]}" for label in sorted(arch))
 
 
+def format_pairs(arch: Mapping[str, str]) -> str:
+    """The generic text of an arch, for spaces without a codec of their own: ``label=op;...`` in arch order.
+
+    >>> format_pairs({"b": "x", "a": "y"})
+    'b=x;a=y'
+    """
+    return ";".join(f"{label}={op}" for label, op in arch.items())
+
+
+def parse_pairs(text: str) -> Arch:
+    """Read :func:`format_pairs` (or :func:`key`) text back.
+
+    >>> parse_pairs("b=x;a=y")
+    {'b': 'x', 'a': 'y'}
+
+    Raises:
+        ArchError: a part is not ``label=op``.
+    """
+    arch: Arch = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        label, sep, op = part.partition("=")
+        if not sep or not label or not op:
+            raise ArchError(f"architecture text {text!r}: expected label=op pairs separated by ';', got {part!r}")
+        arch[label] = op
+    return arch
+
+
 def arch_hash(arch: Mapping[str, str]) -> str:
     """A short stable hash of :func:`key` (12 hex digits), e.g. for file names."""
     return hashlib.sha1(key(arch).encode()).hexdigest()[:12]

@@ -38,9 +38,6 @@ from gmgraph.errors import DataError
 
 T = TypeVar("T")
 
-NAMES = ("digits", "synthetic", "cifar10", "cifar100", "mnist", "fashion-mnist", "imagefolder")
-"""The dataset names :func:`load` accepts."""
-
 VAL_FRACTION = 0.1
 """Share of an official training set (CIFAR, MNIST) held out as the val split."""
 
@@ -61,7 +58,7 @@ class DataInfo:
     """What a network needs to know about a dataset (see :func:`info`).
 
     Attributes:
-        name: canonical dataset name, one of :data:`NAMES`.
+        name: canonical dataset name, one of :data:`DATASETS`.
         shape: shape of one image, ``(channels, height, width)``.
         num_classes: number of labels; labels are ``0 .. num_classes - 1``.
         sizes: number of images in the (train, val, test) splits.
@@ -185,7 +182,7 @@ def load(
       different sizes need ``image_size``.
 
     Args:
-        name: one of :data:`NAMES`.
+        name: one of :data:`DATASETS`.
         root: directory holding the files (file-backed datasets only).
         batch_size: images per batch (the last batch may be smaller).
         seed: seeds the training loader's shuffle; the n-th pass over it
@@ -219,19 +216,9 @@ def load(
     """
     key = _canonical(name)
     _check_loader_args(batch_size, num_workers)
-    adapt = _Adapt(image_size, channels)
-    if augment and key not in ("cifar10", "cifar100"):
-        raise DataError(f"augment=True is only supported for cifar10 and cifar100, not {key!r}")
-    if key == "digits":
-        splits, k = _digits(split_seed, adapt)
-    elif key == "synthetic":
-        if not adapt.is_noop:
-            raise DataError("synthetic takes shape=(C, H, W), not image_size/channels")
-        splits, k = _synthetic(shape, num_classes, size, split_seed)
-    elif key == "imagefolder":
-        splits, k = _imagefolder(root, adapt)
-    else:
-        splits, k = _torchvision(_FILES[key], root, split_seed, adapt, augment)
+    request = DataRequest(root=root, split_seed=split_seed, adapt=_Adapt(image_size, channels), augment=augment,
+                          shape=shape, num_classes=num_classes, size=size)
+    splits, k = DATASETS[key](request)
     return _loaders(key, splits, k, batch_size, seed, num_workers)
 
 
@@ -274,13 +261,70 @@ def infinite(loader: Iterable[T]) -> Iterator[T]:
             raise DataError("infinite() got an empty loader")
 
 
+# --- the dataset table -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a dataset builder gets from :func:`load` (see its arguments)."""
+
+    root: str | Path | None
+    split_seed: int
+    adapt: _Adapt
+    augment: bool
+    shape: tuple[int, int, int]
+    num_classes: int
+    size: tuple[int, int, int]
+
+
+def _refuse_augment(request: DataRequest, name: str) -> None:
+    if request.augment:
+        raise DataError(f"augment=True is only supported for cifar10 and cifar100, not {name!r}")
+
+
+def _build_digits(r: DataRequest):
+    _refuse_augment(r, "digits")
+    return _digits(r.split_seed, r.adapt)
+
+
+def _build_synthetic(r: DataRequest):
+    _refuse_augment(r, "synthetic")
+    if not r.adapt.is_noop:
+        raise DataError("synthetic takes shape=(C, H, W), not image_size/channels")
+    return _synthetic(r.shape, r.num_classes, r.size, r.split_seed)
+
+
+def _build_imagefolder(r: DataRequest):
+    _refuse_augment(r, "imagefolder")
+    return _imagefolder(r.root, r.adapt)
+
+
+def _build_torchvision(name: str):
+    def build(r: DataRequest):
+        if name not in ("cifar10", "cifar100"):
+            _refuse_augment(r, name)
+        return _torchvision(_FILES[name], r.root, r.split_seed, r.adapt, r.augment)
+
+    return build
+
+
+DATASETS: dict[str, Any] = {
+    "digits": _build_digits,
+    "synthetic": _build_synthetic,
+    **{name: _build_torchvision(name) for name in ("cifar10", "cifar100", "mnist", "fashion-mnist")},
+    "imagefolder": _build_imagefolder,
+}
+"""The dataset table: name -> builder ``(DataRequest) -> ((train, val, test) datasets, classes)``.
+A new dataset is one builder and one entry; :func:`load` and ``--data`` read the names from here."""
+
+
 # --- options -----------------------------------------------------------------
 
 
 def _canonical(name: object) -> str:
     key = str(name).strip().lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in NAMES:
-        raise DataError(f"unknown dataset {name!r}; accepted: {', '.join(NAMES)}")
+    if key not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
     return key
 
 

@@ -41,6 +41,10 @@ class TrainError(GmGraphError, RuntimeError):
     """Training cannot go on (bad settings, non-finite loss, ...)."""
 
 
+class FileError(GmGraphError, OSError):
+    """A file cannot be written, or read back as what it should hold."""
+
+
 class CheckpointError(GmGraphError, RuntimeError):
     """A checkpoint is missing, corrupt or does not match the graph it is loaded into."""
 
@@ -51,3 +55,7 @@ class ConfigError(GmGraphError, ValueError):
 
 class ExportError(GmGraphError, RuntimeError):
     """A graph could not be exported, or the exported model disagrees with torch."""
+
+
+class RunError(ConfigError):
+    """A run folder is missing, incomplete or damaged (no readable report.json, best.pt, ...)."""

@@ -1,15 +1,14 @@
 """The whole few-shot NAS job behind ``gmgraph search``: data, space, training, splits, search, report.
 
->>> settings = SearchSettings(epochs=2, split_at=(1,), width=4, cells=1, rounds=1, evaluations=4,
-...                           final_epochs=1, steps_per_epoch=2)
+>>> settings = SearchSettings(width=4, cells=1, final_epochs=1, train=TrainConfig(epochs=2, steps_per_epoch=2),
+...                           fewshot=FewShotConfig(split_at=(1,), rounds=1), search=SearchConfig(evaluations=4))
+>>> settings.fewshot.split_at, settings.train.epochs
+((1,), 2)
 >>> report = run_search(settings, out="/tmp/gmgraph-doctest-run", quiet=True)   # doctest: +SKIP
->>> sorted(report)[:3]                                                          # doctest: +SKIP
-['arch', 'budget', 'final']
 """
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from dataclasses import dataclass
@@ -26,82 +25,50 @@ from gmgraph.errors import ConfigError
 from gmgraph.graph import space, space_size, trace
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
-from gmgraph.report import write_run
-from gmgraph.search import SearchResult, argmax, evaluate, evolution, random_search
-from gmgraph.search.evaluate import accuracy
+from gmgraph.run import export_run, write_report
+from gmgraph.samplers import SAMPLERS
+from gmgraph.search import STRATEGIES, SearchConfig, SearchContext, evaluate
+from gmgraph.search.evaluation import accuracy
+from gmgraph.settings import as_dict, nested, setting
 from gmgraph.train import distributed
-from gmgraph.train.fewshot import METHODS, FewShotConfig, FewShotResult, locate, run
+from gmgraph.train.fewshot import FewShotConfig, FewShotResult, locate, run_fewshot
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
-from gmgraph.train.samplers import SAMPLERS
-
-SEARCHES = ("evolution", "random", "argmax")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SearchSettings:
-    """Every setting of a search run; CLI flags and config-file keys mirror these names."""
+    """Every setting of a search run. The CLI flags, config-file keys, the flags that start
+    distributed workers and the record in report.json and the checkpoint all come from these fields
+    (:mod:`gmgraph.settings`). Checked once, when built."""
 
-    space: str = "nb201"
-    data: str = "digits"
-    data_root: str | None = None
-    method: str = "gm"
-    sampler: str = "uniform"
-    epochs: int = 30
-    split_at: tuple[int, ...] = (10, 20)
-    groups: int = 2
-    balanced: bool = True
-    rounds: int = 10
-    distance: str = "cos"
-    inherit: bool = True
-    search: str = "evolution"
-    evaluations: int = 100
-    bn_batches: int = 4
-    final_epochs: int = 10
-    width: int = 16
-    cells: int = 5
-    batch_size: int = 64
-    lr: float = 0.05
-    steps_per_epoch: int | None = None
-    seed: int = 0
+    space: str = setting("nb201", "search space", choices=lambda: tuple(spaces.REGISTRY))
+    data: str = setting("digits", "dataset", choices=lambda: tuple(datasets.DATASETS))
+    data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
+    width: int = setting(16, "channels of the first stage (NB201's C)")
+    cells: int = setting(5, "cells per stage (NB201's N)")
+    batch_size: int = setting(64, "training batch size")
+    seed: int = setting(0, "seeds data order, training, scoring and search")
+    final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
+    train: TrainConfig = nested(TrainConfig)
+    fewshot: FewShotConfig = nested(FewShotConfig)
+    search: SearchConfig = nested(SearchConfig)
 
-    def validate(self) -> SearchSettings:
-        checks = [("space", tuple(spaces.REGISTRY)), ("method", METHODS), ("sampler", SAMPLERS), ("search", SEARCHES)]
-        for name, accepted in checks:
-            if getattr(self, name) not in accepted:
-                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)!r} is not one of {', '.join(accepted)}")
-        for name in ("epochs", "evaluations", "width", "cells", "batch_size", "rounds"):
+    def __post_init__(self):
+        if self.space not in spaces.REGISTRY:
+            raise ConfigError(f"unknown space {self.space!r}; choose one of {', '.join(spaces.REGISTRY)}")
+        if self.data.lower().replace("_", "-") not in datasets.DATASETS:
+            raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(datasets.DATASETS)}")
+        for name in ("width", "cells", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if self.final_epochs < 0 or self.bn_batches < 0:
-            raise ConfigError("--final-epochs and --bn-batches must be 0 or more")
-        if self.search == "argmax" and self.sampler not in ("darts", "gdas"):
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
+        if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
+            raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
+        if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
             raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
-        self.split_at = tuple(self.split_at) if self.method != "oneshot" else ()
-        self.fewshot()  # validates the schedule
-        return self
-
-    def fewshot(self) -> FewShotConfig:
-        return FewShotConfig(
-            method=self.method, epochs=self.epochs, split_at=tuple(self.split_at), groups=self.groups,
-            balanced=self.balanced, rounds=self.rounds, distance=self.distance, inherit=self.inherit, seed=self.seed,
-        ).validate()
-
-    def training(self) -> TrainConfig:
-        return TrainConfig(sampler=self.sampler, epochs=self.epochs, lr=self.lr,
-                           steps_per_epoch=self.steps_per_epoch, seed=self.seed)
-
-    @classmethod
-    def from_mapping(cls, values: dict[str, Any]) -> SearchSettings:
-        """Settings from a config file's keys (``split-at`` and ``split_at`` both work)."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        out = {}
-        for raw, value in values.items():
-            name = raw.replace("-", "_")
-            if name not in fields:
-                raise ConfigError(f"unknown setting {raw!r}; known settings: {', '.join(sorted(fields))}")
-            out[name] = tuple(value) if name == "split_at" else value
-        return cls(**out)
+        self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
 
 
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
@@ -113,13 +80,12 @@ def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes
 
 
 def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict | None:
-    """Run the whole job, write ``out/report.json``, ``out/arch.txt`` and checkpoints; return the report.
+    """Run the whole job; write the run folder (:mod:`gmgraph.run`) and return the report.
 
     In a distributed run every rank calls it: the ranks share the supernet
-    training (see :func:`gmgraph.train.fewshot.run`); the search, the final
-    training and the report are rank 0's alone, and the other ranks return None.
+    training (see :func:`gmgraph.train.fewshot.run_fewshot`); the search, the
+    final training and the report are rank 0's alone, and the other ranks return None.
     """
-    settings.validate()
     team = distributed.team()
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     out = Path(out)
@@ -130,9 +96,9 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     gm = build_supernet(settings, info.shape, info.num_classes)
     log(f"search space {settings.space}: {space_size(gm)} architectures, {len(space(gm))} decisions; "
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
-    shared = spaces.get(settings.space).shared
-    result = run(gm, loaders, settings.fewshot(), settings.training(), shared=shared,
-                 checkpoint=out / "checkpoint.pt", resume=resume, quiet=quiet)
+    result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
+                         shared=spaces.get(settings.space).shared, checkpoint=out / "checkpoint.pt",
+                         resume=resume, quiet=quiet)
     timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0)
     timings["train_seconds"] = result.timings.get("total_seconds", 0.0) - timings["scoring_seconds"]
     if team is not None and not team.is_root:
@@ -147,14 +113,13 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     timings["total_seconds"] = time.perf_counter() - start
     report = _report(settings, gm, result, found, final, timings)
     report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
-    write_run(out, report, final.pop("model"))
+    write_report(out, report, final.pop("model"))
     _deployables(out, quiet)
     return report
 
 
 def _deployables(out: Path, quiet: bool) -> None:
     """best.onnx (verified in onnxruntime) and report.html with its drawings, next to report.json."""
-    from gmgraph.commands.export import export_run
     from gmgraph.report_html import render_run
 
     log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
@@ -163,33 +128,27 @@ def _deployables(out: Path, quiet: bool) -> None:
 
 def _calibration(loaders, settings: SearchSettings) -> list:
     # Fixed calibration batches: every candidate is recalibrated on the same images.
-    return list(itertools.islice(loaders.train, settings.bn_batches))
+    return list(itertools.islice(loaders.train, settings.search.bn_batches))
 
 
 def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
             quiet: bool):
     def fitness(arch):
         leaf = locate(result, arch)
-        return evaluate(leaf.gm, arch, loaders.val, calib_loader=calib, bn_batches=settings.bn_batches)
+        return evaluate(leaf.gm, arch, loaders.val, calib_loader=calib, bn_batches=settings.search.bn_batches)
 
-    bar = Progress("search", total=settings.evaluations, quiet=quiet)
+    bar = Progress("search", total=settings.search.evaluations, quiet=quiet)
     best = [0.0]
 
     def progress(step, arch, value):
         best[0] = max(best[0], value)
         bar.update(best_val_acc=best[0])
 
-    full = space(root)
-    if settings.search == "argmax":
-        candidates = [argmax(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves]
-        scored = [(arch, fitness(arch)) for arch in candidates]  # one candidate per leaf
-        found = SearchResult.from_history(scored, evaluations=len(scored))
-    elif settings.search == "random":
-        found = random_search(full, fitness, n=settings.evaluations, seed=settings.seed, progress=progress)
-    else:
-        population = min(20, settings.evaluations)
-        found = evolution(full, fitness, population=population, sample_size=min(5, population),
-                          cycles=max(settings.evaluations - population, 0), seed=settings.seed, progress=progress)
+    alphas = [(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves
+              if hasattr(leaf.trainer.sampler, "alphas")]
+    context = SearchContext(space(root), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
+                            progress=progress, alphas=alphas)
+    found = STRATEGIES[settings.search.strategy](context)
     bar.close(evaluations=found.evaluations)
     return found
 
@@ -201,14 +160,15 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     final = {
         "leaf": leaf.id,
         "supernet_val_accuracy": found.best_fitness,  # the search measured it on the same calibration batches
-        "supernet_test_accuracy": evaluate(leaf.gm, arch, loaders.test, calib_loader=calib, bn_batches=settings.bn_batches),
+        "supernet_test_accuracy": evaluate(leaf.gm, arch, loaders.test, calib_loader=calib,
+                                           bn_batches=settings.search.bn_batches),
         "standalone_epochs": settings.final_epochs,
     }
     net = derive(leaf.gm, arch, inherit=settings.final_epochs == 0)
     final["params"] = sum(p.numel() for p in net.parameters())
     if settings.final_epochs > 0:
-        config = TrainConfig(epochs=settings.final_epochs, lr=settings.lr, seed=settings.seed)
-        trainer = SupernetTrainer(net, loaders, config)
+        config = TrainConfig(epochs=settings.final_epochs, lr=settings.train.lr)
+        trainer = SupernetTrainer(net, loaders, config, seed=settings.seed)
         for _ in range(settings.final_epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
         final["standalone_test_accuracy"] = accuracy(net.eval(), loaders.test)
@@ -216,30 +176,26 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     return final
 
 
-def _report(settings, root, result: FewShotResult, found, final: dict, timings: dict) -> dict:
+def _report(settings: SearchSettings, root, result: FewShotResult, found, final: dict, timings: dict) -> dict:
     arch = found.best
     report: dict[str, Any] = {
         "gmgraph_version": gmgraph.__version__,
-        "settings": dataclasses.asdict(settings),
+        "settings": as_dict(settings),
         "space": {label: list(ops) for label, ops in space(root).items()},
         "space_size": space_size(root),
         "split_tree": result.tree,
         "leaves": [_leaf_report(leaf, found) for leaf in result.leaves],
-        "search": {"strategy": settings.search, "evaluations": found.evaluations, "best_fitness": found.best_fitness},
+        "search": {"strategy": settings.search.strategy, "evaluations": found.evaluations,
+                   "best_fitness": found.best_fitness},
         "arch": arch,
+        "arch_str": spaces.arch_to_str(settings.space, arch),
         "final": final,
-        "budget": {"supernet_epochs": result.budget, "epochs": settings.epochs},
+        "budget": {"supernet_epochs": result.budget, "epochs": settings.train.epochs},
         "timings": timings,
     }
-    spec = spaces.get(settings.space)
-    if spec.to_str is not None:
-        report["arch_str"] = spec.to_str(arch)
-    if settings.space == "nb201":
-        from gmgraph.nasbench import nb201 as table
-
-        report["oracle"] = {"note": "NAS-Bench-201 lookup of the chosen arch (CIFAR-10 test, 200 epochs); "
-                                    "a reference only, not what the search optimised",
-                            "nb201_cifar10_test": table.query(arch)}
+    oracle = spaces.get(settings.space).oracle
+    if oracle is not None:
+        report["oracle"] = oracle(arch)
     return report
 
 

@@ -1,9 +1,4 @@
-"""What a search run leaves in its output folder, and the summary a person reads.
-
-Files (each written atomically): ``report.json`` (settings, split tree with
-scores, per-leaf metrics, chosen architecture, budget, timings), ``arch.txt``
-(the chosen architecture, one line), ``best.pt`` (the chosen network's weights
-and architecture, loadable with ``torch.load(weights_only=True)``).
+"""The summary of a finished search run that a person reads (the run folder itself: :mod:`gmgraph.run`).
 
 >>> print(summary({"arch": {"a": "x"}, "budget": {"supernet_epochs": 3, "epochs": 2},
 ...                "split_tree": [], "leaves": [{}], "search": {"evaluations": 5, "best_fitness": 0.5},
@@ -14,46 +9,12 @@ chosen architecture: a=x
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
-
-from gmgraph.train.checkpoint import atomic_write
-
-REPORT_KEYS = ("gmgraph_version", "settings", "space", "space_size", "split_tree", "leaves", "search",
-               "arch", "final", "budget", "timings")
-
-
-def _write_text(path: Path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    atomic_write(path, write)
+from gmgraph.arch import format_pairs
 
 
 def arch_line(report: dict) -> str:
-    """The chosen architecture as one line: the space's own string if it has one."""
-    return report.get("arch_str") or ";".join(f"{k}={v}" for k, v in report["arch"].items())
-
-
-def write_run(out: str | Path, report: dict, model: torch.nn.Module | None = None) -> None:
-    """Write report.json, arch.txt and (with a model) best.pt into ``out``."""
-    out = Path(out)
-    _write_text(out / "report.json", json.dumps(report, indent=2, default=_jsonable) + "\n")
-    _write_text(out / "arch.txt", arch_line(report) + "\n")
-    if model is not None:
-        state = {"arch": report["arch"], "model": model.state_dict()}
-        atomic_write(out / "best.pt", lambda tmp: torch.save(state, tmp))
-
-
-def _jsonable(value):
-    if torch.is_tensor(value):
-        return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    """The chosen architecture as one line: the space's own text, as the run wrote it."""
+    return report.get("arch_str") or format_pairs(report["arch"])
 
 
 def summary(report: dict) -> str:
@@ -73,7 +34,7 @@ def summary(report: dict) -> str:
     if "standalone_test_accuracy" in final:
         lines.append(f"trained from scratch for {final['standalone_epochs']} epochs: test accuracy "
                      f"{final['standalone_test_accuracy']:.4f}; {final['params']} parameters")
-    if "oracle" in report:
+    if "nb201_cifar10_test" in report.get("oracle", {}):
         lines.append(f"NAS-Bench-201 CIFAR-10 test accuracy of this arch (reference only): "
                      f"{report['oracle']['nb201_cifar10_test']:.2f}%")
     lines.append(f"time: {report['timings']['total_seconds']:.0f} s")

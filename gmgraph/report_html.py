@@ -1,10 +1,13 @@
 """``report.html``: one self-contained page per search run (images embedded, no external assets).
 
 >>> import json, tempfile, pathlib
+>>> from gmgraph.run import REPORT_KEYS
 >>> run = pathlib.Path(tempfile.mkdtemp())
->>> report = {"arch": {"1<-0": "none"}, "settings": {"space": "toy"}, "split_tree": [], "leaves": [],
-...           "final": {"supernet_test_accuracy": 0.5}, "budget": {"supernet_epochs": 1, "epochs": 1},
-...           "search": {"evaluations": 1, "best_fitness": 0.5}, "timings": {"total_seconds": 1.0}}
+>>> report = {"arch": {"1<-0": "none"}, "arch_str": "1<-0=none", "settings": {"space": "toy"},
+...           "split_tree": [], "leaves": [], "final": {"supernet_test_accuracy": 0.5},
+...           "budget": {"supernet_epochs": 1, "epochs": 1}, "search": {"evaluations": 1, "best_fitness": 0.5},
+...           "timings": {"total_seconds": 1.0}, "input_shape": [1, 8, 8], "num_classes": 10}
+>>> report |= {k: None for k in REPORT_KEYS if k not in report}
 >>> _ = (run / "report.json").write_text(json.dumps(report))
 >>> render_run(run).name
 'report.html'
@@ -14,13 +17,13 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from pathlib import Path
 
 from gmgraph import viz
-from gmgraph.errors import ConfigError
+from gmgraph.files import write_text
 from gmgraph.report import arch_line, summary
-from gmgraph.train.checkpoint import atomic_write
+from gmgraph.run import HTML, read_report
+from gmgraph.spaces import arch_to_str
 
 _STYLE = """
 body { font-family: sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }
@@ -48,21 +51,11 @@ def render_run(out: str | Path) -> Path:
     """(Re)build ``out/report.html`` and its PNGs from ``out/report.json``.
 
     Raises:
-        ConfigError: when ``out`` holds no readable report.json.
+        RunError: when ``out`` holds no readable, complete report.json.
     """
     out = Path(out)
-    try:
-        report = json.loads((out / "report.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{out} holds no readable report.json ({exc}); is it a finished `gmgraph search` run?") from exc
-    pngs = draw_run(out, report)
-    page = _page(report, pngs)
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(page)
-
-    return atomic_write(out / "report.html", write)
+    report = read_report(out)
+    return write_text(out / HTML, _page(report, draw_run(out, report)))
 
 
 def _page(report: dict, pngs: dict[str, Path]) -> str:
@@ -81,7 +74,7 @@ def _page(report: dict, pngs: dict[str, Path]) -> str:
     parts.append("<h2>Leaves</h2>" + _table(
         ["leaf", "space size", "evaluated", "best val accuracy", "best arch"],
         [[leaf["id"], leaf.get("space_size", ""), leaf.get("evaluated", ""), _num(leaf.get("best_val_accuracy")),
-          _arch(leaf.get("best_arch"))] for leaf in report["leaves"]]))
+          _arch(report, leaf.get("best_arch"))] for leaf in report["leaves"]]))
     parts.append("<h2>Final architecture</h2>" + _table(["label", "op"], [[k, v] for k, v in report["arch"].items()]))
     parts.append("<h2>Settings</h2>" + _table(["setting", "value"],
                                               [[k, v] for k, v in report.get("settings", {}).items()]))
@@ -99,5 +92,5 @@ def _num(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
-def _arch(arch) -> str:
-    return "" if not arch else ";".join(f"{k}={v}" for k, v in arch.items())
+def _arch(report: dict, arch) -> str:
+    return "" if not arch else arch_to_str(report["settings"].get("space"), arch)

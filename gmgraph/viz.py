@@ -27,7 +27,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display needed, works on CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-from gmgraph.train.checkpoint import atomic_write  # noqa: E402
+from gmgraph.files import atomic_write  # noqa: E402
 
 DPI = 100
 _EDGE = re.compile(r"^(?:(?P<cell>[^/]+)/)?(?P<dst>\d+)<-(?P<src>\d+)$")

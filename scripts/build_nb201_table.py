@@ -5,10 +5,13 @@ being checked with :func:`gmgraph.nasbench.nb201.parse_table`, and compressed
 with gzip level 9, mtime 0 and no file name, so the output depends only on the
 input (and zlib)::
 
-    python scripts/build_nb201_table.py            # (re)write the packaged file
-    python scripts/build_nb201_table.py --check    # exit 1 if it is out of date
+    python scripts/build_nb201_table.py                   # (re)write the packaged file
+    python scripts/build_nb201_table.py --check           # exit 1 if it is out of date
+    python scripts/build_nb201_table.py --source PATH.csv # another copy of the CSV
 
-Provenance of the source: /work/shared/data/README.md.
+The source defaults to ``../shared/data/nb201.csv`` relative to the repository
+root (the ``shared/`` folder beside the checkout); its provenance is in
+``shared/data/README.md``.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from pathlib import Path
 from gmgraph.nasbench.nb201 import parse_table
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCE = Path("/work/shared/data/nb201.csv")
+SOURCE = ROOT.parent / "shared" / "data" / "nb201.csv"
 OUTPUT = ROOT / "gmgraph" / "nasbench" / "nb201.csv.gz"
 
 
@@ -49,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="only compare with the existing output"
     )
     args = parser.parse_args(argv)
+    if not args.source.is_file():
+        parser.error(f"no NAS-Bench-201 CSV at {args.source}; pass --source PATH")
     packed = build(args.source)
     if args.check:
         same = args.output.is_file() and args.output.read_bytes() == packed

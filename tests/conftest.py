@@ -39,6 +39,24 @@ def tiny_nb201() -> torch.fx.GraphModule:
     return eval_graph(lambda: nb201.supernet(C=4, N=1))
 
 
+def assert_derived_matches(gm: torch.fx.GraphModule, arch, x: torch.Tensor, *, atol: float = 1e-6):
+    """``derive(gm, arch)`` holds no Choice and computes what the supernet computes on the path
+    ``arch`` (``with gmgraph.use(gm, arch): gm(x)``) to within ``atol`` (rtol 0); returns it.
+
+    ``atol`` is the float32 slack of re-associated sums (folded identities, removed zero edges).
+    """
+    from gmgraph.passes import derive
+
+    plain = derive(gm, arch)
+    assert not any(isinstance(m, gmgraph.Choice) for m in plain.modules()), "a Choice survived derive"
+    with torch.no_grad():
+        with gmgraph.use(gm, arch):
+            expected = gm(x)
+        got = plain(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=atol)
+    return plain
+
+
 def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
     """Export with gmgraph's exporter, then compare onnxruntime with torch on ``x`` (1e-4)."""
     import onnxruntime as ort

@@ -161,7 +161,7 @@ def test_synthetic_bad_options(kw):
 
 
 def test_names_and_unknown_name():
-    assert data.NAMES == (
+    assert tuple(data.DATASETS) == (
         "digits",
         "synthetic",
         "cifar10",
@@ -172,7 +172,7 @@ def test_names_and_unknown_name():
     )
     with pytest.raises(DataError) as err:
         data.load("imagenet")
-    assert all(name in str(err.value) for name in data.NAMES)
+    assert all(name in str(err.value) for name in data.DATASETS)
     with pytest.raises(GmGraphError):
         data.load(None)
 

@@ -63,9 +63,24 @@ def test_use_weights_mixes_and_can_be_combined_with_use():
     torch.manual_seed(0)
     gm = gmgraph.trace(TwoChoices())
     x = torch.randn(4, 3)
-    with gmgraph.use(gm, {"act": "id", "head": "id"}), use_weights(gm, {"head": torch.tensor([0.0, 0.0, 1.0])}):
+    z = gm.fc(x)
+    # Both "act" Choices: 0.25*v + 0.75*(-v) = -0.5*v, twice: 0.25*z; head 0.25*relu + 0.75*tanh.
+    act, head = torch.tensor([0.25, 0.75]), torch.tensor([0.25, 0.75, 0.0])
+    with use_weights(gm, {"act": act, "head": head}):
         y = gm(x)
-    torch.testing.assert_close(y, gm.fc(x))
+    torch.testing.assert_close(y, 0.25 * torch.relu(0.25 * z) + 0.75 * torch.tanh(0.25 * z))
+    # use fixes "act" (neg twice: z) and "head"; use_weights then overrides "head" alone.
+    with gmgraph.use(gm, {"act": "neg", "head": "id"}), use_weights(gm, {"head": head}):
+        y = gm(x)
+    torch.testing.assert_close(y, 0.25 * torch.relu(z) + 0.75 * torch.tanh(z))
+    with gmgraph.use(gm, {"act": "id", "head": "relu"}), use_weights(gm, {"act": act}):
+        y = gm(x)
+    torch.testing.assert_close(y, torch.relu(0.25 * z))
+    with gmgraph.use(gm, {"act": "id", "head": "id"}):  # leaving use_weights restores the use() mode
+        with use_weights(gm, {"head": head}):
+            pass
+        y = gm(x)
+    torch.testing.assert_close(y, z)
     with pytest.raises(SpaceError, match="no decision named"):
         with use_weights(gm, {"nope": torch.ones(2)}):
             pass

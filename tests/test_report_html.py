@@ -53,7 +53,7 @@ def test_gmgraph_report_rebuilds_and_errors_clearly(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir)]) == 0
     assert (run_dir / "report.html").exists()
     assert main(["report", str(tmp_path)]) == 2
-    assert "no readable report.json" in capsys.readouterr().err
+    assert "holds no report.json" in capsys.readouterr().err
 
 
 def test_report_opens_in_a_headless_browser_without_console_errors(run_dir):

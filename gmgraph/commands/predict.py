@@ -197,17 +197,10 @@ def _check_fit(model: Model, samples: Samples, path: Path) -> None:
 def _describe(path: Path, model: Model) -> str:
     line = f"model {path}: input {tuple('batch' if d is None else d for d in (model.batch, *model.shape))}"
     if "gmgraph.arch" in model.metadata:
-        line += "; arch " + _arch_text(json.loads(model.metadata["gmgraph.arch"]), model.metadata.get("gmgraph.space"))
+        from gmgraph.spaces import arch_to_str
+
+        line += "; arch " + arch_to_str(model.metadata.get("gmgraph.space"), json.loads(model.metadata["gmgraph.arch"]))
     return line
-
-
-def _arch_text(arch: dict, space: str | None) -> str:
-    from gmgraph.spaces import REGISTRY
-
-    spec = REGISTRY.get(space)
-    if spec is not None and spec.to_str is not None:
-        return spec.to_str(arch)
-    return ";".join(f"{k}={v}" for k, v in arch.items())
 
 
 def _table(samples: Samples, logits: np.ndarray, show: int) -> str:

@@ -13,7 +13,6 @@ torchrun's environment and joins its process group. See
 from __future__ import annotations
 
 import argparse
-import time
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,53 +23,16 @@ if TYPE_CHECKING:
     from gmgraph.train import distributed
 
 
-def _split_at(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected epochs separated by commas, like 10,20; got {text!r}") from None
-
-
-def _bool(text: str) -> bool:
-    if text.lower() in ("1", "true", "yes", "on"):
-        return True
-    if text.lower() in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def add_parser(sub) -> None:
-    from gmgraph.pipeline import SEARCHES, SearchSettings
-    from gmgraph.spaces import REGISTRY
-    from gmgraph.train.fewshot import METHODS
-    from gmgraph.train.samplers import SAMPLERS
+    from gmgraph.pipeline import SearchSettings
+    from gmgraph.settings import add_flags
 
-    d = SearchSettings()
     p = sub.add_parser("search", help="few-shot NAS: train, split, search, report",
-                       description="Train a supernet, split it into sub-supernets, search, and report.")
-    p.add_argument("--config", type=Path, help="TOML or YAML file whose keys mirror these flags")
-    p.add_argument("--space", choices=tuple(REGISTRY), help=f"search space (default {d.space})")
-    p.add_argument("--data", help=f"digits, synthetic, cifar10, cifar100, mnist, fashion-mnist, imagefolder (default {d.data})")
-    p.add_argument("--data-root", help="folder holding the dataset files (not needed for digits/synthetic)")
-    p.add_argument("--method", metavar="METHOD", help=f"one of {', '.join(METHODS)} (default {d.method})")
-    p.add_argument("--sampler", choices=SAMPLERS, help=f"supernet training sampler (default {d.sampler})")
-    p.add_argument("--epochs", type=int, help=f"epochs of the whole schedule (default {d.epochs})")
-    p.add_argument("--split-at", type=_split_at, help="epochs at which every leaf splits, e.g. 10,20 (default 10,20)")
-    p.add_argument("--groups", type=int, choices=(2, 3), help=f"groups per split (default {d.groups})")
-    p.add_argument("--balanced", type=_bool, help="balanced groups (default true)")
-    p.add_argument("--rounds", type=int, help=f"gradient-matching batches per label (default {d.rounds})")
-    p.add_argument("--distance", help=f"cos, per-filter-cos or mse (default {d.distance})")
-    p.add_argument("--inherit", type=_bool, help="children inherit optimizer/schedule/sampler state (default true)")
-    p.add_argument("--search", choices=SEARCHES, help=f"search strategy (default {d.search})")
-    p.add_argument("--evaluations", type=int, help=f"architectures the search evaluates (default {d.evaluations})")
-    p.add_argument("--bn-batches", type=int, help=f"BN recalibration batches per evaluation (default {d.bn_batches})")
-    p.add_argument("--final-epochs", type=int, help=f"train the chosen arch from scratch (default {d.final_epochs})")
-    p.add_argument("--width", type=int, help=f"channels of the first stage, NB201's C (default {d.width})")
-    p.add_argument("--cells", type=int, help=f"cells per stage, NB201's N (default {d.cells})")
-    p.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
-    p.add_argument("--lr", type=float, help=f"weight learning rate (default {d.lr})")
-    p.add_argument("--steps-per-epoch", type=int, help="cap training steps per epoch (quick runs)")
-    p.add_argument("--seed", type=int, help=f"(default {d.seed})")
+                       description="Train a supernet, split it into sub-supernets, search, and report. "
+                                   "Every setting is a flag and a config-file key of the same name.")
+    p.add_argument("--config", type=Path, help="TOML or YAML file of settings: flag names as keys "
+                   "(flat, or in [train], [fewshot], [search] tables); flags given here win")
+    add_flags(p, SearchSettings)
     p.add_argument("--out", type=Path, help="output folder (default runs/search-<time>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -95,35 +57,15 @@ def _read_config(path: Path) -> dict:
         raise ConfigError(f"cannot parse {path}: {exc}") from exc
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a table of settings")
-    return values.get("search", values)
+    return values.get("search", values) if isinstance(values.get("search"), dict) and len(values) == 1 else values
 
 
 def _settings(args: argparse.Namespace):
+    """The run's settings: the config file's values, then the flags given (checked once, here)."""
     from gmgraph.pipeline import SearchSettings
+    from gmgraph.settings import from_flags
 
-    values = _read_config(args.config) if args.config else {}
-    settings = SearchSettings.from_mapping(values)
-    for name in SearchSettings.__dataclass_fields__:
-        flag = getattr(args, name, None)
-        if flag is not None:
-            setattr(settings, name, flag)
-    return settings.validate()
-
-
-def _prepare_out(out: Path | None, resume: bool) -> Path:
-    out = out or Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
-    if resume and not (out / "checkpoint.pt").exists():
-        raise ConfigError(f"--resume: no checkpoint in {out} (expected {out / 'checkpoint.pt'})")
-    if not resume and (out / "checkpoint.pt").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
-    return out
+    return from_flags(SearchSettings, args, _read_config(args.config) if args.config else None)
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -144,16 +86,18 @@ def _run_search(args: argparse.Namespace) -> int:
 
 def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
     """The run itself, in one process or in every worker of a distributed run."""
+    from gmgraph import run
     from gmgraph.pipeline import run_search
     from gmgraph.report import summary
     from gmgraph.train import distributed
 
     try:
         settings = _settings(args)
+        out = args.out or run.default_out()
         if team is None:
-            out = _prepare_out(args.out, args.resume)
+            out = run.prepare(out, args.resume)
         else:  # rank 0 checks (and names) the folder; everyone uses its answer
-            out = team.on_root(lambda: _prepare_out(args.out, args.resume), "checking --out")
+            out = team.on_root(lambda: run.prepare(out, args.resume), "checking --out")
         report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
     except GmGraphError as exc:
         if team is None or team.is_root:
@@ -170,31 +114,18 @@ def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
     if report is None:  # a worker other than rank 0: the report is rank 0's
         return 0
     print(summary(report))
-    print(f"wrote {out / 'report.json'}, {out / 'report.html'}, {out / 'arch.txt'}, {out / 'best.pt'}, {out / 'best.onnx'}")
+    print("wrote " + ", ".join(str(out / name) for name in (run.REPORT, run.HTML, run.ARCH, run.BEST, run.ONNX)))
     return 0
 
 
 def _launch(args: argparse.Namespace) -> int:
-    """Start ``args.nproc`` workers on this machine, each running this command without ``--nproc``."""
-    from gmgraph.pipeline import SearchSettings
+    """Start ``args.nproc`` workers on this machine, each running this command with the same settings."""
+    from gmgraph import run
+    from gmgraph.settings import to_flags
     from gmgraph.train import distributed
 
-    _settings(args)  # a user error is one line here, not one per worker
-    out = _prepare_out(args.out, args.resume).resolve()
-    flags = ["--out", str(out)]
-    if args.config is not None:
-        flags += ["--config", str(args.config.resolve())]
-    for name in SearchSettings.__dataclass_fields__:  # exactly the flags the user gave
-        value = getattr(args, name, None)
-        if value is not None:
-            flags += [f"--{name.replace('_', '-')}", _flag_value(value)]
+    settings = _settings(args)  # a user error is one line here, not one per worker
+    out = run.prepare(args.out or run.default_out(), args.resume).resolve()
+    flags = ["--out", str(out), *to_flags(settings)]  # every setting, so the workers need no config file
     flags += ["--resume"] * args.resume + ["--quiet"] * args.quiet
     return distributed.launch(["search", *flags], args.nproc)
-
-
-def _flag_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return str(value)

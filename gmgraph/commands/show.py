@@ -8,15 +8,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
 from gmgraph import spaces
-from gmgraph.errors import ConfigError
 from gmgraph.graph import choices, space, space_size, trace
 from gmgraph.passes.derive import derive
+from gmgraph.run import Shape, read_report
 from gmgraph.scores.zero_cost import zero_cost
 
 
@@ -44,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     gm = trace(spec.build(width=args.width, cells=args.cells, num_classes=args.num_classes,
                           in_channels=args.in_channels))
     if args.arch is not None:
-        arch = _parse(spec, args.arch)
+        arch = spaces.parse_arch(args.space, args.arch)
     print(space_table(gm))
     if arch is not None:
         print()
@@ -57,26 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_run(args: argparse.Namespace):
-    try:
-        report = json.loads((args.run / "report.json").read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{args.run} holds no readable report.json: {exc}") from exc
-    settings = report["settings"]
-    args.space, args.width, args.cells = settings["space"], settings["width"], settings["cells"]
-    if "input_shape" in report:
-        args.in_channels, args.image_size = report["input_shape"][0], report["input_shape"][-1]
-    if "num_classes" in report:
-        args.num_classes = report["num_classes"]
+    shape = Shape.of_report(report := read_report(args.run))
+    args.space, args.width, args.cells = shape.space, shape.width, shape.cells
+    args.in_channels, args.image_size, args.num_classes = shape.in_channels, shape.image_size[-1], shape.num_classes
     return args, report["arch"]
-
-
-def _parse(spec, text: str) -> dict[str, str]:
-    if spec.parse is not None:
-        return spec.parse(text)
-    try:
-        return dict(part.split("=", 1) for part in text.split(";") if part)
-    except ValueError:
-        raise ConfigError(f"--arch {text!r}: expected label=op;label=op;...") from None
 
 
 def space_table(gm) -> str:

@@ -88,8 +88,10 @@ def mixed_op(
             term with weight 0 is computed and gets its gradient.
 
     Returns:
-        A tensor shaped and typed like ``x`` (contiguous NCHW on the Triton path:
-        non-contiguous inputs are copied to contiguous first).
+        A tensor shaped and typed like ``x``. Inputs may have any strides. On the
+        Triton path the result and the gradients of ``x`` and ``ys`` are stored
+        channels_last when ``x`` is, contiguous NCHW otherwise; an input or
+        upstream gradient stored another way is copied to that order first.
 
     Raises:
         ChoiceError: when the inputs do not fit together.

@@ -1,6 +1,5 @@
-"""NAS benchmarks: the shipped NAS-Bench-201 table (``nb201``), local ground truth
-trained here (``local``) and zero-cost ranking against the table (``rank``)."""
+"""NAS benchmarks: the shipped NAS-Bench-201 table (``nb201``) and zero-cost ranking against it (``rank``)."""
 
-from gmgraph.nasbench import local, nb201, rank
+from gmgraph.nasbench import nb201, rank
 
-__all__ = ["local", "nb201", "rank"]
+__all__ = ["nb201", "rank"]

@@ -19,8 +19,9 @@ Accuracies are percentages, means over NAS-Bench-201's training seeds.
 ``cifar10-valid`` network's validation accuracy. Parameters are in millions and
 FLOPs in millions, both for the 10-class network on 32x32 inputs.
 
-Sources and provenance: ``/work/shared/data/README.md`` (NAS-Bench-201,
-Dong & Yang, ICLR 2020, MIT license).
+Sources and provenance: ``shared/data/README.md`` in the ``shared/`` folder
+beside the repository checkout (NAS-Bench-201, Dong & Yang, ICLR 2020, MIT
+license).
 """
 
 from __future__ import annotations

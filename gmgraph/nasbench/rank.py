@@ -37,7 +37,7 @@ from gmgraph.errors import ConfigError
 from gmgraph.nasbench import nb201 as table
 from gmgraph.scores.zero_cost import DATA_FREE, METRICS, Batch, zero_cost
 from gmgraph.search.ranking import kendall_tau, spearman
-from gmgraph.train.checkpoint import atomic_write
+from gmgraph.files import atomic_write
 
 BENCHMARKS = ("nb201:cifar10", "nb201:cifar100", "nb201:imagenet16-120")
 """Accepted values of ``--against``."""

@@ -26,7 +26,21 @@ call of :func:`gmgraph.kernels.mixed_op` (one Triton pass on CUDA)::
 The graph keeps its nodes; each Choice module is replaced by a
 :class:`FusedChoice`, a Choice subclass, so ``gmgraph.space``, ``choices``,
 the samplers, ``restrict`` and ``derive`` treat the fused graph as before.
-Single-path mode runs exactly as before.
+Single-path mode runs exactly as before: one op.
+
+Weighted mode never reads the weights back to the host. An unfused Choice
+skips the ops whose weight is exactly zero, which needs ``(w != 0).tolist()``:
+on a GPU, a wait for the device once per Choice per step. A FusedChoice runs
+every candidate and hands all K weights to the kernel (a zero weight costs
+one multiply there), so a step queues its work without waiting. Values and
+gradients still equal the unfused Choice's: a weight that is exactly zero
+gets zero gradient, as if its op had not run. What differs for exactly-zero
+weights, such as a hard Gumbel one-hot (``gdas``): every parametric op runs
+(its cost, and in train mode its BatchNorm running statistics are updated),
+its parameters get zero gradients rather than none, and a non-finite output
+of it makes the sum nan (``0 * inf``) where the unfused Choice never saw it.
+To run one op per
+step, sample a single path (``gmgraph.use``), or train the unfused graph.
 
 What fuses: ``nn.Identity`` (skip), ``Zero`` with stride 1 (contributes
 nothing and is never computed) and ``nn.AvgPool2d(3, 1, 1,
@@ -75,7 +89,7 @@ def _replace(root: nn.Module, name: str, module: nn.Module) -> None:
 
 
 class FusedChoice(Choice):
-    """A Choice whose weighted mode calls :func:`gmgraph.kernels.mixed_op`.
+    """A Choice whose weighted mode calls :func:`gmgraph.kernels.mixed_op`, without a host sync.
 
     >>> from torch import nn
     >>> c = FusedChoice({"skip": nn.Identity(), "fc": nn.Linear(2, 2)}, "e")
@@ -104,38 +118,49 @@ class FusedChoice(Choice):
         return self._roles
 
     def _weighted(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weights
-        # Exactly-zero weights skip their op, as in Choice: a hard Gumbel sample runs one op.
-        keep = (w != 0).tolist()
+        w = _zero_weights_pass_no_gradient(self.weights)
         roles = self.roles()
-        if x.dim() != 4 or all(role == "zero" or not k for role, k in zip(roles, keep)):
-            return super()._weighted(x)
+        if x.dim() != 4 or all(role == "zero" for role in roles):
+            return self._sum(x, w, {})
         ops = list(self.ops.values())
-        outputs = {i: ops[i](x) for i, (role, k) in enumerate(zip(roles, keep)) if k and role == "param"}
+        outputs = {i: ops[i](x) for i, role in enumerate(roles) if role == "param"}
         if any(y.shape != x.shape or y.dtype != x.dtype or y.device != x.device for y in outputs.values()):
-            return self._sum(x, outputs, keep)
-        return mixed_op(
-            x, list(outputs.values()), w[list(outputs)],
-            _weight_of(w, roles, keep, "skip"), _weight_of(w, roles, keep, "pool"),
-        )
+            return self._sum(x, w, outputs)
+        w_param = torch.stack([w[i] for i in outputs]) if outputs else w[:0]
+        skip, pool = _weight_of(w, roles, "skip"), _weight_of(w, roles, "pool")
+        return mixed_op(x, list(outputs.values()), w_param, skip, pool)
 
-    def _sum(self, x: torch.Tensor, outputs: dict[int, torch.Tensor], keep: list[bool]) -> torch.Tensor:
-        """The unfused sum, reusing the outputs already computed (running an op twice
-        would update its BatchNorm statistics twice)."""
+    def _sum(self, x: torch.Tensor, w: torch.Tensor, outputs: dict[int, torch.Tensor]) -> torch.Tensor:
+        """The unfused sum over every candidate, reusing the outputs already computed
+        (running an op twice would update its BatchNorm statistics twice)."""
         out = None
         for i, op in enumerate(self.ops.values()):
-            if keep[i]:
-                y = self.weights[i] * (outputs[i] if i in outputs else op(x))
-                out = y if out is None else out + y
+            y = w[i] * (outputs[i] if i in outputs else op(x))
+            out = y if out is None else out + y
         return out
 
 
-def _weight_of(w: torch.Tensor, roles: tuple[str, ...], keep: list[bool], role: str) -> torch.Tensor | None:
-    """The summed weight of the kept candidates with ``role`` (None when there are none)."""
-    index = [i for i, (r, k) in enumerate(zip(roles, keep)) if k and r == role]
-    if not index:
+def _zero_weights_pass_no_gradient(w: torch.Tensor) -> torch.Tensor:
+    """``w`` itself in value; the gradient of an entry that is exactly zero is dropped.
+
+    An unfused Choice does not run an op whose weight is exactly zero, so that
+    weight gets no gradient; decided on the device, this matches it without a sync.
+
+    >>> w = torch.tensor([0.0, 2.0], requires_grad=True)
+    >>> (_zero_weights_pass_no_gradient(w) * torch.tensor([3.0, 4.0])).sum().backward()
+    >>> w.grad.tolist()
+    [0.0, 4.0]
+    """
+    return torch.where(w != 0, w, 0.0)
+
+
+def _weight_of(w: torch.Tensor, roles: tuple[str, ...], role: str) -> torch.Tensor | None:
+    """The summed weight of the candidates with ``role`` (None when there are none)."""
+    # Integer indexing gives views: a list index would copy it to w's device every call.
+    terms = [w[i] for i, r in enumerate(roles) if r == role]
+    if not terms:
         return None
-    return w[index[0]] if len(index) == 1 else w[index].sum()
+    return sum(terms[1:], terms[0])
 
 
 def _role(op: nn.Module) -> str:

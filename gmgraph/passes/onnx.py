@@ -32,8 +32,8 @@ import torch
 from torch import nn
 
 from gmgraph.choice import Choice
-from gmgraph.errors import CheckpointError, ExportError
-from gmgraph.train.checkpoint import atomic_write
+from gmgraph.errors import ExportError, FileError
+from gmgraph.files import atomic_write
 
 PREFIX = "gmgraph."
 ARCH_KEY = PREFIX + "arch"
@@ -114,7 +114,7 @@ def export_onnx(
 
     try:
         return atomic_write(path, write)
-    except (CheckpointError, OSError) as exc:  # CheckpointError: atomic_write cannot create the temp file
+    except OSError as exc:  # FileError too: atomic_write cannot create the temp file
         raise ExportError(f"cannot write {path}: {_why_unwritable(Path(path), exc)}") from exc
 
 
@@ -277,7 +277,7 @@ def _why_unwritable(path: Path, exc: BaseException) -> str:
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         return f"{parent} is not a folder"
-    cause = exc.__cause__ if isinstance(exc, CheckpointError) and exc.__cause__ else exc
+    cause = exc.__cause__ if isinstance(exc, FileError) and exc.__cause__ else exc
     return getattr(cause, "strerror", None) or str(cause)
 
 

@@ -29,7 +29,7 @@ from torch import fx
 
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import choices, running, space
-from gmgraph.train.samplers import Sampler, borrowed, make_sampler
+from gmgraph.samplers import Sampler, borrowed, make_sampler
 
 DISTANCES = ("cos", "per-filter-cos", "mse")
 SharedRule = Callable[[fx.GraphModule, str], Sequence[str]]

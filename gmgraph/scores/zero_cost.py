@@ -17,7 +17,7 @@ gradients or Choice modes, and the caller's global RNG stream is left as it was:
 
 Sign convention: every proxy is returned so that *higher = predicted better*
 (``synflow``, ``grad_norm``, ``snip``, ``naswot``; ``grasp`` as defined in
-ALGORITHMS.md §6, ``-Σ θ ⊙ Hg``). ``params`` and ``flops`` are sizes: higher
+docs/algorithms.md §6, ``-Σ θ ⊙ Hg``). ``params`` and ``flops`` are sizes: higher
 means more capacity (and cost); they are returned as is, not negated.
 
 Which BatchNorm mode each metric uses (the copy's, never the supernet's):
@@ -44,9 +44,6 @@ from gmgraph.passes.derive import derive
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-
-METRICS: tuple[str, ...] = ("synflow", "grad_norm", "snip", "grasp", "naswot", "params", "flops")
-"""Accepted values of ``metric``."""
 
 DATA_FREE: tuple[str, ...] = ("synflow", "params", "flops")
 """Metrics that use only the shape of ``x`` (never its values, never ``y``)."""
@@ -100,7 +97,7 @@ def zero_cost(
         >>> table.flops(1)
         113.951
     """
-    score = _SCORES.get(metric)
+    score = METRICS.get(metric)
     if score is None:
         raise ConfigError(f"unknown zero-cost metric {metric!r}; accepted: {', '.join(METRICS)}")
     x, y = _unpack(batch, metric)
@@ -195,7 +192,7 @@ def _flops(net: nn.Module, x: torch.Tensor, y, loss_fn) -> float:
     return float(total[0])
 
 
-_SCORES = {
+METRICS: dict[str, Callable[..., float]] = {
     "synflow": _synflow,
     "grad_norm": _grad_norm,
     "snip": _snip,
@@ -204,7 +201,8 @@ _SCORES = {
     "params": _params,
     "flops": _flops,
 }
-assert tuple(_SCORES) == METRICS
+"""The metric table: name -> scoring function. Its keys are the accepted values of ``metric``
+(and of ``gmgraph search --method metric:<name>``); a new proxy is one function and one entry."""
 
 
 # ------------------------------------------------------------------ helpers

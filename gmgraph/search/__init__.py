@@ -13,20 +13,27 @@ Fitness is usually the supernet-estimated accuracy of a child::
     >>> result.evaluations
     3
 
-``search.evaluate``, ``search.evolution`` and ``search.argmax`` are the
-functions; their modules stay importable as ``gmgraph.search.evaluate`` etc.
-through ``from ... import``.
+Modules are named for what they hold, never for a function they export, so
+``gmgraph.search.evaluate`` is always the function (module ``evaluation``),
+``evolution`` lives in ``regularized_evolution`` and ``argmax`` in
+``from_alphas``. The strategies ``gmgraph search --search`` offers are the
+table :data:`~gmgraph.search.strategies.STRATEGIES`.
 """
 
-from gmgraph.search.argmax import argmax
-from gmgraph.search.evaluate import evaluate, evaluate_many, recalibrate_bn
-from gmgraph.search.evolution import evolution
+from gmgraph.search.evaluation import accuracy, evaluate, evaluate_many, recalibrate_bn
+from gmgraph.search.from_alphas import argmax
 from gmgraph.search.random import random_search
 from gmgraph.search.ranking import kendall_tau, spearman, top_k_precision
+from gmgraph.search.regularized_evolution import evolution
 from gmgraph.search.result import SearchResult
+from gmgraph.search.strategies import STRATEGIES, SearchConfig, SearchContext
 
 __all__ = [
+    "STRATEGIES",
+    "SearchConfig",
+    "SearchContext",
     "SearchResult",
+    "accuracy",
     "argmax",
     "evaluate",
     "evaluate_many",

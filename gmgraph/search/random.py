@@ -17,7 +17,7 @@ import numpy as np
 
 from gmgraph.arch import Arch, enumerate_archs, key
 from gmgraph.errors import ConfigError, SpaceError
-from gmgraph.search.result import Fitness, Progress, SearchResult, score
+from gmgraph.search.result import Fitness, OnStep, SearchResult, score
 
 
 def random_search(
@@ -26,14 +26,14 @@ def random_search(
     n: int,
     *,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: OnStep | None = None,
 ) -> SearchResult:
     """Evaluate ``n`` distinct architectures drawn uniformly from ``space``.
 
     Args:
         space: label -> candidate op names, as returned by ``gmgraph.space(gm)``.
         fitness: scores an architecture, higher is better (e.g. a closure over
-            :func:`gmgraph.search.evaluate`).
+            :func:`gmgraph.search.evaluation`).
         n: architectures to evaluate; when ``n`` reaches the size of the space
             every architecture is evaluated once, in enumeration order.
         seed: seeds the draw (numpy ``default_rng``); same seed, same archs.

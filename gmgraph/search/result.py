@@ -19,13 +19,13 @@ from gmgraph.errors import GmGraphError
 Fitness = Callable[[Arch], float]
 """Scores one architecture; higher is better."""
 
-Progress = Callable[[int, Arch, float], None]
+OnStep = Callable[[int, Arch, float], None]
 """``progress(step, arch, fitness)`` after each step of a search; ``step`` counts from 1."""
 
 
 @dataclass
 class SearchResult:
-    """The outcome of :func:`~gmgraph.search.random_search` or :func:`~gmgraph.search.evolution`.
+    """The outcome of :func:`~gmgraph.search.random_search` or :func:`~gmgraph.search.regularized_evolution`.
 
     Attributes:
         best: the best architecture seen (the first one on ties).

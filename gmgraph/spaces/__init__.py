@@ -7,6 +7,10 @@
 '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'
 >>> sorted(REGISTRY)
 ['darts', 'mobilenet', 'nb201']
+>>> arch_to_str(None, {"a": "x"})      # no named space: label=op pairs
+'a=x'
+>>> parse_arch(None, "a=x;b=y")
+{'a': 'x', 'b': 'y'}
 
 Your own model becomes a space through :func:`supernetify` and rules such as
 :func:`conv_kernels`; :func:`original_arch` names the architecture that is the
@@ -15,11 +19,12 @@ original model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from torch import nn
 
+from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import darts, mobilenet, nb201
 from gmgraph.spaces.from_model import conv_kernels, inverted_residual_expansions, original_arch, supernetify
@@ -32,14 +37,16 @@ class SpaceSpec:
     Attributes:
         build: ``build(width, cells, num_classes, in_channels) -> nn.Module`` (untraced supernet).
         shared: the gradient-matching shared-parameter preset ``(gm, label) -> names`` (None: automatic).
-        to_str / parse: the space's own architecture string codec (None: ``label=op;...``).
+        to_str / parse: the space's architecture text codec (default ``label=op;...``).
+        oracle: ``arch -> dict`` looking the arch up in a benchmark table (reported as a reference only).
     """
 
     name: str
     build: Callable[..., nn.Module]
     shared: Callable | None = None
-    to_str: Callable | None = None
-    parse: Callable | None = None
+    to_str: Callable[[Mapping[str, str]], str] = format_pairs
+    parse: Callable[[str], Arch] = parse_pairs
+    oracle: Callable[[Mapping[str, str]], dict] | None = None
 
 
 def _nb201(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
@@ -56,8 +63,16 @@ def _mobilenet(width: int, cells: int, num_classes: int, in_channels: int) -> nn
     return mobilenet.supernet(num_classes=num_classes, width_mult=width / 16, in_channels=in_channels)
 
 
+def _nb201_oracle(arch: Mapping[str, str]) -> dict:
+    from gmgraph.nasbench import nb201 as table
+
+    return {"note": "NAS-Bench-201 lookup of the chosen arch (CIFAR-10 test, 200 epochs); "
+                    "a reference only, not what the search optimised",
+            "nb201_cifar10_test": table.query(arch)}
+
+
 REGISTRY: dict[str, SpaceSpec] = {
-    "nb201": SpaceSpec("nb201", _nb201, nb201.shared_parameters, nb201.to_str, nb201.parse),
+    "nb201": SpaceSpec("nb201", _nb201, nb201.shared_parameters, nb201.to_str, nb201.parse, _nb201_oracle),
     "darts": SpaceSpec("darts", _darts, darts.shared_parameters, darts.to_str, darts.parse),
     "mobilenet": SpaceSpec("mobilenet", _mobilenet, mobilenet.shared_parameters, mobilenet.to_str, mobilenet.parse),
 }
@@ -74,9 +89,28 @@ def get(name: str) -> SpaceSpec:
     return REGISTRY[name]
 
 
+def arch_to_str(space: str | None, arch: Mapping[str, str]) -> str:
+    """The one text of ``arch``: the named space's own codec, ``label=op;...`` for None or an unknown name.
+
+    Every place that shows an architecture (report, HTML, export, predict, show) goes through it.
+    """
+    spec = REGISTRY.get(space) if space is not None else None
+    return (spec.to_str if spec is not None else format_pairs)(arch)
+
+
+def parse_arch(space: str | None, text: str) -> Arch:
+    """Read an architecture text of the named space (``label=op;...`` for None).
+
+    Raises:
+        ArchError: saying what the text should look like. ConfigError: an unknown space name.
+    """
+    return (get(space).parse if space is not None else parse_pairs)(text)
+
+
 __all__ = [
     "REGISTRY",
     "SpaceSpec",
+    "arch_to_str",
     "conv_kernels",
     "darts",
     "get",
@@ -84,5 +118,6 @@ __all__ = [
     "mobilenet",
     "nb201",
     "original_arch",
+    "parse_arch",
     "supernetify",
 ]

@@ -1,22 +1,32 @@
-"""Supernet training: samplers, the epoch loop, checkpoints.
+"""Supernet training: one engine (:class:`SupernetTrainer`), the few-shot driver, checkpoints.
 
->>> from gmgraph.train import train_supernet, SAMPLERS
->>> SAMPLERS
-('uniform', 'darts', 'gdas', 'pada')
+>>> from gmgraph.train import TrainConfig, run_fewshot, train_supernet
+>>> TrainConfig().sampler
+'uniform'
 """
 
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
-from gmgraph.train.loop import SupernetTrainer, TrainConfig, TrainResult, train_supernet
-from gmgraph.train.samplers import SAMPLERS, Sampler, make_sampler
+from gmgraph.train.fewshot import (
+    FewShotConfig,
+    FewShotResult,
+    SubSupernet,
+    TrainResult,
+    locate,
+    run_fewshot,
+    train_supernet,
+)
+from gmgraph.train.loop import SupernetTrainer, TrainConfig
 
 __all__ = [
-    "SAMPLERS",
-    "Sampler",
+    "FewShotConfig",
+    "FewShotResult",
+    "SubSupernet",
     "SupernetTrainer",
     "TrainConfig",
     "TrainResult",
     "load_checkpoint",
-    "make_sampler",
+    "locate",
+    "run_fewshot",
     "save_checkpoint",
     "train_supernet",
 ]

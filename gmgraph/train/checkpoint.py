@@ -2,74 +2,35 @@
 
 >>> import tempfile, pathlib, torch
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "last.pt"
->>> save_checkpoint({"epoch": 3, "model": {"w": torch.ones(2)}}, path)
+>>> _ = save_checkpoint({"epoch": 3, "model": {"w": torch.ones(2)}}, path)
 >>> load_checkpoint(path)["epoch"]
 3
+>>> differences({"lr": 0.1, "seed": 0}, {"lr": 0.2, "seed": 0})
+['lr: checkpoint 0.1, now 0.2']
 """
 
 from __future__ import annotations
 
-import os
-import pickle
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
+from gmgraph.errors import CheckpointError, FileError
+from gmgraph.files import load_tensors, save_tensors
 
-from gmgraph.errors import CheckpointError
-
-FORMAT = "gmgraph-checkpoint/1"
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Call ``write(tmp_path)`` then move the file into place: no half-written ``path`` ever.
-
-    Raises:
-        CheckpointError: when the folder cannot be written.
-    """
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+FORMAT = "gmgraph-checkpoint/2"
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically."""
-    return atomic_write(path, lambda tmp: torch.save({"format": FORMAT, **state}, tmp))
-
-
-def load_tensors(path: str | Path) -> Any:
-    """``torch.load(path, weights_only=True)`` on CPU, with a clear error for a missing or corrupt file.
+    """Write ``state`` (tensors, numbers, strings, lists, dicts) to ``path`` atomically.
 
     Raises:
-        CheckpointError: the file is missing, truncated, or holds more than tensors and plain data.
+        CheckpointError: the folder cannot be written.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a torch checkpoint: {exc}") from exc
+        return save_tensors({"format": FORMAT, **state}, path)
+    except FileError as exc:
+        raise CheckpointError(str(exc)) from exc
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -77,10 +38,48 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
     Raises:
         CheckpointError: when the file is missing, truncated, not a gmgraph
-            checkpoint, or holds anything but tensors and plain data.
+            checkpoint (or one of an older format), or holds anything but
+            tensors and plain data.
     """
     path = Path(path)
-    state = load_tensors(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        state = load_tensors(path)
+    except FileError as exc:
+        raise CheckpointError(f"cannot load checkpoint: {exc}") from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a gmgraph checkpoint (expected format {FORMAT!r})")
+        found = state.get("format") if isinstance(state, dict) else None
+        raise CheckpointError(f"{path} is not a gmgraph checkpoint of format {FORMAT!r}"
+                              + (f" (it is {found!r}: start a new run)" if found else ""))
     return state
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """One ``'name: checkpoint A, now B'`` entry per setting that differs (lists and tuples compare equal)."""
+    out = []
+    for name, now in current.items():
+        then = saved.get(name)
+        if _plain(then) != _plain(now):
+            out.append(f"{name}: checkpoint {_plain(then)!r}, now {_plain(now)!r}")
+    return out
+
+
+def check_same_settings(saved: Mapping[str, Any], current: Mapping[str, Any], path: str | Path) -> None:
+    """Refuse to resume a checkpoint written with other settings, naming each difference.
+
+    Raises:
+        CheckpointError: listing every setting that differs.
+    """
+    differ = differences(saved, current)
+    if differ:
+        raise CheckpointError(f"{path} was written with other settings ({'; '.join(differ)}); "
+                              "resume with the same settings or start a new run")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value

@@ -4,9 +4,13 @@
 >>> from gmgraph import data
 >>> from gmgraph.spaces import nb201
 >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
->>> result = train_supernet(gm, data.load("digits"), sampler="uniform", epochs=1, quiet=True)
->>> len(result.history), sorted(result.history[0])[:3]
-(1, ['accuracy', 'epoch', 'loss'])
+>>> trainer = SupernetTrainer(gm, data.load("digits"), TrainConfig(epochs=1, steps_per_epoch=2), seed=0)
+>>> sorted(trainer.train_epoch(quiet=True))[:3]
+['accuracy', 'epoch', 'loss']
+
+This is the one training engine: :func:`gmgraph.train.fewshot.run_fewshot`
+(and :func:`~gmgraph.train.fewshot.train_supernet`, its one-shot entry point)
+and the final training of a chosen network in ``gmgraph search`` all step it.
 
 The trainer owns the optimizer (SGD, cosine schedule, gradient clipping), the
 sampler, and the seeded order of the training data. Its whole state (weights,
@@ -19,13 +23,10 @@ data-parallel (``gmgraph.train.distributed``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,45 +36,61 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomS
 
 from gmgraph.errors import CheckpointError, ConfigError, DataError, TrainError
 from gmgraph.graph import space
+from gmgraph.passes.restrict import lineage_id
 from gmgraph.progress import Progress
-from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
-from gmgraph.train.samplers import SAMPLERS, Sampler, make_sampler
+from gmgraph.samplers import SAMPLERS, Sampler, make_sampler
+from gmgraph.seeding import derived_seed
+from gmgraph.settings import as_dict, setting
 
 if TYPE_CHECKING:
     from gmgraph.train.distributed import DataParallel
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Settings of supernet training; defaults follow the NB201 reference where sensible."""
+    """Settings of supernet training; defaults follow the NB201 reference where sensible.
 
-    sampler: str = "uniform"
-    epochs: int = 10
-    lr: float = 0.05
-    lr_min: float = 0.001
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 5e-4
-    grad_clip: float | None = 5.0
-    arch_lr: float = 3e-4
-    arch_weight_decay: float = 1e-3
-    sampler_options: dict = field(default_factory=dict)
-    steps_per_epoch: int | None = None
-    seed: int = 0
+    Checked once, when built::
 
-    def validate(self) -> TrainConfig:
+        >>> TrainConfig(sampler="darts", epochs=3).epochs
+        3
+        >>> TrainConfig(lr=0)
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: lr must be positive, got 0
+    """
+
+    sampler: str = setting("uniform", "supernet training sampler", choices=lambda: tuple(SAMPLERS))
+    epochs: int = setting(30, "epochs of the whole schedule (every sub-supernet trains them all)")
+    lr: float = setting(0.05, "weight learning rate (SGD, cosine schedule)")
+    lr_min: float = setting(0.001, "learning rate at the end of the cosine schedule")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(True, "Nesterov momentum")
+    weight_decay: float = setting(5e-4, "SGD weight decay")
+    grad_clip: float | None = setting(5.0, "clip the gradient norm to this (none: no clipping)")
+    arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas)")
+    arch_weight_decay: float = setting(1e-3, "architecture-parameter weight decay")
+    steps_per_epoch: int | None = setting(None, "cap training steps per epoch (quick runs)")
+    sampler_options: dict = setting({}, "sampler keyword options", cli=False)
+
+    def __post_init__(self):
         if self.sampler not in SAMPLERS:
             raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        if not isinstance(self.epochs, int) or self.epochs <= 0:
-            raise ConfigError(f"epochs must be a positive integer, got {self.epochs!r}")
+        _check_positive_int("epochs", self.epochs)
         for name in ("lr", "arch_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.lr_min >= 0:
+            raise ConfigError(f"lr_min must be 0 or more, got {self.lr_min!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
-        if self.steps_per_epoch is not None and self.steps_per_epoch <= 0:
-            raise ConfigError(f"steps_per_epoch must be positive or None, got {self.steps_per_epoch!r}")
-        return self
+        if self.steps_per_epoch is not None:
+            _check_positive_int("steps_per_epoch", self.steps_per_epoch)
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 class _Indexed(Dataset):
@@ -98,32 +115,32 @@ class SupernetTrainer:
         data: ``(train, val, test)`` loaders; the training set and batch size are
             read from ``data[0]`` and shuffled here with a seeded generator.
         config: the settings.
-        total_epochs: length of the cosine schedule (defaults to ``config.epochs``;
-            a few-shot run passes its whole budget).
+        seed: seeds the sampler and the data order (children derive theirs from it).
+        total_epochs: length of the cosine schedule (defaults to ``config.epochs``).
     """
 
-    def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig,
-                 *, total_epochs: int | None = None, sampler: Sampler | None = None):
-        self.gm, self.config = gm, config.validate()
+    def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
+                 *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None):
+        self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
         self.train_set, self.val_loader = data[0].dataset, data[1]
         self.batch_size = data[0].batch_size
         if len(self.train_set) == 0:
             raise DataError("the training set is empty")
-        self.total_epochs = total_epochs or config.epochs
-        self.sampler = sampler or self._make_sampler(config)
+        self.total_epochs = total_epochs or self.config.epochs
+        self.sampler = sampler or self._make_sampler(self.config)
         self.param_names = [name for name, _ in gm.named_parameters()]
         self.optimizer = torch.optim.SGD(
-            list(gm.parameters()), lr=config.lr, momentum=config.momentum,
-            nesterov=config.nesterov, weight_decay=config.weight_decay,
+            list(gm.parameters()), lr=self.config.lr, momentum=self.config.momentum,
+            nesterov=self.config.nesterov, weight_decay=self.config.weight_decay,
         )
         arch = list(self.sampler.arch_parameters().values())
         self.arch_optimizer = torch.optim.Adam(
-            arch, lr=config.arch_lr, betas=(0.5, 0.999), weight_decay=config.arch_weight_decay
+            arch, lr=self.config.arch_lr, betas=(0.5, 0.999), weight_decay=self.config.arch_weight_decay
         ) if arch else None
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            self.optimizer, T_max=self.total_epochs, eta_min=config.lr_min
+            self.optimizer, T_max=self.total_epochs, eta_min=self.config.lr_min
         )
-        self.data_generator = torch.Generator().manual_seed(config.seed + 1)
+        self.data_generator = torch.Generator().manual_seed(seed + 1)
         self.epoch = 0
         self.history: list[dict] = []
         self._checked = False  # the first batch is checked against the graph's input and output
@@ -141,9 +158,9 @@ class SupernetTrainer:
 
     def _make_sampler(self, config: TrainConfig) -> Sampler:
         options = dict(config.sampler_options)
-        if config.sampler == "pada":
+        if SAMPLERS[config.sampler].scores_data:  # it keeps a score per training sample
             options.setdefault("dataset_size", len(self.train_set))
-        return make_sampler(config.sampler, self.gm, seed=config.seed, **options)
+        return make_sampler(config.sampler, self.gm, seed=self.seed, **options)
 
     # -- one epoch -----------------------------------------------------------------
 
@@ -271,7 +288,8 @@ class SupernetTrainer:
             "sampler": self.sampler.state_dict(),
             "rng": {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()},
             "history": list(self.history),
-            "config": dataclasses.asdict(self.config),
+            "config": as_dict(self.config),
+            "seed": self.seed,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -299,12 +317,12 @@ class SupernetTrainer:
         random streams are seeded from the run's seed and the child's lineage,
         so the result does not depend on the order children are trained in.
         """
-        config = dataclasses.replace(self.config, seed=_child_seed(self.config.seed, child))
+        seed = derived_seed(self.seed, lineage_id(child))
         data = (_Loader(self.train_set, self.batch_size), self.val_loader)
         if not inherit:
-            return SupernetTrainer(child, data, config, total_epochs=self.total_epochs - self.epoch)
-        trainer = SupernetTrainer(child, data, config, total_epochs=self.total_epochs,
-                                  sampler=self.sampler.fork(child, seed=config.seed))
+            return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch)
+        trainer = SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs,
+                                  sampler=self.sampler.fork(child, seed=seed))
         trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), self.param_names, trainer.param_names))
         if trainer.arch_optimizer is not None:
             trainer.arch_optimizer.load_state_dict(_restricted_arch_state(self, trainer))
@@ -328,12 +346,6 @@ def _cycle(loader) -> Iterator:
             yield batch[0], batch[1]
         if empty:
             raise DataError("the validation set is empty; bilevel samplers (darts, gdas) need it")
-
-
-def _child_seed(seed: int, child: fx.GraphModule) -> int:
-    from gmgraph.passes.restrict import lineage_id
-
-    return (seed * 1_000_003 + zlib.crc32(lineage_id(child).encode())) % (2**31)
 
 
 def _by_name(state: dict, parent_names: list[str], child_names: list[str]) -> dict:
@@ -368,69 +380,3 @@ def _clone(value):
     if isinstance(value, dict):
         return {k: _clone(v) for k, v in value.items()}
     return value
-
-
-def _check_same_settings(saved: dict, current: dict, path: Path) -> None:
-    differ = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
-    if differ:
-        detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in differ.items())
-        raise CheckpointError(f"{path} was written with other settings ({detail}); resume with the same settings")
-
-
-@dataclass
-class TrainResult:
-    """What :func:`train_supernet` returns: the trained graph, its history and the trainer."""
-
-    gm: fx.GraphModule
-    history: list[dict]
-    trainer: SupernetTrainer
-
-
-def train_supernet(
-    gm: fx.GraphModule,
-    data: Sequence[DataLoader],
-    *,
-    sampler: str = "uniform",
-    epochs: int = 10,
-    checkpoint_dir: str | Path | None = None,
-    resume: bool = False,
-    quiet: bool = False,
-    on_epoch: Callable[[dict], None] | None = None,
-    **settings,
-) -> TrainResult:
-    """Train a supernet in place and return its per-epoch history.
-
-    Args:
-        gm: traced supernet (``gmgraph.trace``).
-        data: ``(train, val, test)`` loaders, e.g. ``gmgraph.data.load("digits")``.
-        sampler: ``uniform``, ``darts``, ``gdas`` or ``pada``.
-        epochs: epochs to train.
-        checkpoint_dir: where ``last.pt`` is written after every epoch (atomically).
-        resume: continue from ``checkpoint_dir/last.pt`` if it exists.
-        quiet: no progress display.
-        on_epoch: called with each epoch's statistics after its checkpoint is written.
-        **settings: any other :class:`TrainConfig` field (lr, weight_decay, seed, ...).
-
-    Raises:
-        ConfigError: bad settings. DataError: data the supernet cannot run on.
-        TrainError: a non-finite loss. CheckpointError: a corrupt checkpoint on resume.
-    """
-    unknown = set(settings) - {f.name for f in dataclasses.fields(TrainConfig)}
-    if unknown:
-        raise ConfigError(f"unknown training setting(s) {sorted(unknown)}")
-    config = TrainConfig(sampler=sampler, epochs=epochs, **settings)
-    trainer = SupernetTrainer(gm, data, config)
-    last = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    if resume and last is not None and last.exists():
-        state = load_checkpoint(last)
-        _check_same_settings(state["config"], dataclasses.asdict(config), last)
-        trainer.load_state_dict(state)
-    while trainer.epoch < epochs:
-        stats = trainer.train_epoch(quiet=quiet)
-        if not math.isfinite(stats["loss"]):
-            raise TrainError(f"non-finite mean loss in epoch {stats['epoch']}")
-        if last is not None:
-            save_checkpoint(trainer.state_dict(), last)
-        if on_epoch is not None:
-            on_epoch(stats)
-    return TrainResult(gm, trainer.history, trainer)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gmgraph.errors import ConfigError
-from gmgraph.nasbench import local
+import groundtruth_lib as local
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking.py"
 

@@ -12,17 +12,23 @@ from __future__ import annotations
 
 import json
 
-# (kernel, K, dtype, constexpr flags): the forward, the full backward, a partial backward.
+# (kernel, K, dtype, constexpr flags): forwards and backwards, full and partial, in both
+# memory orders (NCHW and channels_last index their pooling neighbours differently).
 BUILDS = [
-    ("forward", 3, "bf16", dict(HAS_SKIP=True, HAS_POOL=True, WIDE=True)),
-    ("backward", 2, "fp32", dict(HAS_SKIP=True, HAS_POOL=True, NEED_DX=True, NEED_DYS=True, NEED_DW=True, WIDE=False)),
-    ("backward", 1, "fp16", dict(HAS_SKIP=False, HAS_POOL=True, NEED_DX=False, NEED_DYS=True, NEED_DW=True, WIDE=False)),
+    ("forward", 3, "bf16", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=False, WIDE=True)),
+    ("forward", 2, "fp32", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=True, WIDE=False)),
+    ("backward", 2, "fp32", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=False,
+                                 NEED_DX=True, NEED_DYS=True, NEED_DW=True, WIDE=False)),
+    ("backward", 1, "fp16", dict(HAS_SKIP=False, HAS_POOL=True, CHANNELS_LAST=False,
+                                 NEED_DX=False, NEED_DYS=True, NEED_DW=True, WIDE=False)),
+    ("backward", 1, "bf16", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=True,
+                                 NEED_DX=True, NEED_DYS=True, NEED_DW=True, WIDE=True)),
 ]
 
 
 def signature(kernel: str, k: int, dtype: str) -> dict:
     tensor, ys = f"*{dtype}", tuple([f"*{dtype}"] * k)
-    sizes = {"total": "i32", "H": "i32", "W": "i32"}
+    sizes = {"total": "i32", "C": "i32", "H": "i32", "W": "i32"}
     if kernel == "forward":
         return {"x_ptr": tensor, "ys": ys, "w_ptr": "*fp32", "out_ptr": tensor, **sizes}
     return {"g_ptr": tensor, "x_ptr": tensor, "ys": ys, "w_ptr": "*fp32", "dx_ptr": tensor, "dys": ys,

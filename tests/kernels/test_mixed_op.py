@@ -53,6 +53,11 @@ def test_forward_and_backward_match_the_reference(interpreted, case):
     assert error <= TOLERANCE[case.split("_")[0]], f"{case}: relative error {error}"
 
 
+def test_output_and_gradients_are_stored_in_the_order_the_kernels_read(interpreted):
+    # channels_last x: out, dx and dy channels_last (y was NCHW); a sliced x: all contiguous NCHW.
+    assert interpreted["result_layouts"] == {"channels_last": [True] * 3, "sliced": [True] * 3}
+
+
 def test_fused_nb201_supernet_matches_unfused_under_triton(interpreted):
     assert interpreted["nb201_fused"] <= 1e-5
 
@@ -61,5 +66,6 @@ def test_kernels_compile_for_a_cuda_gpu():
     result = run_script("compile_mixed_op.py")
     if "skip" in result:
         pytest.skip(result["skip"])
-    assert [(b["kernel"], b["K"]) for b in result["compiled"]] == [("forward", 3), ("backward", 2), ("backward", 1)]
+    assert [(b["kernel"], b["K"]) for b in result["compiled"]] == [
+        ("forward", 3), ("forward", 2), ("backward", 2), ("backward", 1), ("backward", 1)]
     assert all(b["cubin_bytes"] > 0 for b in result["compiled"])

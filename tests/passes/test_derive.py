@@ -8,7 +8,7 @@ import gmgraph
 from gmgraph.choice import Choice, Zero
 from gmgraph.passes import derive
 from gmgraph.spaces import nb201
-from tests.conftest import eval_graph
+from tests.conftest import assert_derived_matches, eval_graph
 
 
 class Toy(nn.Module):
@@ -80,11 +80,7 @@ def test_50_random_archs_match_the_supernet_and_hold_exactly_the_chosen_paramete
     x = torch.randn(2, 3, 16, 16, generator=generator)
     for _ in range(50):
         arch = gmgraph.sample(nb201_graph, generator)
-        plain = derive(nb201_graph, arch)
-        with gmgraph.use(nb201_graph, arch):
-            expected = nb201_graph(x)
-        torch.testing.assert_close(plain(x), expected, rtol=0, atol=1e-6)
-        assert not any(isinstance(m, Choice) for m in plain.modules())
+        plain = assert_derived_matches(nb201_graph, arch, x, atol=1e-6)
         live = nb201.live_edges(arch)
         non_affine_extra = {n for n, _ in plain.named_parameters() if n.endswith((".2.weight", ".2.bias"))}
         assert {n for n, _ in plain.named_parameters()} - non_affine_extra == chosen_parameter_names(
@@ -95,13 +91,9 @@ def test_50_random_archs_match_the_supernet_and_hold_exactly_the_chosen_paramete
 @pytest.mark.parametrize("op", ["none", "skip_connect", "nor_conv_3x3", "avg_pool_3x3"])
 def test_uniform_archs(nb201_graph, op):
     arch = {label: op for label in nb201.LABELS}
-    plain = derive(nb201_graph, arch)
     x = torch.randn(3, 3, 8, 8)
-    with gmgraph.use(nb201_graph, arch):
-        expected = nb201_graph(x)
-    out = plain(x)
-    assert out.shape == (3, 10)
-    torch.testing.assert_close(out, expected, rtol=0, atol=1e-6)
+    plain = assert_derived_matches(nb201_graph, arch, x, atol=1e-6)
+    assert plain(x).shape == (3, 10)
     if op == "skip_connect":  # every cell is the identity: no cell module is left
         assert not any(".edges." in name for name, _ in plain.named_modules())
 

@@ -13,9 +13,9 @@ from gmgraph import data
 from gmgraph.choice import Choice, Neg, Zero
 from gmgraph.passes import derive, fuse, restrict
 from gmgraph.passes.fuse import FusedChoice
+from gmgraph.samplers import make_sampler
 from gmgraph.spaces import nb201
 from gmgraph.train import train_supernet
-from gmgraph.train.samplers import make_sampler
 from tests.conftest import randomize_batchnorm
 
 fuse_module = importlib.import_module("gmgraph.passes.fuse")
@@ -143,17 +143,65 @@ def test_nb201_with_darts_weights_matches_the_unfused_supernet(nb201_pair, train
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
-def test_nb201_hard_gumbel_weights_match_and_run_one_op(nb201_pair):
-    x = torch.randn(1, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+def grads_or_zeros(out, tensors):
+    """Gradients of ``out``'s sum; zeros for tensors it does not depend on (an op that did not run)."""
+    grads = torch.autograd.grad(out.sum(), tensors, allow_unused=True)
+    return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_nb201_hard_gumbel_weights_match_the_unfused_supernet(nb201_pair, train):
+    # A one-hot weight vector: the unfused Choice runs one op, the fused one all of them
+    # (no host read of the weights), with the same values and gradients.
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
     values = []
     for graph in nb201_pair:
-        graph.eval()
+        graph.train(train)
         sampler = make_sampler("gdas", graph, seed=4)
         with sampler.context():
             out = graph(x)
-        values.append([out, *torch.autograd.grad(out.sum(), list(sampler.alphas.values()))])
+        values.append([out, *grads_or_zeros(out, [*sampler.alphas.values(), *graph.parameters()])])
     for got, want in zip(*values):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_exactly_zero_weights_get_no_gradient_but_their_ops_run():
+    torch.manual_seed(0)
+    ops = {"skip": nn.Identity(), "a": nn.Conv2d(2, 2, 1), "b": nn.Conv2d(2, 2, 1), "pool": pool()}
+    gm = gmgraph.trace(nn.Sequential(Choice(ops, "e")))
+    fused = fuse(gm)
+    calls = []
+    fused.get_submodule("0").ops["b"].register_forward_hook(lambda *_: calls.append("b"))
+    x = torch.randn(1, 2, 5, 5)
+    values = []
+    for graph in (gm, fused):
+        weights = torch.tensor([0.0, 0.7, 0.0, 0.3], requires_grad=True)
+        with gmgraph.use_weights(graph, {"e": weights}):
+            out = graph(x)
+        values.append([out, *grads_or_zeros(out, [weights, *graph.parameters()])])
+    assert calls == ["b"]  # the unfused Choice skipped b; the fused one ran it
+    for got, want in zip(*values):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    assert values[1][1].tolist()[::2] == [0.0, 0.0]
+
+
+def test_weighted_mode_reads_nothing_back_to_the_host(nb201_pair, monkeypatch):
+    # On a GPU each read is a wait for the device; tests/gpu checks the same with CUDA's sync
+    # debug mode. Here: any tensor-to-Python conversion during forward and backward fails.
+    _, fused = nb201_pair
+    fused.train()
+    sampler = make_sampler("gdas", fused, seed=4)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
+    with sampler.context():
+        def refuse(*_):
+            raise AssertionError("a tensor was read back to the host")
+
+        with monkeypatch.context() as patch:
+            for name in ("tolist", "item", "__bool__", "__float__", "__int__", "numpy"):
+                patch.setattr(torch.Tensor, name, refuse)
+            out = fused(x)
+            grads = torch.autograd.grad(out.sum(), list(sampler.alphas.values()))
+    assert all(g.abs().sum() > 0 for g in grads)
 
 
 def test_single_path_runs_exactly_as_before(nb201_pair):

@@ -1,14 +1,15 @@
 """export_onnx: derived NB201 networks run in onnxruntime as in torch; metadata; refusals; atomic writes.
 
-torch.onnx.export costs about a second per call whatever the model's size, so
-the 20 random architectures are exported ten to a file (side by side in one
-module, C=8, N=1); the edge cases get a file each, and one export is full size.
+torch.onnx.export costs about a second per call plus about a second per small
+network, and a symbolic batch dimension adds about a third. So the 20 random
+architectures are exported ten to a file (side by side in one module, C=8,
+N=1) with a static batch of 7 and compared by our own check only; the symbolic
+batch (checked at batch 1 and 7) is covered by the edge cases, which get a file
+each, and by the one full-size export.
 """
 
 from __future__ import annotations
 
-import doctest
-import importlib
 
 import numpy as np
 import onnx
@@ -49,11 +50,11 @@ class _SideBySide(nn.Module):
         return tuple(net(x) for net in self.nets)
 
 
-def _assert_matches_torch(model: nn.Module, path, seed: int = 123) -> None:
-    """Our own check, independent of export_onnx's: batch 1 and 7, max abs diff <= 1e-4."""
+def _assert_matches_torch(model: nn.Module, path, seed: int = 123, batches: tuple[int, ...] = (1, 7)) -> None:
+    """Our own check, independent of export_onnx's: batch 1 and 7 (default), max abs diff <= 1e-4."""
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     generator = torch.Generator().manual_seed(seed)
-    for batch in (1, 7):
+    for batch in batches:
         x = torch.randn((batch, *SHAPE), generator=generator)
         with torch.no_grad():
             expected = model.eval()(x)
@@ -71,8 +72,9 @@ def test_twenty_random_archs_match_torch(tmp_path, group):
     generator = torch.Generator().manual_seed(2024)
     archs = [gmgraph.sample(gm, generator) for _ in range(20)][10 * group : 10 * group + 10]
     model = _SideBySide([derive(gm, arch) for arch in archs])
-    path = export_onnx(model, torch.randn(1, *SHAPE), tmp_path / "ten.onnx")
-    _assert_matches_torch(model, path)
+    # Our own comparison is the check here; export_onnx's built-in one runs in every other export.
+    path = export_onnx(model, torch.randn(7, *SHAPE), tmp_path / "ten.onnx", dynamic_batch=False, check=False)
+    _assert_matches_torch(model, path, batches=(7,))
 
 
 @pytest.mark.parametrize("op", ["none", "skip_connect", "nor_conv_3x3"])
@@ -157,8 +159,3 @@ def test_read_metadata_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\xff\x00 not a protobuf \xff")
     with pytest.raises(ExportError, match="is not an ONNX model"):
         read_metadata(tmp_path / "junk.onnx")
-
-
-def test_doctests():
-    module = importlib.import_module("gmgraph.passes.onnx")
-    assert doctest.testmod(module, optionflags=doctest.ELLIPSIS).failed == 0

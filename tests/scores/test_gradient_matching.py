@@ -7,9 +7,9 @@ from gmgraph import data
 from gmgraph.choice import Choice, Neg
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.scores import best_partition, gradient_matching
+from gmgraph.scores.splitters import SplitRequest, get_splitter, unsplit_labels
 from gmgraph.spaces import nb201
 from gmgraph.train import SupernetTrainer, TrainConfig
-from gmgraph.train.fewshot import FewShotConfig, choose_split
 
 
 class Scale(nn.Module):
@@ -65,7 +65,8 @@ def test_other_distances_see_the_same_structure(distance):
 
 def test_label_selection_picks_the_largest_cut():
     gm = gmgraph.trace(Toy())
-    decision = choose_split(gm, FewShotConfig(method="gm", rounds=3, epochs=2, split_at=(1,)), iter(batches(6)))
+    request = SplitRequest(gm, unsplit_labels(gm), iter(batches(6)), rounds=3)
+    decision = get_splitter("gm")(request)
     assert decision["label"] == "b"
     assert decision["scores"]["a"] == pytest.approx(0.0, abs=1e-4)
     assert sorted(map(sorted, decision["groups"])) == [["id", "twice"], ["neg"]]

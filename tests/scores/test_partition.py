@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import doctest
 import itertools
-import math
 
 import numpy as np
 import pytest
@@ -13,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmgraph.errors import GmGraphError, SpaceError
-from gmgraph.scores import partition as partition_module
 from gmgraph.scores.partition import best_partition, name_groups, partitions, within_distance
 
 # ------------------------------------------------------------------ reference
@@ -368,10 +365,3 @@ def test_space_error_is_a_value_error_and_gmgraph_error():
         partitions(9)
     with pytest.raises(GmGraphError):
         partitions(9)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(partition_module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0
-    assert result.attempted > 0
-    assert math.isfinite(best_partition([[0, 1], [1, 0]])[1])

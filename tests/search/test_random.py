@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import doctest
 import importlib
 
 import numpy as np
@@ -104,8 +103,3 @@ def test_errors():
         random_search([("x", ("p",))], f, 3)
     with pytest.raises(GmGraphError, match="NaN"):
         random_search(SMALL, lambda arch: float("nan"), 3)
-
-
-def test_doctests():
-    assert doctest.testmod(random_module).failed == 0
-    assert doctest.testmod(importlib.import_module("gmgraph.search.result")).failed == 0

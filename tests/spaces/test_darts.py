@@ -1,15 +1,14 @@
-import doctest
 
 import pytest
 import torch
 
 import gmgraph
-from gmgraph.choice import Choice, Zero
+from gmgraph.choice import Zero
 from gmgraph.errors import ArchError, SpaceError
 from gmgraph.passes import derive
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import darts, get
-from tests.conftest import assert_onnx_parity, randomize_batchnorm
+from tests.conftest import assert_derived_matches, assert_onnx_parity, randomize_batchnorm
 
 DARTS_V2 = (
     "Genotype(normal=[('sep_conv_3x3', 0), ('sep_conv_3x3', 1), ('sep_conv_3x3', 0), ('sep_conv_3x3', 1), "
@@ -74,10 +73,7 @@ def test_sampled_archs_derive_to_the_supernet_path(gm):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=generator)
     for _ in range(8):
-        arch = gmgraph.sample(gm, generator)
-        plain = derive(gm, arch)
-        assert not any(isinstance(m, Choice) for m in plain.modules())
-        torch.testing.assert_close(plain(x), single_path(gm, arch, x), rtol=0, atol=1e-5)
+        assert_derived_matches(gm, gmgraph.sample(gm, generator), x, atol=1e-5)
 
 
 def test_darts_arch_keeps_the_top_two_edges_by_non_none_strength():
@@ -176,7 +172,3 @@ def test_registry_builds_cells_per_stage():
         assert gm(torch.randn(2, 1, 8, 8)).shape == (2, 7)
     assert spec.parse(spec.to_str(arch)) == arch
     assert spec.shared is darts.shared_parameters
-
-
-def test_doctests():
-    assert doctest.testmod(darts).failed == 0

@@ -1,4 +1,3 @@
-import doctest
 
 import pytest
 import torch
@@ -12,8 +11,8 @@ from gmgraph.choice import Choice
 from gmgraph.errors import SpaceError
 from gmgraph.passes import derive, restrict
 from gmgraph.scores.gradient_matching import gradient_matching
-from gmgraph.spaces import conv_kernels, from_model, inverted_residual_expansions, original_arch, supernetify
-from tests.conftest import assert_onnx_parity, randomize_batchnorm
+from gmgraph.spaces import conv_kernels, inverted_residual_expansions, original_arch, supernetify
+from tests.conftest import assert_derived_matches, assert_onnx_parity, randomize_batchnorm
 
 
 def user_cnn() -> nn.Sequential:
@@ -80,10 +79,7 @@ def test_sampled_archs_derive_to_the_supernet_path(case):
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 32, 32, generator=generator)
     for _ in range(2):
-        arch = gmgraph.sample(gm, generator)
-        plain = derive(gm, arch)
-        assert not any(isinstance(m, Choice) for m in plain.modules())
-        torch.testing.assert_close(plain(x), single_path(gm, arch, x), rtol=0, atol=1e-5)
+        assert_derived_matches(gm, gmgraph.sample(gm, generator), x, atol=1e-5)
 
 
 def test_onnx_export_of_a_sampled_arch_matches_torch(case, tmp_path):
@@ -171,7 +167,3 @@ def test_bad_rules_and_foreign_choices_are_refused():
     plain = gmgraph.trace(nn.Sequential(Choice({"a": nn.ReLU(), "b": nn.Identity()}, "act")))
     with pytest.raises(SpaceError, match="not made by supernetify"):
         original_arch(plain)
-
-
-def test_doctests():
-    assert doctest.testmod(from_model).failed == 0

@@ -1,25 +1,18 @@
-import doctest
 
 import pytest
 import torch
 
 import gmgraph
-from gmgraph.choice import Choice
 from gmgraph.errors import ArchError
 from gmgraph.passes import derive
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import get, mobilenet
-from tests.conftest import assert_onnx_parity, eval_graph
+from tests.conftest import assert_derived_matches, assert_onnx_parity, eval_graph
 
 
 @pytest.fixture(scope="module")
 def gm():
     return eval_graph(lambda: mobilenet.supernet(num_classes=10, width_mult=0.25))
-
-
-def single_path(gm, arch, x):
-    with torch.no_grad(), gmgraph.use(gm, arch):
-        return gm(x)
 
 
 def test_21_blocks_with_strides_widths_and_zero_where_shapes_allow():
@@ -45,19 +38,14 @@ def test_sampled_archs_derive_to_the_supernet_path(gm):
     generator = torch.Generator().manual_seed(0)
     x = torch.randn(2, 3, 32, 32, generator=generator)
     for _ in range(4):
-        arch = gmgraph.sample(gm, generator)
-        plain = derive(gm, arch)
-        assert not any(isinstance(m, Choice) for m in plain.modules())
-        torch.testing.assert_close(plain(x), single_path(gm, arch, x), rtol=0, atol=1e-5)
+        assert_derived_matches(gm, gmgraph.sample(gm, generator), x, atol=1e-5)
 
 
 def test_zero_leaves_the_identity_shortcut(gm):
     arch = {label: "zero" if "zero" in ops else "k3_e3" for label, ops in gmgraph.space(gm).items()}
-    plain = derive(gm, arch)
+    plain = assert_derived_matches(gm, arch, torch.randn(2, 3, 32, 32), atol=1e-5)
     kept = {name.split(".")[1] for name, _ in plain.named_modules() if name.startswith("blocks.")}
     assert kept == {"0", "4", "8", "16", "20"}  # block 13 is zero too: at 0.25, stages 3 and 4 are both 24 wide
-    x = torch.randn(2, 3, 32, 32)
-    torch.testing.assert_close(plain(x), single_path(gm, arch, x), rtol=0, atol=1e-5)
 
 
 def test_codec_and_registry(gm):
@@ -88,7 +76,3 @@ def test_gradient_matching_with_the_shared_preset(gm):
     distances = gradient_matching(gm, "block2", batches, rounds=1, shared=mobilenet.shared_parameters)
     assert distances.shape == (7, 7) and torch.isfinite(distances).all()
     assert distances.max() > 0
-
-
-def test_doctests():
-    assert doctest.testmod(mobilenet).failed == 0

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from gmgraph.errors import CheckpointError
-from gmgraph.train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from gmgraph.files import atomic_write
+from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
 
 
 def test_round_trip_with_weights_only(tmp_path):

@@ -2,13 +2,16 @@ import pytest
 import torch
 
 import gmgraph
-from gmgraph.arch import key
 from gmgraph.errors import ConfigError, SpaceError
 from gmgraph.train import TrainConfig
-from gmgraph.train.fewshot import FewShotConfig, locate, run
+from gmgraph.train.fewshot import FewShotConfig, locate, run_fewshot
 from tests.train.conftest import tiny_supernet
 
 TRAIN = TrainConfig(steps_per_epoch=2)
+
+
+def train(epochs):
+    return TrainConfig(epochs=epochs, steps_per_epoch=2)
 
 
 def archs_of(gm, n=300):
@@ -20,8 +23,8 @@ def archs_of(gm, n=300):
 def test_leaves_cover_the_root_space_exactly_once(digits, method):
     gm = tiny_supernet()
     root_space, root_size = gmgraph.space(gm), gmgraph.space_size(gm)
-    result = run(gm, digits, FewShotConfig(method=method, epochs=3, split_at=(1, 2), rounds=1,
-                                           metric_children=1), TRAIN, quiet=True)
+    result = run_fewshot(gm, digits, FewShotConfig(method=method, split_at=(1, 2), rounds=1,
+                                           metric_children=1), train(3), quiet=True)
     assert len(result.leaves) == 4
     assert sum(gmgraph.space_size(leaf.gm) for leaf in result.leaves) == root_size
     for arch in archs_of(gm):
@@ -33,27 +36,27 @@ def test_leaves_cover_the_root_space_exactly_once(digits, method):
 
 
 def test_exhaustive_gives_one_child_per_op(digits):
-    result = run(tiny_supernet(), digits, FewShotConfig(method="exhaustive", epochs=2, split_at=(1,)), TRAIN,
+    result = run_fewshot(tiny_supernet(), digits, FewShotConfig(method="exhaustive", split_at=(1,)), train(2),
                  quiet=True)
     assert [leaf.space["1<-0"] for leaf in result.leaves] == [(op,) for op in gmgraph.space(tiny_supernet())["1<-0"]]
     assert result.budget == 1 + 5
 
 
 def test_metric_params_split_groups_ops_by_parameter_count(digits):
-    result = run(tiny_supernet(), digits, FewShotConfig(method="metric:params", epochs=2, split_at=(1,),
-                                                        metric_children=2), TRAIN, quiet=True)
+    result = run_fewshot(tiny_supernet(), digits, FewShotConfig(method="metric:params", split_at=(1,),
+                                                        metric_children=2), train(2), quiet=True)
     groups = sorted(sorted(leaf.space["1<-0"]) for leaf in result.leaves)
     assert groups == [["avg_pool_3x3", "none", "skip_connect"], ["nor_conv_1x1", "nor_conv_3x3"]]
 
 
 def test_oneshot_never_splits(digits):
-    result = run(tiny_supernet(), digits, FewShotConfig(method="oneshot", epochs=2, split_at=()), TRAIN, quiet=True)
+    result = run_fewshot(tiny_supernet(), digits, FewShotConfig(method="oneshot", split_at=()), train(2), quiet=True)
     assert len(result.leaves) == 1 and result.tree == [] and result.budget == 2
 
 
 def test_each_child_scores_its_own_labels(digits):
-    result = run(tiny_supernet(), digits, FewShotConfig(method="gm", epochs=3, split_at=(1, 2), rounds=1),
-                 TRAIN, quiet=True)
+    result = run_fewshot(tiny_supernet(), digits, FewShotConfig(method="gm", split_at=(1, 2), rounds=1),
+                 train(3), quiet=True)
     first = result.tree[0]["label"]
     for record in result.tree[1:]:
         assert record["label"] != first  # a label is split at most once per lineage
@@ -65,17 +68,17 @@ class Killed(Exception):
 
 
 def test_resume_after_a_kill_continues_from_the_last_checkpoint(digits, tmp_path):
-    config = FewShotConfig(method="gm", epochs=3, split_at=(1, 2), rounds=1)
-    straight = run(tiny_supernet(), digits, config, TRAIN, quiet=True)
+    config = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
+    straight = run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True)
 
     def kill(epoch, _):
         if epoch == 2:
             raise Killed
 
     with pytest.raises(Killed):
-        run(tiny_supernet(), digits, config, TRAIN, quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
+        run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
     epochs_seen = []
-    resumed = run(tiny_supernet(), digits, config, TRAIN, quiet=True, checkpoint=tmp_path / "ck.pt", resume=True,
+    resumed = run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True, checkpoint=tmp_path / "ck.pt", resume=True,
                   on_epoch=lambda e, _: epochs_seen.append(e))
     assert epochs_seen == [3]
     assert [leaf.id for leaf in resumed.leaves] == [leaf.id for leaf in straight.leaves]
@@ -87,19 +90,29 @@ def test_resume_after_a_kill_continues_from_the_last_checkpoint(digits, tmp_path
 
 def test_bad_schedules_are_config_errors(digits):
     with pytest.raises(ConfigError, match="unknown method 'gm2'"):
-        run(tiny_supernet(), digits, FewShotConfig(method="gm2"), TRAIN, quiet=True)
-    with pytest.raises(ConfigError, match="split epochs must be distinct and between 1 and 2"):
-        run(tiny_supernet(), digits, FewShotConfig(epochs=3, split_at=(3,)), TRAIN, quiet=True)
+        run_fewshot(tiny_supernet(), digits, FewShotConfig(method="gm2"), TRAIN, quiet=True)
+    with pytest.raises(ConfigError, match="split epochs must be between 1 and 2"):
+        run_fewshot(tiny_supernet(), digits, FewShotConfig(split_at=(3,)), train(3), quiet=True)
     with pytest.raises(ConfigError, match="groups must be 2 or 3"):
-        run(tiny_supernet(), digits, FewShotConfig(groups=4), TRAIN, quiet=True)
+        run_fewshot(tiny_supernet(), digits, FewShotConfig(groups=4), TRAIN, quiet=True)
 
 
 def test_locate_outside_the_space():
-    from gmgraph.train.fewshot import FewShotResult, Node
+    from gmgraph.train.fewshot import FewShotResult, SubSupernet
 
     gm = tiny_supernet()
-    leaf = Node("root", gmgraph.passes.restrict(gm, {"1<-0": ["none"]}), trainer=None)
+    leaf = SubSupernet("root", gmgraph.passes.restrict(gm, {"1<-0": ["none"]}), trainer=None)
     arch = {label: "skip_connect" for label in gmgraph.space(gm)}
     with pytest.raises(SpaceError, match="no sub-supernet contains"):
         locate(FewShotResult(leaves=[leaf]), arch)
-    assert key(arch)
+    # With the rest of "1<-0" in a second leaf the two partition the space: every arch is in exactly one.
+    ops = gmgraph.space(gm)["1<-0"]
+    rest = gmgraph.passes.restrict(gm, {"1<-0": [op for op in ops if op != "none"]})
+    result = FewShotResult(leaves=[leaf, type(leaf)("other", rest, trainer=None)])
+    seen = set()
+    for sampled in archs_of(gm, 100):
+        expected = result.leaves[0] if sampled["1<-0"] == "none" else result.leaves[1]
+        assert [node.id for node in result.leaves if node.contains(sampled)] == [expected.id]
+        assert locate(result, sampled) is expected
+        seen.add(expected.id)
+    assert seen == {"root", "other"}

@@ -89,7 +89,7 @@ def test_resume_is_bit_exact(digits, tmp_path, sampler):
 
 def test_resume_with_other_settings_is_refused(digits, tmp_path):
     train_supernet(tiny_supernet(), digits, epochs=1, quiet=True, checkpoint_dir=tmp_path, steps_per_epoch=1)
-    with pytest.raises(CheckpointError, match="other settings.*lr: checkpoint 0.05 vs now 0.1"):
+    with pytest.raises(CheckpointError, match="other settings.*train.lr: checkpoint 0.05, now 0.1"):
         train_supernet(tiny_supernet(), digits, epochs=1, quiet=True, checkpoint_dir=tmp_path, resume=True,
                        steps_per_epoch=1, lr=0.1)
 

@@ -1,8 +1,7 @@
-"""Tests of gmgraph.search.evaluate: child accuracy on shared weights with BN recalibration."""
+"""Tests of gmgraph.search.evaluation: child accuracy on shared weights with BN recalibration."""
 
 from __future__ import annotations
 
-import doctest
 import importlib
 
 import pytest
@@ -14,11 +13,11 @@ import gmgraph
 from gmgraph import data
 from gmgraph.errors import ArchError, ConfigError, DataError
 from gmgraph.passes.derive import derive
-from gmgraph.search.evaluate import evaluate, evaluate_many, recalibrate_bn
+from gmgraph.search.evaluation import evaluate, evaluate_many, recalibrate_bn
 from gmgraph.spaces import nb201
 
 # the package re-exports the function `evaluate`, which hides the module attribute
-search_evaluate = importlib.import_module("gmgraph.search.evaluate")
+search_evaluate = importlib.import_module("gmgraph.search.evaluation")
 
 # About 100 uniform single-path SGD steps: enough for the shared weights to be
 # clearly better than chance (~0.45 accuracy) while the supernet's BN running
@@ -175,7 +174,3 @@ def test_errors(trained, loaders, calib):
         evaluate(trained, arch, loaders.val, bn_batches=-1)
     with pytest.raises(ConfigError, match="max_batches"):
         evaluate(trained, arch, loaders.val, max_batches=0)
-
-
-def test_doctests():
-    assert doctest.testmod(search_evaluate).failed == 0

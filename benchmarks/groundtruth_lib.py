@@ -1,5 +1,8 @@
 """Local ground truth: NAS-Bench-201 architectures trained from scratch on a small dataset.
 
+Used by ``benchmarks/groundtruth.py`` (which writes it) and ``benchmarks/ranking.py``
+(which reads it); it is benchmark tooling, not part of the installed package.
+
 The NB201 table answers for CIFAR and ImageNet16 at C=16, N=5. To measure
 how well a supernet *of the size we can afford* ranks architectures, we need
 the true accuracies of the same small networks on the same data: train a
@@ -44,12 +47,12 @@ from torch.utils.data import DataLoader
 from gmgraph.arch import format_nb201, parse_nb201
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.progress import Progress
-from gmgraph.search.evaluate import accuracy
+from gmgraph.search.evaluation import accuracy
 from gmgraph.search.ranking import kendall_tau, spearman
-from gmgraph.train.checkpoint import atomic_write
+from gmgraph.files import atomic_write
 
-DEFAULT_PATH = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "digits201.csv"
-"""Where ``benchmarks/groundtruth.py`` writes the digits ground truth (in a source checkout)."""
+DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "digits201.csv"
+"""Where ``benchmarks/groundtruth.py`` writes the digits ground truth."""
 
 COLUMNS = ("arch", "seed", "val", "test", "params", "seconds")
 """CSV columns: NB201 string, training seed, val and test accuracy (fractions), parameters, seconds."""
@@ -155,6 +158,8 @@ def _data_shape(train: DataLoader) -> tuple[int, int]:
 
 def _fit(net: torch.nn.Module, order: DataLoader, epochs: int, *, lr: float, momentum: float,
          weight_decay: float, grad_clip: float | None) -> None:
+    # Not gmgraph's training engine on purpose: this is the exact recipe (cosine stepped per batch,
+    # down to 0) that produced the committed benchmarks/data/digits201.csv, which stays reproducible.
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
                                 weight_decay=weight_decay)
     # stepped per batch: with few epochs a per-epoch cosine is too coarse

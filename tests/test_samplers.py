@@ -4,7 +4,7 @@ import torch
 from gmgraph.errors import ConfigError
 from gmgraph.passes import restrict
 from gmgraph.spaces import nb201
-from gmgraph.train.samplers import PadaSampler, borrowed, make_sampler
+from gmgraph.samplers import PadaSampler, borrowed, make_sampler
 from tests.train.conftest import tiny_supernet
 
 

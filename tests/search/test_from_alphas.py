@@ -1,8 +1,7 @@
-"""Tests of gmgraph.search.argmax (architecture of a weighted supernet)."""
+"""Tests of gmgraph.search.from_alphas (architecture of a weighted supernet)."""
 
 from __future__ import annotations
 
-import doctest
 import importlib
 
 import pytest
@@ -13,7 +12,7 @@ from gmgraph.arch import validate
 from gmgraph.errors import SpaceError
 from gmgraph.search import argmax
 
-argmax_module = importlib.import_module("gmgraph.search.argmax")
+argmax_module = importlib.import_module("gmgraph.search.from_alphas")
 
 SPACE = {"a": ("x", "y", "z"), "b": ("u", "v")}
 
@@ -59,7 +58,3 @@ def test_on_a_supernet_space(tiny_nb201):
 def test_errors(alphas, message):
     with pytest.raises(SpaceError, match=message):
         argmax(alphas, SPACE)
-
-
-def test_doctests():
-    assert doctest.testmod(argmax_module).failed == 0

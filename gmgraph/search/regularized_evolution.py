@@ -23,7 +23,7 @@ import numpy as np
 from gmgraph.arch import Arch, key
 from gmgraph.errors import ConfigError, SpaceError
 from gmgraph.search.random import check_int, check_space, random_arch
-from gmgraph.search.result import Fitness, Progress, SearchResult, score
+from gmgraph.search.result import Fitness, OnStep, SearchResult, score
 
 
 def evolution(
@@ -34,7 +34,7 @@ def evolution(
     sample_size: int = 5,
     cycles: int = 100,
     seed: int = 0,
-    progress: Progress | None = None,
+    progress: OnStep | None = None,
 ) -> SearchResult:
     """Search ``space`` by regularised evolution.
 

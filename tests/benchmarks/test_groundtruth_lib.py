@@ -1,4 +1,4 @@
-"""Tests of gmgraph.nasbench.local (ground truth by standalone training)."""
+"""Tests of benchmarks/groundtruth_lib.py (ground truth by standalone training)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import torch
 
 from gmgraph import data
 from gmgraph.errors import ConfigError, DataError
-from gmgraph.nasbench import local
+import groundtruth_lib as local
 from gmgraph.spaces import nb201
 
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"

@@ -1,4 +1,4 @@
-"""Samplers: how a supernet's Choices run in each training step (ALGORITHMS.md §1, §5).
+"""Samplers: how a supernet's Choices run in each training step (docs/algorithms.md §1, §5).
 
 A sampler is bound to one graph. Each step it yields a context in which every
 Choice runs: one sampled path (``uniform``, ``pada``), the softmax of
@@ -28,14 +28,12 @@ from torch import fx, nn
 from gmgraph.errors import ConfigError
 from gmgraph.graph import choices, running, space
 
-SAMPLERS = ("uniform", "darts", "gdas", "pada")
-
-
 class Sampler:
     """Base: a bound graph, a generator, and per-op state that children inherit."""
 
     name = "base"
     bilevel = False  # True: architecture parameters are trained on validation batches
+    scores_data = False  # True: it keeps a score per training sample (give it dataset_size=)
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         self.space = space(gm)
@@ -207,6 +205,7 @@ class PadaSampler(Sampler):
     """
 
     name = "pada"
+    scores_data = True
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0, momentum: float = 0.5, dataset_size: int = 0):
         super().__init__(gm, seed=seed)
@@ -294,19 +293,26 @@ def _grad_norm(module: nn.Module) -> float | None:
     return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
 
 
-_CLASSES = {cls.name: cls for cls in (UniformSampler, DartsSampler, GdasSampler, PadaSampler)}
+SAMPLERS: dict[str, type[Sampler]] = {
+    "uniform": UniformSampler,
+    "darts": DartsSampler,
+    "gdas": GdasSampler,
+    "pada": PadaSampler,
+}
+"""The sampler table: name -> class. A new sampler is a :class:`Sampler` subclass and one entry here;
+``gmgraph search --sampler`` and every check read their names from it."""
 
 
 def make_sampler(name: str, gm: fx.GraphModule, *, seed: int = 0, **options) -> Sampler:
-    """Build sampler ``name`` (one of SAMPLERS) bound to ``gm``.
+    """Build sampler ``name`` (a key of :data:`SAMPLERS`) bound to ``gm``.
 
     Raises:
         ConfigError: for an unknown name or option.
     """
-    if name not in _CLASSES:
+    if name not in SAMPLERS:
         raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
     try:
-        return _CLASSES[name](gm, seed=seed, **options)
+        return SAMPLERS[name](gm, seed=seed, **options)
     except TypeError as exc:
         raise ConfigError(f"bad option for sampler {name!r}: {exc}") from exc
 

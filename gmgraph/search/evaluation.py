@@ -3,7 +3,7 @@
 A child's BatchNorm running statistics in the supernet are an average over
 every path trained so far, not the statistics of *this* path, so the child is
 measured after recalibrating them on a few training batches (SPOS; see
-ALGORITHMS.md §1). The child is derived first, so the supernet itself is never
+docs/algorithms.md §1). The child is derived first, so the supernet itself is never
 touched::
 
     >>> import gmgraph, torch
@@ -15,9 +15,6 @@ touched::
     >>> acc = evaluate(gm, arch, data, calib_loader=data, bn_batches=2)
     >>> 0.0 <= acc <= 1.0
     True
-
-``gmgraph.search.evaluate`` is this function (the package re-exports it);
-import the module's other names with ``from gmgraph.search.evaluate import ...``.
 """
 
 from __future__ import annotations
@@ -33,7 +30,7 @@ from gmgraph.arch import validate
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.graph import space
 from gmgraph.passes.derive import derive
-from gmgraph.search.result import Progress
+from gmgraph.search.result import OnStep
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -106,7 +103,7 @@ def evaluate_many(
     bn_batches: int = 4,
     max_batches: int | None = None,
     device: torch.device | str | None = None,
-    progress: Progress | None = None,
+    progress: OnStep | None = None,
 ) -> list[float]:
     """:func:`evaluate` for many architectures, all calibrated on the same batches.
 

@@ -1,0 +1,125 @@
+"""Where tensors live and in what precision the forward passes run.
+
+``resolve_device("auto")`` is CUDA when torch sees a GPU, else the CPU; asking
+for CUDA on a machine without one is a clear error, not a crash in the first
+step. ``autocast(device, precision)`` wraps forward passes: ``bf16`` works on
+CPU and CUDA, ``fp16`` needs CUDA and a gradient scaler (:func:`grad_scaler`)::
+
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    >>> import torch
+    >>> with autocast(torch.device("cpu"), "bf16"):
+    ...     y = torch.nn.Linear(4, 4)(torch.ones(1, 4))
+    >>> y.dtype
+    torch.bfloat16
+    >>> resolve_device("tpu")
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: device 'tpu' is not one of auto, cpu, cuda, cuda:N
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+
+from gmgraph.errors import ConfigError
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""Accepted ``precision`` values and the autocast dtype of each (None: no autocast)."""
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device gmgraph accepts (not whether this machine has it).
+
+    Raises:
+        ConfigError: naming the accepted forms.
+    """
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return name
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """The ``torch.device`` for ``name``: ``auto`` is ``cuda`` when available, else ``cpu``.
+
+    Raises:
+        ConfigError: an unknown name, or CUDA asked for where there is none (or not that index).
+    """
+    if isinstance(name, torch.device):
+        return name
+    check_device(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def check_precision(precision: str, device: torch.device | None = None) -> str:
+    """``precision`` if accepted (and, given a device, usable there).
+
+    Raises:
+        ConfigError: an unknown precision, or fp16 on a CPU.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+    if device is not None and precision == "fp16" and device.type != "cuda":
+        raise ConfigError("--precision fp16 needs a CUDA device (its gradient scaler is CUDA-only); "
+                          "use bf16 on the CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Autocast for forward passes in ``precision`` (a no-op for fp32).
+
+    Parameters and their optimizer state stay fp32; BatchNorm runs in fp32
+    under autocast, so its running statistics do too.
+    """
+    dtype = PRECISIONS[check_precision(precision)]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def grad_scaler(device: torch.device, precision: str) -> torch.amp.GradScaler | None:
+    """A gradient scaler for fp16 (None otherwise: bf16 has fp32's range)."""
+    if precision != "fp16":
+        return None
+    return torch.amp.GradScaler(device.type)
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a batch (tuples, lists) to ``device``; non-blocking from pinned memory."""
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=batch.is_pinned()) if batch.device != device else batch
+    if isinstance(batch, tuple | list):
+        return type(batch)(to_device(b, device) for b in batch)
+    return batch
+
+
+@contextlib.contextmanager
+def no_host_sync(device: torch.device) -> Iterator[None]:
+    """Make any device-to-host copy inside an error (CUDA only; a no-op on the CPU).
+
+    Wrap steady-state training steps in it to prove they never stall the GPU.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    previous = torch.cuda.get_sync_debug_mode()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        yield
+    finally:
+        torch.cuda.set_sync_debug_mode(previous)

@@ -1,0 +1,199 @@
+"""The run folder of ``gmgraph search``: the one place that writes, reads and checks it.
+
+A finished run holds ``report.json`` (settings, split tree, leaves, search,
+chosen arch, final accuracies, input shape, timings), ``arch.txt``,
+``best.pt`` (the chosen network's weights and arch), ``best.onnx``,
+``report.html`` and ``checkpoint.pt``. Every command that looks at a run
+(``export``, ``show``, ``report``) reads it through :func:`read_report`, so a
+damaged folder gives the same one clear :class:`~gmgraph.errors.RunError`
+everywhere::
+
+    >>> import tempfile
+    >>> read_report(tempfile.mkdtemp())
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.RunError: ... holds no report.json; is it a finished `gmgraph search` run?
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from gmgraph.errors import CheckpointError, ConfigError, FileError, RunError
+from gmgraph.files import load_tensors, save_tensors, write_text
+
+REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT = (
+    "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt")
+
+REPORT_KEYS = ("gmgraph_version", "settings", "space", "space_size", "split_tree", "leaves", "search",
+               "arch", "arch_str", "final", "budget", "timings", "input_shape", "num_classes")
+"""Keys every report.json of this version holds."""
+
+_TYPES = {"settings": dict, "split_tree": list, "leaves": list, "search": dict, "arch": dict, "final": dict,
+          "budget": dict, "timings": dict, "input_shape": list, "num_classes": int, "arch_str": str}
+
+
+def default_out() -> Path:
+    """``runs/search-<time>``: where a run goes when ``--out`` is not given."""
+    return Path("runs") / time.strftime("search-%Y%m%d-%H%M%S")
+
+
+def prepare(out: str | Path, resume: bool) -> Path:
+    """Check that ``out`` can hold this run (a new run or a resumed one) and create it.
+
+    Raises:
+        ConfigError: resuming without a checkpoint, starting over an existing
+            run, or a folder that cannot be written.
+    """
+    out = Path(out)
+    if resume and not (out / CHECKPOINT).exists():
+        raise ConfigError(f"--resume: no checkpoint in {out} (expected {out / CHECKPOINT})")
+    if not resume and (out / CHECKPOINT).exists():
+        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to --out {out}: {exc.strerror or exc}") from exc
+    return out
+
+
+def write_report(out: str | Path, report: Mapping[str, Any], model: nn.Module | None = None) -> None:
+    """Write report.json, arch.txt and (with a model) best.pt into ``out``, each atomically."""
+    out = Path(out)
+    write_text(out / REPORT, json.dumps(report, indent=2, default=_jsonable) + "\n")
+    write_text(out / ARCH, report["arch_str"] + "\n")
+    if model is not None:
+        save_tensors({"arch": dict(report["arch"]), "model": model.state_dict()}, out / BEST)
+
+
+def read_report(out: str | Path) -> dict:
+    """``out/report.json``, checked to be a whole report of this version.
+
+    Raises:
+        RunError: no such file, not JSON, or not a gmgraph report (naming what is missing).
+    """
+    path = Path(out) / REPORT
+    if not path.is_file():
+        raise RunError(f"{Path(out)} holds no {REPORT}; is it a finished `gmgraph search` run?")
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is not readable JSON ({exc})") from exc
+    if not isinstance(report, dict):
+        raise RunError(f"{path} is not a gmgraph report: it holds a {type(report).__name__}, not a table")
+    missing = [k for k in REPORT_KEYS if k not in report]
+    wrong = [k for k, kind in _TYPES.items() if k in report and not isinstance(report[k], kind)]
+    if missing or wrong:
+        detail = "; ".join(part for part in (f"missing {', '.join(missing)}" if missing else "",
+                                             f"wrong type: {', '.join(wrong)}" if wrong else "") if part)
+        raise RunError(f"{path} is not a complete gmgraph report ({detail}); rerun `gmgraph search`")
+    return report
+
+
+def read_best(path: str | Path) -> dict:
+    """A best.pt-style file ``{"arch": label -> op, "model": state dict}``, loaded without running code.
+
+    Raises:
+        CheckpointError: missing, corrupt, or not shaped like best.pt.
+    """
+    try:
+        state = load_tensors(path)
+    except FileError as exc:
+        raise CheckpointError(str(exc)) from exc
+    if not isinstance(state, dict) or not isinstance(state.get("arch"), dict) or not isinstance(state.get("model"), dict):
+        raise CheckpointError(f'{path} is not a best.pt-style checkpoint: expected {{"arch": ..., "model": state dict}}')
+    return state
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a network is built for: its space's size knobs and its input images."""
+
+    space: str
+    width: int
+    cells: int
+    num_classes: int
+    in_channels: int
+    image_size: tuple[int, int]
+
+    @classmethod
+    def of_report(cls, report: Mapping[str, Any]) -> Shape:
+        """The network a finished run trained (report.json records the input shape and classes)."""
+        settings, shape = report["settings"], report["input_shape"]
+        return cls(space=settings["space"], width=settings["width"], cells=settings["cells"],
+                   num_classes=report["num_classes"], in_channels=shape[0], image_size=tuple(shape[1:]))
+
+
+def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
+    """The plain derived network of ``arch`` in ``shape.space`` (fresh weights)."""
+    from gmgraph.graph import trace
+    from gmgraph.passes.derive import derive
+    from gmgraph.spaces import get
+
+    model = get(shape.space).build(width=shape.width, cells=shape.cells, num_classes=shape.num_classes,
+                                   in_channels=shape.in_channels)
+    return derive(trace(model), arch, inherit=False)
+
+
+def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, hint: str) -> None:
+    """``net.load_state_dict(state)`` with a one-line error that names ``path`` and what to do.
+
+    Raises:
+        CheckpointError: the weights do not fit the network.
+    """
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"the weights in {path} do not fit the network ({detail}); {hint}") from exc
+
+
+def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 18) -> Path:
+    """Export a finished run's chosen network, with its trained weights, to ONNX.
+
+    The network is rebuilt from ``out/report.json`` (space, sizes, input
+    shape, classes) and ``out/best.pt`` (arch and weights).
+
+    Args:
+        out: the run folder.
+        dest: the .onnx file to write (default ``out/best.onnx``).
+        opset: ONNX opset version.
+
+    Raises:
+        RunError: no readable report. CheckpointError: best.pt missing or not
+        fitting. ExportError: export or its check in onnxruntime failed.
+
+    Example:
+        >>> export_run("runs/search-1")  # doctest: +SKIP
+        PosixPath('runs/search-1/best.onnx')
+    """
+    from gmgraph.passes.onnx import export_onnx
+
+    out = Path(out)
+    report = read_report(out)
+    shape = Shape.of_report(report)
+    best = read_best(out / BEST)
+    net = build_network(shape, best["arch"])
+    load_weights(net, best["model"], out / BEST, hint=f"the run's {REPORT} and {BEST} disagree")
+    example = torch.zeros(1, shape.in_channels, *shape.image_size)
+    return export_onnx(net, example, Path(dest) if dest is not None else out / ONNX, opset=opset,
+                       arch=best["arch"], metadata={"space": shape.space, "data": str(report["settings"].get("data"))})
+
+
+def _jsonable(value):
+    if torch.is_tensor(value):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
