@@ -22,10 +22,10 @@ import argparse
 import time
 from pathlib import Path
 
+import groundtruth_lib as local  # noqa: E402
 import torch
 
 from gmgraph.errors import GmGraphError
-import groundtruth_lib as local  # noqa: E402
 
 DEFAULTS = local.Schedule()
 

@@ -46,10 +46,10 @@ from torch.utils.data import DataLoader
 
 from gmgraph.arch import format_nb201, parse_nb201
 from gmgraph.errors import ConfigError, DataError
+from gmgraph.files import atomic_write
 from gmgraph.progress import Progress
 from gmgraph.search.evaluation import accuracy
 from gmgraph.search.ranking import kendall_tau, spearman
-from gmgraph.files import atomic_write
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "digits201.csv"
 """Where ``benchmarks/groundtruth.py`` writes the digits ground truth."""

@@ -36,17 +36,17 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _table  # noqa: E402
+import groundtruth_lib as local  # noqa: E402
 
 import gmgraph  # noqa: E402
 from gmgraph import data  # noqa: E402
 from gmgraph.arch import parse_nb201  # noqa: E402
 from gmgraph.errors import ConfigError, GmGraphError  # noqa: E402
-import groundtruth_lib as local  # noqa: E402
+from gmgraph.files import atomic_write  # noqa: E402
 from gmgraph.scores.zero_cost import zero_cost  # noqa: E402
 from gmgraph.search.evaluation import evaluate_many  # noqa: E402
 from gmgraph.search.ranking import summarize  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
-from gmgraph.files import atomic_write  # noqa: E402
 from gmgraph.train.fewshot import FewShotConfig, locate, run_fewshot  # noqa: E402
 from gmgraph.train.loop import TrainConfig  # noqa: E402
 

@@ -66,9 +66,12 @@ class Choice(nn.Module):
     Modes (exactly one is in force while it runs):
 
     * single path: ``activate(name)`` — only that op runs;
-    * weighted: ``set_weights(w)`` — ``sum_i w[i] * op_i(x)``; ops whose weight
-      is exactly zero are not run, so a hard Gumbel one-hot (straight-through)
-      computes one op but still passes gradient to every weight.
+    * weighted: ``set_weights(w)`` — ``sum_i w[i] * op_i(x)``. Ops whose weight
+      is known to be zero are not run, so a hard Gumbel one-hot (straight-through)
+      computes one op but still passes gradient to every weight: ``keep`` (a
+      host-side list of which ops to run) says so without reading ``w``; weights
+      on the CPU are checked directly, weights on a GPU are never read back
+      (every op runs, since the read would stall the GPU each step).
     """
 
     def __init__(self, ops: Mapping[str, nn.Module], label: str):
@@ -81,6 +84,7 @@ class Choice(nn.Module):
         self.ops = nn.ModuleDict(dict(ops))
         self.active: str | None = None
         self.weights: torch.Tensor | None = None
+        self.keep: list[bool] | None = None  # with weights: which ops to run, known on the host
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -102,14 +106,19 @@ class Choice(nn.Module):
         self.active = name
         self.weights = None
 
-    def set_weights(self, weights: torch.Tensor | None) -> None:
-        """Run the weighted sum of all candidates; ``None`` clears the mode."""
+    def set_weights(self, weights: torch.Tensor | None, keep: list[bool] | None = None) -> None:
+        """Run the weighted sum of all candidates; ``None`` clears the mode.
+
+        ``keep[i]`` False promises ``weights[i] == 0`` so op ``i`` is skipped (e.g. a hard Gumbel draw).
+        """
         if weights is not None and weights.shape != (len(self.ops),):
             raise ChoiceError(
                 f"decision {self.label!r} has {len(self.ops)} candidates "
                 f"({', '.join(self.names)}) but got weights of shape {tuple(weights.shape)}"
             )
-        self.weights = weights
+        if keep is not None and len(keep) != len(self.ops):
+            raise ChoiceError(f"decision {self.label!r}: keep has {len(keep)} entries for {len(self.ops)} candidates")
+        self.weights, self.keep = weights, keep
         self.active = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,8 +133,11 @@ class Choice(nn.Module):
         )
 
     def _weighted(self, x: torch.Tensor) -> torch.Tensor:
-        # Skipping zero weights is what makes hard Gumbel cost one op, not K.
-        nonzero = (self.weights != 0).tolist()
+        # Skipping zero weights is what makes hard Gumbel cost one op, not K; reading GPU weights
+        # to find them would stall every step, so there only a host-side `keep` skips ops.
+        nonzero = self.keep
+        if nonzero is None:
+            nonzero = (self.weights != 0).tolist() if self.weights.device.type == "cpu" else [True] * len(self.ops)
         out = None
         for i, (op, keep) in enumerate(zip(self.ops.values(), nonzero)):
             if keep:
@@ -138,7 +150,7 @@ class Choice(nn.Module):
     def __getstate__(self) -> dict:
         # The running mode is transient: copies and pickles start with none, which
         # also keeps deepcopy away from non-leaf weight tensors.
-        return {**self.__dict__, "active": None, "weights": None}
+        return {**self.__dict__, "active": None, "weights": None, "keep": None}
 
     def extra_repr(self) -> str:
         return f"label={self.label!r}"

@@ -56,12 +56,14 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         return name
     check_device(name)
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if device.index is None:  # the current GPU: a distributed worker's own (see train.distributed.session)
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 

@@ -149,26 +149,30 @@ def running(
     *,
     arch: Mapping[str, str] | None = None,
     weights: Mapping[str, torch.Tensor] | None = None,
+    keep: Mapping[str, list[bool]] | None = None,
 ) -> Iterator[None]:
     """Set the mode of already-collected Choices; restore their old modes on exit.
 
     The unchecked core of :func:`use` and :func:`use_weights` for hot loops
-    (a training step) that collected ``groups = choices(gm)`` once.
+    (a training step) that collected ``groups = choices(gm)`` once. ``keep``
+    (label -> which ops to run) lets weighted Choices skip ops known on the
+    host to have weight zero.
     """
     # Plain attributes set through __dict__: nn.Module.__setattr__ costs ~3 us a call, and a
     # training step sets and restores every Choice of the supernet.
-    saved = [(m.__dict__, m.active, m.weights) for group in groups.values() for m in group]
+    saved = [(m.__dict__, m.active, m.weights, m.keep) for group in groups.values() for m in group]
+    keep = keep or {}
     try:
         for label, op in (arch or {}).items():
             for module in groups[label]:
-                module.__dict__.update(active=op, weights=None)
+                module.__dict__.update(active=op, weights=None, keep=None)
         for label, w in (weights or {}).items():
             for module in groups[label]:
-                module.set_weights(w)
+                module.set_weights(w, keep.get(label))
         yield
     finally:
-        for state, active, w in saved:
-            state.update(active=active, weights=w)
+        for state, active, w, k in saved:
+            state.update(active=active, weights=w, keep=k)
 
 
 def sample(gm: nn.Module, generator: torch.Generator | None = None) -> Arch:

@@ -21,6 +21,7 @@ from torch import fx
 import gmgraph
 from gmgraph import data as datasets
 from gmgraph import spaces
+from gmgraph.device import check_precision, resolve_device
 from gmgraph.errors import ConfigError
 from gmgraph.graph import space, space_size, trace
 from gmgraph.passes.derive import derive
@@ -69,6 +70,7 @@ class SearchSettings:
         if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
             raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
+        check_precision(self.train.precision, resolve_device(self.train.device))  # this machine has the device
 
 
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
@@ -167,7 +169,9 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     net = derive(leaf.gm, arch, inherit=settings.final_epochs == 0)
     final["params"] = sum(p.numel() for p in net.parameters())
     if settings.final_epochs > 0:
-        config = TrainConfig(epochs=settings.final_epochs, lr=settings.train.lr)
+        t = settings.train
+        config = TrainConfig(epochs=settings.final_epochs, lr=t.lr, device=t.device, precision=t.precision,
+                             cuda_graphs=t.cuda_graphs)
         trainer = SupernetTrainer(net, loaders, config, seed=settings.seed)
         for _ in range(settings.final_epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
@@ -192,11 +196,20 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         "final": final,
         "budget": {"supernet_epochs": result.budget, "epochs": settings.train.epochs},
         "timings": timings,
+        "hardware": _hardware(result.leaves[0].trainer.device, settings.train.precision),
     }
     oracle = spaces.get(settings.space).oracle
     if oracle is not None:
         report["oracle"] = oracle(arch)
     return report
+
+
+def _hardware(device: torch.device, precision: str) -> dict:
+    """Where the run trained (report.json says so)."""
+    out = {"device": str(device), "precision": precision, "torch": torch.__version__}
+    if device.type == "cuda":
+        out["gpu"] = torch.cuda.get_device_name(device)
+    return out
 
 
 def _leaf_report(leaf, found) -> dict:

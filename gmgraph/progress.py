@@ -38,6 +38,7 @@ class Progress:
         self.live = not quiet and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.count = 0
         self.start = self.last_draw = time.perf_counter()
+        self.last_due = float("-inf")  # the first due() is True: the line gets numbers at once
         self.fields: dict[str, object] = {}
 
     def update(self, n: int = 1, **fields: object) -> None:
@@ -49,6 +50,18 @@ class Progress:
             self.last_draw = now
             self.stream.write("\r" + self._line() + "\x1b[K")
             self.stream.flush()
+
+    def due(self, every: float = 1.0) -> bool:
+        """Whether the live line is due for new numbers (``every`` seconds since the last draw).
+
+        Callers whose numbers cost something to read (values on a GPU) read them only then;
+        off a terminal it is never due, and only :meth:`close` writes.
+        """
+        now = time.perf_counter()
+        if not self.live or now - self.last_due < every:
+            return False
+        self.last_due = now
+        return True
 
     def close(self, **fields: object) -> None:
         """Write the final line with ``fields`` added."""

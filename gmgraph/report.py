@@ -37,5 +37,9 @@ def summary(report: dict) -> str:
     if "nb201_cifar10_test" in report.get("oracle", {}):
         lines.append(f"NAS-Bench-201 CIFAR-10 test accuracy of this arch (reference only): "
                      f"{report['oracle']['nb201_cifar10_test']:.2f}%")
+    hardware = report.get("hardware")
+    if hardware:
+        where = hardware["device"] + (f" ({hardware['gpu']})" if hardware.get("gpu") else "")
+        lines.append(f"trained on {where} in {hardware['precision']}")
     lines.append(f"time: {report['timings']['total_seconds']:.0f} s")
     return "\n".join(lines)

@@ -6,7 +6,8 @@
 >>> report = {"arch": {"1<-0": "none"}, "arch_str": "1<-0=none", "settings": {"space": "toy"},
 ...           "split_tree": [], "leaves": [], "final": {"supernet_test_accuracy": 0.5},
 ...           "budget": {"supernet_epochs": 1, "epochs": 1}, "search": {"evaluations": 1, "best_fitness": 0.5},
-...           "timings": {"total_seconds": 1.0}, "input_shape": [1, 8, 8], "num_classes": 10}
+...           "timings": {"total_seconds": 1.0}, "input_shape": [1, 8, 8], "num_classes": 10,
+...           "hardware": {"device": "cpu", "precision": "fp32"}}
 >>> report |= {k: None for k in REPORT_KEYS if k not in report}
 >>> _ = (run / "report.json").write_text(json.dumps(report))
 >>> render_run(run).name

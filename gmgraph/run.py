@@ -34,11 +34,11 @@ REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT = (
     "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt")
 
 REPORT_KEYS = ("gmgraph_version", "settings", "space", "space_size", "split_tree", "leaves", "search",
-               "arch", "arch_str", "final", "budget", "timings", "input_shape", "num_classes")
+               "arch", "arch_str", "final", "budget", "timings", "hardware", "input_shape", "num_classes")
 """Keys every report.json of this version holds."""
 
 _TYPES = {"settings": dict, "split_tree": list, "leaves": list, "search": dict, "arch": dict, "final": dict,
-          "budget": dict, "timings": dict, "input_shape": list, "num_classes": int, "arch_str": str}
+          "budget": dict, "timings": dict, "hardware": dict, "input_shape": list, "num_classes": int, "arch_str": str}
 
 
 def default_out() -> Path:
@@ -74,7 +74,8 @@ def write_report(out: str | Path, report: Mapping[str, Any], model: nn.Module | 
     write_text(out / REPORT, json.dumps(report, indent=2, default=_jsonable) + "\n")
     write_text(out / ARCH, report["arch_str"] + "\n")
     if model is not None:
-        save_tensors({"arch": dict(report["arch"]), "model": model.state_dict()}, out / BEST)
+        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads on any device
+        save_tensors({"arch": dict(report["arch"]), "model": weights}, out / BEST)
 
 
 def read_report(out: str | Path) -> dict:

@@ -28,18 +28,40 @@ from torch import fx, nn
 from gmgraph.errors import ConfigError
 from gmgraph.graph import choices, running, space
 
+
 class Sampler:
     """Base: a bound graph, a generator, and per-op state that children inherit."""
 
     name = "base"
     bilevel = False  # True: architecture parameters are trained on validation batches
     scores_data = False  # True: it keeps a score per training sample (give it dataset_size=)
+    static_graph = False  # True: every step runs the same ops (a CUDA graph can replay it)
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         self.space = space(gm)
         self.groups = choices(gm)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.seed = seed
+        self.generator = torch.Generator().manual_seed(seed)  # host draws (paths, partitions)
+        self.device = torch.device("cpu")
+        self.device_generator = self.generator  # draws of tensors that live on `device`
         self.last_arch: dict[str, str] | None = None
+
+    def to(self, device: torch.device) -> Sampler:
+        """Keep the state that steps read on ``device`` (alphas, per-sample scores); host draws stay on the CPU.
+
+        On a GPU, tensors the sampler draws there (Gumbel noise) come from a
+        generator of that device, seeded from the sampler's seed.
+        """
+        device = torch.device(device)
+        if device != self.device:
+            self.device = device
+            self.device_generator = (self.generator if device.type == "cpu"
+                                     else torch.Generator(device).manual_seed(self.seed))
+            self._move(device)
+        return self
+
+    def _move(self, device: torch.device) -> None:
+        """Move device-side state (subclasses)."""
 
     def context(self, generator: torch.Generator | None = None) -> contextlib.AbstractContextManager:
         """A context in which the bound graph's Choices run as this sampler says."""
@@ -71,12 +93,18 @@ class Sampler:
 
     def state_dict(self) -> dict:
         state = {name: {label: t.detach().clone() for label, t in per.items()} for name, per in self.per_op_state().items()}
-        return {"name": self.name, "generator": self.generator.get_state(), "per_op": state, **self._extra_state()}
+        out = {"name": self.name, "generator": self.generator.get_state(), "per_op": state, **self._extra_state()}
+        if self.device_generator is not self.generator:
+            out["device_generator"] = {"device": self.device.type, "state": self.device_generator.get_state()}
+        return out
 
     def load_state_dict(self, state: Mapping) -> None:
         if state["name"] != self.name:
             raise ConfigError(f"sampler state is for {state['name']!r}, not {self.name!r}")
         self.generator.set_state(state["generator"])
+        saved = state.get("device_generator")
+        if saved is not None and self.device_generator is not self.generator and saved["device"] == self.device.type:
+            self.device_generator.set_state(saved["state"])  # on another kind of device its stream starts afresh
         for name, per in self.per_op_state().items():
             for label, tensor in per.items():
                 with torch.no_grad():
@@ -130,6 +158,7 @@ class DartsSampler(Sampler):
 
     name = "darts"
     bilevel = True
+    static_graph = True
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         super().__init__(gm, seed=seed)
@@ -137,6 +166,10 @@ class DartsSampler(Sampler):
         self.alphas = {
             label: nn.Parameter(1e-3 * torch.randn(len(ops), generator=init)) for label, ops in self.space.items()
         }
+
+    def _move(self, device):
+        for alpha in self.alphas.values():
+            alpha.data = alpha.data.to(device)  # the same Parameter objects: optimizers keep them
 
     def arch_parameters(self):
         return {f"alpha/{label}": a for label, a in self.alphas.items()}
@@ -149,7 +182,7 @@ class DartsSampler(Sampler):
         return {label: a.softmax(0) for label, a in self.alphas.items()}
 
     def context(self, generator=None):
-        return running(self.groups, weights=self.weights(generator or self.generator))
+        return running(self.groups, weights=self.weights(generator or self.device_generator))
 
 
 class GdasSampler(DartsSampler):
@@ -159,10 +192,24 @@ class GdasSampler(DartsSampler):
     """
 
     name = "gdas"
+    static_graph = False  # the op that runs changes every step
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0, tau_max: float = 10.0, tau_min: float = 0.1):
         super().__init__(gm, seed=seed)
         self.tau_max, self.tau_min, self.tau = tau_max, tau_min, tau_max
+        self._drawn: dict[str, torch.Tensor] = {}  # the last step's one-hot weights
+
+    @property
+    def last_arch(self) -> dict[str, str] | None:
+        """The ops of the last draw; on a GPU reading it waits for the GPU (only diagnostics read it)."""
+        if not self._drawn:
+            return None
+        return {label: self.space[label][int(w.argmax())] for label, w in self._drawn.items()}
+
+    @last_arch.setter
+    def last_arch(self, value) -> None:
+        if value is None:
+            self._drawn = {}
 
     def _options(self):
         return {"tau_max": self.tau_max, "tau_min": self.tau_min}
@@ -171,10 +218,10 @@ class GdasSampler(DartsSampler):
         self.tau = self.tau_max - (self.tau_max - self.tau_min) * epoch / max(total - 1, 1)
 
     def weights(self, generator=None):
-        g = generator or self.generator
+        g = generator or self.device_generator
         out = {}
         for label, alpha in self.alphas.items():
-            gumbel = -torch.empty_like(alpha).exponential_(generator=g).log()
+            gumbel = -_exponential(alpha, g).log()
             soft = ((alpha.log_softmax(0) + gumbel) / self.tau).softmax(0)
             hard = F.one_hot(soft.argmax(), len(alpha)).to(soft.dtype)
             out[label] = hard - soft.detach() + soft  # straight-through: exact one-hot forward
@@ -182,8 +229,8 @@ class GdasSampler(DartsSampler):
 
     def context(self, generator=None):
         weights = self.weights(generator)
-        self.last_arch = {label: self.space[label][int(w.argmax())] for label, w in weights.items()}
-        return running(self.groups, weights=weights)
+        self._drawn = {label: w.detach() for label, w in weights.items()}
+        return running(self.groups, weights=weights)  # CPU weights: zero ops are skipped; GPU: all run
 
     def _extra_state(self):
         return {"tau": self.tau}
@@ -210,10 +257,12 @@ class PadaSampler(Sampler):
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0, momentum: float = 0.5, dataset_size: int = 0):
         super().__init__(gm, seed=seed)
         self.momentum, self.tau = momentum, 0.0
+        # Host side (paths are drawn on the CPU): the moving averages and the path probabilities.
         self.grad_norm = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
         self.probs = {label: torch.full((len(ops),), 1 / len(ops)) for label, ops in self.space.items()}
-        self._sums = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
         self._counts = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
+        # Device side (written every step without a read back; read once per epoch).
+        self._sums = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
         self.sample_scores = torch.ones(dataset_size)
         self._parametric = {
             label: torch.tensor([any(True for _ in group[0].ops[op].parameters()) for op in self.space[label]])
@@ -222,6 +271,10 @@ class PadaSampler(Sampler):
 
     def _options(self):
         return {"momentum": self.momentum, "dataset_size": len(self.sample_scores)}
+
+    def _move(self, device):
+        self._sums = {label: t.to(device) for label, t in self._sums.items()}
+        self.sample_scores = self.sample_scores.to(device)
 
     def per_op_state(self):
         return {"grad_norm": self.grad_norm, "probs": self.probs}
@@ -237,7 +290,7 @@ class PadaSampler(Sampler):
             norms = [n for n in norms if n is not None]
             if norms:
                 i = self.space[label].index(op)
-                self._sums[label][i] += sum(norms) / len(norms)
+                self._sums[label][i] += torch.stack(norms).mean()  # on the device: no read back
                 self._counts[label][i] += 1
 
     def observe(self, logits, targets, indices):
@@ -245,13 +298,13 @@ class PadaSampler(Sampler):
             return
         with torch.no_grad():
             error = logits.float().softmax(1) - F.one_hot(targets, logits.shape[1]).float()
-            self.sample_scores[indices] = error.norm(dim=1).cpu()
+            self.sample_scores[indices.to(self.sample_scores.device)] = error.norm(dim=1).to(self.sample_scores.device)
 
     def end_epoch(self, epoch, total):
         self.tau = min(1.0, (epoch + 1) / max(total - 1, 1))
         for label in self.space:
             seen = self._counts[label] > 0
-            fresh = self._sums[label][seen] / self._counts[label][seen]
+            fresh = self._sums[label].cpu()[seen] / self._counts[label][seen]  # one read per label and epoch
             self.grad_norm[label][seen] = self.momentum * self.grad_norm[label][seen] + (1 - self.momentum) * fresh
             self._sums[label].zero_()
             self._counts[label].zero_()
@@ -274,7 +327,7 @@ class PadaSampler(Sampler):
     def data_weights(self):
         if len(self.sample_scores) == 0 or self.tau == 0:
             return None
-        s = self.sample_scores
+        s = self.sample_scores.cpu()  # once per epoch
         return self.tau * s / s.sum() + (1 - self.tau) / len(s)
 
     def _extra_state(self):
@@ -283,14 +336,22 @@ class PadaSampler(Sampler):
     def _load_extra_state(self, state):
         self.tau = float(state["tau"])
         if len(state["sample_scores"]) == len(self.sample_scores):
-            self.sample_scores = state["sample_scores"].clone()
+            self.sample_scores = state["sample_scores"].clone().to(self.sample_scores.device)
 
 
-def _grad_norm(module: nn.Module) -> float | None:
+def _grad_norm(module: nn.Module) -> torch.Tensor | None:
+    """The gradient norm of ``module``'s weights, as a tensor on their device (None: no gradient)."""
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
         return None
-    return float(torch.sqrt(sum((g.float() ** 2).sum() for g in grads)))
+    return torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+
+
+def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Exponential(1) noise shaped like ``like``, on its device, drawn from ``generator`` (on any device)."""
+    if generator.device == like.device:
+        return torch.empty_like(like).exponential_(generator=generator)
+    return torch.empty(like.shape, dtype=like.dtype).exponential_(generator=generator).to(like.device)
 
 
 SAMPLERS: dict[str, type[Sampler]] = {

@@ -17,6 +17,8 @@ def test_a_small_search_runs_end_to_end(tmp_path, capsys):
     assert main(["search", *TINY, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(REPORT_KEYS) <= set(report)
+    assert report["hardware"]["precision"] == "fp32"
+    assert report["hardware"]["device"] == ("cuda:0" if torch.cuda.is_available() else "cpu")  # --device auto
     assert len(report["leaves"]) == 4 and len(report["split_tree"]) == 3
     assert report["budget"]["supernet_epochs"] == 7
     arch = nb201.parse((tmp_path / "arch.txt").read_text().strip())
@@ -130,3 +132,13 @@ def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["search"]["evaluations"] == len(report["leaves"]) == 2
     assert any(leaf["best_arch"] == report["arch"] for leaf in report["leaves"])
+
+
+def test_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["search", "--device", "cuda", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert not (tmp_path / "out").exists()  # refused before any folder or data
+    err = capsys.readouterr().err
+    assert err == "gmgraph: error: --device cuda: torch sees no CUDA GPU on this machine; use --device cpu or auto\n"
+    assert main(["search", "--precision", "fp8", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "precision 'fp8' is not one of fp32, bf16, fp16" in capsys.readouterr().err

@@ -5,10 +5,16 @@ Inference runs in onnxruntime on numpy arrays; torch is never on that path
 
     $ gmgraph predict model.onnx --data digits
     $ gmgraph predict model.onnx --images photos/     # photos/<class>/*.png, classes sorted
+    $ gmgraph predict model.onnx --device cuda        # onnxruntime's CUDA provider (onnxruntime-gpu)
 
 ``--images`` prepares pictures as ``gmgraph search --data imagefolder`` does:
 RGB scaled to [0, 1], resized to the model's input size, normalised with the
 ImageNet mean and std, averaged to grey for one-channel models.
+
+``--device`` picks onnxruntime's execution provider (:func:`choose_providers`):
+``cpu`` (the default), ``cuda`` (needs the ``onnxruntime-gpu`` package), or
+``auto`` (CUDA when onnxruntime offers it). The first output line names the
+provider that ran.
 """
 
 from __future__ import annotations
@@ -25,6 +31,9 @@ from gmgraph.errors import ConfigError, DataError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+DEVICES = ("cpu", "cuda", "auto")
+"""Accepted values of ``--device``."""
+_CPU, _CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,7 @@ class Model:
         batch: the fixed batch size, or None when the batch is dynamic.
         shape: ``(C, H, W)``; an entry is None where the model accepts any size.
         classes: number of outputs per image, or None when symbolic.
+        provider: the execution provider that runs it, e.g. ``CPUExecutionProvider``.
     """
 
     session: object
@@ -43,6 +53,7 @@ class Model:
     shape: tuple[int | None, int | None, int | None]
     classes: int | None
     metadata: dict[str, str]
+    provider: str = _CPU
 
 
 @dataclass(frozen=True)
@@ -69,14 +80,49 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", help="folder holding the dataset files (not needed for digits/synthetic)")
     p.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
     p.add_argument("--show", type=int, default=10, help="predictions to list (default 10)")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, cuda (onnxruntime's CUDA provider; needs onnxruntime-gpu) or auto "
+                        "(cuda when onnxruntime offers it) (default cpu)")
     p.set_defaults(func=_run_predict)
 
 
-def load_model(path: str | Path) -> Model:
-    """Open an ONNX image classifier in onnxruntime (CPU).
+def choose_providers(device: str, available: list[str] | tuple[str, ...]) -> list[str]:
+    """The onnxruntime providers for ``--device``, best first, given the ``available`` ones.
+
+    ``cpu``: the CPU only. ``cuda``: CUDA, then the CPU for any node CUDA cannot
+    run. ``auto``: as ``cuda`` when ``available`` lists CUDA, else as ``cpu``.
 
     Raises:
-        ConfigError: no such file, or onnxruntime cannot load it.
+        ConfigError: an unknown device, or ``cuda`` where onnxruntime has no CUDA
+            provider (the plain ``onnxruntime`` package is CPU-only).
+
+    Example:
+        >>> choose_providers("auto", ["CPUExecutionProvider"])
+        ['CPUExecutionProvider']
+        >>> choose_providers("auto", ["CUDAExecutionProvider", "CPUExecutionProvider"])
+        ['CUDAExecutionProvider', 'CPUExecutionProvider']
+        >>> choose_providers("cuda", ["AzureExecutionProvider", "CPUExecutionProvider"])
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: --device cuda: this onnxruntime has no CUDAExecutionProvider ...; install onnxruntime-gpu ...
+    """
+    if device not in DEVICES:
+        raise ConfigError(f"--device {device!r} is not accepted; choose one of {', '.join(DEVICES)}")
+    has_cuda = _CUDA in available
+    if device == "cuda" and not has_cuda:
+        raise ConfigError(f"--device cuda: this onnxruntime has no {_CUDA} (it offers {', '.join(available)}); "
+                          "install onnxruntime-gpu in place of onnxruntime, or use --device cpu")
+    if device == "cpu" or not has_cuda:
+        return [_CPU]
+    return [_CUDA, _CPU]
+
+
+def load_model(path: str | Path, device: str = "cpu") -> Model:
+    """Open an ONNX image classifier in onnxruntime, on ``device`` (see :func:`choose_providers`).
+
+    Raises:
+        ConfigError: no such file, onnxruntime cannot load it, a bad ``device``,
+            or ``cuda`` where onnxruntime has no CUDA provider or could not start it.
         DataError: its input is not one ``(batch, C, H, W)`` image tensor.
 
     Example:
@@ -88,14 +134,20 @@ def load_model(path: str | Path) -> Model:
     import onnxruntime as ort
 
     path = Path(path)
+    providers = choose_providers(device, ort.get_available_providers())
     if not path.is_file():
         raise ConfigError(f"no model file at {path}")
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only: keep the table readable
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ConfigError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+    # onnxruntime falls back to the CPU, with only a log line, when the CUDA libraries fail to load.
+    provider = session.get_providers()[0]
+    if device == "cuda" and provider != _CUDA:
+        raise ConfigError(f"--device cuda: onnxruntime could not start {_CUDA} (are CUDA and cuDNN installed "
+                          "as onnxruntime-gpu requires?); use --device cpu")
     inputs = session.get_inputs()
     if len(inputs) != 1 or len(inputs[0].shape) != 4:
         described = ", ".join(f"{i.name} {i.shape}" for i in inputs)
@@ -103,7 +155,8 @@ def load_model(path: str | Path) -> Model:
     batch, *shape = (d if isinstance(d, int) else None for d in inputs[0].shape)
     classes = session.get_outputs()[0].shape[-1]
     meta = dict(session.get_modelmeta().custom_metadata_map)
-    return Model(session, inputs[0].name, batch, tuple(shape), classes if isinstance(classes, int) else None, meta)
+    return Model(session, inputs[0].name, batch, tuple(shape), classes if isinstance(classes, int) else None, meta,
+                 provider)
 
 
 def predict(model: Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -126,7 +179,7 @@ def predict(model: Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
 def _run_predict(args: argparse.Namespace) -> int:
     if args.batch_size <= 0 or args.show < 0:
         raise ConfigError("--batch-size must be positive and --show 0 or more")
-    model = load_model(args.model)
+    model = load_model(args.model, args.device)
     if args.images is not None:
         samples = _read_images(args.images, model)
     else:
@@ -200,7 +253,7 @@ def _describe(path: Path, model: Model) -> str:
         from gmgraph.spaces import arch_to_str
 
         line += "; arch " + arch_to_str(model.metadata.get("gmgraph.space"), json.loads(model.metadata["gmgraph.arch"]))
-    return line
+    return line + f"; provider: {model.provider}"
 
 
 def _table(samples: Samples, logits: np.ndarray, show: int) -> str:

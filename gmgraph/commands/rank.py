@@ -1,11 +1,14 @@
 """``gmgraph rank``: how well a zero-cost metric ranks NAS-Bench-201 architectures.
 
-    $ gmgraph rank --metric params --against nb201:cifar10 --sample 100 --seed 0
+    $ gmgraph rank --metric params --against nb201:cifar10 --sample 100 --seed 0 --device auto
+    device: cpu
     ...
     wrote rank-params-cifar10.csv
     kendall_tau=0.5... spearman=0.7...
 
 The last line is always ``kendall_tau=<x> spearman=<y>``, for scripts.
+``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``; default ``auto``: a GPU
+when torch sees one) says where the network runs; the first line names it.
 
 >>> from gmgraph.cli import main
 >>> main(["rank", "--metric", "params", "--sample", "5", "--csv", "/dev/null", "--quiet"])  # doctest: +SKIP
@@ -39,8 +42,20 @@ def add_parser(sub) -> None:
     p.add_argument("--csv", type=Path, help="per-architecture scores (default rank-<metric>-<dataset>.csv)")
     p.add_argument("--width", type=int, default=16, help="NB201's C (default 16, the table's network)")
     p.add_argument("--cells", type=int, default=5, help="NB201's N (default 5, the table's network)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N: where the network runs (default auto: a GPU when torch sees one)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=_run_rank)
+
+
+def _describe_device(device) -> str:
+    """``cpu``, or ``cuda:0 (<GPU name>)``."""
+    import torch
+
+    if device.type != "cuda":
+        return str(device)
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
 def _positive(name: str, value: int) -> None:
@@ -51,12 +66,15 @@ def _positive(name: str, value: int) -> None:
 
 
 def _run_rank(args: argparse.Namespace) -> int:
+    from gmgraph.device import resolve_device
     from gmgraph.nasbench.rank import check_metric, image_batch, parse_against, rank, write_csv
     from gmgraph.scores.zero_cost import DATA_FREE
 
     metric, dataset = check_metric(args.metric), parse_against(args.against)
     for name in ("width", "cells", "batch_size"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
+    device = resolve_device(args.device)  # a bad name or a missing GPU fails before any work
+    print(f"device: {_describe_device(device)}")
     notes, batch = [], None
     if metric in DATA_FREE:
         if args.data is not None:
@@ -70,7 +88,7 @@ def _run_rank(args: argparse.Namespace) -> int:
     for note in notes:
         print(note)
     result = rank(metric, dataset, n=args.sample, seed=args.seed, split=args.split, epochs=args.epochs,
-                  batch=batch, width=args.width, cells=args.cells, progress=not args.quiet)
+                  batch=batch, width=args.width, cells=args.cells, progress=not args.quiet, device=device)
     path = write_csv(result, args.csv or Path(f"rank-{metric}-{dataset}.csv"))
     for note in result.notes:
         print(f"note: {note}")

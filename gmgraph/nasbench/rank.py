@@ -18,6 +18,13 @@ which removes initialisation noise from comparisons instead of adding it.
 ``params`` and ``flops`` keep the ops of edges that never reach the cell
 output (``prune=False``), which is how NAS-Bench-201 counts them; every other
 metric scores the pruned network, since dead ops cannot change its output.
+
+``device`` (``auto``: a GPU when torch sees one) is where the network and the
+batch live; the weights are drawn on the CPU first, so a seed gives the same
+network on every device::
+
+    >>> rank("params", "cifar10", n=3, progress=False, device="cpu").device
+    'cpu'
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ from pathlib import Path
 import torch
 
 from gmgraph.arch import format_nb201
+from gmgraph.device import resolve_device, to_device
 from gmgraph.errors import ConfigError
+from gmgraph.files import atomic_write
 from gmgraph.nasbench import nb201 as table
 from gmgraph.scores.zero_cost import DATA_FREE, METRICS, Batch, zero_cost
 from gmgraph.search.ranking import kendall_tau, spearman
-from gmgraph.files import atomic_write
 
 BENCHMARKS = ("nb201:cifar10", "nb201:cifar100", "nb201:imagenet16-120")
 """Accepted values of ``--against``."""
@@ -58,6 +66,7 @@ class RankResult:
         rows: ``{"index", "arch_str", "score", "true_accuracy"}`` per architecture.
         kendall_tau, spearman: over the rows with a finite-or-infinite score (NaN dropped).
         notes: plain sentences worth showing the user (data substitutions, dropped rows).
+        device: where the network ran (``cpu``, ``cuda:0``, ...).
     """
 
     metric: str
@@ -69,6 +78,7 @@ class RankResult:
     spearman: float
     seconds: float
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"
 
 
 def parse_against(text: str) -> str:
@@ -106,6 +116,7 @@ def rank(
     width: int = 16,
     cells: int = 5,
     progress: bool | Callable[[int, float], None] = True,
+    device: str | torch.device = "auto",
 ) -> RankResult:
     """Score ``n`` sampled NB201 architectures with ``metric`` and correlate with the table.
 
@@ -121,9 +132,12 @@ def rank(
         width, cells: NB201's C and N (the table's network is 16, 5).
         progress: show a progress line (True), nothing (False), or call
             ``progress(done, score)`` after each architecture.
+        device: ``auto`` (default: CUDA when available), ``cpu``, ``cuda``,
+            ``cuda:N`` or a ``torch.device``: where the network and the batch live.
 
     Raises:
-        ConfigError: unknown metric or dataset, or no batch for a data-dependent metric.
+        ConfigError: unknown metric, dataset or device (CUDA asked for without
+            a GPU), or no batch for a data-dependent metric.
         DataError: bad ``n``/``seed``/``split``/``epochs`` (from the table).
         GmGraphError: every score equal (a rank correlation is undefined).
     """
@@ -132,6 +146,9 @@ def rank(
     from gmgraph.spaces import nb201 as space
 
     check_metric(metric)
+    device = resolve_device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     if dataset not in SHAPES:
         raise ConfigError(f"unknown NAS-Bench-201 dataset {dataset!r}; accepted: {', '.join(SHAPES)}")
     table.query(0, dataset, split, epochs)  # bad split/epochs fail before any work
@@ -141,13 +158,15 @@ def rank(
         if metric not in DATA_FREE:
             raise ConfigError(f"metric {metric!r} needs a batch of images (it is not data-free)")
         batch = (torch.zeros(1, 3, side, side), None)
+    batch = to_device(batch, device)  # once, not once per architecture
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        gm = trace(space.supernet(width, cells, classes, in_channels=3))
+        # The CPU stream only: the same weights on every device, and no GPU stream reseeded behind the fork.
+        torch.default_generator.manual_seed(seed)
+        gm = trace(space.supernet(width, cells, classes, in_channels=3)).to(device)
     bar = Progress(f"rank {metric}", total=len(archs), quiet=progress is not True)
     start, rows = time.perf_counter(), []
     for arch in archs:
-        score = zero_cost(gm, arch, metric, batch, seed=seed, prune=metric not in SIZE_METRICS)
+        score = zero_cost(gm, arch, metric, batch, seed=seed, prune=metric not in SIZE_METRICS, device=device)
         rows.append({"index": table.index_of(arch), "arch_str": format_nb201(arch), "score": score,
                      "true_accuracy": table.query(arch, dataset, split, epochs)})
         bar.update(score=score)
@@ -156,7 +175,7 @@ def rank(
     seconds = time.perf_counter() - start
     tau, rho, notes = _correlate(rows)
     bar.close(kendall_tau=tau)
-    return RankResult(metric, dataset, split, epochs, rows, tau, rho, seconds, notes)
+    return RankResult(metric, dataset, split, epochs, rows, tau, rho, seconds, notes, str(device))
 
 
 def image_batch(

@@ -15,7 +15,10 @@ should be split apart::
     torch.Size([5, 5])
 
 Scoring is an analysis, not a training step: weights, BN statistics, ``.grad``
-fields, Choice modes and the global RNG stream are all left as they were.
+fields, Choice modes and the global RNG streams (CPU and, on a GPU, that
+device's) are all left as they were. It runs where the graph's parameters
+live: move the supernet first (``gm.to("cuda")``) to score on a GPU; batches
+follow it, and the distances are read back once, at the end.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from gmgraph.device import resolve_device, to_device
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import choices, running, space
 from gmgraph.samplers import Sampler, borrowed, make_sampler
@@ -45,6 +49,7 @@ def gradient_matching(
     shared: SharedRule | Sequence[str] | None = None,
     distance: str = "cos",
     seed: int = 0,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """The K x K gradient distance matrix of ``label``'s ops (``space(gm)[label]`` order).
 
@@ -64,20 +69,40 @@ def gradient_matching(
         distance: ``cos`` (1 - cosine, eps 1e-6), ``per-filter-cos`` (mean over
             output filters of 1 - cosine) or ``mse``.
         seed: seeds the draws of the other decisions.
+        device: where to score: ``None`` (default) is where ``gm``'s parameters
+            live (the CPU for a graph without any); a name (``cpu``, ``cuda``,
+            ``cuda:N``, ``auto``) must be that same device, since scoring never
+            moves the caller's graph. Batches are moved there.
+
+    Returns:
+        A float32 CPU tensor, whatever the device: the distances are summed
+        there in float64 and read back once.
 
     Raises:
         SpaceError: unknown label or one with a single op. ConfigError: bad
-        distance or rounds. DataError: fewer batches than rounds.
+        distance or rounds; a device torch cannot use or other than the
+        graph's. DataError: fewer batches than rounds.
+
+    Example:
+        >>> import torch, gmgraph
+        >>> from gmgraph.spaces import nb201
+        >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+        >>> batches = [(torch.randn(8, 1, 8, 8), torch.randint(10, (8,))) for _ in range(2)]
+        >>> gradient_matching(gm, "1<-0", batches, rounds=2, device="cpu").device
+        device(type='cpu')
     """
     ops = _check(gm, label, rounds, distance)
-    sampler = make_sampler(sampler, gm, seed=seed) if isinstance(sampler, str) else sampler
+    device = scoring_device(gm, device)
+    if isinstance(sampler, str):  # a sampler of our own keeps its state (DARTS alphas) with the graph
+        sampler = make_sampler(sampler, gm, seed=seed).to(device)
+    # A CPU generator on every device: the same draws of the other decisions on a GPU as on the CPU.
     generator = torch.Generator().manual_seed(seed)
     params = dict(gm.named_parameters())
     fixed = _fixed_names(gm, label, shared)
-    total = torch.zeros(len(ops), len(ops), dtype=torch.float64)
+    total = torch.zeros(len(ops), len(ops), dtype=torch.float64, device=device)
     done = 0
-    with _untouched(gm):
-        for x, y in _take(batches, rounds):
+    with _untouched(gm, device):
+        for x, y in _take(batches, rounds, device):
             grads = _child_gradients(gm, label, ops, sampler, generator, params, x, y)
             if fixed is None:
                 names = _shared_in_all(grads, _outside(gm, label, params))
@@ -85,7 +110,37 @@ def gradient_matching(
                 names = [n for n in fixed if any(n in g for g in grads)]
             total += _distances([_flatten(g, names, params) for g in grads], distance)
             done += 1
-    return (total / done).float()
+    return (total / done).float().cpu()  # the one read-back of this label
+
+
+def scoring_device(gm: fx.GraphModule, device: str | torch.device | None = None) -> torch.device:
+    """The device ``gm`` is scored on: where its parameters live, checked against ``device``.
+
+    Raises:
+        ConfigError: ``device`` is not a device torch can use here, or not the
+            one holding ``gm``'s parameters (scoring never moves them).
+
+    Example:
+        >>> from torch import nn
+        >>> scoring_device(nn.Linear(2, 2), "cpu")
+        device(type='cpu')
+    """
+    param = next(gm.parameters(), None)
+    home = _indexed(param.device if param is not None else torch.device("cpu"))
+    if device is None:
+        return home
+    wanted = _indexed(resolve_device(device))
+    if wanted != home:
+        raise ConfigError(f"device {str(device)!r} is not where the graph's parameters are ({home}); "
+                          f"move the graph first (gm.to({str(wanted)!r})) or leave device unset")
+    return home
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:<current index>``, so equal devices compare equal."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
 
 
 def _check(gm: fx.GraphModule, label: str, rounds: int, distance: str) -> tuple[str, ...]:
@@ -101,14 +156,14 @@ def _check(gm: fx.GraphModule, label: str, rounds: int, distance: str) -> tuple[
     return current[label]
 
 
-def _take(batches: Iterable, rounds: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _take(batches: Iterable, rounds: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     it = iter(batches)
     for i in range(rounds):
         try:
             batch = next(it)
         except StopIteration:
             raise DataError(f"gradient matching needs {rounds} batches but the data gave only {i}") from None
-        yield batch[0], batch[1]
+        yield to_device(batch[0], device), to_device(batch[1], device)
 
 
 def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[dict[str, torch.Tensor]]:
@@ -116,10 +171,13 @@ def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[d
     groups = choices(gm)
     names = list(params)
     out = []
+    # The forcing weights live with the activations; `keep` tells the Choices on the host which
+    # op runs, so the others are skipped without reading the weights back from a GPU.
+    one_hots = torch.eye(len(ops), device=x.device)
     with borrowed(sampler, generator):
         for k in range(len(ops)):
-            one_hot = F.one_hot(torch.tensor(k), len(ops)).float()
-            with running(groups, weights={label: one_hot}):
+            keep = [i == k for i in range(len(ops))]
+            with running(groups, weights={label: one_hots[k]}, keep={label: keep}):
                 loss = F.cross_entropy(gm(x), y)
             grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             out.append({n: g for n, g in zip(names, grads) if g is not None})
@@ -152,35 +210,42 @@ def _flatten(grads: dict, names: list[str], params: dict) -> list[torch.Tensor]:
 
 
 def _distances(per_child: list[list[torch.Tensor]], distance: str) -> torch.Tensor:
+    """The K x K distances of one round, float64, on the gradients' device (no read-back)."""
     k = len(per_child)
-    out = torch.zeros(k, k, dtype=torch.float64)
     if not per_child[0]:
         raise SpaceError("no parameter is shared by every child of this label; give `shared=` explicitly")
     flat = [torch.cat([g.reshape(-1) for g in grads]).double() for grads in per_child]
+    out = torch.zeros(k, k, dtype=torch.float64, device=flat[0].device)
     for i in range(k):
         for j in range(i + 1, k):
             out[i, j] = out[j, i] = _distance(per_child[i], per_child[j], flat[i], flat[j], distance)
     return out
 
 
-def _distance(a: list[torch.Tensor], b: list[torch.Tensor], fa: torch.Tensor, fb: torch.Tensor, kind: str) -> float:
+def _distance(
+    a: list[torch.Tensor], b: list[torch.Tensor], fa: torch.Tensor, fb: torch.Tensor, kind: str
+) -> torch.Tensor:
+    """A float64 scalar tensor, left on the device."""
     if kind == "cos":
-        return float(1 - F.cosine_similarity(fa, fb, dim=0, eps=1e-6))
+        return 1 - F.cosine_similarity(fa, fb, dim=0, eps=1e-6)
     if kind == "mse":
-        return float(((fa - fb) ** 2).mean())
+        return ((fa - fb) ** 2).mean()
     cosines = [
         F.cosine_similarity(ga.reshape(len(ga), -1).double(), gb.reshape(len(gb), -1).double(), dim=1, eps=1e-6)
         for ga, gb in zip(a, b)
         if ga.dim() > 0
     ]
-    return float(1 - torch.cat(cosines).mean())
+    return 1 - torch.cat(cosines).mean()
 
 
 @contextlib.contextmanager
-def _untouched(gm: fx.GraphModule) -> Iterator[None]:
-    """Keep buffers (BN statistics), train/eval flags and the global RNG exactly as they were."""
+def _untouched(gm: fx.GraphModule, device: torch.device) -> Iterator[None]:
+    """Keep buffers (BN statistics), train/eval flags and the global RNGs exactly as they were.
+
+    The CPU stream always, and the scoring GPU's stream on CUDA (dropout there draws from it).
+    """
     buffers = {n: b.clone() for n, b in gm.named_buffers()}
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         try:
             yield
         finally:

@@ -47,6 +47,7 @@ def metric_distances(
     seed: int = 0,
     loss_fn: LossFn | None = None,
     prune: bool = True,
+    device: str | torch.device | None = None,
 ) -> torch.Tensor:
     """K x K distances between the candidate ops of ``label`` under a zero-cost ``metric``.
 
@@ -65,6 +66,8 @@ def metric_distances(
         seed: seeds the sampled children and (as ``seed + child``) the metric.
         loss_fn: passed to :func:`~gmgraph.scores.zero_cost.zero_cost`.
         prune: passed to :func:`~gmgraph.scores.zero_cost.zero_cost`.
+        device: passed to :func:`~gmgraph.scores.zero_cost.zero_cost`: where each
+            scored copy and its batch run (default where ``gm``'s parameters are).
 
     Returns:
         A float64 tensor of shape K x K, symmetric with a zero diagonal. Entries
@@ -72,7 +75,7 @@ def metric_distances(
 
     Raises:
         SpaceError: unknown label, or a label with fewer than 2 ops.
-        ConfigError: unknown metric or ``n_children < 1``.
+        ConfigError: unknown metric, ``n_children < 1`` or a device torch cannot use here.
         DataError: ``batches`` ran out before ``n_children`` batches.
 
     Example:
@@ -83,6 +86,9 @@ def metric_distances(
         ...                      n_children=1, prune=False)
         >>> D[0, 1].item(), D[2, 3].item()   # none vs skip_connect; 1x1 vs 3x3 conv
         (0.0, 2688.0)
+        >>> torch.equal(D, metric_distances(gm, "1<-0", "params", [(torch.zeros(1, 3, 8, 8), None)],
+        ...                                 n_children=1, prune=False, device="cpu"))
+        True
     """
     ops = splittable_ops(gm, label)
     if isinstance(n_children, bool) or not isinstance(n_children, int) or n_children < 1:
@@ -94,7 +100,8 @@ def metric_distances(
         arch = sample(gm, generator)
         batch = _next_batch(stream, child, n_children)
         f = torch.tensor(
-            [zero_cost(gm, {**arch, label: op}, metric, batch, loss_fn=loss_fn, seed=seed + child, prune=prune)
+            [zero_cost(gm, {**arch, label: op}, metric, batch, loss_fn=loss_fn, seed=seed + child, prune=prune,
+                       device=device)
              for op in ops],
             dtype=torch.float64,
         )
@@ -114,13 +121,14 @@ def metric_split(
     seed: int = 0,
     loss_fn: LossFn | None = None,
     prune: bool = True,
+    device: str | torch.device | None = None,
 ) -> tuple[list[tuple[str, ...]], float, torch.Tensor]:
     """Split the ops of ``label`` into ``groups`` by a zero-cost metric.
 
     Args:
         groups: number of groups, 2 or 3.
         balanced: only consider splits whose group sizes differ by at most one.
-        Others: as in :func:`metric_distances`.
+        Others (``device`` too): as in :func:`metric_distances`.
 
     Returns:
         ``(op-name groups, score, distances)``: the groups in the order of
@@ -140,7 +148,7 @@ def metric_split(
         [('none', 'skip_connect', 'avg_pool_3x3'), ('nor_conv_1x1', 'nor_conv_3x3')]
     """
     distances = metric_distances(
-        gm, label, metric, batches, n_children=n_children, seed=seed, loss_fn=loss_fn, prune=prune
+        gm, label, metric, batches, n_children=n_children, seed=seed, loss_fn=loss_fn, prune=prune, device=device
     )
     if not torch.isfinite(distances).all():
         raise SpaceError(

@@ -2,7 +2,7 @@
 
 Every metric runs on ``derive(gm, arch)``, a private copy of the architecture's
 network, so scoring never touches the supernet's weights, BatchNorm statistics,
-gradients or Choice modes, and the caller's global RNG stream is left as it was::
+gradients or Choice modes, and the caller's global RNG streams are left as they were::
 
     >>> import torch
     >>> import gmgraph
@@ -14,6 +14,8 @@ gradients or Choice modes, and the caller's global RNG stream is left as it was:
     8366.0
     >>> zero_cost(gm, arch, "synflow", batch) > 0
     True
+    >>> zero_cost(gm, arch, "params", batch, device="cpu")   # where the copy runs
+    8366.0
 
 Sign convention: every proxy is returned so that *higher = predicted better*
 (``synflow``, ``grad_norm``, ``snip``, ``naswot``; ``grasp`` as defined in
@@ -29,6 +31,10 @@ Which BatchNorm mode each metric uses (the copy's, never the supernet's):
 * ``grad_norm``, ``snip``, ``grasp``, ``naswot``: train mode (batch statistics),
   as the reference code runs freshly built networks.
 * ``params``, ``flops``: structure only.
+
+The copy and the batch go to ``device`` (default: where the supernet's
+parameters are), so a CPU supernet can be scored on a GPU and back; every
+metric is read back once, as a Python float.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from gmgraph.device import resolve_device, to_device
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.passes.derive import derive
 
@@ -58,6 +65,7 @@ def zero_cost(
     loss_fn: LossFn | None = None,
     seed: int = 0,
     prune: bool = True,
+    device: str | torch.device | None = None,
 ) -> float:
     """Score architecture ``arch`` of the supernet ``gm`` with a zero-cost proxy.
 
@@ -76,13 +84,18 @@ def zero_cost(
         prune: passed to :func:`~gmgraph.passes.derive.derive`. ``prune=False``
             keeps ops that never reach the output, which is how NAS-Bench-201
             counts parameters and FLOPs.
+        device: where the derived copy and the batch run (``cpu``, ``cuda``,
+            ``cuda:N``, ``auto`` or a ``torch.device``); default where ``gm``'s
+            parameters are (the batch's device for a graph without any).
+            ``synflow`` runs in float64 there too.
 
     Returns:
         The score as a Python float (``naswot`` is ``-inf`` when its kernel is
         singular, e.g. two samples with identical ReLU codes).
 
     Raises:
-        ConfigError: unknown ``metric``.
+        ConfigError: unknown ``metric``, or a device torch cannot use here
+            (``cuda`` without a GPU).
         DataError: ``batch`` is not ``(x, y)`` with ``x`` of at least 2 dimensions.
         ArchError: ``arch`` does not fit ``gm``'s space.
 
@@ -101,10 +114,15 @@ def zero_cost(
     if score is None:
         raise ConfigError(f"unknown zero-cost metric {metric!r}; accepted: {', '.join(METRICS)}")
     x, y = _unpack(batch, metric)
-    device = x.device if x is not None else torch.device("cpu")
-    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        net = derive(gm, arch, prune=prune)
+    device = _scoring_device(gm, device, x)
+    x, y = to_device(x, device), to_device(y, device)
+    with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
+        # Seed only the streams forked here: torch.manual_seed would also (lazily) reseed
+        # every other GPU, which the fork does not restore.
+        torch.default_generator.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.default_generators[device.index].manual_seed(seed)
+        net = derive(gm, arch, prune=prune).to(device)
         for p in net.parameters():
             p.requires_grad_(True)  # every parameter is scored, even ones frozen in gm
         with torch.enable_grad():  # the caller may be inside torch.no_grad()
@@ -157,7 +175,7 @@ def _naswot(net: fx.GraphModule, x: torch.Tensor, y, loss_fn) -> torch.Tensor:
     with torch.no_grad():
         _ReluRecorder(net, codes).run(_like_params(net, x))
     n = x.shape[0]
-    c = torch.cat([code.reshape(n, -1) for code in codes], dim=1) if codes else torch.zeros(n, 0)
+    c = torch.cat([code.reshape(n, -1) for code in codes], dim=1) if codes else torch.zeros(n, 0, device=x.device)
     c = c.to(torch.float64)
     # Agreements = ones in both + zeros in both = N_A - Hamming; exact in float64.
     kernel = c @ c.T + (1 - c) @ (1 - c).T
@@ -208,6 +226,22 @@ METRICS: dict[str, Callable[..., float]] = {
 # ------------------------------------------------------------------ helpers
 
 
+def _scoring_device(gm: fx.GraphModule, device, x: torch.Tensor | None) -> torch.device:
+    if device is not None:
+        return _indexed(resolve_device(device))
+    home = next(gm.parameters(), None)
+    if home is not None:
+        return _indexed(home.device)
+    return _indexed(x.device) if x is not None else torch.device("cpu")
+
+
+def _indexed(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:<current index>``: the RNG fork needs the index."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def _unpack(batch, metric: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     if metric == "params" and batch is None:
         return None, None
@@ -249,11 +283,14 @@ def _grads(out: torch.Tensor, params: list[nn.Parameter], create_graph: bool = F
 
 
 def _sum(term: Callable, params: list, grads: list) -> torch.Tensor:
-    """Σ term(θ, g) over parameters with a gradient; parameters without one add 0."""
-    total = torch.zeros((), dtype=torch.float64)
+    """Σ term(θ, g) over parameters with a gradient; parameters without one add 0.
+
+    Summed on the parameters' device in float64, in order: one read-back per score, not one per tensor.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=params[0].device if params else None)
     for p, g in zip(params, grads):
         if g is not None:
-            total = total + term(p, g).to(torch.float64).cpu()
+            total = total + term(p, g).to(torch.float64)
     return total
 
 

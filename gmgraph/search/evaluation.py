@@ -205,25 +205,26 @@ def accuracy(net: nn.Module, batches: Iterable[Any], *, device: torch.device | s
     """
     training = net.training
     net.eval()
-    correct = total = 0
+    correct, total = None, 0
     try:
         for batch in batches:
             if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                 raise DataError("evaluate needs batches (x, y) with class labels y")
             y = batch[1].to(device) if device is not None else batch[1]
             logits = net(_inputs(batch, device))
-            correct += int((logits.argmax(dim=1) == y).sum())
-            total += int(y.numel())
+            hits = (logits.argmax(dim=1) == y).sum()  # stays on the device: one read at the end
+            correct = hits if correct is None else correct + hits
+            total += y.numel()
     finally:
         net.train(training)
     if total == 0:
         raise DataError("evaluate: the loader yielded no samples; accuracy is undefined")
-    return correct / total
+    return int(correct) / total
 
 
 def _inputs(batch: Any, device: torch.device | str | None) -> torch.Tensor:
     x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    return x.to(device) if device is not None else x
+    return x.to(device, non_blocking=x.is_pinned()) if device is not None else x
 
 
 def _device(gm: nn.Module) -> torch.device:

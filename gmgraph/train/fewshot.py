@@ -404,7 +404,7 @@ def _over_ranks(team: distributed.Team, offset: int):
 
 def _settings_record(config: FewShotConfig, train: TrainConfig, seed: int) -> dict:
     """Every setting that shapes a run's training, as the checkpoint records it."""
-    return {"fewshot": as_dict(config), "train": as_dict(train), "seed": seed}
+    return {"fewshot": as_dict(config), "train": train.shaping(), "seed": seed}
 
 
 def _state(result: FewShotResult, settings: dict, epoch: int) -> dict:

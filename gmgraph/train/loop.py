@@ -34,6 +34,15 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
+from gmgraph.device import (
+    PRECISIONS,
+    autocast,
+    check_device,
+    check_precision,
+    grad_scaler,
+    resolve_device,
+    to_device,
+)
 from gmgraph.errors import CheckpointError, ConfigError, DataError, TrainError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id
@@ -41,6 +50,7 @@ from gmgraph.progress import Progress
 from gmgraph.samplers import SAMPLERS, Sampler, make_sampler
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict, setting
+from gmgraph.train.cuda_graphs import GraphedStep, capture
 
 if TYPE_CHECKING:
     from gmgraph.train.distributed import DataParallel
@@ -71,6 +81,10 @@ class TrainConfig:
     arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas)")
     arch_weight_decay: float = setting(1e-3, "architecture-parameter weight decay")
     steps_per_epoch: int | None = setting(None, "cap training steps per epoch (quick runs)")
+    device: str = setting("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
+    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for forward passes; fp16 needs CUDA)",
+                             choices=lambda: tuple(PRECISIONS))
+    cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
     sampler_options: dict = setting({}, "sampler keyword options", cli=False)
 
     def __post_init__(self):
@@ -86,6 +100,15 @@ class TrainConfig:
             raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         if self.steps_per_epoch is not None:
             _check_positive_int("steps_per_epoch", self.steps_per_epoch)
+        check_device(self.device)
+        check_precision(self.precision)
+
+    def shaping(self) -> dict:
+        """The settings that shape the training's numbers (what a resume must match).
+
+        ``device`` and ``cuda_graphs`` are left out: a run may resume on another device.
+        """
+        return {k: v for k, v in as_dict(self).items() if k not in ("device", "cuda_graphs")}
 
 
 def _check_positive_int(name: str, value: object) -> None:
@@ -122,12 +145,16 @@ class SupernetTrainer:
     def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
                  *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None):
         self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
+        self.device = resolve_device(self.config.device)
+        check_precision(self.config.precision, self.device)
         self.train_set, self.val_loader = data[0].dataset, data[1]
         self.batch_size = data[0].batch_size
         if len(self.train_set) == 0:
             raise DataError("the training set is empty")
         self.total_epochs = total_epochs or self.config.epochs
+        gm.to(self.device)
         self.sampler = sampler or self._make_sampler(self.config)
+        self.sampler.to(self.device)  # before the optimizers: they hold the alphas themselves
         self.param_names = [name for name, _ in gm.named_parameters()]
         self.optimizer = torch.optim.SGD(
             list(gm.parameters()), lr=self.config.lr, momentum=self.config.momentum,
@@ -140,11 +167,19 @@ class SupernetTrainer:
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             self.optimizer, T_max=self.total_epochs, eta_min=self.config.lr_min
         )
+        self.scaler = grad_scaler(self.device, self.config.precision)
         self.data_generator = torch.Generator().manual_seed(seed + 1)
         self.epoch = 0
         self.history: list[dict] = []
         self._checked = False  # the first batch is checked against the graph's input and output
         self.parallel: DataParallel | None = None  # None: this process trains alone
+        self._graphs: dict[str, GraphedStep | None] = {}  # captured steps ("weights", "arch"); None: capture failed
+
+    @property
+    def graphed(self) -> bool:
+        """Whether steps run as CUDA graphs (CUDA, a weighted sampler, one process, no fp16 scaler)."""
+        return (self.device.type == "cuda" and self.config.cuda_graphs and self.sampler.static_graph
+                and self.parallel is None and self.scaler is None)
 
     def distribute(self, parallel: DataParallel | None) -> None:
         """Train data-parallel with ``parallel``'s group of ranks from now on (None: alone).
@@ -165,7 +200,13 @@ class SupernetTrainer:
     # -- one epoch -----------------------------------------------------------------
 
     def train_epoch(self, *, quiet: bool = False, title: str = "") -> dict:
-        """Train one epoch and return its statistics (also appended to ``history``)."""
+        """Train one epoch and return its statistics (also appended to ``history``).
+
+        Losses and hits add up on the device; they are read back at most once a
+        second for the progress line and once at the end of the epoch, so a
+        step never waits for the GPU. A non-finite loss stops training at the
+        next read with :class:`~gmgraph.errors.TrainError`.
+        """
         self.sampler.start_epoch(self.epoch, self.total_epochs)
         if self.parallel is not None:
             self.parallel.start_epoch(self.sampler)
@@ -174,28 +215,37 @@ class SupernetTrainer:
         progress = Progress(f"{title}epoch {self.epoch + 1}/{self.total_epochs}", total=steps, quiet=quiet)
         val_batches = _cycle(self.val_loader) if self.sampler.bilevel else None
         self.gm.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss * n, hits, n
         start = time.perf_counter()
         for step, (x, y, index) in enumerate(loader):
             if step >= steps:
                 break
-            if val_batches is not None:
-                self._arch_step(*next(val_batches))
-            loss, hits = self._weight_step(x, y, index)
+            loss, hits = self.train_step(x, y, index, next(val_batches) if val_batches is not None else None)
             n = len(y) if self.parallel is None else self.parallel.count  # the global batch
-            loss_sum, correct, seen = loss_sum + loss * n, correct + hits, seen + n
-            progress.update(loss=loss_sum / seen, acc=correct / seen)
+            totals[0] += loss.double() * n  # device ops with Python scalars: nothing is read back
+            totals[1] += hits
+            totals[2] += n
+            if progress.due():
+                progress.update(**self._read(totals))
+            else:
+                progress.update()
+        means = self._read(totals)  # the epoch's one read back; a non-finite loss stops here
         self.scheduler.step()
         if self.parallel is not None:
             self.parallel.end_epoch(self.sampler)
         self.sampler.end_epoch(self.epoch, self.total_epochs)
         self.epoch += 1
-        stats = {"epoch": self.epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
-                 "lr": self.optimizer.param_groups[0]["lr"], "steps": steps,
-                 "seconds": time.perf_counter() - start}
+        stats = {"epoch": self.epoch, "loss": means["loss"], "accuracy": means["acc"],
+                 "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - start}
         progress.close()
         self.history.append(stats)
         return stats
+
+    def _read(self, totals: torch.Tensor) -> dict:
+        """Mean loss and accuracy so far: the one read back from the device."""
+        loss_sum, hits, seen = totals.tolist()
+        self._check_loss(loss_sum / seen)
+        return {"loss": loss_sum / seen, "acc": hits / seen}
 
     def _train_loader(self) -> DataLoader:
         weights = self.sampler.data_weights()
@@ -207,32 +257,66 @@ class SupernetTrainer:
         if self.parallel is not None:  # the same global order on every rank; each loads its own slices
             return self.parallel.loader(_Indexed(self.train_set), order, self.batch_size, self.data_generator)
         return DataLoader(_Indexed(self.train_set), batch_size=self.batch_size, sampler=order,
-                          generator=self.data_generator)
+                          generator=self.data_generator, pin_memory=self.device.type == "cuda")
 
-    def _weight_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[float, int]:
-        self.optimizer.zero_grad(set_to_none=True)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
+                   val_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One training step: an architecture step on ``val_batch`` (bilevel samplers), then a weight step.
+
+        Returns the batch's mean loss and number of correct predictions as
+        device tensors (reading them back is the caller's choice).
+        """
+        x, y = to_device((x, y), self.device)
+        if val_batch is not None and self.arch_optimizer is not None:
+            self._arch_step(*to_device(tuple(val_batch[:2]), self.device))
+        if index is None:
+            index = torch.zeros(len(y), dtype=torch.long)
+        return self._weight_step(x, y, index)
+
+    def _weight_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.optimizer.param_groups[0]["params"]
-        if self.parallel is None:
-            with self.sampler.context():
-                logits = self._forward(x, y)
-            loss = F.cross_entropy(logits, y)
-            value = loss.item()
-            self._check_loss(value)
-            loss.backward()
-            hits = int((logits.argmax(1) == y).sum())
-        else:
+        if self.parallel is not None:
+            self.optimizer.zero_grad(set_to_none=True)
             with self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
             value, hits = self.parallel.backward(logits, y, params)
             self._check_loss(value)  # the global loss: every rank stops together
+            loss, hits = torch.tensor(value, device=self.device), torch.tensor(hits, device=self.device)
+        elif self._checked and self.graphed and self._graph("weights", self._weight_pass, (x, y)) is not None \
+                and self._graphs["weights"].fits(x, y):
+            loss, hits, logits = self._graphs["weights"](x, y)
+        else:
+            loss, hits, logits = self._weight_pass(x, y)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.config.grad_clip)
         self.sampler.after_backward()
         self.sampler.observe(logits.detach(), y, index)
         if self.parallel is not None:
             self.parallel.observed(index)
-        self.optimizer.step()
-        return value, hits
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # fp16: skips steps with inf gradients (one host read inside)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        return loss, hits
+
+    def _weight_pass(self, x: torch.Tensor, y: torch.Tensor):
+        """Forward and backward of the weight step: ``(loss, hits, logits)`` as device tensors."""
+        self.optimizer.zero_grad(set_to_none=not self.graphed)  # a graph writes into the same .grad tensors
+        with self.sampler.context(), autocast(self.device, self.config.precision):
+            logits = self._forward(x, y)
+            loss = F.cross_entropy(logits.float(), y)
+        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        return loss.detach(), (logits.argmax(1) == y).sum(), logits.detach()
+
+    def _graph(self, name: str, fn, example) -> GraphedStep | None:
+        """The captured ``fn`` (captured on first use; None where capture failed)."""
+        if name not in self._graphs:
+            pool = next((g.pool for g in self._graphs.values() if g is not None), None)
+            self._graphs[name] = capture(fn, example, self.gm, what=f"{name} step", pool=pool)
+        return self._graphs[name]
 
     def _check_loss(self, value: float) -> None:
         if not math.isfinite(value):
@@ -242,17 +326,25 @@ class SupernetTrainer:
             )
 
     def _arch_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.arch_optimizer.zero_grad(set_to_none=True)
-        if self.parallel is None:
-            with self.sampler.context():
-                loss = F.cross_entropy(self._forward(x, y), y)
-            loss.backward()
-        else:  # every rank loaded the same validation batch: each takes its slice
+        if self.parallel is not None:  # every rank loaded the same validation batch: each takes its slice
+            self.arch_optimizer.zero_grad(set_to_none=True)
             x, y = self.parallel.shard(x, y)
             with self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
             self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"])
+        elif self._checked and self.graphed and self._graph("arch", self._arch_pass, (x, y)) is not None \
+                and self._graphs["arch"].fits(x, y):
+            self._graphs["arch"](x, y)
+        else:
+            self._arch_pass(x, y)
         self.arch_optimizer.step()
+
+    def _arch_pass(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.arch_optimizer.zero_grad(set_to_none=not self.graphed)
+        with self.sampler.context(), autocast(self.device, self.config.precision):
+            loss = F.cross_entropy(self._forward(x, y).float(), y)
+        loss.backward()
+        return loss.detach()
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self._checked:
@@ -276,7 +368,10 @@ class SupernetTrainer:
 
     def state_dict(self) -> dict:
         """Everything a resumed run needs, as tensors and plain data."""
-        return {
+        rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return on_cpu({
             "model": self.gm.state_dict(),
             "space": {label: list(ops) for label, ops in space(self.gm).items()},
             "lineage": list(self.gm.meta.get("lineage", [])),
@@ -285,12 +380,14 @@ class SupernetTrainer:
             "optimizer": self.optimizer.state_dict(),
             "arch_optimizer": self.arch_optimizer.state_dict() if self.arch_optimizer else None,
             "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
             "sampler": self.sampler.state_dict(),
-            "rng": {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()},
+            "rng": rng,
             "history": list(self.history),
             "config": as_dict(self.config),
+            "device": str(self.device),
             "seed": self.seed,
-        }
+        })
 
     def load_state_dict(self, state: dict) -> None:
         """Continue from ``state``; the graph's space must be the one it was saved from."""
@@ -303,7 +400,11 @@ class SupernetTrainer:
             self.arch_optimizer.load_state_dict(state["arch_optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.sampler.load_state_dict(state["sampler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and "cuda" in state["rng"]:  # a run resumed on another device starts it afresh
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.data_generator.set_state(state["rng"]["data"])
         self.epoch, self.total_epochs = state["epoch"], state["total_epochs"]
         self.history = list(state["history"])
@@ -372,6 +473,17 @@ def _restricted_arch_state(parent: SupernetTrainer, child: SupernetTrainer) -> d
             out[j] = {k: v[keep].clone() if torch.is_tensor(v) and v.dim() == 1 else v
                       for k, v in state["state"][i].items()}
     return {"state": out, "param_groups": [{**group, "params": list(range(len(child.sampler.arch_parameters())))}]}
+
+
+def on_cpu(value):
+    """``value`` with every tensor moved to the CPU: checkpoints load on any device."""
+    if torch.is_tensor(value):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: on_cpu(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(on_cpu(v) for v in value)
+    return value
 
 
 def _clone(value):

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 
+import groundtruth_lib as local
 import pytest
 import torch
 
 from gmgraph import data
 from gmgraph.errors import ConfigError, DataError
-import groundtruth_lib as local
 from gmgraph.spaces import nb201
 
 ARCH = "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|skip_connect~2|"

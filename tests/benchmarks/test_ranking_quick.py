@@ -6,10 +6,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import groundtruth_lib as local
 import pytest
 
 from gmgraph.errors import ConfigError
-import groundtruth_lib as local
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking.py"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import pytest
+import torch
 
 from gmgraph.arch import format_nb201
 from gmgraph.cli import main
@@ -77,6 +78,7 @@ def test_batches_fit_the_benchmarks_network():
         (["--metric", "params", "--sample", "0"], "n=0 is out of range"),
         (["--metric", "params", "--epochs", "100"], "unknown epochs 100; accepted: 200, 12"),
         (["--metric", "snip", "--data", "cifar10"], "CIFAR-10 needs a data directory"),
+        (["--metric", "params", "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
     ],
 )
 def test_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
@@ -84,3 +86,26 @@ def test_errors_are_one_line_and_exit_2(args, message, tmp_path, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gmgraph: error: ") and message in lines[0]
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_device_is_printed_and_an_explicit_cpu_gives_the_default_scores(tmp_path, capsys):
+    argv = ["rank", "--metric", "synflow", "--sample", "4", "--width", "4", "--cells", "1", "--quiet"]
+    assert main([*argv, "--device", "cpu", "--csv", str(tmp_path / "cpu.csv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "device: cpu" and sum(line.startswith("device: ") for line in lines) == 1
+    on_cpu = rank("synflow", n=4, width=4, cells=1, progress=False, device="cpu")
+    assert [float(r["score"]) for r in read(tmp_path / "cpu.csv")] == [r["score"] for r in on_cpu.rows]
+    assert on_cpu.device == "cpu"
+    if not torch.cuda.is_available():  # the default, auto, is the CPU here
+        assert rank("synflow", n=4, width=4, cells=1, progress=False).rows == on_cpu.rows
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_one_line_and_exit_2(tmp_path, capsys):
+    assert main(["rank", "--metric", "params", "--device", "cuda", "--csv", str(tmp_path / "x.csv")]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gmgraph: error: --device cuda") and "--device cpu" in lines[0]
+    assert captured.out == "" and not (tmp_path / "x.csv").exists()
+    with pytest.raises(ConfigError, match="--device cpu"):
+        rank("params", n=2, progress=False, device="cuda")

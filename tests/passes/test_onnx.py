@@ -10,7 +10,6 @@ each, and by the one full-size export.
 
 from __future__ import annotations
 
-
 import numpy as np
 import onnx
 import onnxruntime as ort

@@ -129,3 +129,27 @@ def test_errors():
     single = gmgraph.trace(nn.Sequential(Choice({"id": nn.Identity()}, "x"), nn.Linear(2, 2)))
     with pytest.raises(SpaceError, match="single op"):
         gradient_matching(single, "x", batches(), rounds=1)
+
+
+# ------------------------------------------------------------- device
+
+
+def test_an_explicit_cpu_device_is_the_default():
+    gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    default = gradient_matching(gm, "2<-1", batches_for_nb201(), rounds=2)
+    for device in ("cpu", torch.device("cpu")):
+        assert torch.equal(gradient_matching(gm, "2<-1", batches_for_nb201(), rounds=2, device=device), default)
+    assert default.device.type == "cpu" and default.dtype == torch.float32
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error_that_names_the_cpu():
+    gm = gmgraph.trace(Toy())
+    with pytest.raises(ConfigError, match="--device cpu"):
+        gradient_matching(gm, "b", batches(), rounds=1, device="cuda")
+
+
+def test_an_unknown_device_is_a_config_error():
+    gm = gmgraph.trace(Toy())
+    with pytest.raises(ConfigError, match="device 'tpu' is not one of auto, cpu, cuda, cuda:N"):
+        gradient_matching(gm, "b", batches(), rounds=1, device="tpu")

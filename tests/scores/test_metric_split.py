@@ -170,3 +170,21 @@ def test_bad_settings(tiny_nb201):
         random_partition("abc")
     with pytest.raises(SpaceError, match="distinct"):
         random_partition(["a", "a"])
+
+
+# ------------------------------------------------------------- device
+
+
+def test_an_explicit_cpu_device_is_the_default(tiny_nb201):
+    default = metric_distances(tiny_nb201, "1<-0", "snip", batches(2), n_children=2)
+    assert torch.equal(metric_distances(tiny_nb201, "1<-0", "snip", batches(2), n_children=2, device="cpu"), default)
+    groups, _, D = metric_split(tiny_nb201, "1<-0", "snip", batches(2), n_children=2, device="cpu")
+    assert torch.equal(D, default) and groups == metric_split(tiny_nb201, "1<-0", "snip", batches(2), n_children=2)[0]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error_that_names_the_cpu(tiny_nb201):
+    with pytest.raises(ConfigError, match="--device cpu"):
+        metric_distances(tiny_nb201, "1<-0", "params", batches(1), n_children=1, device="cuda")
+    with pytest.raises(ConfigError, match="--device cpu"):
+        metric_split(tiny_nb201, "1<-0", "params", batches(1), n_children=1, device="cuda:0")

@@ -297,3 +297,22 @@ def test_malformed_batches_are_data_errors(tiny_nb201):
         zero_cost(tiny_nb201, ARCH, "synflow", (y, y))
     with pytest.raises(DataError, match="metric 'snip' needs integer labels y"):
         zero_cost(tiny_nb201, ARCH, "snip", (x, None))
+
+
+# ------------------------------------------------------------- device
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_an_explicit_cpu_device_is_the_default(tiny_nb201, metric):
+    batch = image_batch()
+    default = zero_cost(tiny_nb201, ARCH, metric, batch, seed=2)
+    assert zero_cost(tiny_nb201, ARCH, metric, batch, seed=2, device="cpu") == default
+    assert zero_cost(tiny_nb201, ARCH, metric, batch, seed=2, device=torch.device("cpu")) == default
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised without CUDA")
+def test_cuda_without_a_gpu_is_a_config_error_that_names_the_cpu(tiny_nb201):
+    with pytest.raises(ConfigError, match="--device cpu"):
+        zero_cost(tiny_nb201, ARCH, "synflow", image_batch(), device="cuda")
+    with pytest.raises(ConfigError, match="device 'gpu' is not one of auto, cpu, cuda, cuda:N"):
+        zero_cost(tiny_nb201, ARCH, "synflow", image_batch(), device="gpu")

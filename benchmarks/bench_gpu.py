@@ -1,0 +1,295 @@
+"""Check and time the whole GPU path in one command: kernels, training steps, sync freedom, a search run.
+
+Meant for a machine with one CUDA GPU and its own torch (no install needed;
+run from the repository root)::
+
+    PYTHONPATH=. python benchmarks/bench_gpu.py            # about 3-5 minutes on one H100
+    PYTHONPATH=. python benchmarks/bench_gpu.py --quick    # a smoke run: fewer steps and cases
+
+It prints a table and one JSON line per row, and writes the table to
+``benchmarks/results/gpu.md`` (and to ``$OUT/gpu.md`` when ``OUT`` is set).
+Sections, each against a baseline measured in the same run:
+
+1. kernel: the fused mixed op (Triton) against a float64 reference: fp32 shapes
+   (1x1, odd sizes, K = 0..3), channels_last inputs, bf16 and fp16.
+2. darts: one DARTS step (architecture step + weight step) of the NB201 supernet
+   (C=16, N=5, 32x32), batch 64 and 256: unfused / fused, eager / CUDA graphs,
+   fp32 and bf16; ratios against the unfused eager fp32 step of the same batch.
+3. single-path: a uniform (SPOS) supernet step against the step of derived
+   networks of random architectures (median over them).
+4. sync: three steady-state steps of every sampler under
+   ``torch.cuda.set_sync_debug_mode("error")``.
+5. search: ``gmgraph search --device cuda`` on digits with short settings; its
+   report.json must say where it ran.
+
+Timings are wall-clock milliseconds per step over ``--steps`` steps after a
+warm-up, the GPU synchronised only at the ends, median of ``--repeats`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import _table  # noqa: E402
+
+import gmgraph  # noqa: E402
+from gmgraph.device import no_host_sync  # noqa: E402
+from gmgraph.files import write_text  # noqa: E402
+from gmgraph.kernels import mixed_op  # noqa: E402
+from gmgraph.kernels.reference import mixed_op as reference_mixed_op  # noqa: E402
+from gmgraph.passes import derive, fuse  # noqa: E402
+from gmgraph.spaces import nb201  # noqa: E402
+from gmgraph.train import SupernetTrainer, TrainConfig  # noqa: E402
+
+ROWS: list[dict] = []
+
+
+def row(section: str, case: str, **values) -> dict:
+    entry = {"section": section, "case": case, **values}
+    ROWS.append(entry)
+    print(json.dumps(entry), flush=True)
+    return entry
+
+
+# ------------------------------------------------------------------ 1. kernel
+
+
+def kernel_cases(quick: bool):
+    shapes = [(1, 1, 1, 1), (7, 3, 17, 19), (1, 1, 127, 129), (64, 16, 32, 32)]
+    for shape in shapes[:2] if quick else shapes:
+        for k in (0, 1, 3):
+            for skip, pool in ((True, True), (False, True), (True, False)):
+                yield shape, k, skip, pool, torch.float32, "nchw"
+    yield (2, 3, 5, 4), 1, True, True, torch.float32, "channels_last"  # the case once measured wrong on an H100
+    yield (64, 16, 32, 32), 2, True, True, torch.float32, "channels_last"
+    yield (64, 16, 32, 32), 2, True, True, torch.bfloat16, "nchw"
+    yield (64, 16, 32, 32), 2, True, True, torch.float16, "nchw"
+
+
+def check_kernels(quick: bool) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for shape, k, skip, pool, dtype, layout in kernel_cases(quick):
+        fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+        def make(*size, dtype=dtype, fmt=fmt):
+            return torch.randn(*size, generator=g, device="cuda").to(dtype).contiguous(memory_format=fmt)
+
+        x = make(*shape).requires_grad_()
+        ys = [make(*shape).requires_grad_() for _ in range(k)]
+        n = k + int(skip) + int(pool)
+        w = torch.randn(k, generator=g, device="cuda").to(dtype).requires_grad_()
+        w_skip = torch.randn((), device="cuda").to(dtype).requires_grad_() if skip else None
+        w_pool = torch.randn((), device="cuda").to(dtype).requires_grad_() if pool else None
+        try:
+            out = mixed_op(x, ys, w, w_skip, w_pool)
+            upstream = torch.randn(out.shape, generator=g, device="cuda").to(dtype)
+            grads = torch.autograd.grad(out, [x, *ys, w], upstream, allow_unused=True)
+            ref_inputs = [t.detach().double().requires_grad_() for t in (x, *ys, w)]
+            rx, rys, rw = ref_inputs[0], ref_inputs[1:1 + k], ref_inputs[-1]
+            rskip = w_skip.detach().double() if skip else None
+            rpool = w_pool.detach().double() if pool else None
+            ref = reference_mixed_op(rx, rys, rw, rskip, rpool)
+            ref_grads = torch.autograd.grad(ref, ref_inputs, upstream.double(), allow_unused=True)
+            errors = [_rel(out, ref)] + [_rel(a, b) for a, b in zip(grads, ref_grads) if a is not None and b is not None]
+            error = max(errors)
+            limit = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+            row("kernel", f"{'x'.join(map(str, shape))} K={k} skip={int(skip)} pool={int(pool)} "
+                f"{str(dtype).split('.')[-1]} {layout}", max_rel_error=error, limit=limit,
+                ok=bool(error <= limit), terms=n)
+        except Exception as exc:  # a case that cannot run is a failed check, not a crash of the script
+            row("kernel", f"{'x'.join(map(str, shape))} K={k} {layout}", ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    scale = b.abs().max().clamp_min(1e-12)
+    return float((a - b).abs().max() / scale)
+
+
+# ------------------------------------------------------------------ 2-4. steps
+
+
+def batches(batch: int, n: int, classes: int = 10):
+    g = torch.Generator(device="cuda").manual_seed(batch)
+    return [(torch.randn(batch, 3, 32, 32, generator=g, device="cuda"),
+             torch.randint(classes, (batch,), generator=g, device="cuda")) for _ in range(n)]
+
+
+class _Data:
+    """What a trainer reads from loaders: a dataset and a batch size (the steps get their tensors directly)."""
+
+    def __init__(self, batch: int):
+        self.dataset = torch.utils.data.TensorDataset(torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long))
+        self.batch_size = batch
+
+
+def trainer_for(gm, sampler: str, batch: int, **config) -> SupernetTrainer:
+    data = (_Data(batch), [(torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long))])
+    return SupernetTrainer(gm, data, TrainConfig(sampler=sampler, device="cuda", **config), seed=0)
+
+
+def supernet(fused: bool = False) -> torch.fx.GraphModule:
+    torch.manual_seed(0)
+    gm = gmgraph.trace(nb201.supernet(C=16, N=5, num_classes=10))
+    return fuse(gm) if fused else gm
+
+
+def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int) -> float:
+    """Median over ``repeats`` of the wall ms per step of ``steps`` steps (synchronised at both ends)."""
+    val = data[::-1]
+    for i in range(3):  # warm-up: first-batch checks, graph capture, kernel compilation
+        trainer.train_step(*data[i % len(data)][:2], None, val[i % len(val)])
+    runs = []
+    for _ in range(repeats):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        for i in range(steps):
+            trainer.train_step(*data[i % len(data)][:2], None, val[i % len(val)])
+        torch.cuda.synchronize()
+        runs.append((time.perf_counter() - start) * 1000 / steps)
+    return statistics.median(runs)
+
+
+def darts_steps(args) -> None:
+    for batch in (64, 256):
+        data = batches(batch, 4)
+        baseline = None
+        for fused, graphs, precision in ((False, False, "fp32"), (True, False, "fp32"), (False, True, "fp32"),
+                                         (True, True, "fp32"), (False, True, "bf16"), (True, True, "bf16")):
+            case = f"batch {batch} {'fused' if fused else 'unfused'} {'graphs' if graphs else 'eager'} {precision}"
+            try:
+                trainer = trainer_for(supernet(fused), "darts", batch, cuda_graphs=graphs, precision=precision)
+                ms = time_steps(trainer, data, args.steps, args.repeats)
+                captured = trainer._graphs.get("weights") is not None
+                baseline = baseline or ms
+                row("darts", case, ms=ms, vs_unfused_eager_fp32=ms / baseline, graph_captured=captured)
+            except Exception as exc:
+                row("darts", case, ok=False, error=f"{type(exc).__name__}: {exc}")
+            torch.cuda.empty_cache()
+
+
+def single_path_steps(args) -> None:
+    for batch in (64, 256):
+        data = batches(batch, 4)
+        for precision in ("fp32", "bf16"):
+            derived = []
+            gm = supernet()
+            g = torch.Generator().manual_seed(1)
+            for _ in range(3 if args.quick else 5):
+                arch = gmgraph.sample(gm, g)
+                net_trainer = trainer_for(derive(gm, arch, inherit=False), "uniform", batch, precision=precision)
+                derived.append(time_steps(net_trainer, data, args.steps, args.repeats))
+            base = statistics.median(derived)
+            ms = time_steps(trainer_for(supernet(), "uniform", batch, precision=precision), data, args.steps, args.repeats)
+            row("single-path", f"batch {batch} {precision}", ms=ms, derived_ms=base, ratio=ms / base)
+
+
+def sync_check(args) -> None:
+    data = batches(64, 6)
+    for sampler in ("uniform", "darts", "gdas", "pada"):
+        trainer = trainer_for(supernet(), sampler, 64)
+        try:
+            for x, y in data[:2]:
+                trainer.train_step(x, y, None, data[-1])
+            with no_host_sync(trainer.device):
+                for x, y in data[2:5]:
+                    trainer.train_step(x, y, None, data[-1])
+            torch.cuda.synchronize()
+            row("sync", sampler, ok=True)
+        except Exception as exc:
+            row("sync", sampler, ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+
+
+def search_run(args) -> None:
+    out = Path(tempfile.mkdtemp()) / "run"
+    flags = ["--device", "cuda", "--epochs", "4" if args.quick else "6", "--split-at", "2,3" if args.quick else "2,4",
+             "--evaluations", "20", "--final-epochs", "1" if args.quick else "2", "--quiet", "--out", str(out)]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "gmgraph", "search", *flags], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+    seconds = time.perf_counter() - start
+    try:
+        hardware = json.loads((out / "report.json").read_text())["hardware"]
+    except (OSError, KeyError, json.JSONDecodeError):
+        hardware = {}
+    row("search", "gmgraph search --device cuda " + " ".join(flags[2:-3]), seconds=seconds,
+        ok=done.returncode == 0 and str(hardware.get("device", "")).startswith("cuda"),
+        hardware=hardware, stderr=done.stderr.strip().splitlines()[-1:] if done.returncode else [])
+
+
+# ------------------------------------------------------------------ report
+
+
+def table() -> str:
+    lines = []
+    for section in ("kernel", "darts", "single-path", "sync", "search"):
+        rows = [r for r in ROWS if r["section"] == section]
+        if not rows:
+            continue
+        keys = [k for k in rows[0] if k not in ("section",)]
+        keys += [k for r in rows for k in r if k not in keys and k != "section"]
+        lines.append(f"\n### {section}\n")
+        lines.append(_table.markdown(keys, [[_fmt(r.get(k, "")) for k in keys] for r in rows]))
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer steps and kernel cases (a smoke run)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
+    p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported (default 3)")
+    p.add_argument("--skip", default="", help="sections to skip, comma separated (kernel,darts,single-path,sync,search)")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("bench_gpu: torch sees no CUDA device; nothing to measure here", file=sys.stderr)
+        return 2
+    if args.quick:
+        args.steps, args.repeats = min(args.steps, 5), 1
+    skip = set(filter(None, args.skip.split(",")))
+    device = torch.cuda.get_device_name()
+    print(f"device: {device}; torch {torch.__version__}; gmgraph {gmgraph.__version__}", flush=True)
+    started = time.perf_counter()
+    for name, section in (("kernel", check_kernels), ("darts", darts_steps), ("single-path", single_path_steps),
+                          ("sync", sync_check), ("search", search_run)):
+        if name not in skip:
+            t = time.perf_counter()
+            section(args.quick) if name == "kernel" else section(args)
+            print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    text = (f"# GPU path: {device}\n\ntorch {torch.__version__}, `python benchmarks/bench_gpu.py "
+            f"{' '.join(argv if argv is not None else sys.argv[1:])}`, {time.perf_counter() - started:.0f} s. "
+            "Step timings are wall ms per step (median of runs); ratios against the baseline of the same section "
+            "and batch in this run.\n" + table() + "\n")
+    print(text)
+    targets = [ROOT / "benchmarks" / "results" / "gpu.md"]
+    if os.environ.get("OUT"):
+        targets.append(Path(os.environ["OUT"]) / "gpu.md")
+    for path in targets:
+        write_text(path, text)
+    failed = [r for r in ROWS if r.get("ok") is False]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
