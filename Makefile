@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml
 search: $(STAMP)
 	$(VENV)/bin/gmgraph search $(SEARCH_ARGS)
 
+# One worker per core (2 on the development and CI machines); a test file stays on one worker.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadfile
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_passes.py

@@ -252,29 +252,22 @@ def _coerce(name: str, value: Any, kind: Any) -> Any:
         if isinstance(value, bool):
             return value
         raise ConfigError(f"{name} must be true or false, got {value!r}")
-    if base is int:
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
-    if base is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if base in _NUMBERS:
+        accepted, what = _NUMBERS[base]
+        try:
+            if isinstance(value, str) or (isinstance(value, accepted) and not isinstance(value, bool)):
+                return base(value)
+        except ValueError:
+            pass
+        raise ConfigError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
     if base is str:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{name} must be text, got {value!r} ({type(value).__name__})")
     return value
+
+
+_NUMBERS = {int: (int, "an integer"), float: (int | float, "a number")}  # type -> (values taken as is, name)
 
 
 def _unwrap(kind: Any) -> tuple[Any, bool]:
