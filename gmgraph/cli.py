@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from gmgraph.errors import GmGraphError
 
@@ -20,25 +22,52 @@ from gmgraph.errors import GmGraphError
 COMMANDS = ("search", "export", "predict", "rank", "show", "report")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with gmgraph's error format: one line and exit 2, not the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"gmgraph: error: {message} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gmgraph", description="Few-shot neural architecture search on torch.fx.")
+    parser = _Parser(prog="gmgraph", description="Few-shot neural architecture search on torch.fx.")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMANDS:
         importlib.import_module(f"gmgraph.commands.{name}").add_parser(sub)
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's or `kill`'s stop): handled like Ctrl-C, so the run says how to resume."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gmgraph`` command; returns the exit code."""
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return args.func(args)
     except GmGraphError as exc:
         print(f"gmgraph: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("gmgraph: interrupted; continue with --resume", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        resume = getattr(exc, "resume_hint", "continue with --resume")
+        if isinstance(exc, Terminated):
+            print(f"gmgraph: terminated (SIGTERM); {resume}", file=sys.stderr)
+            return 143
+        print(f"gmgraph: interrupted; {resume}", file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()  # signal handlers live there only
 
 
 if __name__ == "__main__":

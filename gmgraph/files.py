@@ -19,7 +19,6 @@ is (a checkpoint, a run's report) re-raise them with their own error type.
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -79,8 +78,14 @@ def load_tensors(path: str | Path) -> Any:
         raise FileError(f"no file at {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise FileError(f"{path} is corrupt or not a torch file: {exc}") from exc
+    except Exception as exc:  # torch.load fails in many ways on a bad file (UnpicklingError, KeyError, ...)
+        raise FileError(f"{path} is corrupt or not a torch file ({type(exc).__name__}: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    # torch's messages run to pages of advice; the first line says what failed.
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else "no detail"
 
 
 def _umask() -> int:

@@ -72,10 +72,14 @@ def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> fx.
     except Exception as exc:  # fx raises many types; all mean "not traceable"
         where = tracer.failed_in or ""
         culprit = model.get_submodule(where)
+        if where:
+            hint = (f"If it has data-dependent control flow, declare it a leaf: "
+                    f"gmgraph.trace(model, leaf_modules=({type(culprit).__name__},))")
+        else:  # the root itself cannot be a leaf: that would leave no graph
+            hint = ("The control flow is in the model's own forward: move it into a submodule and declare "
+                    "that submodule a leaf (leaf_modules=...), or make the forward traceable")
         raise TraceError(
-            f"torch.fx could not trace module {where or '<root>'!r} ({type(culprit).__name__}): {exc}. "
-            f"If it has data-dependent control flow, declare it a leaf: "
-            f"gmgraph.trace(model, leaf_modules=({type(culprit).__name__},))"
+            f"torch.fx could not trace module {where or '<root>'!r} ({type(culprit).__name__}): {exc}. {hint}"
         ) from exc
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     gm.meta["lineage"] = []
@@ -184,6 +188,9 @@ def sample(gm: nn.Module, generator: torch.Generator | None = None) -> Arch:
     >>> sample(gm, torch.Generator().manual_seed(0))
     {'x': 'a'}
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SpaceError(f"sample takes a torch.Generator (or None), got {type(generator).__name__}: "
+                         "use torch.Generator().manual_seed(seed)")
     arch = {}
     for label, ops in space(gm).items():
         index = int(torch.randint(len(ops), (1,), generator=generator))

@@ -72,6 +72,15 @@ class SearchSettings:
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
         check_precision(self.train.precision, resolve_device(self.train.device))  # this machine has the device
 
+    def shaping(self) -> dict:
+        """The run-level settings that shape the supernets (a resume must match them).
+
+        Not among them: ``data_root`` (a dataset may move), ``final_epochs`` and the
+        search settings (they act after training), and the device (see :meth:`TrainConfig.shaping`).
+        """
+        return {"space": self.space, "data": self.data, "width": self.width, "cells": self.cells,
+                "batch_size": self.batch_size}
+
 
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
     """The root supernet of ``settings.space`` for images of ``shape`` and ``num_classes``."""
@@ -100,7 +109,7 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
     result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
                          shared=spaces.get(settings.space).shared, checkpoint=out / "checkpoint.pt",
-                         resume=resume, quiet=quiet)
+                         resume=resume, quiet=quiet, record=settings.shaping())
     timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0)
     timings["train_seconds"] = result.timings.get("total_seconds", 0.0) - timings["scoring_seconds"]
     if team is not None and not team.is_root:

@@ -17,9 +17,13 @@ everywhere::
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
+import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -198,3 +202,79 @@ def _jsonable(value):
     if isinstance(value, tuple):
         return list(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+LOCK = ".gmgraph.lock"
+
+
+@contextlib.contextmanager
+def claim(out: str | Path, resume: bool) -> Iterator[Path]:
+    """:func:`prepare` and :func:`locked` for the length of a run; a run refused before it wrote a
+    file leaves no folder behind (the folders this call created are removed again).
+
+    Raises:
+        ConfigError, RunError: as :func:`prepare` and :func:`locked`.
+    """
+    out = Path(out)
+    created = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
+    try:
+        with locked(prepare(out, resume)):
+            yield out
+    except BaseException:
+        if created is not None and created.is_dir() and not any(p.is_file() for p in created.rglob("*")):
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def locked(out: str | Path) -> Iterator[Path]:
+    """Hold the run folder ``out`` for this process: a second run into it is refused.
+
+    The lock is a file holding ``pid@host``, created exclusively and removed on
+    any exit; a lock whose process is gone (same host, no such pid) is stale and
+    taken over, so a killed run never blocks its own ``--resume``.
+
+    Raises:
+        RunError: another live process holds ``out``.
+    """
+    path = Path(out) / LOCK
+    me = f"{os.getpid()}@{socket.gethostname()}"
+    for _ in range(2):  # the second try follows the removal of a stale lock
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if holder is None or not _stale(holder):
+                raise RunError(f"{Path(out)} is in use by another gmgraph run (process {holder or 'unknown'}); "
+                               "wait for it to finish or choose another --out") from None
+            path.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(me + "\n")
+        break
+    try:
+        yield path
+    finally:
+        if _read_lock(path) == me:
+            path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _stale(holder: str) -> bool:
+    """True when ``pid@host`` names a process of this host that no longer runs."""
+    pid, _, host = holder.partition("@")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another machine's run (a shared folder): never taken over
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False

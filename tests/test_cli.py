@@ -105,7 +105,7 @@ def test_resume_of_a_missing_run(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch):
+def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     import gmgraph.pipeline as pipeline
 
     calls = []
@@ -120,8 +120,20 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_search", interrupted)
     assert main(["search", *TINY, "--out", str(tmp_path)]) == 130
     assert not (tmp_path / "report.json").exists()
-    assert main(["search", *TINY, "--out", str(tmp_path), "--resume"]) == 0
-    assert json.loads((tmp_path / "report.json").read_text())["budget"]["supernet_epochs"] == 7
+    assert capsys.readouterr().err == (
+        f"gmgraph: interrupted; the last checkpoint (written after every epoch) is {tmp_path / 'checkpoint.pt'}; "
+        f"continue with: gmgraph search --out {tmp_path} --resume (and the same settings)\n")
+    for changed, difference in ((["--width", "8"], "run.width: checkpoint 4, now 8"),
+                                (["--sampler", "pada"], "train.sampler: checkpoint 'uniform', now 'pada'"),
+                                (["--lr", "0.1"], "train.lr: checkpoint 0.05, now 0.1"),
+                                (["--seed", "3"], "seed: checkpoint 0, now 3")):
+        assert main(["search", *TINY, *changed, "--out", str(tmp_path), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gmgraph: error: ") and difference in err and err.count("\n") == 1
+    # settings that act after training (or say where it runs) may change on resume
+    assert main(["search", *TINY, "--evaluations", "5", "--device", "cpu", "--out", str(tmp_path), "--resume"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["budget"]["supernet_epochs"] == 7 and report["search"]["evaluations"] <= 5
 
 
 def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path):
@@ -142,3 +154,18 @@ def test_a_device_this_machine_lacks_is_one_line_before_any_work(tmp_path, capsy
     assert err == "gmgraph: error: --device cuda: torch sees no CUDA GPU on this machine; use --device cpu or auto\n"
     assert main(["search", "--precision", "fp8", "--out", str(tmp_path / "out"), "--quiet"]) == 2
     assert "precision 'fp8' is not one of fp32, bf16, fp16" in capsys.readouterr().err
+
+
+def test_sigterm_says_where_the_checkpoint_is_like_ctrl_c(tmp_path, monkeypatch, capsys):
+    import os
+    import signal
+
+    import gmgraph.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "_search", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    handler = signal.getsignal(signal.SIGTERM)
+    assert main(["search", *TINY, "--out", str(tmp_path)]) == 143
+    err = capsys.readouterr().err
+    assert err.startswith("gmgraph: terminated (SIGTERM); the last checkpoint (written after every epoch) is ")
+    assert f"gmgraph search --out {tmp_path} --resume" in err and err.count("\n") == 1
+    assert signal.getsignal(signal.SIGTERM) is handler  # main() puts the caller's handler back

@@ -13,6 +13,7 @@ torchrun's environment and joins its process group. See
 from __future__ import annotations
 
 import argparse
+import contextlib
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -91,14 +92,21 @@ def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
     from gmgraph.report import summary
     from gmgraph.train import distributed
 
+    folder = contextlib.ExitStack()  # rank 0 (or the one process) holds the run folder until the end
+
+    def claim(out: Path) -> Path:
+        return folder.enter_context(run.claim(out, args.resume))
+
+    out = None
     try:
-        settings = _settings(args)
-        out = args.out or run.default_out()
-        if team is None:
-            out = run.prepare(out, args.resume)
-        else:  # rank 0 checks (and names) the folder; everyone uses its answer
-            out = team.on_root(lambda: run.prepare(out, args.resume), "checking --out")
-        report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
+        with folder:
+            settings = _settings(args)
+            out = args.out or run.default_out()
+            if team is None:
+                out = claim(out)
+            else:  # rank 0 checks, names and locks the folder; everyone uses its answer
+                out = team.on_root(lambda: claim(out), "checking --out")
+            report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
     except GmGraphError as exc:
         if team is None or team.is_root:
             raise
@@ -107,8 +115,9 @@ def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
         if isinstance(exc, distributed.WorkerLost):
             raise  # its message names the rank
         raise type(exc)(f"[rank {team.rank}] {exc}") from exc
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if team is None or team.is_root:
+            exc.resume_hint = _resume_hint(out)
             raise
         return 130  # rank 0 says it
     if report is None:  # a worker other than rank 0: the report is rank 0's
@@ -116,6 +125,16 @@ def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
     print(summary(report))
     print("wrote " + ", ".join(str(out / name) for name in (run.REPORT, run.HTML, run.ARCH, run.BEST, run.ONNX)))
     return 0
+
+
+def _resume_hint(out: Path | None) -> str:
+    """Where the last checkpoint is and the command that continues from it."""
+    from gmgraph import run
+
+    if out is None or not (Path(out) / run.CHECKPOINT).exists():
+        return "no epoch had finished, so there is nothing to resume: start the run again"
+    return (f"the last checkpoint (written after every epoch) is {Path(out) / run.CHECKPOINT}; continue with: "
+            f"gmgraph search --out {out} --resume (and the same settings)")
 
 
 def _launch(args: argparse.Namespace) -> int:

@@ -92,6 +92,7 @@ def export_onnx(
         'fc.onnx'
     """
     _refuse_choices(gm)
+    _check_opset(opset)
     if Path(path).is_dir():  # found now rather than by os.replace after the slow export
         raise ExportError(f"cannot write {path}: it is a folder; give a file name such as {Path(path) / 'model.onnx'}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() == 0 or len(example_input) == 0:
@@ -197,9 +198,28 @@ def _export(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: 
             input_names=[INPUT_NAME], output_names=names, external_data=False,
             verbose=False, report=False,
         )
-        return program.model_proto
+        proto = program.model_proto
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
         raise ExportError(f"torch.onnx.export could not export {type(model).__name__}: {_first_line(exc)}") from exc
+    import onnx
+
+    written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    if written != opset:  # the exporter converts quietly, or falls back to its own opset when it cannot
+        raise ExportError(f"asked for opset {opset} but the exporter wrote opset {written}; "
+                          f"use an opset from {MIN_OPSET} to {onnx.defs.onnx_opset_version()}")
+    return proto
+
+
+MIN_OPSET = 18
+"""The oldest opset torch's dynamo exporter writes itself (older ones go through a lossy converter)."""
+
+
+def _check_opset(opset: object) -> None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ExportError(f"opset must be an integer from {MIN_OPSET} to {newest} (this onnx), got {opset!r}")
 
 
 def _write_proto(proto, tmp: str) -> None:

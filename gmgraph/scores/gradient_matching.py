@@ -174,14 +174,27 @@ def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[d
     # The forcing weights live with the activations; `keep` tells the Choices on the host which
     # op runs, so the others are skipped without reading the weights back from a GPU.
     one_hots = torch.eye(len(ops), device=x.device)
+    randomness = _rng_state(x.device)
     with borrowed(sampler, generator):
         for k in range(len(ops)):
             keep = [i == k for i in range(len(ops))]
+            _set_rng_state(x.device, randomness)  # every candidate sees the same dropout masks (and the like)
             with running(groups, weights={label: one_hots[k]}, keep={label: keep}):
                 loss = F.cross_entropy(gm(x), y)
             grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             out.append({n: g for n, g in zip(names, grads) if g is not None})
     return out
+
+
+def _rng_state(device: torch.device) -> tuple:
+    """The global random state that random layers draw from on ``device`` (the CPU's, and the GPU's)."""
+    return (torch.get_rng_state(), torch.cuda.get_rng_state(device) if device.type == "cuda" else None)
+
+
+def _set_rng_state(device: torch.device, state: tuple) -> None:
+    torch.set_rng_state(state[0])
+    if state[1] is not None:
+        torch.cuda.set_rng_state(state[1], device)
 
 
 def _outside(gm: fx.GraphModule, label: str, params: dict) -> list[str]:

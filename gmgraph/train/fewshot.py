@@ -22,9 +22,10 @@ entry point to the same engine.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import fx
@@ -163,6 +164,7 @@ def run_fewshot(
     resume: bool = False,
     quiet: bool = False,
     on_epoch: Callable[[int, FewShotResult], None] | None = None,
+    record: Mapping[str, Any] | None = None,
 ) -> FewShotResult:
     """Run the few-shot schedule on ``gm`` (trained in place; children are new graphs).
 
@@ -177,6 +179,8 @@ def run_fewshot(
         resume: continue from ``checkpoint`` if it exists (its settings must be these).
         quiet: no progress display.
         on_epoch: called with (epochs done, result so far) after each epoch's checkpoint.
+        record: more settings that shaped ``gm`` and ``data`` (space, sizes, dataset, batch size):
+            the checkpoint records them and a resume must match them, like the training settings.
 
     In a distributed run (a process group of several ranks, see
     :mod:`gmgraph.train.distributed`) every rank calls it with the same
@@ -187,13 +191,14 @@ def run_fewshot(
     """
     config, train = config or FewShotConfig(), train or TrainConfig()
     splits = config.splits(train.epochs)
+    settings = _settings_record(config, train, seed, record)
     team = distributed.team()  # None: this process works alone
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed))])
     first = 0
     state = _load(checkpoint, team) if resume and checkpoint is not None else None
     if state is not None:
-        first = _restore(result, gm, data, _settings_record(config, train, seed), state, checkpoint)
+        first = _restore(result, gm, data, settings, state, checkpoint)
     ranks = _place(result, team)
     start = time.perf_counter()
     for epoch in range(first, train.epochs):
@@ -211,7 +216,7 @@ def run_fewshot(
             if everyone or checkpoint is not None:
                 _share(result, ranks, team, everyone=everyone, quiet=quiet)
         if checkpoint is not None and (team is None or team.is_root):
-            save_checkpoint(_state(result, _settings_record(config, train, seed), epoch + 1), checkpoint)
+            save_checkpoint(_state(result, settings, epoch + 1), checkpoint)
         if on_epoch is not None:
             on_epoch(epoch + 1, result)
     result.timings["total_seconds"] = result.timings.get("total_seconds", 0.0) + time.perf_counter() - start
@@ -402,9 +407,9 @@ def _over_ranks(team: distributed.Team, offset: int):
     return score_labels
 
 
-def _settings_record(config: FewShotConfig, train: TrainConfig, seed: int) -> dict:
+def _settings_record(config: FewShotConfig, train: TrainConfig, seed: int, record: Mapping | None) -> dict:
     """Every setting that shapes a run's training, as the checkpoint records it."""
-    return {"fewshot": as_dict(config), "train": train.shaping(), "seed": seed}
+    return {"fewshot": as_dict(config), "train": train.shaping(), "seed": seed, "run": dict(record or {})}
 
 
 def _state(result: FewShotResult, settings: dict, epoch: int) -> dict:

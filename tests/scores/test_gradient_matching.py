@@ -153,3 +153,39 @@ def test_an_unknown_device_is_a_config_error():
     gm = gmgraph.trace(Toy())
     with pytest.raises(ConfigError, match="device 'tpu' is not one of auto, cpu, cuda, cuda:N"):
         gradient_matching(gm, "b", batches(), rounds=1, device="tpu")
+
+
+class DropoutNet(nn.Module):
+    """A 3x3 conv and its zero-padded 5x5 copy (the same function), then dropout before the head."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        conv3 = nn.Conv2d(2, 4, 3, padding=1)
+        conv5 = nn.Conv2d(2, 4, 5, padding=2)
+        with torch.no_grad():
+            conv5.weight.zero_()
+            conv5.weight[:, :, 1:4, 1:4] = conv3.weight
+            conv5.bias.copy_(conv3.bias)
+        self.stem = nn.Conv2d(1, 2, 3, padding=1)
+        self.conv = Choice({"3x3": conv3, "5x5": conv5, "neg": nn.Sequential(Neg(), nn.Conv2d(2, 4, 1))}, "k")
+        self.drop = nn.Dropout(0.5)
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(4 * 6 * 6, 3))
+
+    def forward(self, x):
+        return self.head(self.drop(self.conv(self.stem(x))))
+
+
+def test_every_candidate_of_a_round_sees_the_same_dropout_masks():
+    gm = gmgraph.trace(DropoutNet()).train()
+    g = torch.Generator().manual_seed(1)
+    data = [(torch.randn(8, 1, 6, 6, generator=g), torch.randint(3, (8,), generator=g)) for _ in range(3)]
+    d = gradient_matching(gm, "k", data, rounds=3)
+    ops = gmgraph.space(gm)["k"]
+    same = d[ops.index("3x3"), ops.index("5x5")]
+    assert same == pytest.approx(0.0, abs=1e-5)  # the same function: dropout noise would make it 0.1-0.9
+    assert d[ops.index("3x3"), ops.index("neg")] > 0.05
+    torch.manual_seed(5)
+    before = torch.get_rng_state()
+    gradient_matching(gm, "k", data, rounds=1)
+    assert torch.equal(torch.get_rng_state(), before)  # and the caller's stream did not move
