@@ -7,10 +7,21 @@
 15625
 """
 
-from gmgraph.choice import Choice
-from gmgraph.graph import choices, sample, space, space_size, trace, use, use_weights
+import importlib
 
 __version__ = "0.1.0"
+
+_WHERE = {"Choice": "gmgraph.choice", **{name: "gmgraph.graph" for name in
+                                         ("choices", "sample", "space", "space_size", "trace", "use", "use_weights")}}
+
+
+def __getattr__(name: str):
+    # Loaded on first use, so that `gmgraph --help` (and anything else that needs no tensors) skips torch.
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'gmgraph' has no attribute {name!r}")
 
 __all__ = [
     "Choice",

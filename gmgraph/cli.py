@@ -16,10 +16,11 @@ import signal
 import sys
 import threading
 
+from gmgraph.commands import HELP
 from gmgraph.errors import GmGraphError
 
 # Each module has add_parser(subparsers), which registers its command and sets `func`.
-COMMANDS = ("search", "export", "predict", "rank", "show", "report")
+COMMANDS = tuple(HELP)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -29,12 +30,26 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"gmgraph: error: {message} (see `{self.prog} --help`)\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the command ``argv`` names is built in full (importing its heavy parts).
+
+    ``gmgraph --help`` and a mistyped command therefore answer without importing torch.
+    """
     parser = _Parser(prog="gmgraph", description="Few-shot neural architecture search on torch.fx.")
     sub = parser.add_subparsers(dest="command", required=True)
+    chosen = _command(sys.argv[1:] if argv is None else argv)
     for name in COMMANDS:
-        importlib.import_module(f"gmgraph.commands.{name}").add_parser(sub)
+        if name == chosen:
+            importlib.import_module(f"gmgraph.commands.{name}").add_parser(sub)
+        else:  # listed in `gmgraph --help`, never parsed
+            sub.add_parser(name, help=HELP[name])
     return parser
+
+
+def _command(argv: list[str]) -> str | None:
+    """The command ``argv`` runs (its first word), if it is one."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    return first if first in HELP else None
 
 
 class Terminated(KeyboardInterrupt):
@@ -47,7 +62,7 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``gmgraph`` command; returns the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return args.func(args)

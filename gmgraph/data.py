@@ -83,6 +83,7 @@ class _Files:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     num_classes: int
+    shape: tuple[int, int, int]  # (channels, height, width) of one native image
 
 
 _CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -111,6 +112,7 @@ _FILES = {
         mean=(0.4914, 0.4822, 0.4465),
         std=(0.2470, 0.2435, 0.2616),
         num_classes=10,
+        shape=(3, 32, 32),
     ),
     "cifar100": _Files(
         title="CIFAR-100",
@@ -122,6 +124,7 @@ _FILES = {
         mean=(0.5071, 0.4865, 0.4409),
         std=(0.2673, 0.2564, 0.2762),
         num_classes=100,
+        shape=(3, 32, 32),
     ),
     "mnist": _Files(
         title="MNIST",
@@ -133,6 +136,7 @@ _FILES = {
         mean=(0.1307,),
         std=(0.3081,),
         num_classes=10,
+        shape=(1, 28, 28),
     ),
     "fashion-mnist": _Files(
         title="Fashion-MNIST",
@@ -144,6 +148,7 @@ _FILES = {
         mean=(0.2860,),
         std=(0.3530,),
         num_classes=10,
+        shape=(1, 28, 28),
     ),
 }
 
@@ -261,6 +266,88 @@ def infinite(loader: Iterable[T]) -> Iterator[T]:
             raise DataError("infinite() got an empty loader")
 
 
+def preprocessing(
+    name: str,
+    *,
+    split_seed: int = 0,
+    image_size: int | None = None,
+    channels: int | None = None,
+    shape: tuple[int, int, int] = (3, 32, 32),
+) -> dict:
+    """How :func:`load` turns a picture of dataset ``name`` into a network's input, as plain data.
+
+    Takes the arguments of :func:`load` that change the images. ``gmgraph export``
+    writes the result into the ONNX file's metadata and ``gmgraph predict --images``
+    applies it to picture files. No dataset file is read: digits takes its train
+    split's mean and std from the same code :func:`load` runs, the file-backed
+    datasets use the constants :func:`load` normalises with (ImageNet's for
+    imagefolder), and synthetic images are not normalised at all.
+
+    Returns:
+        A JSON-ready dict; a picture goes through its entries in this order:
+
+        - ``colour``: ``"grey"`` or ``"rgb"``, the dataset's own images; a picture
+          is made this first (RGB to grey: mean of R, G, B; grey to RGB: repeated).
+          None for synthetic data of other than 1 or 3 channels.
+        - ``range``: ``[low, high]``: black .. full scale of a picture (255 in an
+          8-bit file, 65535 in a 16-bit one) maps linearly onto it; digits keep
+          scikit-learn's ink levels 0..16 (:data:`DIGITS_RANGE`), the others [0, 1].
+        - ``size``: ``[height, width]`` of the network's input (bilinear resize);
+          None where the files set it (imagefolder without ``image_size``).
+        - ``mean``, ``std``: per ``colour`` channel, in ``range`` units:
+          ``(value - mean) / std``.
+        - ``channels``: channels of the network's input; ``colour``'s channels
+          become these after normalising (grey repeated, RGB averaged), as
+          ``load(channels=...)`` does.
+        - ``dataset``: the canonical dataset name.
+
+    Raises:
+        DataError: unknown name or a bad option (as :func:`load`), or a dataset
+            added to :data:`DATASETS` from outside, whose preprocessing gmgraph
+            cannot know.
+
+    Example:
+        >>> preprocessing("cifar10")["mean"]
+        [0.4914, 0.4822, 0.4465]
+        >>> p = preprocessing("digits")
+        >>> p["colour"], p["range"], p["size"], p["channels"]
+        ('grey', [0.0, 16.0], [8, 8], 1)
+        >>> x = load("digits").train.dataset.tensors[0]  # what load normalised with the same numbers
+        >>> round(float(x.mean()), 4), round(float(x.std()), 4)
+        (0.0, 1.0)
+    """
+    key = _canonical(name)
+    adapt = _Adapt(image_size, channels)
+    if key == "synthetic":
+        if not adapt.is_noop:
+            raise DataError("synthetic takes shape=(C, H, W), not image_size/channels")
+        if len(tuple(shape)) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
+            raise DataError(f"synthetic shape must be (C, H, W) of positive ints, got {shape!r}")
+        c, h, w = shape
+        colour = {1: "grey", 3: "rgb"}.get(c)
+        return _preprocessing(key, colour, (0.0, 1.0), [0.0] * c, [1.0] * c, (h, w), c)
+    if key == "digits":
+        x, _, _, mean, std = _digits_images(split_seed, adapt)
+        return _preprocessing(key, "grey", DIGITS_RANGE, [float(mean)], [float(std)], tuple(x.shape[-2:]),
+                              x.shape[1])
+    if key == "imagefolder":
+        size = (image_size, image_size) if image_size is not None else None
+        return _preprocessing(key, "rgb", (0.0, 1.0), *_IMAGENET, size, channels or 3)
+    if key not in _FILES:
+        raise DataError(f"gmgraph does not know how dataset {name!r} prepares its images")
+    files = _FILES[key]
+    c, h, w = files.shape
+    size = (image_size, image_size) if image_size is not None else (h, w)
+    return _preprocessing(key, "grey" if c == 1 else "rgb", (0.0, 1.0), files.mean, files.std, size, channels or c)
+
+
+def _preprocessing(dataset: str, colour: str | None, value_range: Sequence[float], mean: Sequence[float],
+                   std: Sequence[float], size: Sequence[int] | None, channels: int) -> dict:
+    return {"dataset": dataset, "colour": colour, "range": [float(v) for v in value_range],
+            "size": None if size is None else [int(v) for v in size],
+            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "channels": int(channels)}
+
+
 # --- the dataset table -------------------------------------------------------
 
 
@@ -372,7 +459,16 @@ class _Adapt:
 # --- in-memory datasets --------------------------------------------------------
 
 
-def _digits(split_seed: int, adapt: _Adapt) -> tuple[tuple[Dataset, ...], int]:
+DIGITS_RANGE = (0.0, 16.0)
+"""scikit-learn's digits hold ink levels 0 (background) .. 16 (full ink); :func:`load` keeps that scale."""
+
+
+def _digits_images(split_seed: int, adapt: _Adapt):
+    """The adapted raw digits (values in DIGITS_RANGE), labels, split indices and the train split's mean/std.
+
+    Shared by :func:`load` and :func:`preprocessing`, so the numbers a model is trained with
+    and those written into its ONNX file cannot drift apart.
+    """
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -385,8 +481,13 @@ def _digits(split_seed: int, adapt: _Adapt) -> tuple[tuple[Dataset, ...], int]:
     # resize before taking the stats so the train split is N(0, 1)-ish at any size
     x = adapt(torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1))
     mean, std = x[train].mean(), x[train].std()
+    return x, y, (train, val, test), mean, std
+
+
+def _digits(split_seed: int, adapt: _Adapt) -> tuple[tuple[Dataset, ...], int]:
+    x, y, splits, mean, std = _digits_images(split_seed, adapt)
     x, labels = (x - mean) / std, torch.as_tensor(y, dtype=torch.long)
-    return tuple(TensorDataset(x[i], labels[i]) for i in (train, val, test)), 10
+    return tuple(TensorDataset(x[i], labels[i]) for i in splits), 10
 
 
 def _synthetic(

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 from torch import fx, nn
@@ -31,44 +32,138 @@ from gmgraph.errors import SpaceError, TraceError
 class _ChoiceTracer(fx.Tracer):
     """Keeps Choices (and user-named module types) as leaves and remembers where it is."""
 
-    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = ()):
+    def __init__(self, leaf_modules: Sequence[type[nn.Module]] = (), leaf_instances: Sequence[nn.Module] = ()):
         super().__init__()
         self.extra_leaves = tuple(leaf_modules)
-        self.stack: list[str] = []
+        self.leaf_ids = {id(m) for m in leaf_instances}
+        self.stack: list[tuple[str, nn.Module]] = []
         self.failed_in: str | None = None
+        # id -> (path, module) of every module whose traced forward read a `training` flag.
+        self.mode_readers: dict[int, tuple[str, nn.Module]] = {}
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, (Choice, *self.extra_leaves)):
+        if isinstance(m, (Choice, *self.extra_leaves)) or id(m) in self.leaf_ids:
             return True
         return super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         # Remember the innermost module being traced when tracing failed.
-        self.stack.append(self.path_of_module(m))
+        self.stack.append((self.path_of_module(m), m))
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
             if self.failed_in is None:
-                self.failed_in = self.stack[-1]
+                self.failed_in = self.stack[-1][0]
             raise
         finally:
             self.stack.pop()
 
+    def read_training(self) -> None:
+        # Leaves never run while tracing, so the reader is the innermost module being traced through.
+        path, module = self.stack[-1] if self.stack else ("", self.root)
+        self.mode_readers[id(module)] = (path, module)
 
-def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> fx.GraphModule:
+
+# thread id -> callbacks of the traces running in it (innermost last); see _watching_training.
+_training_watchers: dict[int, list[Callable[[], None]]] = {}
+_watch_lock = threading.Lock()
+
+
+def _get_training(module: nn.Module) -> bool:
+    try:
+        value = module.__dict__["training"]
+    except KeyError:
+        raise AttributeError("training") from None
+    watchers = _training_watchers.get(threading.get_ident())
+    if watchers:
+        watchers[-1]()
+    return value
+
+
+def _set_training(module: nn.Module, value: bool) -> None:
+    module.__dict__["training"] = value
+
+
+@contextlib.contextmanager
+def _watching_training(on_read: Callable[[], None]) -> Iterator[None]:
+    """Call ``on_read()`` whenever this thread reads any module's ``training`` flag.
+
+    torch.fx runs the Python of every traced-through forward once, so a read of
+    ``self.training`` there becomes a constant of the graph (torchvision's
+    ``stochastic_depth(x, p, mode, self.training)`` is an fx-wrapped call whose
+    ``training`` argument is frozen). ``training`` lives in each instance's
+    ``__dict__``; a property on ``nn.Module`` (a data descriptor, so it wins over
+    the instance dict) sees every read while tracing and is removed afterwards,
+    as fx itself patches ``nn.Module.__call__`` and ``__getattr__`` while it traces.
+    """
+    thread = threading.get_ident()
+    with _watch_lock:
+        if not _training_watchers:
+            nn.Module.training = property(_get_training, _set_training)
+        _training_watchers.setdefault(thread, []).append(on_read)
+    try:
+        yield
+    finally:
+        with _watch_lock:
+            watchers = _training_watchers[thread]
+            watchers.pop()
+            if not watchers:
+                del _training_watchers[thread]
+            if not _training_watchers:
+                del nn.Module.training
+
+
+def trace(
+    model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = (), *, freeze_mode: bool = False
+) -> fx.GraphModule:
     """Trace ``model`` into a GraphModule with every Choice kept as a ``call_module`` leaf.
+
+    Train/eval mode is not frozen into the graph: a module whose forward reads
+    ``self.training`` (torchvision's ``StochasticDepth``, timm's ``DropPath``, a
+    forward calling ``F.dropout(x, training=self.training)``) is kept as a leaf,
+    so it reads its flag when the graph runs and ``gm.train()``/``gm.eval()``
+    switch it as they switch the model's own modules::
+
+        >>> from torchvision.ops import StochasticDepth
+        >>> gm = trace(nn.Sequential(nn.Linear(2, 2), StochasticDepth(0.5, "row")))
+        >>> [n.target for n in gm.graph.nodes if n.op == "call_module"]
+        ['0', '1']
 
     Args:
         model: any ``nn.Module``; its Choices become leaves.
         leaf_modules: extra module types to keep as leaves (e.g. blocks with
             data-dependent control flow that fx cannot trace).
+        freeze_mode: trace as plain torch.fx does: every read of ``self.training``
+            becomes a constant, the mode each module is in now. For graphs that
+            only ever run in one mode, or whose mode-reading module holds Choices
+            or is the model itself.
 
     Raises:
-        TraceError: naming the module that could not be traced.
+        TraceError: naming the module that could not be traced, or, unless
+            ``freeze_mode``, a module that reads ``self.training`` but cannot be
+            a leaf (the model itself, or a module holding Choices).
     """
-    tracer = _ChoiceTracer(leaf_modules)
+    mode_leaves: dict[int, nn.Module] = {}
+    while True:
+        tracer = _ChoiceTracer(leaf_modules, list(mode_leaves.values()))
+        graph = _trace_with(tracer, model, freeze_mode)
+        new = {key: found for key, found in tracer.mode_readers.items() if key not in mode_leaves}
+        if not new:
+            break
+        # A leaf keeps the read in its own forward, which runs (and reads the flag) every call.
+        for path, module in new.values():
+            _check_can_be_mode_leaf(model, path, module)
+            mode_leaves[id(module)] = module
+    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
+    gm.meta["lineage"] = []
+    return gm
+
+
+def _trace_with(tracer: _ChoiceTracer, model: nn.Module, freeze_mode: bool) -> fx.Graph:
+    watching = contextlib.nullcontext() if freeze_mode else _watching_training(tracer.read_training)
     try:
-        graph = tracer.trace(model)
+        with watching:
+            return tracer.trace(model)
     except Exception as exc:  # fx raises many types; all mean "not traceable"
         where = tracer.failed_in or ""
         culprit = model.get_submodule(where)
@@ -81,9 +176,25 @@ def trace(model: nn.Module, leaf_modules: Sequence[type[nn.Module]] = ()) -> fx.
         raise TraceError(
             f"torch.fx could not trace module {where or '<root>'!r} ({type(culprit).__name__}): {exc}. {hint}"
         ) from exc
-    gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
-    gm.meta["lineage"] = []
-    return gm
+
+
+def _check_can_be_mode_leaf(model: nn.Module, path: str, module: nn.Module) -> None:
+    mode = "train" if model.training else "eval"
+    frozen = (f"torch.fx would freeze its {mode} mode into the graph, so the traced graph would ignore "
+              f"train()/eval(). ")
+    fix = (f"move the code that reads self.training into a submodule of its own (gmgraph.trace keeps "
+           f"such modules as leaves), or pass freeze_mode=True to fix every such read at the mode "
+           f"the model is in now ({mode})")
+    if module is model:
+        raise TraceError(f"the model's own forward ({type(model).__name__}) reads self.training: {frozen}"
+                         f"The model itself cannot be a leaf: {fix}")
+    held = [name for name, m in module.named_modules() if isinstance(m, Choice)]
+    if held:
+        raise TraceError(
+            f"module {path!r} ({type(module).__name__}) reads self.training: {frozen}It holds Choices "
+            f"({', '.join(repr(f'{path}.{name}') for name in held[:3])}{', ...' if len(held) > 3 else ''}), "
+            f"so it cannot be kept as a leaf: {fix}"
+        )
 
 
 def choices(gm: nn.Module) -> dict[str, list[Choice]]:

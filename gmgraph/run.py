@@ -168,7 +168,9 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
     """Export a finished run's chosen network, with its trained weights, to ONNX.
 
     The network is rebuilt from ``out/report.json`` (space, sizes, input
-    shape, classes) and ``out/best.pt`` (arch and weights).
+    shape, classes) and ``out/best.pt`` (arch and weights). The file's
+    metadata records the run's dataset and how its images were prepared
+    (:func:`gmgraph.data.preprocessing`), which ``gmgraph predict --images`` applies.
 
     Args:
         out: the run folder.
@@ -192,8 +194,27 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
     net = build_network(shape, best["arch"])
     load_weights(net, best["model"], out / BEST, hint=f"the run's {REPORT} and {BEST} disagree")
     example = torch.zeros(1, shape.in_channels, *shape.image_size)
+    metadata: dict[str, Any] = {"space": shape.space, "data": str(report["settings"].get("data"))}
+    prepared = _preprocessing(report["settings"].get("data"), shape)
+    if prepared is not None:
+        metadata["preprocessing"] = prepared
     return export_onnx(net, example, Path(dest) if dest is not None else out / ONNX, opset=opset,
-                       arch=best["arch"], metadata={"space": shape.space, "data": str(report["settings"].get("data"))})
+                       arch=best["arch"], metadata=metadata)
+
+
+def _preprocessing(name: object, shape: Shape) -> dict | None:
+    """How the run's data loader prepared the images the network was trained on (``gmgraph search``
+    loads its dataset at native size and channels); None for a dataset this gmgraph does not know."""
+    from gmgraph import data
+    from gmgraph.errors import DataError
+
+    try:
+        prepared = data.preprocessing(str(name), shape=(shape.in_channels, *shape.image_size))
+    except DataError:
+        return None
+    if prepared["size"] is None:  # imagefolder: the files set the size; the network says what it was
+        prepared["size"] = list(shape.image_size)
+    return prepared
 
 
 def _jsonable(value):

@@ -169,3 +169,16 @@ def test_sigterm_says_where_the_checkpoint_is_like_ctrl_c(tmp_path, monkeypatch,
     assert err.startswith("gmgraph: terminated (SIGTERM); the last checkpoint (written after every epoch) is ")
     assert f"gmgraph search --out {tmp_path} --resume" in err and err.count("\n") == 1
     assert signal.getsignal(signal.SIGTERM) is handler  # main() puts the caller's handler back
+
+
+def test_help_and_a_mistyped_command_answer_without_importing_torch():
+    import subprocess
+    import sys
+
+    probe = ("import sys\nfrom gmgraph.cli import main\n"
+             "for argv in (['--help'], ['serch']):\n"
+             "    try:\n        main(argv)\n    except SystemExit as exc:\n        print('exit', exc.code)\n"
+             "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip().splitlines()[-3:] == ["exit 0", "exit 2", "False"], done.stdout + done.stderr
+    assert "search              few-shot NAS" in done.stdout

@@ -119,3 +119,60 @@ def test_untraceable_module_is_named_and_leaf_advice_given():
         gmgraph.trace(net)
     gm = gmgraph.trace(net, leaf_modules=(Untraceable,))
     assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["0", "1"]
+
+
+class NoisyInTraining(nn.Module):
+    """Reads self.training twice: as an fx-traced argument and in Python control flow."""
+
+    def forward(self, x):
+        x = nn.functional.dropout(x, 0.5, self.training)
+        return x + 1 if self.training else x
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 4)
+        self.noise = NoisyInTraining()
+
+    def forward(self, x):
+        return self.noise(self.fc(x))
+
+
+def test_modules_reading_self_training_become_leaves_that_follow_the_mode():
+    torch.manual_seed(0)
+    net = nn.Sequential(Block(), Choice({"id": nn.Identity(), "neg": Neg()}, "act"))
+    gm = gmgraph.trace(net)  # traced in train mode
+    assert [n.target for n in gm.graph.nodes if n.op == "call_module"] == ["0.fc", "0.noise", "1"]
+    assert "training" not in vars(nn.Module)  # the read watch is gone once tracing ends
+    x = torch.randn(64, 4)
+    with gmgraph.use(gm, {"act": "id"}):
+        gm.eval()
+        torch.testing.assert_close(gm(x), net[0].fc(x))  # no dropout, no +1 in eval
+        gm.train()
+        y = gm(x)
+    assert (y == 1).any() and not torch.allclose(y, net[0].fc(x) + 1)  # dropped and rescaled, +1
+    traced_in_eval = gmgraph.trace(net.eval())  # the mode at trace time does not matter
+    assert traced_in_eval.code == gm.code
+
+
+class ReadsOwnFlag(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.act = Choice({"id": nn.Identity(), "neg": Neg()}, "act")
+
+    def forward(self, x):
+        return self.act(x) * (2 if self.training else 1)
+
+
+def test_a_mode_reader_that_holds_choices_or_is_the_root_is_refused_unless_frozen():
+    net = nn.Sequential(nn.Linear(2, 2), ReadsOwnFlag())
+    with pytest.raises(TraceError, match=r"module '1' \(ReadsOwnFlag\) reads self.training.*'1.act'.*freeze_mode"):
+        gmgraph.trace(net)
+    with pytest.raises(TraceError, match=r"model's own forward \(ReadsOwnFlag\).*freeze_mode=True"):
+        gmgraph.trace(ReadsOwnFlag())
+    assert "training" not in vars(nn.Module)
+    frozen = gmgraph.trace(net.eval(), freeze_mode=True)  # the old behaviour: eval mode fixed in the graph
+    x = torch.randn(3, 2)
+    with gmgraph.use(frozen.train(), {"act": "id"}):
+        torch.testing.assert_close(frozen(x), net[0](x))

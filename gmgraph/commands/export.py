@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from gmgraph.commands import HELP
 from gmgraph.errors import ConfigError
 from gmgraph.run import BEST, Shape, build_network, export_run, load_weights, read_best
 
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     from gmgraph.spaces import REGISTRY
 
     p = sub.add_parser(
-        "export", help="export an architecture to ONNX, verified in onnxruntime",
+        "export", help=HELP["export"],
         description="Derive an architecture (or take a search run's result with its weights) and write it as "
                     "one self-contained ONNX file, checked with onnx.checker and compared with torch in onnxruntime.")
     p.add_argument("--run", type=Path, metavar="DIR", help="a `gmgraph search` output folder: export its chosen "

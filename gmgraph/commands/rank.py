@@ -20,13 +20,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gmgraph.commands import HELP
+
 
 def add_parser(sub) -> None:
     from gmgraph.nasbench.rank import BENCHMARKS
     from gmgraph.scores.zero_cost import DATA_FREE, METRICS
 
     p = sub.add_parser(
-        "rank", help="rank NAS-Bench-201 architectures with a zero-cost metric; correlate with the table",
+        "rank", help=HELP["rank"],
         description="Score sampled NAS-Bench-201 architectures with a zero-cost metric on the real network "
                     "(C=16, N=5) and print Kendall tau and Spearman rho against the benchmark's accuracies.")
     p.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from gmgraph.commands import HELP
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="rebuild report.html of a finished search run",
+    p = sub.add_parser("report", help=HELP["report"],
                        description="Rebuild report.html (images embedded) and the PNGs from DIR/report.json.")
     p.add_argument("run", type=Path, help="a `gmgraph search` output folder")
     p.set_defaults(func=run)

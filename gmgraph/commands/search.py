@@ -18,6 +18,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gmgraph.commands import HELP
 from gmgraph.errors import CheckpointError, ConfigError, GmGraphError
 
 if TYPE_CHECKING:
@@ -28,7 +29,7 @@ def add_parser(sub) -> None:
     from gmgraph.pipeline import SearchSettings
     from gmgraph.settings import add_flags
 
-    p = sub.add_parser("search", help="few-shot NAS: train, split, search, report",
+    p = sub.add_parser("search", help=HELP["search"],
                        description="Train a supernet, split it into sub-supernets, search, and report. "
                                    "Every setting is a flag and a config-file key of the same name.")
     p.add_argument("--config", type=Path, help="TOML or YAML file of settings: flag names as keys "

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from gmgraph import spaces
+from gmgraph.commands import HELP
 from gmgraph.graph import choices, space, space_size, trace
 from gmgraph.passes.derive import derive
 from gmgraph.run import Shape, read_report
@@ -20,7 +21,7 @@ from gmgraph.scores.zero_cost import zero_cost
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("show", help="show a search space, or one architecture of it",
+    p = sub.add_parser("show", help=HELP["show"],
                        description="Print a search space as a table; with --arch, one architecture's cost and cell.")
     p.add_argument("--space", default="nb201", help=f"one of {', '.join(spaces.REGISTRY)} (default nb201)")
     p.add_argument("--run", type=Path, help="a `gmgraph search` output folder: show its space and chosen arch")

@@ -22,8 +22,15 @@ batch, symbolic unless ``dynamic_batch=False``) and names its outputs ``output``
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
+import logging
+import os
+import re
+import sys
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -38,6 +45,9 @@ from gmgraph.files import atomic_write
 PREFIX = "gmgraph."
 ARCH_KEY = PREFIX + "arch"
 VERSION_KEY = PREFIX + "version"
+PREPROCESSING_KEY = PREFIX + "preprocessing"
+"""How the network's input images were prepared: JSON of :func:`gmgraph.data.preprocessing`."""
+_JSON_KEYS = (ARCH_KEY, PREPROCESSING_KEY)  # read_metadata decodes these
 INPUT_NAME = "input"
 
 # A protobuf message cannot exceed 2 GiB; beyond that ONNX needs external data files.
@@ -53,7 +63,7 @@ def export_onnx(
     dynamic_batch: bool = True,
     check: bool = True,
     arch: Mapping[str, str] | None = None,
-    metadata: Mapping[str, str] | None = None,
+    metadata: Mapping[str, object] | None = None,
     atol: float = 1e-4,
 ) -> Path:
     """Export a derived network to ``path`` with torch's dynamo-based ONNX exporter.
@@ -74,7 +84,9 @@ def export_onnx(
             size when the batch is static).
         arch: the architecture to record; defaults to ``gm.meta["arch"]``,
             which ``derive`` sets.
-        metadata: extra ``key -> str`` entries, stored as ``gmgraph.<key>``.
+        metadata: extra entries, stored as ``gmgraph.<key>``: a mapping or a
+            list as JSON (``read_metadata`` decodes ``preprocessing``), anything
+            else as ``str(value)``.
         atol: largest accepted absolute difference between onnxruntime and torch.
 
     Returns:
@@ -120,7 +132,10 @@ def export_onnx(
 
 
 def read_metadata(path: str | Path) -> dict:
-    """The ``gmgraph.*`` metadata of an exported file, without the prefix; ``arch`` decoded.
+    """The ``gmgraph.*`` metadata of an exported file, without the prefix; ``arch`` and ``preprocessing`` decoded.
+
+    ``preprocessing`` (:func:`gmgraph.data.preprocessing`) is present only in a
+    file that knows its data: ``gmgraph export --run`` and a search's best.onnx.
 
     Example:
         >>> read_metadata("no/such/model.onnx")
@@ -140,7 +155,7 @@ def read_metadata(path: str | Path) -> dict:
     out: dict = {}
     for prop in proto.metadata_props:
         if prop.key.startswith(PREFIX):
-            out[prop.key[len(PREFIX):]] = json.loads(prop.value) if prop.key == ARCH_KEY else prop.value
+            out[prop.key[len(PREFIX):]] = json.loads(prop.value) if prop.key in _JSON_KEYS else prop.value
     return out
 
 
@@ -172,14 +187,20 @@ def _as_tensors(out) -> list[torch.Tensor]:
     return tensors
 
 
-def _metadata(arch: Mapping[str, str] | None, extra: Mapping[str, str] | None) -> dict[str, str]:
+def _metadata(arch: Mapping[str, str] | None, extra: Mapping[str, object] | None) -> dict[str, str]:
     import gmgraph
 
     entries = {VERSION_KEY: gmgraph.__version__}
     if arch is not None:
         entries[ARCH_KEY] = json.dumps(dict(arch))
     for key, value in (extra or {}).items():
-        entries[key if key.startswith(PREFIX) else PREFIX + key] = str(value)
+        if isinstance(value, Mapping):
+            text = json.dumps(dict(value))
+        elif isinstance(value, (list, tuple)):
+            text = json.dumps(list(value))
+        else:
+            text = str(value)
+        entries[key if key.startswith(PREFIX) else PREFIX + key] = text
     return entries
 
 
@@ -193,14 +214,15 @@ def _export(model: nn.Module, example: torch.Tensor, opset: int, dynamic_batch: 
         dynamic_shapes = ({0: torch.export.Dim("batch")},)
     names = ["output"] if n_outputs == 1 else [f"output_{i}" for i in range(n_outputs)]
     try:
-        program = torch.onnx.export(
-            model, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
-            input_names=[INPUT_NAME], output_names=names, external_data=False,
-            verbose=False, report=False,
-        )
+        with _quiet_stderr():  # the exporter prints warnings and whole graphs there; the error says what matters
+            program = torch.onnx.export(
+                model, (example,), dynamo=True, opset_version=opset, dynamic_shapes=dynamic_shapes,
+                input_names=[INPUT_NAME], output_names=names, external_data=False,
+                verbose=False, report=False,
+            )
         proto = program.model_proto
     except Exception as exc:  # the exporter raises many types; all mean "cannot export"
-        raise ExportError(f"torch.onnx.export could not export {type(model).__name__}: {_first_line(exc)}") from exc
+        raise ExportError(f"torch.onnx.export could not export {type(model).__name__}: {_export_reason(exc)}") from exc
     import onnx
 
     written = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
@@ -299,6 +321,41 @@ def _why_unwritable(path: Path, exc: BaseException) -> str:
         return f"{parent} is not a folder"
     cause = exc.__cause__ if isinstance(exc, FileError) and exc.__cause__ else exc
     return getattr(cause, "strerror", None) or str(cause)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_RAISED_AT = re.compile(r'The following call raised this error:\s*\n\s*File "([^"]+)", line (\d+)[^\n]*\n\s*(.+)')
+
+
+def _export_reason(exc: BaseException) -> str:
+    """One line: the deepest cause's first line, and the user's code line that raised it when torch names it."""
+    text = _ANSI.sub("", str(exc))
+    root = exc
+    while root.__cause__ is not None:
+        root = root.__cause__
+    reason = _first_line(root) if root is not exc else _first_line(exc)
+    where = _RAISED_AT.search(text)
+    if where:
+        reason += f" (at {Path(where.group(1)).name}:{where.group(2)}: {where.group(3).strip()})"
+    return _ANSI.sub("", reason)
+
+
+@contextlib.contextmanager
+def _quiet_stderr():
+    """Silence the exporter: its log records (warnings with whole graphs in them) and what it writes
+    to file descriptor 2 from C++ go nowhere while it runs."""
+    sys.stderr.flush()
+    saved, disabled = os.dup(2), logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryFile() as scratch, contextlib.redirect_stderr(io.StringIO()):
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            logging.disable(disabled)
 
 
 def _first_line(exc: BaseException) -> str:

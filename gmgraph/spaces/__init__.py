@@ -13,8 +13,8 @@
 {'a': 'x', 'b': 'y'}
 
 Your own model becomes a space through :func:`supernetify` and rules such as
-:func:`conv_kernels`; :func:`original_arch` names the architecture that is the
-original model.
+:func:`conv_kernels`, :func:`depthwise_kernels` and :func:`inverted_residual_expansions`;
+:func:`original_arch` names the architecture that is the original model.
 """
 
 from __future__ import annotations
@@ -27,7 +27,13 @@ from torch import nn
 from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import darts, mobilenet, nb201
-from gmgraph.spaces.from_model import conv_kernels, inverted_residual_expansions, original_arch, supernetify
+from gmgraph.spaces.from_model import (
+    conv_kernels,
+    depthwise_kernels,
+    inverted_residual_expansions,
+    original_arch,
+    supernetify,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ __all__ = [
     "arch_to_str",
     "conv_kernels",
     "darts",
+    "depthwise_kernels",
     "get",
     "inverted_residual_expansions",
     "mobilenet",

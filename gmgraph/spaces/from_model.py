@@ -31,8 +31,10 @@ from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
-from torchvision.models.efficientnet import MBConv, MBConvConfig
+from torchvision.models import mnasnet, mobilenetv3
+from torchvision.models.efficientnet import FusedMBConv, FusedMBConvConfig, MBConv, MBConvConfig
 from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.ops import SqueezeExcitation
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
@@ -149,43 +151,102 @@ def conv_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
         if not isinstance(module, nn.Conv2d) or module.kernel_size != (3, 3):
             return None
         ops: dict[str, nn.Module] = {"3x3": module}
-        ops.update({f"{k}x{k}": _grown(module, k) for k in dict.fromkeys(sizes) if k != 3})
+        ops.update({f"{k}x{k}": _resized(module, k) for k in dict.fromkeys(sizes) if k != 3})
         return ops
 
     rule.__name__ = "conv_kernels"
     return rule
 
 
-def _grown(conv: nn.Conv2d, k: int) -> nn.Conv2d:
-    """A k x k copy of a 3x3 conv computing the same function."""
+def depthwise_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
+    """Rule: every depthwise ``nn.Conv2d`` (``groups == in_channels > 1``) with a square odd
+    kernel chooses its kernel size among ``sizes`` (ConvNeXt's 7x7, MobileNet's 3x3/5x5).
+
+    The original conv keeps its own size's name (``7x7``). A candidate has the
+    same stride, dilation, groups and bias, and padding changed with the kernel
+    so that the output keeps its shape. A larger one holds the original kernel
+    at its centre (zeros around), so it starts out computing the same function;
+    a smaller one starts from the centre of the original kernel (as
+    Once-for-All's elastic kernels do). A size whose padding would have to be
+    negative (an unpadded conv shrinking) is not offered.
+
+    Raises:
+        SpaceError: sizes that are not odd integers >= 3, or none at all.
+
+    Example:
+        >>> ops = depthwise_kernels()("dw", nn.Conv2d(4, 4, 7, padding=3, groups=4))
+        >>> list(ops), ops["3x3"].padding, ops["5x5"].padding
+        (['7x7', '3x3', '5x5'], (1, 1), (2, 2))
+        >>> depthwise_kernels()("full", nn.Conv2d(4, 4, 3, padding=1)) is None   # not depthwise
+        True
+    """
+    bad = [k for k in sizes if not isinstance(k, int) or k < 3 or k % 2 == 0]
+    if bad or not sizes:
+        raise SpaceError(f"depthwise_kernels needs odd kernel sizes >= 3; got {list(sizes)}")
+
+    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
+        if not isinstance(module, nn.Conv2d) or not 1 < module.groups == module.in_channels:
+            return None
+        k, k2 = module.kernel_size
+        if k != k2 or k % 2 == 0:
+            return None
+        ops: dict[str, nn.Module] = {f"{k}x{k}": module}
+        for size in dict.fromkeys(sizes):
+            if f"{size}x{size}" not in ops and _padding(module, size) is not None:
+                ops[f"{size}x{size}"] = _resized(module, size)
+        return ops if len(ops) > 1 else None
+
+    rule.__name__ = "depthwise_kernels"
+    return rule
+
+
+def _padding(conv: nn.Conv2d, k: int) -> str | tuple[int, ...] | None:
+    """The padding that keeps ``conv``'s output shape with a k x k kernel (None: it would be negative)."""
     if conv.padding == "same":
-        padding: str | tuple[int, ...] = "same"
-    else:
-        base = (0, 0) if conv.padding == "valid" else conv.padding
-        padding = tuple(p + (k - 3) // 2 * d for p, d in zip(base, conv.dilation))
-    big = nn.Conv2d(
-        conv.in_channels, conv.out_channels, k, conv.stride, padding, conv.dilation, conv.groups,
+        return "same"
+    base = (0, 0) if conv.padding == "valid" else conv.padding
+    padding = tuple(p + (k - conv.kernel_size[0]) // 2 * d for p, d in zip(base, conv.dilation))
+    return padding if min(padding) >= 0 else None
+
+
+def _resized(conv: nn.Conv2d, k: int) -> nn.Conv2d:
+    """A k x k copy of a square odd conv: the original kernel at its centre, or its centre cropped."""
+    new = nn.Conv2d(
+        conv.in_channels, conv.out_channels, k, conv.stride, _padding(conv, k), conv.dilation, conv.groups,
         bias=conv.bias is not None, padding_mode=conv.padding_mode,
         device=conv.weight.device, dtype=conv.weight.dtype,
     )
-    start = (k - 3) // 2
+    old = conv.kernel_size[0]
     with torch.no_grad():
-        big.weight.zero_()
-        big.weight[:, :, start:start + 3, start:start + 3] = conv.weight
+        if k >= old:
+            start = (k - old) // 2
+            new.weight.zero_()
+            new.weight[:, :, start:start + old, start:start + old] = conv.weight
+        else:
+            start = (old - k) // 2
+            new.weight.copy_(conv.weight[:, :, start:start + k, start:start + k])
         if conv.bias is not None:
-            big.bias.copy_(conv.bias)
-    return big
+            new.bias.copy_(conv.bias)
+    return new
 
 
 def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: bool = True) -> Rule:
-    """Rule: every torchvision ``InvertedResidual`` (MobileNetV2) or ``MBConv`` (EfficientNet)
-    block chooses its expansion ratio, or to be skipped.
+    """Rule: every torchvision inverted-residual block chooses its expansion ratio, or to be skipped.
 
-    Ops are named ``e<ratio>`` (the original block keeps its own ratio's name);
-    new blocks copy the original's kernel, stride, widths, BN settings and
-    stochastic-depth rate and are freshly initialised. ``skip`` (the identity)
-    is offered when ``allow_skip`` and the block keeps its shape (stride 1,
-    equal widths).
+    Blocks: MobileNetV2's and MobileNetV3's ``InvertedResidual``, MNASNet's
+    ``_InvertedResidual``, EfficientNet's ``MBConv`` and EfficientNetV2's
+    ``FusedMBConv``. Ops are named ``e<ratio>`` (the original block keeps its
+    own ratio's name, ``expanded / input`` channels to 3 digits: ``e3p67`` is
+    88/24); new blocks are of the original's type and copy its kernel, stride,
+    dilation, widths, BN settings, activation, squeeze-excitation and
+    stochastic-depth rate, and are freshly initialised. Like the models
+    themselves, MobileNetV3 and EfficientNet round expanded widths to a
+    multiple of 8, MobileNetV2 to an integer; MNASNet blocks take whole ratios
+    only. ``skip`` (the identity) is offered when ``allow_skip`` and the block
+    keeps its shape (stride 1, equal widths).
+
+    Raises:
+        SpaceError: a fractional ratio for an MNASNet block.
 
     Example:
         >>> from torchvision.models.mobilenetv2 import InvertedResidual
@@ -194,19 +255,14 @@ def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: b
     """
 
     def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
-        if not isinstance(module, (InvertedResidual, MBConv)):
+        if not isinstance(module, _BLOCKS):
             return None
-        convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
-        depthwise = next(c for c in convs if c.groups > 1 and c.groups == c.in_channels)
-        c_in, c_out = convs[0].in_channels, module.out_channels
-        stride = depthwise.stride[0]
-        bn = next(m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
-        norm = functools.partial(type(bn), eps=bn.eps, momentum=bn.momentum)
-        ops: dict[str, nn.Module] = {_ratio_name(depthwise.in_channels / c_in): module}
+        shape = _Shape(module)
+        ops: dict[str, nn.Module] = {_ratio_name(shape.expanded / shape.c_in): module}
         for ratio in ratios:
             if _ratio_name(ratio) not in ops:
-                ops[_ratio_name(ratio)] = _like(module, c_in, c_out, stride, depthwise.kernel_size[0], ratio, norm)
-        if allow_skip and stride == 1 and c_in == c_out:
+                ops[_ratio_name(ratio)] = _like(name, module, shape, ratio)
+        if allow_skip and shape.stride == 1 and shape.c_in == shape.c_out:
             ops["skip"] = nn.Identity()
         return ops
 
@@ -214,14 +270,53 @@ def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: b
     return rule
 
 
+_BLOCKS = (InvertedResidual, mobilenetv3.InvertedResidual, mnasnet._InvertedResidual, MBConv, FusedMBConv)
+
+
+class _Shape:
+    """What a block's replacement must copy, read off its convs and first BN."""
+
+    def __init__(self, block: nn.Module):
+        convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+        # The kxk conv: the depthwise one, or FusedMBConv's first (a full conv that also expands).
+        spatial = convs[0] if isinstance(block, FusedMBConv) else next(
+            c for c in convs if c.groups > 1 and c.groups == c.in_channels)
+        self.c_in, self.c_out = convs[0].in_channels, convs[-1].out_channels
+        # FusedMBConv of ratio 1 is one kxk conv c_in -> c_out.
+        fused_one = isinstance(block, FusedMBConv) and len(convs) == 1
+        self.expanded = self.c_in if fused_one else spatial.out_channels
+        self.kernel, self.stride, self.dilation = spatial.kernel_size[0], spatial.stride[0], spatial.dilation[0]
+        self.bn = next(m for m in block.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+        self.norm = functools.partial(type(self.bn), eps=self.bn.eps, momentum=self.bn.momentum)
+
+
 def _ratio_name(ratio: float) -> str:
-    return f"e{ratio:g}".replace(".", "p")  # op names are ModuleDict keys: no dots
+    return f"e{ratio:.3g}".replace(".", "p")  # op names are ModuleDict keys: no dots
 
 
-def _like(block: nn.Module, c_in: int, c_out: int, stride: int, kernel: int, ratio: float, norm) -> nn.Module:
+def _like(name: str, block: nn.Module, shape: _Shape, ratio: float) -> nn.Module:
+    """A fresh block of ``block``'s type and shape with expansion ``ratio``."""
+    c_in, c_out = shape.c_in, shape.c_out
     if isinstance(block, InvertedResidual):
-        return InvertedResidual(c_in, c_out, stride, ratio, norm_layer=norm)
-    config = MBConvConfig(ratio, kernel, stride, c_in, c_out, 1)
+        return InvertedResidual(c_in, c_out, shape.stride, ratio, norm_layer=shape.norm)
+    if isinstance(block, mobilenetv3.InvertedResidual):
+        se = any(isinstance(m, SqueezeExcitation) for m in block.modules())
+        activation = "HS" if any(isinstance(m, nn.Hardswish) for m in block.modules()) else "RE"
+        # A dilated block runs its depthwise conv at stride 1 but is still configured with stride 2.
+        stride = 2 if block._is_cn else 1
+        config = mobilenetv3.InvertedResidualConfig(c_in, shape.kernel, c_in * ratio, c_out, se, activation,
+                                                    stride, shape.dilation, 1.0)
+        config.input_channels, config.out_channels = c_in, c_out
+        return mobilenetv3.InvertedResidual(config, shape.norm)
+    if isinstance(block, mnasnet._InvertedResidual):
+        if ratio != int(ratio):
+            raise SpaceError(f"MNASNet block {name!r} takes whole expansion ratios; got {ratio} "
+                             "(give inverted_residual_expansions whole ratios for MNASNet)")
+        return mnasnet._InvertedResidual(c_in, c_out, shape.kernel, shape.stride, int(ratio),
+                                         bn_momentum=shape.bn.momentum)
+    config_type, block_type = (FusedMBConvConfig, FusedMBConv) if isinstance(block, FusedMBConv) else (
+        MBConvConfig, MBConv)
+    config = config_type(ratio, shape.kernel, shape.stride, c_in, c_out, 1)
     # The config rounds widths to multiples of 8; the block must keep the original's exactly.
     config.input_channels, config.out_channels = c_in, c_out
-    return MBConv(config, block.stochastic_depth.p, norm)
+    return block_type(config, block.stochastic_depth.p, shape.norm)

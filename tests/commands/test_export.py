@@ -61,6 +61,7 @@ def _network_from_best(run_dir) -> torch.nn.Module:
 def test_export_from_space_and_arch(digits_model):
     meta = read_metadata(digits_model)
     assert meta["arch"] == nb201.parse(ARCH) and meta["space"] == "nb201"
+    assert "preprocessing" not in meta  # --space/--arch does not know the data: predict --images says so
     session = ort.InferenceSession(str(digits_model), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [1, 8, 8]
     logits = session.run(None, {"input": np.zeros((5, 1, 8, 8), np.float32)})[0]
@@ -71,6 +72,8 @@ def test_export_run_carries_the_trained_weights(run_dir, run_onnx):
     report = json.loads((run_dir / "report.json").read_text())
     meta = read_metadata(run_onnx)
     assert meta["arch"] == report["arch"] and meta["data"] == "synthetic"
+    assert meta["preprocessing"] == data.preprocessing("synthetic", shape=(3, 32, 32))
+    assert meta["preprocessing"]["mean"] == [0.0] * 3 and meta["preprocessing"]["std"] == [1.0] * 3  # none
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(run_onnx), providers=["CPUExecutionProvider"])
     with torch.no_grad():
@@ -117,7 +120,8 @@ def test_predict_digits_prints_predictions_and_accuracy(digits_model, capsys):
     assert main(["predict", str(digits_model), "--data", "digits", "--show", "3"]) == 0
     out = capsys.readouterr().out
     lines = out.splitlines()
-    assert lines[1].split() == ["item", "label", "predicted", "confidence"] and lines[2].startswith("test[0]")
+    assert lines[1] == "preprocessing: gmgraph.data.load('digits'), as in training"
+    assert lines[2].split() == ["item", "label", "predicted", "confidence"] and lines[3].startswith("test[0]")
     accuracy, hits, total, source = ACCURACY.search(out).groups()
     assert (int(total), source) == (360, "test images of digits")
     assert float(accuracy) == pytest.approx(int(hits) / 360, abs=1e-4)
@@ -146,6 +150,7 @@ def test_predict_images_reads_class_folders(digits_model, tmp_path, capsys):
     out = capsys.readouterr().out
     _, _, total, source = ACCURACY.search(out).groups()
     assert int(total) == 20 and source == f"images in {tmp_path}"
+    assert out.splitlines()[1].startswith("preprocessing: ImageNet mean/std, the default for a model without")
     assert re.search(r"^\d/\d+\.png\s+\d\s+\d\s+[01]\.\d{3}$", out, re.M)
 
 

@@ -80,7 +80,8 @@ def test_predict_prints_the_provider_on_its_first_line(linear_model, capsys, dev
     expected = CUDA if device == "auto" and HAS_CUDA else CPU  # default: cpu
     assert lines[0].startswith(f"model {linear_model}: input ('batch', 1, 8, 8)")
     assert lines[0].endswith(f"; provider: {expected}")
-    assert lines[1].split() == ["item", "label", "predicted", "confidence"]
+    assert lines[1] == "preprocessing: gmgraph.data.load('digits'), as in training"
+    assert lines[2].split() == ["item", "label", "predicted", "confidence"]
     assert lines[-1].startswith("accuracy: ")
 
 

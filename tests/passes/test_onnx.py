@@ -158,3 +158,21 @@ def test_read_metadata_errors(tmp_path):
     (tmp_path / "junk.onnx").write_bytes(b"\xff\x00 not a protobuf \xff")
     with pytest.raises(ExportError, match="is not an ONNX model"):
         read_metadata(tmp_path / "junk.onnx")
+
+
+class DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.sum() > 0:  # torch.export cannot trace a branch on a value
+            return x * 2
+        return x - 1
+
+
+def test_an_export_failure_is_one_clean_line_without_torchs_dump(tmp_path, capfd):
+    with pytest.raises(ExportError) as info:
+        export_onnx(DataDependent(), torch.randn(1, 3, 4, 4), tmp_path / "m.onnx")
+    message = str(info.value)
+    assert "\n" not in message and "\x1b[" not in message
+    assert message.startswith("torch.onnx.export could not export DataDependent: ")
+    assert "data-dependent" in message and "if x.sum() > 0:" in message
+    assert capfd.readouterr().err == ""  # torch's warnings and graph dumps stay out of the user's terminal
+    assert not list(tmp_path.iterdir())

@@ -1,17 +1,28 @@
 
+import functools
+
 import pytest
 import torch
 from torch import nn
 from torchvision.models import efficientnet_b0, mobilenet_v2, resnet18
-from torchvision.models.efficientnet import MBConv
+from torchvision.models.efficientnet import FusedMBConv, FusedMBConvConfig, MBConv
+from torchvision.models.mnasnet import _InvertedResidual as MNASNetBlock
 from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.models.mobilenetv3 import InvertedResidual as V3Block
+from torchvision.models.mobilenetv3 import InvertedResidualConfig
 
 import gmgraph
 from gmgraph.choice import Choice
 from gmgraph.errors import SpaceError
 from gmgraph.passes import derive, restrict
 from gmgraph.scores.gradient_matching import gradient_matching
-from gmgraph.spaces import conv_kernels, inverted_residual_expansions, original_arch, supernetify
+from gmgraph.spaces import (
+    conv_kernels,
+    depthwise_kernels,
+    inverted_residual_expansions,
+    original_arch,
+    supernetify,
+)
 from tests.conftest import assert_derived_matches, assert_onnx_parity, randomize_batchnorm
 
 
@@ -167,3 +178,79 @@ def test_bad_rules_and_foreign_choices_are_refused():
     plain = gmgraph.trace(nn.Sequential(Choice({"a": nn.ReLU(), "b": nn.Identity()}, "act")))
     with pytest.raises(SpaceError, match="not made by supernetify"):
         original_arch(plain)
+
+
+def convs(block):
+    return [m for m in block.modules() if isinstance(m, nn.Conv2d)]
+
+
+def same_shape(a, b, x):
+    with torch.no_grad():
+        return a.eval()(x).shape == b.eval()(x).shape
+
+
+def test_mobilenet_v3_candidates_keep_se_activation_norm_and_dilation():
+    norm = functools.partial(nn.BatchNorm2d, eps=0.001, momentum=0.01)
+    block = V3Block(InvertedResidualConfig(16, 5, 64, 16, True, "HS", 1, 1, 1.0), norm)
+    ops = inverted_residual_expansions()("b", block)
+    assert list(ops) == ["e4", "e3", "e6", "skip"] and isinstance(ops["e3"], V3Block)
+    e3 = ops["e3"]
+    assert [c.kernel_size for c in convs(e3) if c.groups > 1] == [(5, 5)] and convs(e3)[0].out_channels == 48
+    assert any(isinstance(m, nn.Hardswish) for m in e3.modules())
+    assert type(e3.block[2]) is type(block.block[2])  # squeeze-excitation
+    assert all((bn.eps, bn.momentum) == (0.001, 0.01) for bn in e3.modules() if isinstance(bn, nn.BatchNorm2d))
+    assert e3.use_res_connect and same_shape(e3, block, torch.randn(2, 16, 8, 8))
+    # Dilated: configured with stride 2, runs its depthwise conv at stride 1 with dilation 2.
+    dilated = V3Block(InvertedResidualConfig(16, 3, 48, 24, False, "RE", 2, 2, 1.0), norm)
+    ops = inverted_residual_expansions()("d", dilated)
+    assert list(ops) == ["e3", "e6"]  # 16 -> 24: no skip
+    depthwise = [c for c in convs(ops["e6"]) if c.groups > 1][0]
+    assert (depthwise.stride, depthwise.dilation) == ((1, 1), (2, 2)) and ops["e6"]._is_cn
+    assert not any(isinstance(m, nn.Hardswish) for m in ops["e6"].modules())
+    assert same_shape(ops["e6"], dilated, torch.randn(2, 16, 8, 8))
+
+
+def test_fused_mbconv_candidates_expand_in_their_kxk_conv():
+    one = FusedMBConv(FusedMBConvConfig(1, 3, 1, 24, 24, 1), 0.1, nn.BatchNorm2d)  # one 3x3 conv, 24 -> 24
+    ops = inverted_residual_expansions(ratios=(4,))("f", one)
+    assert list(ops) == ["e1", "e4", "skip"] and isinstance(ops["e4"], FusedMBConv)
+    shapes = [(c.in_channels, c.out_channels, c.kernel_size) for c in convs(ops["e4"])]
+    assert shapes == [(24, 96, (3, 3)), (96, 24, (1, 1))]
+    assert ops["e4"].stochastic_depth.p == 0.1 and same_shape(ops["e4"], one, torch.randn(2, 24, 8, 8))
+    four = FusedMBConv(FusedMBConvConfig(4, 3, 2, 24, 48, 1), 0.2, nn.BatchNorm2d)
+    ops = inverted_residual_expansions(ratios=(1, 4))("f", four)
+    assert list(ops) == ["e4", "e1"]  # stride 2: no skip
+    assert [(c.out_channels, c.stride) for c in convs(ops["e1"])] == [(48, (2, 2))]
+    assert same_shape(ops["e1"], four, torch.randn(2, 24, 8, 8))
+
+
+def test_mnasnet_candidates_and_whole_ratios():
+    block = MNASNetBlock(16, 16, 5, 1, 3, bn_momentum=0.0003)
+    ops = inverted_residual_expansions()("b", block)
+    assert list(ops) == ["e3", "e6", "skip"] and isinstance(ops["e6"], MNASNetBlock)
+    assert convs(ops["e6"])[0].out_channels == 96 and convs(ops["e6"])[1].kernel_size == (5, 5)
+    assert ops["e6"].layers[1].momentum == 0.0003 and same_shape(ops["e6"], block, torch.randn(2, 16, 8, 8))
+    with pytest.raises(SpaceError, match="whole expansion ratios"):
+        inverted_residual_expansions(ratios=(4.5,))("b", block)
+
+
+def test_depthwise_kernels_grow_exactly_and_shrink_from_the_centre():
+    torch.manual_seed(0)
+    dw = nn.Conv2d(6, 6, 5, stride=2, padding=4, dilation=2, groups=6)
+    ops = depthwise_kernels((3, 7))("dw", dw)
+    assert list(ops) == ["5x5", "3x3", "7x7"] and ops["5x5"] is dw
+    x = torch.randn(2, 6, 11, 11)
+    small = ops["3x3"]
+    with torch.no_grad():
+        torch.testing.assert_close(ops["7x7"](x), dw(x), rtol=0, atol=1e-5)
+        assert small.padding == (2, 2) and small(x).shape == dw(x).shape
+    assert torch.equal(small.weight, dw.weight[:, :, 1:4, 1:4]) and torch.equal(small.bias, dw.bias)
+    assert (small.stride, small.dilation, small.groups) == (dw.stride, dw.dilation, dw.groups)
+    unpadded = nn.Conv2d(4, 4, 5, groups=4)
+    assert list(depthwise_kernels()("u", unpadded)) == ["5x5", "7x7"]  # a 3x3 would change the output shape
+    assert depthwise_kernels((3,))("u", unpadded) is None
+    assert depthwise_kernels()("full", nn.Conv2d(4, 4, 3, padding=1)) is None
+    assert depthwise_kernels()("rect", nn.Conv2d(4, 4, (1, 3), groups=4)) is None
+    for sizes in ((), (4,), (1, 3)):
+        with pytest.raises(SpaceError, match="odd kernel sizes"):
+            depthwise_kernels(sizes)
