@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import itertools
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,8 @@ from gmgraph.errors import ConfigError
 from gmgraph.graph import space, space_size, trace
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
-from gmgraph.run import export_run, write_report
+from gmgraph.report import PHASES
+from gmgraph.run import CHECKPOINT, export_run, write_report
 from gmgraph.samplers import SAMPLERS
 from gmgraph.search import STRATEGIES, SearchConfig, SearchContext, evaluate
 from gmgraph.search.evaluation import accuracy
@@ -96,44 +100,162 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     In a distributed run every rank calls it: the ranks share the supernet
     training (see :func:`gmgraph.train.fewshot.run_fewshot`); the search, the
     final training and the report are rank 0's alone, and the other ranks return None.
+
+    The report's ``timings`` split this call's wall time by phase (:func:`run_timings`).
     """
+    with _long_lived_objects_frozen() as freeze:
+        return _run_search(settings, Path(out), resume, quiet, freeze)
+
+
+def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, freeze) -> dict | None:
     team = distributed.team()
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
-    out = Path(out)
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size, seed=settings.seed)
-    info = datasets.info(loaders)
-    gm = build_supernet(settings, info.shape, info.num_classes)
+    clock = Clock()
+    with clock.phase("data"):
+        loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size,
+                                seed=settings.seed)
+        info = datasets.info(loaders)
+        gm = build_supernet(settings, info.shape, info.num_classes)
     log(f"search space {settings.space}: {space_size(gm)} architectures, {len(space(gm))} decisions; "
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
-    result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
-                         shared=spaces.get(settings.space).shared, checkpoint=out / "checkpoint.pt",
-                         resume=resume, quiet=quiet, record=settings.shaping())
-    timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0)
-    timings["train_seconds"] = result.timings.get("total_seconds", 0.0) - timings["scoring_seconds"]
+    checkpoint = out / CHECKPOINT
+    earlier = _checkpoint_timings(checkpoint) if resume and (team is None or team.is_root) else None
+    with clock.phase("train"):  # training, checkpoints and (taken out below) split scoring
+        result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
+                             shared=spaces.get(settings.space).shared, checkpoint=checkpoint,
+                             resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze)
+    # The few-shot timings add up over every invocation of a resumed run: this one's is the difference.
+    clock.seconds["scoring"] = result.timings.get("scoring_seconds", 0.0) - (earlier or {}).get("scoring_seconds", 0.0)
+    clock.seconds["train"] -= clock.seconds["scoring"]
     if team is not None and not team.is_root:
         return None
-    t = time.perf_counter()
-    calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
-    found = _search(settings, gm, result, loaders, calib, quiet)
-    timings["search_seconds"] = time.perf_counter() - t
-    t = time.perf_counter()
-    final = _final(settings, result, found, loaders, calib, quiet)
-    timings["final_seconds"] = time.perf_counter() - t
-    timings["total_seconds"] = time.perf_counter() - start
-    report = _report(settings, gm, result, found, final, timings)
-    report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
-    write_report(out, report, final.pop("model"))
-    _deployables(out, quiet)
+    cores = _note_shared_cores(clock, result.leaves[0].trainer.device, quiet)
+    with clock.phase("search"):
+        calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
+        found = _search(settings, gm, result, loaders, calib, quiet)
+    with clock.phase("final"):
+        final = _final(settings, result, found, loaders, calib, quiet)
+    with clock.phase("export"):
+        report = _report(settings, gm, result, found, final, run_timings(clock, earlier))
+        report["hardware"]["cores_used_in_training"] = cores
+        report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
+        write_report(out, report, final.pop("model"))
+        log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
+    report["timings"] = run_timings(clock, earlier)
+    write_report(out, report)  # report.json again, now with the export timed too
+    _render(out, quiet)  # drawn from the finished report.json (well under a second, not in the timings)
     return report
 
 
-def _deployables(out: Path, quiet: bool) -> None:
-    """best.onnx (verified in onnxruntime) and report.html with its drawings, next to report.json."""
+class Clock:
+    """Wall seconds per phase of one invocation.
+
+    >>> clock = Clock()
+    >>> with clock.phase("data"):
+    ...     pass
+    >>> list(clock.seconds), clock.total() >= clock.seconds["data"]
+    (['data'], True)
+    """
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # CPU time of all this process's threads
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        t, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t
+            self.cpu_seconds[name] = self.cpu_seconds.get(name, 0.0) + time.process_time() - cpu
+
+    def total(self) -> float:
+        """Seconds since the clock started."""
+        return time.perf_counter() - self.start
+
+
+def run_timings(clock: Clock, earlier: dict | None = None) -> dict[str, float]:
+    """report.json's ``timings``: this invocation's seconds by phase and in all (``total_seconds``).
+
+    After a resume (``earlier``: the checkpoint's few-shot timings, which add up
+    over invocations) also ``earlier_seconds``, the time the checkpoint records
+    for the invocations before this one, and ``all_invocations_seconds``.
+
+    >>> clock = Clock()
+    >>> clock.seconds = {"train": 30.0, "scoring": 10.0}
+    >>> out = run_timings(clock, {"total_seconds": 50.0, "scoring_seconds": 20.0})
+    >>> out["train_seconds"], out["earlier_seconds"], out["all_invocations_seconds"] - out["total_seconds"]
+    (30.0, 50.0, 50.0)
+    """
+    out = {f"{phase}_seconds": clock.seconds.get(phase, 0.0) for phase in PHASES}
+    out["total_seconds"] = clock.total()
+    if earlier is not None:
+        # Few-shot time (training with its checkpoints and scoring) of the earlier invocations; what they
+        # did after their last checkpoint is redone here, so it does not count.
+        out["earlier_seconds"] = max(earlier.get("total_seconds", 0.0), earlier.get("scoring_seconds", 0.0))
+        out["all_invocations_seconds"] = out["total_seconds"] + out["earlier_seconds"]
+    return out
+
+
+def _checkpoint_timings(path: Path) -> dict | None:
+    """The few-shot timings a checkpoint holds (None without one); the tensors are mapped, not read."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # a bad checkpoint: run_fewshot says what is wrong with it
+        return None
+    found = state.get("timings") if isinstance(state, dict) else None
+    return dict(found) if isinstance(found, dict) else {}
+
+
+@contextlib.contextmanager
+def _long_lived_objects_frozen():
+    """Keep Python's cycle collector off the objects that outlive the run's steps; yields ``freeze(*_)``.
+
+    A full collection walks every tracked object: about 0.2 s each here, nearly
+    all of it the imported libraries, and the collector ran about 3 s in a
+    default run. Frozen objects are skipped: those that exist when the run starts
+    (modules, torch, the caller's), and what exists whenever ``freeze`` is called
+    (after each epoch: the sub-supernets and their optimizers). They go back to the
+    collector when the run ends. A caller that froze objects itself keeps its own
+    arrangement (``freeze`` then does nothing).
+    """
+    if gc.get_freeze_count():
+        yield lambda *_: None
+        return
+    gc.freeze()
+    try:
+        yield lambda *_: gc.freeze()
+    finally:
+        gc.unfreeze()
+
+
+def _note_shared_cores(clock: Clock, device: torch.device, quiet: bool) -> float | None:
+    """Cores the CPU training kept busy on average (report.json's ``hardware``); a note when others took them.
+
+    Torch splits each op over ``torch.get_num_threads()`` threads (one per core), which wait for each
+    other: with one other busy process on a 2-core machine training ran 4x slower here. Fewer threads
+    would change the numbers (sums split differently), so the run keeps them and says why it is slow.
+    """
+    wall, cpu = clock.seconds.get("train", 0.0) + clock.seconds.get("scoring", 0.0), clock.cpu_seconds.get("train")
+    if device.type != "cpu" or cpu is None or wall < 10:
+        return None
+    cores = cpu / wall
+    threads = min(torch.get_num_threads(), os.cpu_count() or 1)
+    if threads > 1 and cores < 0.75 * threads:
+        log(f"note: training kept {cores:.1f} of {threads} cores busy on average: other processes were using "
+            f"them, and torch's {threads} threads per op wait for each other, so this run takes several times "
+            "longer than on a quiet machine", quiet=quiet)
+    return round(cores, 2)
+
+
+def _render(out: Path, quiet: bool) -> None:
+    """report.html with its drawings, next to report.json."""
     from gmgraph.report_html import render_run
 
-    log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
     log(f"wrote {render_run(out)}", quiet=quiet)
 
 
@@ -144,9 +266,15 @@ def _calibration(loaders, settings: SearchSettings) -> list:
 
 def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
             quiet: bool):
+    # Read once, not per candidate: each leaf's space (what `locate` recomputes from the graph every call).
+    leaves = [(leaf, leaf.space) for leaf in result.leaves]
+    val = _held(loaders.val)
+
     def fitness(arch):
-        leaf = locate(result, arch)
-        return evaluate(leaf.gm, arch, loaders.val, calib_loader=calib, bn_batches=settings.search.bn_batches)
+        leaf = next((leaf for leaf, ops in leaves if all(arch[label] in ops[label] for label in ops)), None)
+        if leaf is None:
+            leaf = locate(result, arch)  # raises the SpaceError that names the leaves
+        return evaluate(leaf.gm, arch, val, calib_loader=calib, bn_batches=settings.search.bn_batches)
 
     bar = Progress("search", total=settings.search.evaluations, quiet=quiet)
     best = [0.0]
@@ -164,14 +292,27 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
     return found
 
 
+def _held(loader, limit: int = 512 * 2**20):
+    """An evaluation loader's batches as a list, loaded once for every candidate, if they fit in ``limit`` bytes.
+
+    Validation and test loaders neither shuffle nor augment: every pass yields the same batches, so
+    holding them changes no number, and saves decoding the images again for each of the search's candidates.
+    """
+    x, _ = next(iter(loader))[:2]
+    if x.element_size() * x[0].numel() * len(loader.dataset) > limit:
+        return loader
+    return list(loader)
+
+
 def _final(settings: SearchSettings, result: FewShotResult, found, loaders, calib: list, quiet: bool) -> dict:
     """Test accuracy of the chosen arch on shared weights, and after standalone training from scratch."""
     arch = found.best
     leaf = locate(result, arch)
+    test = _held(loaders.test)  # measured twice
     final = {
         "leaf": leaf.id,
         "supernet_val_accuracy": found.best_fitness,  # the search measured it on the same calibration batches
-        "supernet_test_accuracy": evaluate(leaf.gm, arch, loaders.test, calib_loader=calib,
+        "supernet_test_accuracy": evaluate(leaf.gm, arch, test, calib_loader=calib,
                                            bn_batches=settings.search.bn_batches),
         "standalone_epochs": settings.final_epochs,
     }
@@ -184,7 +325,7 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
         trainer = SupernetTrainer(net, loaders, config, seed=settings.seed)
         for _ in range(settings.final_epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
-        final["standalone_test_accuracy"] = accuracy(net.eval(), loaders.test)
+        final["standalone_test_accuracy"] = accuracy(net.eval(), test)
     final["model"] = net
     return final
 

@@ -2,14 +2,23 @@
 
 >>> print(summary({"arch": {"a": "x"}, "budget": {"supernet_epochs": 3, "epochs": 2},
 ...                "split_tree": [], "leaves": [{}], "search": {"evaluations": 5, "best_fitness": 0.5},
-...                "final": {"supernet_test_accuracy": 0.4, "params": 10}, "timings": {"total_seconds": 1.0}}))
+...                "final": {"supernet_test_accuracy": 0.4, "params": 10, "standalone_epochs": 1,
+...                          "standalone_test_accuracy": 0.5},
+...                "timings": {"total_seconds": 80.4, "train_seconds": 36.2, "export_seconds": 2.71}}))
 chosen architecture: a=x
-...
+leaves: 1; budget: 3 supernet-epochs over 2 epochs; search: 5 evaluations
+supernet-estimated accuracy: test 0.4000
+trained from scratch for 1 epoch: test accuracy 0.5000; 10 parameters
+time: 80 s (supernet training 36 s, export/report 2.7 s)
 """
 
 from __future__ import annotations
 
 from gmgraph.arch import format_pairs
+
+PHASES = {"data": "data", "train": "supernet training", "scoring": "split scoring", "search": "search",
+          "final": "final training", "export": "export/report"}
+"""The phases report.json's ``timings`` holds (``<phase>_seconds``), in order, as the summary names them."""
 
 
 def arch_line(report: dict) -> str:
@@ -25,14 +34,14 @@ def summary(report: dict) -> str:
         groups = " | ".join("+".join(g) for g in split["groups"])
         lines.append(f"  split [{split['node']}] at epoch {split['epoch']}: {split['label']} -> {groups}"
                      f" (score {split['score']:.4g})")
-    lines.append(f"leaves: {len(report['leaves'])}; budget: {budget['supernet_epochs']} supernet-epochs "
-                 f"over {budget['epochs']} epochs; search: {report['search']['evaluations']} evaluations")
+    lines.append(f"leaves: {len(report['leaves'])}; budget: {count(budget['supernet_epochs'], 'supernet-epoch')} "
+                 f"over {count(budget['epochs'], 'epoch')}; search: {count(report['search']['evaluations'], 'evaluation')}")
     line = f"supernet-estimated accuracy: test {final['supernet_test_accuracy']:.4f}"
     if "supernet_val_accuracy" in final:
         line += f", val {final['supernet_val_accuracy']:.4f}"
     lines.append(line)
     if "standalone_test_accuracy" in final:
-        lines.append(f"trained from scratch for {final['standalone_epochs']} epochs: test accuracy "
+        lines.append(f"trained from scratch for {count(final['standalone_epochs'], 'epoch')}: test accuracy "
                      f"{final['standalone_test_accuracy']:.4f}; {final['params']} parameters")
     if "nb201_cifar10_test" in report.get("oracle", {}):
         lines.append(f"NAS-Bench-201 CIFAR-10 test accuracy of this arch (reference only): "
@@ -41,5 +50,40 @@ def summary(report: dict) -> str:
     if hardware:
         where = hardware["device"] + (f" ({hardware['gpu']})" if hardware.get("gpu") else "")
         lines.append(f"trained on {where} in {hardware['precision']}")
-    lines.append(f"time: {report['timings']['total_seconds']:.0f} s")
+    lines.append(time_line(report["timings"]))
     return "\n".join(lines)
+
+
+def time_line(timings: dict) -> str:
+    """The run's wall time and its phases; after a resume, also the time across every invocation.
+
+    >>> print(time_line({"total_seconds": 41.0, "train_seconds": 30.5, "search_seconds": 9.2,
+    ...                  "earlier_seconds": 55.2, "all_invocations_seconds": 96.2}))
+    time: 41 s in this invocation (supernet training 30 s, search 9.2 s); 96 s in all, 55 s of it before the resume
+    """
+    phases = ", ".join(f"{name} {seconds(timings[f'{phase}_seconds'])}" for phase, name in PHASES.items()
+                       if timings.get(f"{phase}_seconds", 0.0) >= 0.05)  # what shows as 0.0 s is left out
+    line = f"time: {seconds(timings['total_seconds'])}"
+    if "all_invocations_seconds" in timings:
+        line += " in this invocation"
+    if phases:
+        line += f" ({phases})"
+    if "all_invocations_seconds" in timings:
+        line += (f"; {seconds(timings['all_invocations_seconds'])} in all, "
+                 f"{seconds(timings.get('earlier_seconds', 0.0))} of it before the resume")
+    return line
+
+
+def seconds(value: float) -> str:
+    """``2.7 s`` under ten seconds, ``36 s`` from there, ``4 min 35 s`` from ten minutes on."""
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 600:
+        return f"{value:.0f} s"
+    minutes, rest = divmod(round(value), 60)
+    return f"{minutes} min {rest} s"
+
+
+def count(n: int, noun: str) -> str:
+    """``1 epoch``, ``2 epochs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

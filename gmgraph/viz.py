@@ -1,7 +1,8 @@
 """Drawings of architectures, split trees, training curves and rankings (matplotlib, Agg).
 
-Every function writes one PNG of a fixed size (``size`` inches x ``DPI``) and
-returns its path; files are written atomically::
+Every function writes one PNG of a fixed size (``size`` inches x ``DPI``; a
+split tree with more than three splits grows taller) and returns its path;
+files are written atomically::
 
     >>> import tempfile, pathlib
     >>> out = pathlib.Path(tempfile.mkdtemp())
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -106,10 +108,14 @@ def draw_chain(arch: Mapping[str, str], path: str | Path, *, title: str = "", si
 
 
 def draw_split_tree(tree: Sequence[Mapping], path: str | Path, *, size=(10, 6)) -> Path:
-    """The split tree (one box per node: label split, groups, score) over heatmaps of each split's distances."""
+    """The split tree (one box per node: label split, groups, score) over heatmaps of each split's distances.
+
+    ``size`` fits the tree and one row of three heatmaps; every further row of
+    heatmaps adds half its height, so names and titles keep their room.
+    """
     splits = [s for s in tree if s.get("distances")]
     rows = 1 + math.ceil(len(splits) / 3) if splits else 1
-    fig = plt.figure(figsize=size)
+    fig = plt.figure(figsize=(size[0], size[1] * max(rows, 2) / 2))
     ax = fig.add_subplot(rows, 1, 1)
     _tree_panel(ax, tree)
     for i, split in enumerate(splits):
@@ -153,9 +159,29 @@ def _heatmap(ax, split: Mapping) -> None:
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=5, color="white")
-    ax.set_xticks(range(len(ops_in_order)), [op[:10] for op in ops_in_order], rotation=60, fontsize=6)
-    ax.set_yticks(range(len(ops_in_order)), [op[:10] for op in ops_in_order], fontsize=6)
-    ax.set_title(f"split of {split['label']} at {split['node'].rsplit('/', 1)[-1]}", fontsize=7)
+    # Whole op names: tight_layout makes room for them (a cut name like 'nor_conv_1' is ambiguous).
+    ax.set_xticks(range(len(ops_in_order)), list(ops_in_order), rotation=45, ha="right", rotation_mode="anchor",
+                  fontsize=6)
+    ax.set_yticks(range(len(ops_in_order)), list(ops_in_order), fontsize=6)
+    ax.set_title(heatmap_title(split), fontsize=7)
+
+
+def heatmap_title(split: Mapping) -> str:
+    """The title of a split's heatmap, wrapped to fit a third of the figure's width.
+
+    >>> print(heatmap_title({"label": "3<-0", "node": "root/1<-0=skip_connect+avg_pool_3x3"}))
+    split of 3<-0 in the sub-supernet where
+    1<-0 in {skip_connect, avg_pool_3x3}
+    """
+    node = split["node"]
+    if node == "root":
+        return f"split of {split['label']} in the root supernet"
+    lines = [f"split of {split['label']} in the sub-supernet where"]
+    for step in node.split("/")[1:]:  # one line per split of its lineage; long op lists wrap, names stay whole
+        label, _, ops = step.partition("=")
+        lines += textwrap.wrap(f"{label} in {{{', '.join(ops.split('+'))}}}", width=44, subsequent_indent="    ",
+                               break_long_words=False, break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 _SHORT = {"none": "0", "skip_connect": "skip", "nor_conv_1x1": "c1", "nor_conv_3x3": "c3", "avg_pool_3x3": "pool"}

@@ -49,3 +49,37 @@ def test_training_curves_and_short_names(tmp_path):
 
 def test_ranking_scatter(tmp_path):
     assert png_size(viz.draw_ranking([0.1, 0.5, 0.3], [1.0, 3.0, 2.0], tmp_path / "r.png", title="m")) == (500, 500)
+
+
+
+def split_of(node, label="3<-0"):
+    """A split of ``node`` like TREE's, into two children."""
+    groups = [["none", "nor_conv_3x3"], ["skip_connect", "nor_conv_1x1", "avg_pool_3x3"]]
+    return dict(TREE[0], node=node, label=label, distances={label: TREE[0]["distances"]["1<-0"]},
+                children=[f"{node}/{label}={'+'.join(g)}" for g in groups])
+
+
+def test_split_tree_heatmaps_show_whole_op_names_and_titles(tmp_path, monkeypatch):
+    figures = []
+    monkeypatch.setattr(viz, "_save", lambda fig, path: figures.append(fig) or path)  # keep the figure open
+    viz.draw_split_tree([TREE[0], split_of(TREE[0]["children"][1])], tmp_path / "tree.png")
+    fig = figures[0]
+    renderer = fig.canvas.get_renderer()
+    page = fig.bbox
+    heatmaps = [ax for ax in fig.axes if ax.images]
+    assert len(heatmaps) == 2
+    for ax in heatmaps:
+        for labels in (ax.get_xticklabels(), ax.get_yticklabels()):
+            assert [t.get_text() for t in labels] == list(nb201.OPS)  # not cut to 'nor_conv_1', 'skip_conne'
+        for text in [*ax.get_xticklabels(), *ax.get_yticklabels(), ax.title]:  # inside the PNG, not clipped
+            box = text.get_window_extent(renderer)
+            assert page.x0 <= box.x0 and box.x1 <= page.x1 and page.y0 <= box.y0 and box.y1 <= page.y1, text
+    title = " ".join(heatmaps[1].get_title().split())  # wrapped to fit: whole names, on more lines
+    assert title.endswith("where 1<-0 in {skip_connect, nor_conv_1x1, avg_pool_3x3}")
+    viz.plt.close(fig)
+
+
+def test_split_tree_grows_taller_for_more_splits(tmp_path):
+    a, b = TREE[0]["children"]
+    tree = [TREE[0], split_of(a), split_of(b), split_of(split_of(a)["children"][0], label="2<-1")]
+    assert png_size(viz.draw_split_tree(tree, tmp_path / "tree.png")) == (1000, 900)

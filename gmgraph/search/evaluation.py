@@ -83,10 +83,9 @@ def evaluate(
         >>> evaluate(gm, {"sign": "id"}, batches, bn_batches=1), evaluate(gm, {"sign": "neg"}, batches, bn_batches=1)
         (1.0, 0.0)
     """
-    validate(arch, space(gm))
     _check_counts(bn_batches, max_batches)
     device = _device(gm) if device is None else torch.device(device)
-    net = derive(gm, arch).to(device)
+    net = derive(gm, arch).to(device)  # checks arch against gm's space first (ArchError)
     if bn_batches:
         batches = itertools.islice(loader if calib_loader is None else calib_loader, bn_batches)
         if recalibrate_bn(net, batches, device=device) == 0:
@@ -148,7 +147,7 @@ def evaluate_many(
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all; the buffers are updated in place as usual
 def recalibrate_bn(
     module: nn.Module, batches: Iterable[Any], *, device: torch.device | str | None = None
 ) -> int:
@@ -196,7 +195,7 @@ def recalibrate_bn(
     return used
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def accuracy(net: nn.Module, batches: Iterable[Any], *, device: torch.device | str | None = None) -> float:
     """Top-1 accuracy of ``net`` (in eval mode) over ``(x, y)`` batches; the mode is restored.
 

@@ -13,7 +13,8 @@
 {'a': 'x', 'b': 'y'}
 
 Your own model becomes a space through :func:`supernetify` and rules such as
-:func:`conv_kernels`, :func:`depthwise_kernels` and :func:`inverted_residual_expansions`;
+:func:`conv_kernels`, :func:`depthwise_kernels`, :func:`inverted_residual_expansions` and
+:func:`mlp_ratios`;
 :func:`original_arch` names the architecture that is the original model.
 """
 
@@ -31,6 +32,7 @@ from gmgraph.spaces.from_model import (
     conv_kernels,
     depthwise_kernels,
     inverted_residual_expansions,
+    mlp_ratios,
     original_arch,
     supernetify,
 )
@@ -122,6 +124,7 @@ __all__ = [
     "depthwise_kernels",
     "get",
     "inverted_residual_expansions",
+    "mlp_ratios",
     "mobilenet",
     "nb201",
     "original_arch",

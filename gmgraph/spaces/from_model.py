@@ -34,7 +34,7 @@ from torch import nn
 from torchvision.models import mnasnet, mobilenetv3
 from torchvision.models.efficientnet import FusedMBConv, FusedMBConvConfig, MBConv, MBConvConfig
 from torchvision.models.mobilenetv2 import InvertedResidual
-from torchvision.ops import SqueezeExcitation
+from torchvision.ops import MLP, SqueezeExcitation
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
@@ -320,3 +320,85 @@ def _like(name: str, block: nn.Module, shape: _Shape, ratio: float) -> nn.Module
     # The config rounds widths to multiples of 8; the block must keep the original's exactly.
     config.input_channels, config.out_channels = c_in, c_out
     return block_type(config, block.stochastic_depth.p, shape.norm)
+
+
+def mlp_ratios(ratios: Sequence[float] = (2, 3, 4)) -> Rule:
+    """Rule: every transformer MLP chooses its hidden width, ``ratio * input width``.
+
+    Matches torchvision's two-layer ``torchvision.ops.MLP``: ViT's ``MLPBlock``,
+    Swin's MLP and any ``MLP(d, [h, out])`` without a norm layer
+    (``Linear(d, h)``, activation, dropout, ``Linear(h, out)``, dropout). Ops are
+    named ``e<ratio>`` as :func:`inverted_residual_expansions` names them (the
+    original keeps its own ratio's name, ``h / d``: ``e4`` for ViT-B's 3072/768);
+    a candidate is a copy of the original (type, activation, dropout) with the
+    hidden width ``round(ratio * d)``. A wider one holds the original weights in
+    its first ``h`` hidden units, fresh rows for the others in the first Linear
+    and zero columns for them in the second, so it starts out computing exactly
+    the original function (and, unlike zeroing both sides, its new units get
+    gradients and train). A narrower one keeps the first hidden units' rows and
+    columns: a warm start, not the same function. Ratios that round to the
+    original width are not offered.
+
+    Raises:
+        SpaceError: no ratio, or one that is not a positive number.
+
+    Example:
+        >>> from torchvision.models.vision_transformer import MLPBlock
+        >>> ops = mlp_ratios((2, 4))("mlp", MLPBlock(8, 24, 0.0))
+        >>> list(ops), ops["e4"][0].out_features, ops["e4"][3].in_features
+        (['e3', 'e2', 'e4'], 32, 32)
+    """
+    bad = [r for r in ratios if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0]
+    if bad or not ratios:
+        raise SpaceError(f"mlp_ratios needs positive ratios; got {list(ratios)}")
+
+    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
+        linears = _mlp_linears(module)
+        if linears is None:
+            return None
+        first, _ = linears
+        d, h = first.in_features, first.out_features
+        ops: dict[str, nn.Module] = {_ratio_name(h / d): module}
+        widths = {h}
+        for ratio in ratios:
+            width = max(1, round(ratio * d))
+            if width not in widths and _ratio_name(ratio) not in ops:
+                widths.add(width)
+                ops[_ratio_name(ratio)] = _mlp_of_width(module, width)
+        return ops if len(ops) > 1 else None
+
+    rule.__name__ = "mlp_ratios"
+    return rule
+
+
+def _mlp_linears(module: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
+    """A two-layer torchvision MLP's two Linears, when nothing else in it has parameters."""
+    if not isinstance(module, MLP):
+        return None
+    with_params = [i for i, child in enumerate(module) if any(True for _ in child.parameters())]
+    if len(with_params) != 2 or not all(isinstance(module[i], nn.Linear) for i in with_params):
+        return None  # a norm layer between, or more than one hidden layer
+    first, second = (module[i] for i in with_params)
+    return (first, second) if first.out_features == second.in_features else None
+
+
+def _mlp_of_width(mlp: nn.Module, width: int) -> nn.Module:
+    """A copy of a two-layer MLP with ``width`` hidden units, warm-started from its weights."""
+    first, second = _mlp_linears(mlp)
+    i, j = (k for k, child in enumerate(mlp) if child is first or child is second)
+    h = min(width, first.out_features)
+    # The copy shares nothing; its Linears are replaced (the memo keeps the old ones from being copied).
+    new = copy.deepcopy(mlp, memo={id(first): first, id(second): second})
+    kwargs = {"device": first.weight.device, "dtype": first.weight.dtype}
+    wide_in = nn.Linear(first.in_features, width, bias=first.bias is not None, **kwargs)
+    wide_out = nn.Linear(width, second.out_features, bias=second.bias is not None, **kwargs)
+    with torch.no_grad():
+        wide_in.weight[:h] = first.weight[:h]
+        wide_out.weight.zero_()
+        wide_out.weight[:, :h] = second.weight[:, :h]
+        if first.bias is not None:
+            wide_in.bias[:h] = first.bias[:h]
+        if second.bias is not None:
+            wide_out.bias.copy_(second.bias)
+    new[i], new[j] = wide_in, wide_out
+    return new

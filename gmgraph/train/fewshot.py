@@ -200,7 +200,7 @@ def run_fewshot(
     if state is not None:
         first = _restore(result, gm, data, settings, state, checkpoint)
     ranks = _place(result, team)
-    start = time.perf_counter()
+    before, start = result.timings.get("total_seconds", 0.0), time.perf_counter()  # earlier invocations' time
     for epoch in range(first, train.epochs):
         if epoch in splits:
             t = time.perf_counter()
@@ -215,11 +215,12 @@ def run_fewshot(
             everyone = epoch + 1 in splits or epoch + 1 == train.epochs  # a split or the end is next
             if everyone or checkpoint is not None:
                 _share(result, ranks, team, everyone=everyone, quiet=quiet)
+        result.timings["total_seconds"] = before + time.perf_counter() - start  # the checkpoint carries it on
         if checkpoint is not None and (team is None or team.is_root):
             save_checkpoint(_state(result, settings, epoch + 1), checkpoint)
         if on_epoch is not None:
             on_epoch(epoch + 1, result)
-    result.timings["total_seconds"] = result.timings.get("total_seconds", 0.0) + time.perf_counter() - start
+    result.timings["total_seconds"] = before + time.perf_counter() - start
     return result
 
 

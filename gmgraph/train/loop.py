@@ -237,7 +237,7 @@ class SupernetTrainer:
         self.epoch += 1
         stats = {"epoch": self.epoch, "loss": means["loss"], "accuracy": means["acc"],
                  "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - start}
-        progress.close()
+        progress.close(**means)  # the epoch's means (not the last live reading), fixed decimals
         self.history.append(stats)
         return stats
 
