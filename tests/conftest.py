@@ -70,3 +70,16 @@ def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
     with torch.no_grad():
         expected = net(x)
     torch.testing.assert_close(torch.from_numpy(got), expected, rtol=1e-4, atol=1e-4)
+
+
+def tiny_search(out, data: str, **overrides) -> None:
+    """A short but real ``gmgraph search`` into ``out`` (NB201 C=4 N=1, 2 epochs, a split at 1).
+
+    ``overrides`` replace flags (``final_epochs=1`` is ``--final-epochs 1``).
+    """
+    from gmgraph.cli import main
+
+    flags = {"data": data, "width": 4, "cells": 1, "epochs": 2, "split_at": 1, "rounds": 1, "evaluations": 3,
+             "final_epochs": 0, "steps_per_epoch": 2, "bn_batches": 1, **overrides}
+    argv = [part for name, value in flags.items() for part in (f"--{name.replace('_', '-')}", str(value))]
+    assert main(["search", *argv, "--quiet", "--out", str(out)]) == 0

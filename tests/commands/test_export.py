@@ -16,6 +16,7 @@ from gmgraph.cli import main
 from gmgraph.commands.export import export_run
 from gmgraph.passes.onnx import read_metadata
 from gmgraph.spaces import nb201
+from tests.conftest import tiny_search
 
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"
 ACCURACY = re.compile(r"^accuracy: (\d\.\d{4}) \((\d+)/(\d+) (.+)\)$", re.M)
@@ -25,10 +26,7 @@ ACCURACY = re.compile(r"^accuracy: (\d\.\d{4}) \((\d+)/(\d+) (.+)\)$", re.M)
 def run_dir(tmp_path_factory):
     """A tiny finished search run on synthetic 3x32x32 data (10 classes)."""
     out = tmp_path_factory.mktemp("run")
-    code = main(["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
-                 "--rounds", "1", "--evaluations", "3", "--final-epochs", "0", "--steps-per-epoch", "2",
-                 "--bn-batches", "1", "--quiet", "--out", str(out)])
-    assert code == 0
+    tiny_search(out, "synthetic")
     return out
 
 

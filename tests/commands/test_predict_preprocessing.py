@@ -27,6 +27,7 @@ from gmgraph.cli import main
 from gmgraph.errors import DataError
 from gmgraph.passes.onnx import PREPROCESSING_KEY, export_onnx, read_metadata
 from gmgraph.run import export_run
+from tests.conftest import tiny_search
 
 ACCURACY = re.compile(r"^accuracy: (\d\.\d{4}) \((\d+)/(\d+) (.+)\)$", re.M)
 ROW = re.compile(r"^(\S+)\s+(\d+)\s+(\d+)\s+[01]\.\d{3}$", re.M)
@@ -37,10 +38,7 @@ DIGITS = load_digits()
 def digits_run(tmp_path_factory):
     """A short but real `gmgraph search` on digits: a model that has learnt something (about 0.8)."""
     out = tmp_path_factory.mktemp("digits-run")
-    code = main(["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
-                 "--rounds", "1", "--evaluations", "2", "--final-epochs", "1", "--steps-per-epoch", "3",
-                 "--bn-batches", "1", "--quiet", "--out", str(out)])
-    assert code == 0
+    tiny_search(out, "digits", evaluations=2, final_epochs=1, steps_per_epoch=3)
     return out
 
 
