@@ -298,7 +298,8 @@ class PadaSampler(Sampler):
             return
         with torch.no_grad():
             error = logits.float().softmax(1) - F.one_hot(targets, logits.shape[1]).float()
-            self.sample_scores[indices.to(self.sample_scores.device)] = error.norm(dim=1).to(self.sample_scores.device)
+            where = indices.to(self.sample_scores.device, non_blocking=True)  # pinned by the loader on CUDA
+            self.sample_scores[where] = error.norm(dim=1).to(self.sample_scores.device)
 
     def end_epoch(self, epoch, total):
         self.tau = min(1.0, (epoch + 1) / max(total - 1, 1))

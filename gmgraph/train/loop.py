@@ -269,8 +269,8 @@ class SupernetTrainer:
         x, y = to_device((x, y), self.device)
         if val_batch is not None and self.arch_optimizer is not None:
             self._arch_step(*to_device(tuple(val_batch[:2]), self.device))
-        if index is None:
-            index = torch.zeros(len(y), dtype=torch.long)
+        if index is None:  # no dataset positions: sample 0 stands in (made on the device, nothing to copy)
+            index = torch.zeros(len(y), dtype=torch.long, device=self.device)
         return self._weight_step(x, y, index)
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ def test_steady_state_steps_never_sync(digits, sampler):
     val = [(x.pin_memory(), y.pin_memory()) for x, y in list(digits.val)[:3]]
     with no_host_sync(trainer.device):
         for (x, y), v in zip(batches, val):
-            trainer.train_step(x, y, torch.arange(len(y)), v)
+            trainer.train_step(x, y, torch.arange(len(y)).pin_memory(), v)  # as the pinned loader gives them
     torch.cuda.synchronize()
 
 
