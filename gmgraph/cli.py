@@ -5,7 +5,7 @@ NAS-Bench-201 over the bundled digits data). A user error prints one line and
 exits 2; no traceback::
 
     $ gmgraph search --epochs 0
-    gmgraph: error: --epochs must be a positive integer, got 0
+    gmgraph: error: epochs must be a positive integer, got 0
 """
 
 from __future__ import annotations
