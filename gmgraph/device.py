@@ -61,10 +61,20 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(f"--device {name}: torch sees no CUDA GPU on this machine; use --device cpu or auto")
-        if device.index is None:  # the current GPU: a distributed worker's own (see train.distributed.session)
-            device = torch.device("cuda", torch.cuda.current_device())
+        device = with_index(device)  # the current GPU: a distributed worker's own (see train.distributed.session)
         if device.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def with_index(device: torch.device) -> torch.device:
+    """``cuda`` as ``cuda:<current index>``, so that equal devices compare equal (and RNG forks find theirs).
+
+    >>> with_index(torch.device("cpu"))
+    device(type='cpu')
+    """
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
     return device
 
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from gmgraph.device import resolve_device, to_device
+from gmgraph.device import resolve_device, to_device, with_index
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import choices, running, space
 from gmgraph.samplers import Sampler, borrowed, make_sampler
@@ -126,21 +126,14 @@ def scoring_device(gm: fx.GraphModule, device: str | torch.device | None = None)
         device(type='cpu')
     """
     param = next(gm.parameters(), None)
-    home = _indexed(param.device if param is not None else torch.device("cpu"))
+    home = with_index(param.device if param is not None else torch.device("cpu"))
     if device is None:
         return home
-    wanted = _indexed(resolve_device(device))
+    wanted = with_index(resolve_device(device))
     if wanted != home:
         raise ConfigError(f"device {str(device)!r} is not where the graph's parameters are ({home}); "
                           f"move the graph first (gm.to({str(wanted)!r})) or leave device unset")
     return home
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """``cuda`` as ``cuda:<current index>``, so equal devices compare equal."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
 
 
 def _check(gm: fx.GraphModule, label: str, rounds: int, distance: str) -> tuple[str, ...]:

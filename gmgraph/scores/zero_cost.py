@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from gmgraph.device import resolve_device, to_device
+from gmgraph.device import resolve_device, to_device, with_index
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.passes.derive import derive
 
@@ -228,18 +228,11 @@ METRICS: dict[str, Callable[..., float]] = {
 
 def _scoring_device(gm: fx.GraphModule, device, x: torch.Tensor | None) -> torch.device:
     if device is not None:
-        return _indexed(resolve_device(device))
+        return with_index(resolve_device(device))
     home = next(gm.parameters(), None)
     if home is not None:
-        return _indexed(home.device)
-    return _indexed(x.device) if x is not None else torch.device("cpu")
-
-
-def _indexed(device: torch.device) -> torch.device:
-    """``cuda`` as ``cuda:<current index>``: the RNG fork needs the index."""
-    if device.type == "cuda" and device.index is None:
-        return torch.device("cuda", torch.cuda.current_device())
-    return device
+        return with_index(home.device)
+    return with_index(x.device) if x is not None else torch.device("cpu")
 
 
 def _unpack(batch, metric: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:
