@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import sys
 import types
 import typing
@@ -81,7 +82,8 @@ class Flag:
         return self.name.replace("-", "_")
 
 
-def flags(cls: type) -> list[Flag]:
+@functools.cache  # a class's fields never change, and reading its defaults builds one (checks and all)
+def flags(cls: type) -> tuple[Flag, ...]:
     """Every flag of ``cls``, nested classes included, in declaration order.
 
     Raises:
@@ -94,7 +96,7 @@ def flags(cls: type) -> list[Flag]:
             raise ConfigError(f"settings fields {'.'.join(seen[f.name].path)} and {'.'.join(f.path)} "
                               f"both want flag --{f.name}")
         seen[f.name] = f
-    return out
+    return tuple(out)
 
 
 def _walk(cls: type, prefix: tuple[str, ...]) -> Iterator[Flag]:

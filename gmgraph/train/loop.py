@@ -282,11 +282,8 @@ class SupernetTrainer:
             value, hits = self.parallel.backward(logits, y, params)
             self._check_loss(value)  # the global loss: every rank stops together
             loss, hits = torch.tensor(value, device=self.device), torch.tensor(hits, device=self.device)
-        elif self._checked and self.graphed and self._graph("weights", self._weight_pass, (x, y)) is not None \
-                and self._graphs["weights"].fits(x, y):
-            loss, hits, logits = self._graphs["weights"](x, y)
         else:
-            loss, hits, logits = self._weight_pass(x, y)
+            loss, hits, logits = self._run("weights", self._weight_pass, x, y)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
         if self.config.grad_clip is not None:
@@ -311,12 +308,17 @@ class SupernetTrainer:
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), (logits.argmax(1) == y).sum(), logits.detach()
 
-    def _graph(self, name: str, fn, example) -> GraphedStep | None:
-        """The captured ``fn`` (captured on first use; None where capture failed)."""
-        if name not in self._graphs:
-            pool = next((g.pool for g in self._graphs.values() if g is not None), None)
-            self._graphs[name] = capture(fn, example, self.gm, what=f"{name} step", pool=pool)
-        return self._graphs[name]
+    def _run(self, name: str, fn, x: torch.Tensor, y: torch.Tensor):
+        """``fn(x, y)``: replayed from its CUDA graph where steps are graphed (captured on first use, after
+        the first step checked the data), eagerly otherwise, for a batch of another shape, or where capture failed."""
+        if self._checked and self.graphed:
+            if name not in self._graphs:
+                pool = next((g.pool for g in self._graphs.values() if g is not None), None)
+                self._graphs[name] = capture(fn, (x, y), self.gm, what=f"{name} step", pool=pool)
+            graph = self._graphs[name]
+            if graph is not None and graph.fits(x, y):
+                return graph(x, y)
+        return fn(x, y)
 
     def _check_loss(self, value: float) -> None:
         if not math.isfinite(value):
@@ -332,11 +334,8 @@ class SupernetTrainer:
             with self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
             self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"])
-        elif self._checked and self.graphed and self._graph("arch", self._arch_pass, (x, y)) is not None \
-                and self._graphs["arch"].fits(x, y):
-            self._graphs["arch"](x, y)
         else:
-            self._arch_pass(x, y)
+            self._run("arch", self._arch_pass, x, y)
         self.arch_optimizer.step()
 
     def _arch_pass(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
