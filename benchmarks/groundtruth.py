@@ -43,12 +43,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=DEFAULTS.lr)
     p.add_argument("--out", type=Path, default=local.DEFAULT_PATH)
     p.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    p.add_argument("--workers", type=int, default=1, help="training processes, one thread each")
+    p.add_argument("--uniform", action="store_true", help="also train the five all-same-op archs")
+    p.add_argument("--report-only", action="store_true", help="print the quality of --out, train nothing")
     return p.parse_args(argv)
+
+
+CHANCE = 0.1
+"""Accuracy of a network that cannot see its input (10 classes)."""
+
+GATE = 0.75
+"""3-seed mean against 3-seed mean Kendall tau a ground truth must reach (issue 16)."""
 
 
 def agreement(path: Path, seeds: int) -> list[str]:
     lines = []
-    for per_side in (1, 2, 4):
+    for per_side in (1, 2, 3, 4):
         if seeds < 2 * per_side:
             continue
         try:
@@ -57,7 +67,26 @@ def agreement(path: Path, seeds: int) -> list[str]:
             lines.append(f"seed agreement ({per_side} vs {per_side} seeds): undefined ({exc})")
             continue
         lines.append(f"seed agreement ({per_side} vs {per_side} seeds, {a['n']} archs, {a['pairs']} pairs): "
-                     f"kendall_tau={a['kendall_tau']:.3f} spearman={a['spearman']:.3f}")
+                     f"kendall_tau={a['kendall_tau']:.3f} spearman={a['spearman']:.3f}"
+                     + (f" (gate {GATE}: {'met' if a['kendall_tau'] >= GATE else 'NOT met'})" if per_side == 3 else ""))
+    return lines
+
+
+def quality_lines(path: Path) -> list[str]:
+    lines = []
+    for above, which in ((None, "all archs"), (CHANCE + 0.05, "archs above chance + 5 points")):
+        try:
+            q = local.quality(path, above=above)
+        except GmGraphError as exc:
+            lines.append(f"quality ({which}): undefined ({exc})")
+            continue
+        lines += [
+            f"{which}: mean accuracy over {q['archs']} archs x {q['seeds']} seeds: min {q['min']:.3f}, "
+            f"5% {q['p5']:.3f}, median {q['median']:.3f}, 95% {q['p95']:.3f}, max {q['max']:.3f}; "
+            f"{q['within_1pt']} within 1 point of the best",
+            f"{which}: seed SD {q['seed_sd']:.4f} vs between-arch SD {q['between_sd']:.4f} "
+            f"(ratio {q['sd_ratio']:.2f}; bar <= 0.33); ICC(1) {q['icc']:.3f}",
+        ]
     return lines
 
 
@@ -66,11 +95,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     schedule = local.Schedule(C=args.C, N=args.N, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr)
     start = time.perf_counter()
-    rows = local.generate(args.archs, args.seeds, out=args.out, schedule=schedule, dataset=args.dataset,
-                          sample_seed=args.sample_seed)
-    print(f"{len(rows)} rows in {args.out} ({time.perf_counter() - start:.0f} s this run; "
-          f"{sum(r['seconds'] for r in rows) / max(len(rows), 1):.2f} s per training)")
-    for line in agreement(args.out, len(args.seeds)):
+    if not args.report_only:
+        rows = local.generate(args.archs, args.seeds, out=args.out, schedule=schedule, dataset=args.dataset,
+                              sample_seed=args.sample_seed, uniform=args.uniform, workers=args.workers)
+        print(f"{len(rows)} rows in {args.out} ({time.perf_counter() - start:.0f} s this run; "
+              f"{sum(r['seconds'] for r in rows) / max(len(rows), 1):.2f} s per training)")
+    for line in quality_lines(args.out):
+        print(line)
+    for line in agreement(args.out, len(local.per_seed(args.out)[next(iter(local.per_seed(args.out)))])):
         print(line)
 
 

@@ -15,7 +15,7 @@ with one short schedule and several seeds, and keep every row::
     >>> arch = nb201.parse("|nor_conv_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|avg_pool_3x3~2|")
     >>> row = train_arch(arch, C=4, N=1, epochs=1, seed=0, loaders=loaders)
     >>> sorted(row), 0.0 <= row["val"] <= 1.0
-    (['params', 'seconds', 'test', 'val'], True)
+    (['params', 'seconds', 'test', 'val', 'val_loss'], True)
 
 The agreement of two seeds' accuracies (:func:`seed_agreement`) is the
 ceiling any supernet ranking can reach on this ground truth.
@@ -34,8 +34,10 @@ import io
 import itertools
 import json
 import math
+import multiprocessing
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,14 +50,17 @@ from gmgraph.arch import format_nb201, parse_nb201
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.files import atomic_write
 from gmgraph.progress import Progress
-from gmgraph.search.evaluation import accuracy
 from gmgraph.search.ranking import kendall_tau, spearman
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "digits201.csv"
 """Where ``benchmarks/groundtruth.py`` writes the digits ground truth."""
 
-COLUMNS = ("arch", "seed", "val", "test", "params", "seconds")
-"""CSV columns: NB201 string, training seed, val and test accuracy (fractions), parameters, seconds."""
+COLUMNS = ("arch", "seed", "val", "test", "params", "seconds", "val_loss")
+"""CSV columns: NB201 string, training seed, val and test accuracy (fractions), parameters, seconds,
+mean validation cross-entropy (it breaks accuracy ties; files written before it existed lack it)."""
+
+OPTIONAL = ("val_loss",)
+"""Columns a ground truth may lack (read as NaN)."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +122,8 @@ def train_arch(
         lr, momentum, weight_decay, grad_clip: SGD (Nesterov) settings.
 
     Returns:
-        ``{"val": acc, "test": acc, "params": n, "seconds": s}``, accuracies in [0, 1].
+        ``{"val": acc, "test": acc, "params": n, "seconds": s, "val_loss": mean cross-entropy on val}``,
+        accuracies in [0, 1].
 
     Example:
         >>> from gmgraph import data
@@ -140,12 +146,27 @@ def train_arch(
     order = DataLoader(train.dataset, batch_size=batch_size or train.batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(seed))
     _fit(net, order, epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
+    val_acc, val_loss = _evaluate(net, val)
     return {
-        "val": accuracy(net, val),
-        "test": accuracy(net, test),
+        "val": val_acc,
+        "test": _evaluate(net, test)[0],
         "params": sum(p.numel() for p in net.parameters()),
         "seconds": time.perf_counter() - start,
+        "val_loss": val_loss,
     }
+
+
+@torch.no_grad()
+def _evaluate(net: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of ``net`` in eval mode over ``loader``."""
+    net.eval()
+    correct, loss, n = 0, 0.0, 0
+    for x, y in loader:
+        logits = net(x)
+        correct += int((logits.argmax(1) == y).sum())
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        n += len(y)
+    return correct / n, loss / n
 
 
 def _data_shape(train: DataLoader) -> tuple[int, int]:
@@ -206,6 +227,8 @@ def generate(
     schedule: Schedule | None = None,
     dataset: str = "digits",
     sample_seed: int = 0,
+    uniform: bool = False,
+    workers: int = 1,
     progress: bool = True,
 ) -> list[dict]:
     """Train ``n_archs`` sampled architectures with every seed; write ``out`` (+ ``.json``).
@@ -213,7 +236,8 @@ def generate(
     Resumable and extensible: rows already in ``out`` are kept and their
     (arch, seed) pairs skipped, provided the side file holds the same
     settings (more architectures or other seeds may be added). Both files
-    are rewritten atomically after every finished training.
+    are rewritten atomically after every finished training. The rows do not
+    depend on ``workers``: each training is seeded by its own (arch, seed).
 
     Args:
         n_archs: architectures, drawn by :func:`sample_archs` with ``sample_seed``.
@@ -222,6 +246,9 @@ def generate(
         schedule: network size and training recipe.
         dataset: name for :func:`gmgraph.data.load` (split fixed by its split seed 0).
         sample_seed: seed of the architecture sample.
+        uniform: also train the five archs whose six edges all hold one op
+            (:func:`uniform_archs`), the corners of the space.
+        workers: processes training in parallel, one torch thread each.
         progress: show a progress line on stderr.
 
     Returns:
@@ -239,22 +266,73 @@ def generate(
         (2, 2)
     """
     schedule = (schedule or Schedule()).validate()
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     out = Path(out)
     loaders = load_data(dataset, schedule.batch_size)
-    settings = _settings(n_archs, seeds, schedule, dataset, sample_seed, _sizes(loaders))
+    settings = _settings(n_archs, seeds, schedule, dataset, sample_seed, _sizes(loaders), uniform)
     done = _resume(out, settings)
     # samples are prefixes of one permutation: the longer one orders every row in the file
-    order = sample_archs(max(n_archs, len({a for a, _ in done})), sample_seed)
-    todo = [(a, int(s)) for a in order[:n_archs] for s in seeds if (a, int(s)) not in done]
+    order = _arch_order(max(n_archs, len({a for a, _ in done})), sample_seed, uniform)
+    wanted = _arch_order(n_archs, sample_seed, uniform)
+    todo = [(a, int(s)) for a in wanted for s in seeds if (a, int(s)) not in done]
     bar = Progress(f"ground truth ({len(done)} done)", total=len(todo), quiet=not progress)
-    sizes = {f: getattr(schedule, f) for f in ("C", "N", "epochs", "lr", "momentum", "weight_decay", "grad_clip")}
-    for arch, seed in todo:
-        done[arch, seed] = {"arch": arch, "seed": seed, **train_arch(arch, seed=seed, loaders=loaders, **sizes)}
+    for arch, seed, row in _train_all(todo, dataset, schedule, workers, loaders):
+        done[arch, seed] = {"arch": arch, "seed": seed, **row}
         _write(out, settings, done, order)
-        bar.update(arch=arch[:24], val=done[arch, seed]["val"])
+        bar.update(arch=arch[:24], val=row["val"])
     bar.close()
     _write(out, settings, done, order)
     return _ordered(done, order)
+
+
+def uniform_archs() -> list[str]:
+    """The five NB201 archs with one op on every edge (all ``none`` included).
+
+    Example:
+        >>> uniform_archs()[1]
+        '|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|'
+    """
+    from gmgraph.spaces import nb201
+
+    edges = [f"{i}<-{j}" for i in range(1, 4) for j in range(i)]
+    return [format_nb201(dict.fromkeys(edges, op)) for op in nb201.OPS]
+
+
+def _arch_order(n_archs: int, sample_seed: int, uniform: bool) -> list[str]:
+    sampled = sample_archs(n_archs, sample_seed)
+    return sampled + [a for a in uniform_archs() if a not in sampled] if uniform else sampled
+
+
+def _train_all(todo: list[tuple[str, int]], dataset: str, schedule: Schedule, workers: int, loaders):
+    """Yield ``(arch, seed, row)`` as trainings finish, in this process or in ``workers`` others."""
+    if workers == 1:
+        for arch, seed in todo:
+            yield arch, seed, _train_one(arch, seed, schedule, loaders)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                             initargs=(dataset, schedule.batch_size)) as pool:
+        jobs = {pool.submit(_train_in_worker, arch, seed, schedule): (arch, seed) for arch, seed in todo}
+        for job in as_completed(jobs):
+            yield (*jobs[job], job.result())
+
+
+def _train_one(arch: str, seed: int, schedule: Schedule, loaders) -> dict:
+    sizes = {f: getattr(schedule, f) for f in ("C", "N", "epochs", "lr", "momentum", "weight_decay", "grad_clip")}
+    return train_arch(arch, seed=seed, loaders=loaders, **sizes)
+
+
+_WORKER: dict = {}
+
+
+def _start_worker(dataset: str, batch_size: int) -> None:
+    torch.set_num_threads(1)
+    _WORKER["loaders"] = load_data(dataset, batch_size)
+
+
+def _train_in_worker(arch: str, seed: int, schedule: Schedule) -> dict:
+    return _train_one(arch, seed, schedule, _WORKER["loaders"])
 
 
 def load_data(dataset: str, batch_size: int = 64):
@@ -277,8 +355,11 @@ def _sizes(loaders) -> tuple[int, int, int]:
     return data.info(loaders).sizes
 
 
-def _settings(n_archs, seeds, schedule: Schedule, dataset: str, sample_seed: int, sizes) -> dict:
+def _settings(n_archs, seeds, schedule: Schedule, dataset: str, sample_seed: int, sizes,
+              uniform: bool = False) -> dict:
+    extra = {"uniform_archs": True} if uniform else {}  # absent in files made before the option
     return {
+        **extra,
         "dataset": dataset,
         "split_seed": 0,
         "sizes": {"train": sizes[0], "val": sizes[1], "test": sizes[2]},
@@ -318,7 +399,9 @@ _GROWS = ("n_archs", "seeds")
 
 def _write(out: Path, settings: dict, done: dict, order: Sequence[str]) -> None:
     # the side file describes the rows in the file, which may span several runs
-    settings = {**settings, "n_archs": len({a for a, _ in done}), "seeds": sorted({s for _, s in done})}
+    corners = set(uniform_archs()) if settings.get("uniform_archs") else set()
+    sampled = {a for a, _ in done} - corners
+    settings = {**settings, "n_archs": len(sampled), "seeds": sorted({s for _, s in done})}
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
@@ -346,7 +429,7 @@ def read_rows(path: str | Path | None = None) -> list[dict]:
         raise DataError(f"no ground truth at {path}; generate it with benchmarks/groundtruth.py")
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
-        missing = set(COLUMNS) - set(reader.fieldnames or ())
+        missing = set(COLUMNS) - set(OPTIONAL) - set(reader.fieldnames or ())
         if missing:
             raise DataError(f"{path} lacks column(s) {sorted(missing)}; expected {list(COLUMNS)}")
         try:
@@ -358,7 +441,8 @@ def read_rows(path: str | Path | None = None) -> list[dict]:
 def _typed(row: dict) -> dict:
     parse_nb201(row["arch"])  # a malformed string fails here, with the line number above
     return {"arch": row["arch"], "seed": int(row["seed"]), "val": float(row["val"]),
-            "test": float(row["test"]), "params": int(row["params"]), "seconds": float(row["seconds"])}
+            "test": float(row["test"]), "params": int(row["params"]), "seconds": float(row["seconds"]),
+            "val_loss": float(row.get("val_loss") or "nan")}
 
 
 def load_groundtruth(path: str | Path | None = None, *, split: str = "all") -> dict[str, float]:
@@ -454,3 +538,51 @@ def _disjoint_groups(seeds: Sequence[int], k: int):
         for b in itertools.combinations(rest, k):
             if a < b:
                 yield a, b
+
+
+# ------------------------------------------------------------------ quality of a ground truth
+
+
+def quality(path: str | Path | None = None, *, split: str = "all", above: float | None = None) -> dict[str, float]:
+    """How well a ground truth separates architectures, from its rows.
+
+    Returns the spread of the per-arch mean accuracy (min, 5th, 50th and 95th
+    percentile, max, archs within 1 point of the best), the mean per-arch seed
+    SD against the SD between arch means (and their ratio; the issue's bar is
+    at most 1/3), and ICC(1), the share of the variance of one training run
+    that is due to the architecture (one-way random effects, archs trained
+    with every seed only). ``above`` keeps only archs whose mean accuracy
+    exceeds it, e.g. to leave out the cells with no path to the output, which
+    sit at chance and inflate the between-arch SD.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.csv"
+        >>> accs = {0: (0.5, 0.7, 0.9), 1: (0.52, 0.68, 0.9)}   # seed -> accuracy of 3 archs
+        >>> rows = [f"{a},{s},{acc},{acc},1,1" for s in accs for a, acc in zip(sample_archs(3), accs[s])]
+        >>> _ = path.write_text(",".join(COLUMNS[:6]) + "\\n" + "\\n".join(rows) + "\\n")
+        >>> q = quality(path)
+        >>> q["archs"], round(q["icc"], 3), round(q["seed_sd"], 4), q["within_1pt"]
+        (3, 0.996, 0.0094, 1)
+    """
+    table = per_seed(path, split=split)
+    seeds = sorted({s for accs in table.values() for s in accs})
+    full = np.array([[accs[s] for s in seeds] for accs in table.values() if all(s in accs for s in seeds)])
+    if above is not None and len(full):
+        full = full[full.mean(axis=1) > above]
+    if full.shape[0] < 2 or full.shape[1] < 2:
+        raise DataError("quality needs at least two archs trained with at least two common seeds")
+    means = full.mean(axis=1)
+    n, k = full.shape
+    ms_between = k * means.var(ddof=1)
+    ms_within = ((full - means[:, None]) ** 2).sum() / (n * (k - 1))
+    seed_sd = float(np.sqrt(ms_within))
+    between_sd = float(means.std(ddof=1))
+    p5, p50, p95 = np.percentile(means, [5, 50, 95])
+    return {
+        "archs": n, "seeds": k,
+        "min": float(means.min()), "p5": float(p5), "median": float(p50), "p95": float(p95), "max": float(means.max()),
+        "within_1pt": int((means >= means.max() - 0.01).sum()),
+        "seed_sd": seed_sd, "between_sd": between_sd, "sd_ratio": seed_sd / between_sd if between_sd else math.inf,
+        "icc": float((ms_between - ms_within) / (ms_between + (k - 1) * ms_within)),
+    }

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from gmgraph.errors import DataError
+from gmgraph.placed_digits import PLACEMENTS, place
 
 T = TypeVar("T")
 
@@ -174,6 +175,11 @@ def load(
 
     - ``digits``: scikit-learn's 1797 8x8 digits, shipped with scikit-learn.
       A stratified 60/20/20 split; normalised with the train split's mean/std.
+    - ``digits16``, ``clutter16``: the digits placed at random positions on a
+      16x16 canvas with Gaussian noise (``clutter16`` adds three 4x4 pieces of
+      other digits); train/val/test are placed from the digits split's disjoint
+      source images, 2/4/4 times each (2154/1440/1440 images). Here the
+      architecture matters; see :mod:`gmgraph.placed_digits`.
     - ``synthetic``: seeded random images of ``shape`` with ``num_classes``
       labels and ``size`` = (train, val, test) images. Each class has a random
       prototype; a sample is its prototype plus noise, so labels are learnable.
@@ -330,6 +336,11 @@ def preprocessing(
         x, _, _, mean, std = _digits_images(split_seed, adapt)
         return _preprocessing(key, "grey", DIGITS_RANGE, [float(mean)], [float(std)], tuple(x.shape[-2:]),
                               x.shape[1])
+    if key in PLACEMENTS:
+        splits, mean, std = _placed_images(key, split_seed, adapt)
+        x = splits[0][0]
+        return _preprocessing(key, "grey", (0.0, 1.0), [float(mean)], [float(std)], tuple(x.shape[-2:]),
+                              x.shape[1])
     if key == "imagefolder":
         size = (image_size, image_size) if image_size is not None else None
         return _preprocessing(key, "rgb", (0.0, 1.0), *_IMAGENET, size, channels or 3)
@@ -374,6 +385,15 @@ def _build_digits(r: DataRequest):
     return _digits(r.split_seed, r.adapt)
 
 
+def _build_placed(name: str):
+    def build(r: DataRequest):
+        _refuse_augment(r, name)
+        splits, mean, std = _placed_images(name, r.split_seed, r.adapt)
+        return tuple(TensorDataset((x - mean) / std, y) for x, y in splits), 10
+
+    return build
+
+
 def _build_synthetic(r: DataRequest):
     _refuse_augment(r, "synthetic")
     if not r.adapt.is_noop:
@@ -397,6 +417,7 @@ def _build_torchvision(name: str):
 
 DATASETS: dict[str, Any] = {
     "digits": _build_digits,
+    **{name: _build_placed(name) for name in PLACEMENTS},
     "synthetic": _build_synthetic,
     **{name: _build_torchvision(name) for name in ("cifar10", "cifar100", "mnist", "fashion-mnist")},
     "imagefolder": _build_imagefolder,
@@ -488,6 +509,26 @@ def _digits(split_seed: int, adapt: _Adapt) -> tuple[tuple[Dataset, ...], int]:
     x, y, splits, mean, std = _digits_images(split_seed, adapt)
     x, labels = (x - mean) / std, torch.as_tensor(y, dtype=torch.long)
     return tuple(TensorDataset(x[i], labels[i]) for i in splits), 10
+
+
+def _placed_images(name: str, split_seed: int, adapt: _Adapt):
+    """The (train, val, test) ``(x, y)`` of a placed-digits dataset, unnormalised, and the train mean/std.
+
+    Source images are those of the ``digits`` split, so no digit image feeds two
+    splits; each split is placed with its own generator seeded from ``split_seed``.
+    Shared by :func:`load` and :func:`preprocessing`.
+    """
+    spec = PLACEMENTS[name]
+    raw, y, splits, _, _ = _digits_images(split_seed, _Adapt(None, None))
+    ink = raw[:, 0] / DIGITS_RANGE[1]
+    labels = torch.as_tensor(y, dtype=torch.long)
+    out = []
+    for part, (index, copies) in enumerate(zip(splits, spec.copies)):
+        generator = torch.Generator().manual_seed(1_000 * split_seed + part)
+        x, lab = place(ink[index], labels[index], spec, generator, copies=copies)
+        out.append((adapt(x), lab))
+    train = out[0][0]
+    return out, train.mean(), train.std()
 
 
 def _synthetic(

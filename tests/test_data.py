@@ -163,6 +163,8 @@ def test_synthetic_bad_options(kw):
 def test_names_and_unknown_name():
     assert tuple(data.DATASETS) == (
         "digits",
+        "digits16",
+        "clutter16",
         "synthetic",
         "cifar10",
         "cifar100",

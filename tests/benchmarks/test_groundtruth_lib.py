@@ -48,7 +48,8 @@ def test_generate_round_trips_and_resumes(tmp_path):
     rows = local.generate(3, [0, 1], out=out, schedule=TINY, dataset="synthetic", progress=False)
     assert [(r["arch"], r["seed"]) for r in rows] == [(a, s) for a in local.sample_archs(3) for s in (0, 1)]
     assert local.read_rows(out) == [{**r, "val": pytest.approx(r["val"]), "test": pytest.approx(r["test"]),
-                                     "seconds": pytest.approx(r["seconds"], rel=1e-5)} for r in rows]
+                                     "seconds": pytest.approx(r["seconds"], rel=1e-5),
+                                     "val_loss": pytest.approx(r["val_loss"], rel=1e-5)} for r in rows]
     settings = json.loads(out.with_suffix(".json").read_text())
     assert settings["schedule"]["C"] == 2 and settings["seeds"] == [0, 1] and settings["sizes"]["val"] == 32
     truth = local.load_groundtruth(out)
@@ -84,11 +85,33 @@ def test_generate_refuses_other_settings(tmp_path):
 
 def test_seed_agreement_is_one_for_identical_seeds(tmp_path):
     out = tmp_path / "gt.csv"
-    rows = [f"{a},{s},{acc},{acc},100,1.0" for a, acc in zip(local.sample_archs(5), (0.1, 0.5, 0.3, 0.9, 0.7))
+    rows = [f"{a},{s},{acc},{acc},100,1.0,0.5" for a, acc in zip(local.sample_archs(5), (0.1, 0.5, 0.3, 0.9, 0.7))
             for s in (0, 1)]
     out.write_text(",".join(local.COLUMNS) + "\n" + "\n".join(rows) + "\n")
     agreement = local.seed_agreement(out)
     assert agreement["kendall_tau"] == pytest.approx(1.0) and agreement["n"] == 5 and agreement["pairs"] == 1
+
+
+def test_workers_give_the_same_rows_and_uniform_adds_the_corners(tmp_path):
+    one = local.generate(2, [0, 1], out=tmp_path / "one.csv", schedule=TINY, dataset="synthetic",
+                         uniform=True, progress=False)
+    two = local.generate(2, [0, 1], out=tmp_path / "two.csv", schedule=TINY, dataset="synthetic",
+                         uniform=True, workers=2, progress=False)
+    drop = ("seconds",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in one] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in two]
+    archs = list(dict.fromkeys(r["arch"] for r in one))
+    assert archs == local.sample_archs(2) + local.uniform_archs()
+    assert all(r["val_loss"] > 0 for r in one)
+    side = json.loads((tmp_path / "one.csv").with_suffix(".json").read_text())
+    assert side["uniform_archs"] is True and side["n_archs"] == 2
+
+
+def test_files_without_val_loss_still_read(tmp_path):
+    old = tmp_path / "old.csv"
+    old.write_text("arch,seed,val,test,params,seconds\n" + f"{ARCH},0,0.5,0.25,10,1.0\n")
+    (row,) = local.read_rows(old)
+    assert row["val"] == 0.5 and row["test"] == 0.25 and row["val_loss"] != row["val_loss"]  # NaN
 
 
 def test_reading_errors(tmp_path):
