@@ -275,7 +275,8 @@ def generate(
     # samples are prefixes of one permutation: the longer one orders every row in the file
     order = _arch_order(max(n_archs, len({a for a, _ in done})), sample_seed, uniform)
     wanted = _arch_order(n_archs, sample_seed, uniform)
-    todo = [(a, int(s)) for a in wanted for s in seeds if (a, int(s)) not in done]
+    # seed-major: an interrupted run leaves whole seeds (every arch), which is what the statistics need
+    todo = [(a, int(s)) for s in seeds for a in wanted if (a, int(s)) not in done]
     bar = Progress(f"ground truth ({len(done)} done)", total=len(todo), quiet=not progress)
     for arch, seed, row in _train_all(todo, dataset, schedule, workers, loaders):
         done[arch, seed] = {"arch": arch, "seed": seed, **row}

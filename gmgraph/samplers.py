@@ -242,38 +242,75 @@ class GdasSampler(DartsSampler):
 class PadaSampler(Sampler):
     """PA&DA: importance sampling of paths and of training data (Lu et al., CVPR 2023).
 
-    Path: ``p = tau * g / sum(g) + (1 - tau) / K`` per label, ``g`` a moving
-    average (factor ``momentum``) of the gradient norm of each op's weights,
-    averaged over the Choices that share the label. Parameter-free ops have no
-    weights; they get the mean ``g`` of their label's parametric ops, so they
-    keep a fair share instead of vanishing. Data: per-sample
-    ``s = |softmax(logits) - onehot(y)|_2``, ``q = tau * s / sum(s) + (1 - tau) / N``,
-    the next epoch drawn from ``q`` with replacement. ``tau`` ramps from 0 to 1.
+    Follows the authors' code (ShunLu91/PA-DA, ``nasbench201/train_panda_201.py``;
+    docs/algorithms.md §5 lists the differences that remain):
+
+    * **Paths.** After each step, for every op ``o`` of the sampled path,
+      ``x = Σ_Choices Σ_params ‖∇w‖₂`` over the Choices running it, divided by
+      the number of labels that chose ``o``; a nonzero ``x`` updates
+      ``g ← momentum·g + (1 − momentum)·x``. ``g`` starts at 0 every epoch;
+      at the epoch's end each label gets ``p = τ·g/Σg + (1 − τ)/K``.
+      ``pool="op"`` keeps one ``g`` per op name, shared by every label that
+      offers it (the reference: one distribution for all edges); ``"label"``
+      one per label. Parameter-free ops keep ``g = 0`` (``free_ops="zero"``,
+      the reference) or get the mean ``g`` of their label's parametric ops
+      (``"mean"``).
+    * **Data.** Each observed sample scores ``s = ‖softmax(logits) − onehot(y)‖₂``;
+      scores start at 0 every epoch, so unseen samples keep 0. A sample seen
+      again keeps the last score (``repeats="last"``) or the running mean
+      ``(s_old + s_new)/2`` (``"mean"``, the reference; exact in one process only).
+      The next epoch draws ``N`` indices with replacement from
+      ``q = τ·s/Σs + (1 − τ)/N``; the first epoch is a plain shuffle. The
+      loss stays the plain batch mean (the reference does not reweight by ``1/(N·q)``).
+    * ``τ = epoch/epochs`` at the end of epoch ``epoch`` (0-based): uniform for the
+      first two epochs, ``(E − 2)/E`` for the last.
+
+    >>> import gmgraph
+    >>> from gmgraph.spaces import nb201
+    >>> sampler = PadaSampler(gmgraph.trace(nb201.supernet(C=4, N=1)), dataset_size=3)
+    >>> sampler.observe(torch.tensor([[9.0, 0.0], [0.0, 0.0]]), torch.tensor([1, 0]), torch.tensor([0, 1]))
+    >>> sampler.end_epoch(1, 2)  # tau = 1/2; sample 2 was not seen
+    >>> [round(q, 3) for q in sampler.data_weights().tolist()]
+    [0.5, 0.333, 0.167]
     """
 
     name = "pada"
     scores_data = True
+    POOLS = ("op", "label")
+    FREE_OPS = ("zero", "mean")
+    REPEATS = ("last", "mean")
 
-    def __init__(self, gm: fx.GraphModule, *, seed: int = 0, momentum: float = 0.5, dataset_size: int = 0):
+    def __init__(self, gm: fx.GraphModule, *, seed: int = 0, momentum: float = 0.5, dataset_size: int = 0,
+                 pool: str = "op", free_ops: str = "zero", repeats: str = "last"):
         super().__init__(gm, seed=seed)
-        self.momentum, self.tau = momentum, 0.0
-        # Host side (paths are drawn on the CPU): the moving averages and the path probabilities.
+        _check_choice("pool", pool, self.POOLS)
+        _check_choice("free_ops", free_ops, self.FREE_OPS)
+        _check_choice("repeats", repeats, self.REPEATS)
+        if not 0 <= momentum < 1:
+            raise ConfigError(f"pada momentum must be in [0, 1), got {momentum!r}")
+        self.momentum, self.pool, self.free_ops, self.repeats = momentum, pool, free_ops, repeats
+        self.tau = 0.0
+        # Host side (paths are drawn on the CPU): the last epoch's smoothed norms and the path probabilities.
         self.grad_norm = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
         self.probs = {label: torch.full((len(ops),), 1 / len(ops)) for label, ops in self.space.items()}
-        self._counts = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
-        # Device side (written every step without a read back; read once per epoch).
-        self._sums = {label: torch.zeros(len(ops)) for label, ops in self.space.items()}
-        self.sample_scores = torch.ones(dataset_size)
+        self._slots = _slots(self.space, pool)  # label -> op -> index into the running norms
+        # Device side, written every step without a read back and read once per epoch.
+        self._running = torch.zeros(len({s for ops in self._slots.values() for s in ops.values()}))
+        self.sample_scores = torch.zeros(dataset_size)  # this epoch's scores (data-parallel ranks merge them)
+        # Host side: the scores of the last finished epoch, which the next epoch's data weights use.
+        self.last_scores = torch.zeros(dataset_size, dtype=torch.float64)
+        self.scored = False  # whether an epoch has ended (before that: a plain shuffle)
         self._parametric = {
             label: torch.tensor([any(True for _ in group[0].ops[op].parameters()) for op in self.space[label]])
             for label, group in self.groups.items()
         }
 
     def _options(self):
-        return {"momentum": self.momentum, "dataset_size": len(self.sample_scores)}
+        return {"momentum": self.momentum, "dataset_size": len(self.sample_scores), "pool": self.pool,
+                "free_ops": self.free_ops, "repeats": self.repeats}
 
     def _move(self, device):
-        self._sums = {label: t.to(device) for label, t in self._sums.items()}
+        self._running = self._running.to(device)
         self.sample_scores = self.sample_scores.to(device)
 
     def per_op_state(self):
@@ -285,31 +322,47 @@ class PadaSampler(Sampler):
         return running(self.groups, arch=self.last_arch)
 
     def after_backward(self):
+        chose: dict[int, int] = {}  # slot -> how many labels chose it this step
         for label, op in self.last_arch.items():
-            norms = [_grad_norm(module.ops[op]) for module in self.groups[label]]
-            norms = [n for n in norms if n is not None]
+            slot = self._slots[label][op]
+            chose[slot] = chose.get(slot, 0) + 1
+        slots, values = [], []
+        for label, op in self.last_arch.items():
+            norms = [n for n in (_grad_norm(module.ops[op]) for module in self.groups[label]) if n is not None]
             if norms:
-                i = self.space[label].index(op)
-                self._sums[label][i] += torch.stack(norms).mean()  # on the device: no read back
-                self._counts[label][i] += 1
+                slot = self._slots[label][op]
+                slots.append(slot)
+                values.append(torch.stack(norms).sum() / chose[slot])
+        if not values:
+            return
+        fresh = torch.zeros_like(self._running)
+        for slot, value in zip(slots, values):  # int indices: no host-to-device copy (it would sync on CUDA)
+            fresh[slot] += value
+        moved = self.momentum * self._running + (1 - self.momentum) * fresh
+        self._running = torch.where(fresh != 0, moved, self._running)  # on the device: no read back
 
     def observe(self, logits, targets, indices):
         if len(self.sample_scores) == 0:
             return
         with torch.no_grad():
             error = logits.float().softmax(1) - F.one_hot(targets, logits.shape[1]).float()
+            score = error.norm(dim=1).to(self.sample_scores.device)
             where = indices.to(self.sample_scores.device, non_blocking=True)  # pinned by the loader on CUDA
-            self.sample_scores[where] = error.norm(dim=1).to(self.sample_scores.device)
+            if self.repeats == "last":
+                self.sample_scores[where] = score
+            else:
+                _running_means(self.sample_scores, where, score)
 
     def end_epoch(self, epoch, total):
-        self.tau = min(1.0, (epoch + 1) / max(total - 1, 1))
-        for label in self.space:
-            seen = self._counts[label] > 0
-            fresh = self._sums[label].cpu()[seen] / self._counts[label][seen]  # one read per label and epoch
-            self.grad_norm[label][seen] = self.momentum * self.grad_norm[label][seen] + (1 - self.momentum) * fresh
-            self._sums[label].zero_()
-            self._counts[label].zero_()
+        self.tau = epoch / total
+        norms = self._running.cpu()  # one read per epoch
+        for label, slots in self._slots.items():
+            self.grad_norm[label].copy_(norms[list(slots.values())])
+        self._running = torch.zeros_like(self._running)
         self._renormalise()
+        self.last_scores = self.sample_scores.cpu().double()  # one read per epoch
+        self.sample_scores = torch.zeros_like(self.sample_scores)
+        self.scored = True
 
     def _renormalise(self):
         for label, g in self.grad_norm.items():
@@ -318,7 +371,7 @@ class PadaSampler(Sampler):
     def _path_probs(self, label: str, g: torch.Tensor) -> torch.Tensor:
         parametric = self._parametric[label]
         g = g.clone()
-        if parametric.any():
+        if self.free_ops == "mean" and parametric.any():
             g[~parametric] = g[parametric].mean()
         uniform = torch.full_like(g, 1 / len(g))
         if g.sum() <= 0:
@@ -326,26 +379,63 @@ class PadaSampler(Sampler):
         return self.tau * g / g.sum() + (1 - self.tau) * uniform
 
     def data_weights(self):
-        if len(self.sample_scores) == 0 or self.tau == 0:
+        if len(self.last_scores) == 0 or not self.scored:
             return None
-        s = self.sample_scores.cpu()  # once per epoch
-        return self.tau * s / s.sum() + (1 - self.tau) / len(s)
+        s, n = self.last_scores, len(self.last_scores)
+        if s.sum() <= 0:
+            return torch.full_like(s, 1 / n)
+        return self.tau * s / s.sum() + (1 - self.tau) / n
 
     def _extra_state(self):
-        return {"tau": self.tau, "sample_scores": self.sample_scores.clone()}
+        return {"tau": self.tau, "sample_scores": self.last_scores.clone(), "scored": self.scored}
 
     def _load_extra_state(self, state):
         self.tau = float(state["tau"])
-        if len(state["sample_scores"]) == len(self.sample_scores):
-            self.sample_scores = state["sample_scores"].clone().to(self.sample_scores.device)
+        self.scored = bool(state.get("scored", self.tau > 0))
+        if len(state["sample_scores"]) == len(self.last_scores):
+            self.last_scores = state["sample_scores"].clone().double().cpu()
+
+
+def _check_choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"pada {name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _slots(space: Mapping[str, tuple[str, ...]], pool: str) -> dict[str, dict[str, int]]:
+    """label -> op -> slot of the running norms: one slot per op name (``pool="op"``) or per (label, op)."""
+    index: dict[object, int] = {}
+    return {label: {op: index.setdefault(op if pool == "op" else (label, op), len(index)) for op in ops}
+            for label, ops in space.items()}
+
+
+def _running_means(scores: torch.Tensor, index: torch.Tensor, values: torch.Tensor) -> None:
+    """In place, for each ``i, v`` in order: ``scores[i] = (scores[i] + v) / 2``, or ``v`` where it was 0.
+
+    One batch may hold an index several times; the sequential rule is applied
+    in closed form on the device (no read back): the j-th of k occurrences
+    weighs ``2^-(k-j+1)``, the first ``2^-(k-1)`` where the old score is 0,
+    and an old nonzero score weighs ``2^-k``.
+    """
+    same = index[:, None] == index[None, :]
+    later = torch.triu(same, 1).sum(1)  # occurrences of the same index after this one
+    first = ~torch.tril(same, -1).any(1)
+    old = scores[index]
+    empty = old == 0
+    weight = torch.pow(0.5, (later + 1).to(values.dtype))
+    weight = torch.where(first & empty, 2 * weight, weight)
+    kept = torch.where(first & ~empty, old * torch.pow(0.5, same.sum(1).to(values.dtype)), torch.zeros_like(old))
+    scores.index_fill_(0, index, 0).index_add_(0, index, (weight * values + kept).to(scores.dtype))
 
 
 def _grad_norm(module: nn.Module) -> torch.Tensor | None:
-    """The gradient norm of ``module``'s weights, as a tensor on their device (None: no gradient)."""
+    """Σ over ``module``'s parameters of ``‖∇w‖₂``, as a tensor on their device (None: no gradient).
+
+    A sum of per-tensor norms, as the PA&DA reference adds a conv's weight and bias gradient norms.
+    """
     grads = [p.grad for p in module.parameters() if p.grad is not None]
     if not grads:
         return None
-    return torch.sqrt(sum((g.float() ** 2).sum() for g in grads))
+    return torch.stack([g.float().norm() for g in grads]).sum()
 
 
 def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -68,9 +68,21 @@ def test_pada_probabilities_stay_a_distribution_and_favour_large_gradients():
             assert torch.all(probs >= 0) and probs.sum().item() == pytest.approx(1.0)
     probs = sampler.probs["1<-0"]
     conv3, conv1 = nb201.OPS.index("nor_conv_3x3"), nb201.OPS.index("nor_conv_1x1")
-    assert sampler.tau == 1.0
-    assert probs[conv3] > 0.35 and probs[conv1] < 0.01
-    assert probs[conv3] > probs[nb201.OPS.index("none")] > probs[conv1]  # parameter-free ops get the mean
+    assert sampler.tau == 0.8  # epoch / epochs after the last epoch, as the reference
+    # all-ones gradients: sum of sqrt(#weights) over the 3 cells, 84 for conv3x3 and 0.01 * 28 for conv1x1
+    assert probs[conv3].item() == pytest.approx(0.8 * 300 / 301 + 0.04, rel=1e-5)
+    assert probs[conv1].item() == pytest.approx(0.8 * 1 / 301 + 0.04, rel=1e-5)
+    assert probs[nb201.OPS.index("none")].item() == pytest.approx(0.04)  # parameter-free: g = 0
+
+
+def test_pada_free_ops_mean_gives_parameter_free_ops_a_fair_share():
+    sampler = make_sampler("pada", tiny_supernet(), seed=0, free_ops="mean")
+    fake_step(sampler, "nor_conv_3x3", 1.0)
+    fake_step(sampler, "nor_conv_1x1", 0.01)
+    sampler.end_epoch(4, 5)
+    probs = sampler.probs["1<-0"]
+    conv3, conv1 = nb201.OPS.index("nor_conv_3x3"), nb201.OPS.index("nor_conv_1x1")
+    assert probs[conv3] > probs[nb201.OPS.index("none")] > probs[conv1]
 
 
 def test_pada_data_weights_follow_per_sample_error():
