@@ -1,407 +1,293 @@
-"""Ranking quality of one-shot and few-shot supernets against local ground truth, at equal budgets.
+"""Ranking fidelity of one-shot and few-shot supernets against a local ground truth, paired by seed.
 
-Run: ``.venv/bin/python benchmarks/ranking.py`` (after ``benchmarks/groundtruth.py``);
-``--quick`` checks the pipeline in seconds. Every method trains an NB201
-supernet of the ground truth's size (C, N) on the ground truth's data for the
-same number of supernet-epochs (one epoch of one (sub-)supernet = 1), then
-estimates the accuracy of every ground-truth architecture on the val split
-(weights inherited from its sub-supernet, BatchNorm recalibrated on fixed
-training batches) and compares the estimates with the true mean accuracy
-(Kendall tau, Spearman rho, precision of the top 10%), mean ± std over seeds.
+Run (the full benchmark; resumable: rerun the same command after an interruption)::
 
-Equal budgets: one-shot methods train ``budget`` epochs; exhaustive few-shot
-splits the first edge once (5 leaves) and 2-way splitters (GM, synflow metric,
-random) split twice (4 leaves), each with as many epochs as make the same
-budget. Writes ``benchmarks/results/ranking.md``, the per-architecture
-estimates ``benchmarks/data/ranking_estimates.csv`` and, with matplotlib,
-``benchmarks/results/ranking.png`` (``--plot-only`` redraws it from the CSV).
+    .venv/bin/python benchmarks/ranking.py --groundtruth benchmarks/data/digits16_201.csv --workers 2
+
+Defaults: 10 seeds, E = 20, 40, 80, budget 40, every ground-truth architecture,
+full epochs: 23,550 supernet-epochs and 260 x 155 estimates, predicted 2.3 h
+(perfect packing) on this 2-core machine when it is otherwise idle (0.48 s per
+supernet epoch and 0.11 s per estimate of digits16 at C=8, N=1, batch 64, one
+thread), 4.5 h with the unit costs measured while other work loaded it (load
+about 5.5). ``--plan`` prints the jobs and the predicted time (from one timed
+epoch, or ``--calibrate WORKDIR``: from the jobs of a timed small run);
+``--quick`` checks the pipeline in seconds; ``--plot-only`` redraws the
+figures from the saved summary. More seeds or another E later add jobs to the
+same work folder without redoing the finished ones.
+
+Protocol (``ranking_protocol``): every method trains an NB201 supernet of the
+ground truth's size (C, N) on its data and batch size (from the side JSON),
+then estimates every ground-truth architecture's val accuracy and loss with
+inherited weights (BN recalibrated on fixed training batches). Two rules:
+(a) equal epochs per leaf lineage, at each E of ``--epochs`` (splits at
+``--split-fractions`` of E); (b) an equal total of ``--budget``
+supernet-epochs. Few-shot runs fork from the one-shot run of the same seed
+at its first split epoch, so the comparison is paired; PA&DA is paired
+through the seed (same initialisation and data order).
+
+Statistics (``ranking_stats``, ``ranking_summary``): Kendall tau per seed
+(accuracy ties broken by the val loss), paired differences against one-shot,
+Wilcoxon signed-rank with Holm's correction within each cell, two-level
+bootstrap intervals (seeds and architectures), the minimum detectable
+difference at 80 % power, tau over the true top 20 %, self-consistency across
+seeds, op-count bias and the splitters' consistency. Outputs: the report
+(default ``benchmarks/results/ranking.md``) with one verdict per method, its
+figures (``ranking_*.png`` beside it), the summary JSON and per-architecture
+estimates CSV (default ``benchmarks/data/ranking_summary.json`` and
+``ranking_estimates.csv``) and, per job, a result file in ``--workdir``.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import itertools
 import json
-import math
-import statistics
+import shlex
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _table  # noqa: E402
 import groundtruth_lib as local  # noqa: E402
+import ranking_jobs as jobs_lib  # noqa: E402
+import ranking_plots  # noqa: E402
+import ranking_pool  # noqa: E402
+import ranking_report  # noqa: E402
+import ranking_stats  # noqa: E402
+import ranking_summary  # noqa: E402
+from ranking_protocol import METHODS, plan_jobs, predict_seconds, unit_costs  # noqa: E402
 
-import gmgraph  # noqa: E402
-from gmgraph import data  # noqa: E402
-from gmgraph.arch import parse_nb201  # noqa: E402
-from gmgraph.errors import ConfigError, GmGraphError  # noqa: E402
+from gmgraph.errors import ConfigError, DataError, GmGraphError  # noqa: E402
 from gmgraph.files import atomic_write  # noqa: E402
-from gmgraph.scores.zero_cost import zero_cost  # noqa: E402
-from gmgraph.search.evaluation import evaluate_many  # noqa: E402
-from gmgraph.search.ranking import summarize  # noqa: E402
-from gmgraph.spaces import nb201  # noqa: E402
-from gmgraph.train.fewshot import FewShotConfig, locate, run_fewshot  # noqa: E402
 from gmgraph.train.loop import TrainConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+REPORT = _table.RESULTS / "ranking.md"
+SUMMARY = HERE / "data" / "ranking_summary.json"
 ESTIMATES = HERE / "data" / "ranking_estimates.csv"
-PLOT = _table.RESULTS / "ranking.png"
-
-
-@dataclass(frozen=True)
-class Method:
-    """One row of the table: a few-shot splitter, a training sampler, and its split tree's shape."""
-
-    name: str
-    method: str
-    sampler: str = "uniform"
-    fanout: int = 1  # children per split (exhaustive: one per op of the first edge)
-    splits: int = 0  # split points: at first_split, 2 * first_split, ...
-
-
-METHODS = (
-    Method("one-shot (uniform)", "oneshot"),
-    Method("one-shot (PA&DA)", "oneshot", sampler="pada"),
-    Method("few-shot exhaustive", "exhaustive", fanout=5, splits=1),
-    Method("GM split", "gm", fanout=2, splits=2),
-    Method("metric split (synflow)", "metric:synflow", fanout=2, splits=2),
-    Method("random split", "random", fanout=2, splits=2),
-)
-
-
-def epochs_for(budget: int, split_at: tuple[int, ...], fanout: int) -> int:
-    """Epochs of a schedule splitting every leaf ``fanout``-ways at ``split_at`` that cost ``budget``.
-
-    >>> epochs_for(70, (10,), 5), epochs_for(70, (10, 20), 2), epochs_for(70, (), 1)
-    (22, 30, 70)
-    """
-    spent = 0
-    for epoch in itertools.count():
-        if spent == budget and epoch > max(split_at, default=0):
-            return epoch
-        if spent >= budget:
-            raise ConfigError(f"no schedule splitting at {list(split_at)} into {fanout} costs exactly {budget} "
-                              "supernet-epochs; choose another --budget or --first-split")
-        spent += fanout ** sum(s <= epoch for s in split_at)
-    raise AssertionError("unreachable")
-
-
-def schedule(m: Method, budget: int, first_split: int) -> tuple[int, tuple[int, ...]]:
-    split_at = tuple(first_split * (i + 1) for i in range(m.splits))
-    return epochs_for(budget, split_at, m.fanout), split_at
-
-
-# ---------------------------------------------------------------- running
-
-
-@dataclass
-class Setup:
-    """What every method shares: the ground truth, the data and the evaluation batches."""
-
-    archs: list[str]
-    truth: list[float]
-    gt_settings: dict
-    loaders: tuple
-    calib: list
-    args: argparse.Namespace
-
-
-def setup(args: argparse.Namespace) -> Setup:
-    gt = local.load_groundtruth(args.groundtruth)
-    archs = list(gt)  # the file's (sample) order
-    if args.archs:
-        archs = archs[: args.archs]
-    settings = json.loads(Path(args.groundtruth).with_suffix(".json").read_text())
-    loaders = local.load_data(settings["dataset"], settings["schedule"]["batch_size"])
-    order = DataLoader(loaders.train.dataset, batch_size=loaders.train.batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(12345))
-    calib = list(itertools.islice(order, args.bn_batches))  # the same BN batches for every child
-    return Setup(archs, [gt[a] for a in archs], settings, loaders, calib, args)
-
-
-def supernet(s: Setup, seed: int) -> torch.fx.GraphModule:
-    sched, info = s.gt_settings["schedule"], data.info(s.loaders)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return gmgraph.trace(nb201.supernet(sched["C"], sched["N"], info.num_classes, info.shape[0]))
-
-
-def run_method(s: Setup, m: Method, seed: int) -> dict:
-    """Train one method with one seed; estimate every ground-truth architecture."""
-    a = s.args
-    epochs, split_at = schedule(m, a.budget, a.first_split)
-    config = FewShotConfig(method=m.method, split_at=split_at, groups=2, rounds=a.rounds,
-                           metric_children=a.metric_children)
-    train = TrainConfig(sampler=m.sampler, epochs=epochs, steps_per_epoch=a.steps_per_epoch)
-    start = time.perf_counter()
-    result = run_fewshot(supernet(s, seed), s.loaders, config, train, seed=seed, shared=nb201.shared_parameters,
-                         quiet=True)
-    trained = time.perf_counter() - start
-    estimates = estimate(s, result)
-    return {"method": m.name, "seed": seed, "epochs": epochs, "split_at": split_at, "budget": result.budget,
-            "leaves": len(result.leaves), "estimates": estimates, "train_seconds": trained,
-            "seconds": time.perf_counter() - start, **measure(estimates, s.truth)}
-
-
-def estimate(s: Setup, result) -> list[float]:
-    """Accuracy of each ground-truth architecture on the val split, in its own leaf."""
-    archs = [parse_nb201(a) for a in s.archs]
-    by_leaf: dict[str, list[int]] = {}
-    for i, arch in enumerate(archs):
-        by_leaf.setdefault(locate(result, arch).id, []).append(i)
-    out = [0.0] * len(archs)
-    for leaf in result.leaves:
-        idx = by_leaf.get(leaf.id, [])
-        accs = evaluate_many(leaf.gm, [archs[i] for i in idx], s.loaders.val, calib_loader=s.calib,
-                             bn_batches=len(s.calib))
-        for i, acc in zip(idx, accs):
-            out[i] = acc
-    return out
-
-
-def measure(estimates: list[float], truth: list[float]) -> dict:
-    try:
-        return summarize(estimates, truth, k=0.1)
-    except GmGraphError:  # constant estimates (a tiny quick run): no ranking at all
-        return {"kendall_tau": float("nan"), "spearman": float("nan"), "top_k_precision": float("nan")}
-
-
-def zero_cost_rows(s: Setup) -> list[dict]:
-    """Untrained baselines at the ground truth's size: parameters and synflow (budget 0)."""
-    gm = supernet(s, 0)
-    x = next(iter(s.loaders.val))[0][:1]
-    rows = []
-    for metric in ("params", "synflow"):
-        start = time.perf_counter()
-        scores = [zero_cost(gm, parse_nb201(a), metric, (x, None)) for a in s.archs]
-        rows.append({"method": f"zero-cost {metric} (untrained)", "seed": 0, "budget": 0, "estimates": scores,
-                     "seconds": time.perf_counter() - start, **measure(scores, s.truth)})
-    return rows
-
-
-# ---------------------------------------------------------------- reporting
-
-
-def _stat(runs: list[dict], key: str) -> str:
-    values = [r[key] for r in runs]
-    if len(values) == 1:
-        return f"{values[0]:.3f}"
-    return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
-
-
-def table_rows(s: Setup, runs: list[dict], ceilings: dict) -> list[list]:
-    rows = []
-    for label, c in ceilings.items():
-        if c is None:  # e.g. a seed whose accuracies are all equal: a correlation is undefined
-            rows.append([f"ceiling: {label}", "-", "-", "undefined", "undefined", "-", "-"])
-        else:
-            rows.append([f"ceiling: {label}", "-", "-", f"{c['kendall_tau']:.3f}", f"{c['spearman']:.3f}", "-", "-"])
-    for name in dict.fromkeys(r["method"] for r in runs):
-        group = [r for r in runs if r["method"] == name]
-        first = group[0]
-        shape = "-" if "epochs" not in first else f"{first['epochs']} epochs"
-        if first.get("split_at"):
-            shape += f", split at {', '.join(map(str, first['split_at']))}"
-        rows.append([name, first["budget"], shape, _stat(group, "kendall_tau"), _stat(group, "spearman"),
-                     _stat(group, "top_k_precision"), f"{statistics.mean(r['seconds'] for r in group):.0f}"])
-    return rows
-
-
-def notes(s: Setup, runs: list[dict], ceilings: dict) -> str:
-    g, a = s.gt_settings, s.args
-    seeds = len({r["seed"] for r in runs if "epochs" in r})
-    text = (f"Ground truth: {len(s.archs)} NB201 architectures trained from scratch on {g['dataset']} "
-            f"(C={g['schedule']['C']}, N={g['schedule']['N']}, {g['schedule']['epochs']} epochs, "
-            f"seeds {g['seeds']}); true accuracy = mean over seeds of val+test accuracy "
-            f"({Path(a.groundtruth).name}). Supernets have the same C and N and train on the same data "
-            f"(SGD lr 0.05, cosine over each schedule, batch {g['schedule']['batch_size']}). Estimates: val "
-            f"accuracy with weights inherited from the architecture's leaf, BN recalibrated on "
-            f"{len(s.calib)} fixed training batches. Budget: {a.budget} supernet-epochs for every method; "
-            f"first split at epoch {a.first_split}; GM with R={a.rounds} rounds and the NB201 shared set, "
-            f"synflow metric with {a.metric_children} children per distance; all 2-way splits balanced. "
-            f"Mean ± std over {seeds} seed(s); top-k = precision of the top 10%; seconds = mean wall time "
-            f"per run (training + estimation) at {torch.get_num_threads()} thread(s).")
-    text += ("\n\nCeilings: Kendall tau / Spearman rho between disjoint groups of training seeds of the "
-             "ground-truth architectures (each group's accuracy averaged over its seeds; every split of the "
-             "seeds, averaged). '1 seed vs 1 seed' is how well one training run predicts another; the "
-             "half-vs-half row is how well a mean over half the seeds predicts the other half's mean. The "
-             "true accuracy above averages all seeds, so it is somewhat less noisy than either half: an "
-             "estimate could exceed the half-vs-half value a little, but not by much.")
-    text += ("\n\nPlot (ranking.png, if matplotlib is installed): estimated vs true accuracy per "
-             "architecture, the estimate averaged over the seeds (so its tau is higher than the per-seed mean "
-             "in the table); zero-cost scores on a log axis; the few architectures at chance accuracy "
-             "(disconnected cells) are left off the axes.")
-    return text
-
-
-def write_report(s: Setup, runs: list[dict], ceilings: dict, out: Path | None) -> Path:
-    headers = ["method", "budget (supernet-epochs)", "schedule", "Kendall tau", "Spearman rho",
-               "top-10% precision", "seconds"]
-    title = "Ranking quality of one-shot vs few-shot supernets at equal budgets (local NB201 ground truth)"
-    rows, text = table_rows(s, runs, ceilings), notes(s, runs, ceilings)
-    if out is None:
-        return _table.save("ranking", title, headers, rows, notes=text)
-    body = f"# {title}\n\nMachine: {_table.machine()}\n\n{_table.markdown(headers, rows)}\n\n{text}\n"
-    print(body)
-    return atomic_write(out, lambda tmp: Path(tmp).write_text(body))
-
-
-def write_estimates(s: Setup, runs: list[dict], path: Path) -> Path:
-    text = io.StringIO()
-    writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["method", "seed", "arch", "estimate", "truth"])
-    for r in runs:
-        for arch, est, true in zip(s.archs, r["estimates"], s.truth):
-            writer.writerow([r["method"], r["seed"], arch, f"{est:.6g}", f"{true:.6g}"])
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text.getvalue()))
-
-
-def _zoom(ax, x: list[float], y: list[float]) -> int:
-    """Limit the axes to the bulk of the points (2nd percentile and up); return how many fall outside.
-
-    Architectures whose cell output is disconnected sit at chance accuracy
-    and would otherwise squeeze every other point into a corner.
-    """
-    lo_x, lo_y = (sorted(v)[len(v) // 50] for v in (x, y))
-    hi_x, hi_y = max(x), max(y)
-    pad_x, pad_y = 0.05 * (hi_x - lo_x or 1), 0.05 * (hi_y - lo_y or 1)
-    ax.set_xlim(lo_x - pad_x, hi_x + pad_x)
-    ax.set_ylim(lo_y - pad_y, hi_y + pad_y)
-    return sum(a < lo_x - pad_x or b < lo_y - pad_y for a, b in zip(x, y))
-
-
-def plot(estimates: Path, out: Path) -> Path:
-    """Estimated vs true accuracy, one panel per method (mean estimate over seeds).
-
-    Raises:
-        ConfigError: matplotlib is not installed.
-    """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise ConfigError("the ranking plot needs matplotlib, which is not installed "
-                          "(pip install matplotlib); the table and estimates CSV are written without it") from None
-    with estimates.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    methods = list(dict.fromkeys(r["method"] for r in rows))
-    cols = 3
-    fig, axes = plt.subplots(-(-len(methods) // cols), cols, figsize=(4 * cols, 3.4 * -(-len(methods) // cols)),
-                             squeeze=False)
-    for ax, name in zip(axes.flat, methods):
-        per_arch: dict[str, list] = {}
-        for r in rows:
-            if r["method"] == name:
-                per_arch.setdefault(r["arch"], [float(r["truth"])]).append(float(r["estimate"]))
-        truth = [v[0] for v in per_arch.values()]
-        est = [statistics.mean(v[1:]) for v in per_arch.values()]
-        zero_cost = name.startswith("zero-cost")
-        if zero_cost:  # scores span orders of magnitude (synflow); a log axis keeps them apart
-            est = [math.log10(max(e, 1e-300)) for e in est]
-        ax.scatter(truth, est, s=8, alpha=0.6)
-        tau = measure(est, truth)["kendall_tau"]
-        hidden = _zoom(ax, truth, est)
-        extra = f", {hidden} off-axis" if hidden else ""
-        ax.set_title(f"{name}\ntau {tau:.3f} of the seed-mean{extra}", fontsize=9)
-        ax.set_xlabel("true accuracy (mean of seeds)")
-        ax.set_ylabel("log10 score" if zero_cost else "estimated accuracy")
-    for ax in list(axes.flat)[len(methods):]:
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_write(out, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
-    plt.close(fig)
-    return out
-
-
-# ---------------------------------------------------------------- main
+WORKDIR = HERE.parent / "runs" / "ranking"
+QUICK = HERE.parent / "runs" / "ranking-quick"  # --quick never touches the committed results
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; ``--quick`` replaces the sizes by tiny ones.
+
+    Raises:
+        ConfigError: a ``--primary`` not among ``--epochs``, or fewer than 2 seeds.
+
+    Example:
+        >>> a = parse_args([])
+        >>> a.seeds, a.epochs, a.budget, a.split_fractions, a.workers
+        (10, [20, 40, 80], 40, [0.25, 0.5], 2)
+        >>> quick = parse_args(["--quick"])
+        >>> quick.epochs, quick.out.parent.name
+        ([4], 'ranking-quick')
+    """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--groundtruth", type=Path, default=local.DEFAULT_PATH)
-    p.add_argument("--budget", type=int, default=70, help="supernet-epochs per method (default 70)")
-    p.add_argument("--first-split", type=int, default=10, help="epoch of the first split (default 10)")
-    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--groundtruth", type=Path, default=local.DEFAULT_PATH, help="ground-truth CSV (+ side .json)")
+    p.add_argument("--workdir", type=Path, default=None, help=f"result files (default {WORKDIR}/<truth name>)")
+    p.add_argument("--out", type=Path, default=None, help=f"report (default {REPORT}); figures and data beside it")
+    p.add_argument("--seeds", type=int, default=10, help="supernet seeds per method (default 10)")
+    p.add_argument("--epochs", type=int, nargs="+", default=[20, 40, 80], help="rule (a) lineage epochs E")
+    p.add_argument("--primary", type=int, default=40, help="the E the verdict reads (default 40)")
+    p.add_argument("--budget", type=int, default=40, help="rule (b) supernet-epochs per method (0: skip rule b)")
+    p.add_argument("--split-fractions", type=float, nargs="+", default=[0.25, 0.5],
+                   help="split epochs as fractions of E (GM-NAS NB201: 10 and 20 of 40)")
     p.add_argument("--archs", type=int, default=0, help="use only the first N ground-truth archs (0: all)")
+    p.add_argument("--methods", nargs="+", default=None, choices=[m.key for m in METHODS],
+                   help="a subset of the methods (one-shot always runs)")
+    p.add_argument("--steps-per-epoch", type=int, default=None, help="cap training steps per epoch")
     p.add_argument("--bn-batches", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=10, help="gradient-matching rounds R")
+    p.add_argument("--rounds-small", type=int, default=0,
+                   help="GM rounds R (0: the largest R whose scoring costs at most one epoch)")
+    p.add_argument("--rounds-large", type=int, default=10, help="GM rounds of the second GM run")
     p.add_argument("--metric-children", type=int, default=4)
-    p.add_argument("--steps-per-epoch", type=int, default=None)
-    p.add_argument("--methods", nargs="+", default=None, help="names of a subset of methods (default all)")
-    p.add_argument("--out", type=Path, default=None, help="report path (default benchmarks/results/ranking.md)")
-    p.add_argument("--estimates", type=Path, default=None, help=f"per-arch CSV (default {ESTIMATES})")
-    p.add_argument("--plot", choices=("auto", "yes", "no"), default="auto")
-    p.add_argument("--plot-only", action="store_true", help="redraw the plot from the estimates CSV")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--quick", action="store_true", help="tiny settings: checks the pipeline, not the numbers")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap draws")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes running independent jobs, one torch thread each (default 2; --quick: 1)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    p.add_argument("--plot", choices=("yes", "no"), default="yes")
+    p.add_argument("--plot-only", action="store_true", help="redraw the figures from the saved summary")
+    p.add_argument("--plan", action="store_true", help="print the jobs and the predicted time, then stop")
+    p.add_argument("--calibrate", type=Path, default=None,
+                   help="with --plan: predict from the unit costs measured by the jobs in this work folder "
+                        "(a timed small run) instead of one timed epoch")
+    p.add_argument("--quick", action="store_true",
+                   help=f"tiny settings: checks the pipeline, not the numbers (default output in {QUICK})")
     args = p.parse_args(argv)
-    if args.quick:  # every method, one seed, a handful of steps
-        args.budget, args.first_split, args.seeds, args.bn_batches = 11, 1, 1, 1
-        args.rounds, args.metric_children, args.steps_per_epoch = 1, 1, 2
-        args.archs = args.archs or 10
-        args.plot = "no" if args.plot == "auto" else args.plot
+    if args.quick:  # one E, one split, 2 seeds, 6 archs, 1 step per epoch: every stage, in seconds
+        args.seeds, args.epochs, args.primary, args.budget, args.split_fractions = 2, [4], 4, 20, [0.5]
+        args.steps_per_epoch, args.bn_batches, args.rounds_large, args.metric_children = 1, 1, 2, 1
+        args.archs, args.n_boot = args.archs or 6, 50
+        args.out = args.out or QUICK / "ranking.md"
+        args.workdir = args.workdir or QUICK / args.groundtruth.stem
+    args.workers = args.workers or (1 if args.quick else 2)
+    if args.primary not in args.epochs:
+        raise ConfigError(f"--primary {args.primary} must be one of --epochs {args.epochs}")
+    if args.seeds < 2:
+        raise ConfigError("--seeds must be at least 2: the statistics pair seeds")
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    estimates_path = args.estimates or ESTIMATES
-    plot_path = (args.out.with_suffix(".png") if args.out else PLOT)
-    if args.plot_only:
-        print(f"wrote {plot(estimates_path, plot_path)}")
-        return {}
-    s = setup(args)
-    methods = [m for m in METHODS if args.methods is None or m.name in args.methods]
-    runs = zero_cost_rows(s)
-    for m in methods:
-        schedule(m, args.budget, args.first_split)  # a budget no schedule meets fails before any training
-    for seed, m in itertools.product(range(args.seeds), methods):
-        r = run_method(s, m, seed)
-        runs.append(r)
-        print(f"{m.name} seed {seed}: tau={r['kendall_tau']:.3f} rho={r['spearman']:.3f} "
-              f"top10={r['top_k_precision']:.2f} budget={r['budget']} leaves={r['leaves']} "
-              f"{r['seconds']:.0f}s", flush=True)
-        if r["budget"] != args.budget:
-            raise AssertionError(f"{m.name} spent {r['budget']} supernet-epochs, not {args.budget}")
-    runs.sort(key=lambda r: [x.name for x in METHODS].index(r["method"]) if "epochs" in r else -1)
-    ceilings = seed_ceilings(args.groundtruth, len(s.gt_settings["seeds"]))
-    report = write_report(s, runs, ceilings, args.out)
-    write_estimates(s, runs, estimates_path)
-    if args.plot == "yes" or (args.plot == "auto" and _has_matplotlib()):
-        print(f"wrote {plot(estimates_path, plot_path)}")
-    elif args.plot == "auto":
-        print("note: matplotlib is not installed; no plot (rerun with --plot-only once it is)")
-    return {"report": report, "runs": runs, "ceilings": ceilings}
+def outputs(args: argparse.Namespace) -> dict[str, Path]:
+    """Where the report, figures, summary and estimates go (all beside ``--out`` when given).
+
+    Example:
+        >>> sorted(p.name for p in outputs(parse_args(["--out", "/tmp/r/x.md"])).values())
+        ['x', 'x.md', 'x_estimates.csv', 'x_summary.json']
+    """
+    if args.out is None:
+        return {"report": REPORT, "summary": SUMMARY, "estimates": ESTIMATES, "prefix": REPORT.with_suffix("")}
+    stem = args.out.with_suffix("")
+    return {"report": args.out, "summary": Path(f"{stem}_summary.json"), "estimates": Path(f"{stem}_estimates.csv"),
+            "prefix": stem}
 
 
-def seed_ceilings(path: Path, seeds: int) -> dict[str, dict | None]:
-    """Seed-vs-seed and half-vs-half agreement of the ground truth (None where undefined)."""
+def make_plan(args: argparse.Namespace) -> jobs_lib.Plan:
+    """The settings every job shares, from the command line (work folder: one per ground truth).
+
+    Example:
+        >>> make_plan(parse_args(["--groundtruth", "x/gt.csv"])).workdir.endswith("runs/ranking/gt")
+        True
+    """
+    workdir = args.workdir or WORKDIR / args.groundtruth.stem
+    return jobs_lib.Plan(str(args.groundtruth), str(workdir), archs=args.archs, fractions=tuple(args.split_fractions),
+                         steps_per_epoch=args.steps_per_epoch, bn_batches=args.bn_batches,
+                         rounds_small=args.rounds_small, rounds_large=args.rounds_large,
+                         metric_children=args.metric_children, threads=args.threads)
+
+
+def _show_plan(plan: jobs_lib.Plan, todo: list, args: argparse.Namespace) -> dict:
+    """The jobs, their supernet-epochs and the predicted time, from a timed small run or one timed epoch."""
+    b = jobs_lib.bench(plan)
+    if args.calibrate is not None:
+        calibration = jobs_lib.Plan(plan.groundtruth, str(args.calibrate))
+        unit = unit_costs(ranking_pool.load_results(calibration))
+        source = f"unit costs measured by the jobs in {args.calibrate}"
+    else:
+        probe = jobs_lib.probe(plan)
+        unit = {"epoch_seconds": probe["epoch_seconds_uniform"], "estimate_seconds": probe["estimate_seconds"],
+                "zero_cost_seconds": probe["zero_cost_seconds"], "scoring_seconds": {}}
+        source = "one timed epoch and estimate (split scoring not included)"
+    seconds = predict_seconds(todo, archs=len(b.archs), workers=args.workers, **unit)
+    print(f"{len(todo)} jobs to run, {sum(j.cost for j in todo)} supernet-epochs, {len(b.archs)} archs per "
+          f"estimate; {source}: {json.dumps(_rounded(unit))}")
+    print(f"predicted: {seconds / 3600:.2f} h on {args.workers} worker(s) (perfect packing)")
+    return {"unit": unit, "seconds": seconds}
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 4)
+    return {k: _rounded(v) for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _progress(start: float, truth):
+    """A progress line per finished job: its tau, its time, and the time left at the pace so far."""
+    def on_done(result: dict, done: int, total: int) -> None:
+        tau = ""
+        if "estimates" in result:
+            tau = f" tau={ranking_stats.kendall_tau(ranking_summary.scores(result), truth):.3f}"
+        elapsed = time.perf_counter() - start
+        print(f"[{done}/{total}] {result['id']}{tau} {result['seconds']:.0f}s "
+              f"(elapsed {elapsed / 60:.1f} min, left ~{elapsed / done * (total - done) / 60:.0f} min)", flush=True)
+    return on_done
+
+
+def _ceilings(path: Path, seeds: int) -> dict:
+    """Seed-vs-seed agreement of the ground truth: 1 vs 1, 3 vs 3 and half vs half seeds."""
     out = {}
-    for k in dict.fromkeys((1, seeds // 2)):
-        if k < 1:
+    for k in dict.fromkeys((1, 3, seeds // 2)):
+        if k < 1 or 2 * k > seeds:
             continue
-        label = "1 seed vs 1 seed" if k == 1 else f"{k}-seed mean vs {k}-seed mean"
+        name = f"{k}-seed mean vs {k}-seed mean" if k > 1 else "1 seed vs 1 seed"
         try:
-            out[label] = local.seed_agreement(path, per_side=k)
-        except GmGraphError:
-            out[label] = None
+            out[name] = local.seed_agreement(path, per_side=k)
+        except GmGraphError:  # e.g. a seed whose accuracies are all equal: a correlation is undefined
+            out[name] = None
     return out
 
 
-def _has_matplotlib() -> bool:
-    import importlib.util
+def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Bench, summary: dict) -> str:
+    g, s, t = b.settings, b.settings["schedule"], TrainConfig()
+    rounds = {r["method"]: r["rounds"] for c in summary["cells"] for r in c["methods"] if r["rounds"]}
+    return (
+        f"Ground truth: `{Path(plan.groundtruth).name}`, {len(b.archs)} NB201 architectures trained from scratch on "
+        f"{g['dataset']} (C={s['C']}, N={s['N']}, batch {s['batch_size']}, {s['epochs']} epochs, seeds {g['seeds']}); "
+        f"true score = mean accuracy over seeds (val and test pooled), ties broken by the mean val loss "
+        f"{'(present)' if b.truth_loss is not None else '(absent in this file)'}. Supernets: the same C, N, data "
+        f"and batch; SGD (lr {t.lr}, Nesterov, weight decay {t.weight_decay}), cosine to {t.lr_min} over each run, "
+        f"{'full epochs' if plan.steps_per_epoch is None else f'{plan.steps_per_epoch} steps per epoch'}. "
+        f"Estimates: val accuracy and loss with inherited weights in the architecture's leaf, BN recalibrated on "
+        f"{plan.bn_batches} fixed training batches; ranked by accuracy, ties broken by the loss.\n\n"
+        f"Protocol: rule (a) at E = {', '.join(map(str, args.epochs))} lineage epochs, splits at "
+        f"{', '.join(map(str, plan.fractions))} of E (exhaustive: the first split only, 5 children; the "
+        f"other splitters: every split, 2 balanced groups each); rule (b) at {args.budget} supernet-epochs per method "
+        f"(few-shot leaves shorter; their cosine re-aimed to end at the leaf's last epoch). Every few-shot run "
+        f"forks from the one-shot run of its seed at the first split (weights, optimizer, sampler and RNG "
+        f"state); PA&DA shares the seed's initialisation and data order. GM: R = "
+        f"{', '.join(f'{v} ({k})' for k, v in rounds.items()) or '-'} (small: the largest R whose scoring "
+        f"costs at most one supernet epoch by pass count; the measured scoring time is the table's 'scoring s'), NB201 shared set; synflow metric split with "
+        f"{plan.metric_children} sampled children per distance. Zero-cost references score the untrained "
+        f"supernet of each seed on one fixed training batch.\n\n"
+        f"Statistics: Kendall tau-b per seed; Δτ = paired difference to one-shot (uniform) per seed; Wilcoxon "
+        f"signed-rank (two-sided), Holm-corrected over the methods of each table (one family per table). "
+        f"Intervals: 95% percentile bootstrap, two-level (each of {summary['n_boot']} draws resamples the seeds "
+        f"and, once for all seeds, the architectures). MDE 80% = (t[n-1, 0.975] + t[n-1, 0.8]) · SD(Δτ) / √n, "
+        f"the smallest mean Δτ detected with 80% power at α = 0.05 (≈ 2.8·SD/√n for large n). Tau top-20%: "
+        f"tau over the architectures in the true top 20%. Self-consistency: mean tau between the estimates of "
+        f"two seeds of the same method (agreement with itself, not with the truth).")
 
-    return importlib.util.find_spec("matplotlib") is not None
+
+def _timing_text(args: argparse.Namespace, argv: list[str], wall: float, ran: int, planned: int,
+                summary: dict) -> str:
+    command = "python benchmarks/ranking.py " + " ".join(shlex.quote(a) for a in argv)
+    return (f"Command: `{command}`. This invocation ran {ran} of {planned} jobs in {wall / 60:.1f} min wall "
+            f"({args.workers} worker(s) × {args.threads} thread); all jobs' own time adds up to "
+            f"{summary['job_seconds'] / 3600:.2f} h, {summary['job_seconds'] / 3600 / args.workers:.2f} h on "
+            f"{args.workers} worker(s).")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = outputs(args)
+    if args.plot_only:
+        if not out["summary"].is_file():
+            raise DataError(f"no summary at {out['summary']}; run the benchmark (with the same --out) first")
+        summary = json.loads(out["summary"].read_text())
+        for path in ranking_plots.draw_all(summary, out["estimates"], out["prefix"]):
+            print(f"wrote {path}")
+        return {"summary": summary}
+    plan = make_plan(args)
+    jobs = plan_jobs(tuple(args.methods or [m.key for m in METHODS]), args.seeds, tuple(args.epochs),
+                     args.budget or None, plan.fractions)
+    jobs_lib.claim_workdir(plan)
+    todo = ranking_pool.pending(plan, jobs)
+    if args.plan:
+        return {"jobs": jobs, "todo": todo, **_show_plan(plan, todo, args)}
+    b = jobs_lib.bench(plan)
+    truth = ranking_stats.tiebroken(b.truth, b.truth_loss)
+    start = time.perf_counter()
+    ranking_pool.run_jobs(plan, jobs, workers=args.workers, on_done=_progress(start, truth))
+    wall = time.perf_counter() - start
+    wanted = {j.id for j in jobs}
+    results = [r for r in ranking_pool.load_results(plan) if r["id"] in wanted]
+    summary = ranking_summary.summarize(results, b.archs, truth, epochs=args.epochs, budget=args.budget or None,
+                                        primary=args.primary, n_boot=args.n_boot)
+    atomic_write(out["summary"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1) + "\n"))
+    ranking_plots.write_estimates(results, b.archs, b.truth.tolist(), out["estimates"])
+    plots = ranking_plots.draw_all(summary, out["estimates"], out["prefix"]) if args.plot == "yes" else []
+    text = ranking_report.render(summary, ceilings=_ceilings(args.groundtruth, len(b.settings["seeds"])),
+                                 settings_text=_settings_text(args, plan, b, summary),
+                                 timing_text=_timing_text(args, argv, wall, len(todo), len(jobs), summary),
+                                 plots=[str(p) for p in plots])
+    atomic_write(out["report"], lambda tmp: Path(tmp).write_text(text))
+    print(text)
+    return {"summary": summary, "results": results, "report": out["report"], "plots": plots, "ran": len(todo)}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
+from gmgraph import registry
 from gmgraph.errors import DataError
 from gmgraph.placed_digits import PLACEMENTS, place
 
@@ -415,15 +416,18 @@ def _build_torchvision(name: str):
     return build
 
 
-DATASETS: dict[str, Any] = {
+BUILDERS: dict[str, Any] = {
     "digits": _build_digits,
     **{name: _build_placed(name) for name in PLACEMENTS},
     "synthetic": _build_synthetic,
     **{name: _build_torchvision(name) for name in ("cifar10", "cifar100", "mnist", "fashion-mnist")},
     "imagefolder": _build_imagefolder,
 }
-"""The dataset table: name -> builder ``(DataRequest) -> ((train, val, test) datasets, classes)``.
-A new dataset is one builder and one entry; :func:`load` and ``--data`` read the names from here."""
+"""The built-in builders: name -> ``(DataRequest) -> ((train, val, test) datasets, classes)``."""
+
+DATASETS = registry.DATASETS
+"""The dataset table (:data:`gmgraph.registry.DATASETS`): name -> builder, the built-ins from
+:data:`BUILDERS`. A new dataset is one builder and one entry; :func:`load` and ``--data`` read the names here."""
 
 
 # --- options -----------------------------------------------------------------

@@ -21,29 +21,18 @@ CPU and CUDA, ``fp16`` needs CUDA and a gradient scaler (:func:`grad_scaler`)::
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
+from gmgraph import registry
+from gmgraph.config import check_device
 from gmgraph.errors import ConfigError
 
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = dict(zip(registry.PRECISIONS, (None, torch.bfloat16, torch.float16)))
 """Accepted ``precision`` values and the autocast dtype of each (None: no autocast)."""
 
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
-
-
-def check_device(name: str) -> str:
-    """``name`` if it is a device gmgraph accepts (not whether this machine has it).
-
-    Raises:
-        ConfigError: naming the accepted forms.
-    """
-    if not isinstance(name, str) or not _DEVICE.match(name):
-        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
-    return name
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:

@@ -1,5 +1,6 @@
 """The whole few-shot NAS job behind ``gmgraph search``: data, space, training, splits, search, report.
 
+>>> from gmgraph.config import FewShotConfig, SearchConfig, TrainConfig
 >>> settings = SearchSettings(width=4, cells=1, final_epochs=1, train=TrainConfig(epochs=2, steps_per_epoch=2),
 ...                           fewshot=FewShotConfig(split_at=(1,), rounds=1), search=SearchConfig(evaluations=4))
 >>> settings.fewshot.split_at, settings.train.epochs
@@ -10,11 +11,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import itertools
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,66 +25,22 @@ from torch import fx
 import gmgraph
 from gmgraph import data as datasets
 from gmgraph import spaces
-from gmgraph.device import check_precision, resolve_device
-from gmgraph.errors import ConfigError
+from gmgraph.config import SearchSettings
 from gmgraph.graph import space, space_size, trace
+from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
 from gmgraph.report import PHASES
-from gmgraph.run import CHECKPOINT, export_run, write_report
-from gmgraph.samplers import SAMPLERS
-from gmgraph.search import STRATEGIES, SearchConfig, SearchContext, evaluate
-from gmgraph.search.evaluation import accuracy
-from gmgraph.settings import as_dict, nested, setting
+from gmgraph.run import CHECKPOINT, export_run, write_front, write_report
+from gmgraph.search import STRATEGIES, SearchContext, evaluate
+from gmgraph.search.evaluation import accuracy, recalibrate_bn
+from gmgraph.search.measures import arch_measures, needed
+from gmgraph.search.multi_objective import ParetoResult
+from gmgraph.search.strategies import constraints_for, objectives_for
+from gmgraph.settings import as_dict
 from gmgraph.train import distributed
-from gmgraph.train.fewshot import FewShotConfig, FewShotResult, locate, run_fewshot
+from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """Every setting of a search run. The CLI flags, config-file keys, the flags that start
-    distributed workers and the record in report.json and the checkpoint all come from these fields
-    (:mod:`gmgraph.settings`). Checked once, when built."""
-
-    space: str = setting("nb201", "search space", choices=lambda: tuple(spaces.REGISTRY))
-    data: str = setting("digits", "dataset", choices=lambda: tuple(datasets.DATASETS))
-    data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
-    width: int = setting(16, "channels of the first stage (NB201's C)")
-    cells: int = setting(5, "cells per stage (NB201's N)")
-    batch_size: int = setting(64, "training batch size")
-    seed: int = setting(0, "seeds data order, training, scoring and search")
-    final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
-    train: TrainConfig = nested(TrainConfig)
-    fewshot: FewShotConfig = nested(FewShotConfig)
-    search: SearchConfig = nested(SearchConfig)
-
-    def __post_init__(self):
-        if self.space not in spaces.REGISTRY:
-            raise ConfigError(f"unknown space {self.space!r}; choose one of {', '.join(spaces.REGISTRY)}")
-        if self.data.lower().replace("_", "-") not in datasets.DATASETS:
-            raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(datasets.DATASETS)}")
-        for name in ("width", "cells", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
-        if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
-            raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
-        if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
-            raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
-        self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
-        check_precision(self.train.precision, resolve_device(self.train.device))  # this machine has the device
-
-    def shaping(self) -> dict:
-        """The run-level settings that shape the supernets (a resume must match them).
-
-        Not among them: ``data_root`` (a dataset may move), ``final_epochs`` and the
-        search settings (they act after training), and the device (see :meth:`TrainConfig.shaping`).
-        """
-        return {"space": self.space, "data": self.data, "width": self.width, "cells": self.cells,
-                "batch_size": self.batch_size}
 
 
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
@@ -132,14 +89,18 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
     cores = _note_shared_cores(clock, result.leaves[0].trainer.device, quiet)
     with clock.phase("search"):
         calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
-        found = _search(settings, gm, result, loaders, calib, quiet)
+        measures = _measures(settings, gm, info.shape, quiet)
+        found = _search(settings, gm, result, loaders, calib, measures, quiet)
     with clock.phase("final"):
         final = _final(settings, result, found, loaders, calib, quiet)
+        final.update(_costs(settings, found.best, measures, final["model"], info.shape))
     with clock.phase("export"):
         report = _report(settings, gm, result, found, final, run_timings(clock, earlier))
         report["hardware"]["cores_used_in_training"] = cores
         report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
         write_report(out, report, final.pop("model"))
+        if isinstance(found, ParetoResult):
+            write_front(out, [(arch, _front_net(result, arch, calib)) for arch, _ in found.front])
         log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
     report["timings"] = run_timings(clock, earlier)
     write_report(out, report)  # report.json again, now with the export timed too
@@ -264,8 +225,32 @@ def _calibration(loaders, settings: SearchSettings) -> list:
     return list(itertools.islice(loaders.train, settings.search.bn_batches))
 
 
+def _measures(settings: SearchSettings, root: fx.GraphModule, shape: tuple[int, ...], quiet: bool) -> dict:
+    """The cost measures the search's limits and objectives read (params and FLOPs always, for the report)."""
+    table = None
+    if "latency" in needed(settings.search.objectives, settings.search.limits()):
+        log("latency: measuring the space's ops in onnxruntime (1 thread, batch 1; cached for the next run)",
+            quiet=quiet)
+        table = LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
+    return arch_measures(root, shape, latency=table)
+
+
+def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape) -> dict:
+    """What the chosen arch costs by the search's measures, and its latency measured end to end when it had a limit
+    or objective: the predictor's word is checked, not trusted."""
+    out = {f"{name}_estimate": measures[name](arch) for name in measures}
+    if "latency" in measures:
+        timing = measure(copy.deepcopy(net).cpu().eval(), tuple(shape), runtime="onnxruntime", threads=1, batch=1)
+        out["latency_ms_measured"] = timing.median_ms
+        out["latency_measurement"] = {"stable": timing.stable, "spread": timing.spread, "runs": timing.runs}
+        limit = settings.search.max_latency_ms
+        if limit is not None:
+            out["latency_limit_met_when_measured"] = timing.median_ms <= limit
+    return out
+
+
 def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
-            quiet: bool):
+            measures: dict, quiet: bool):
     # Read once, not per candidate: each leaf's space (what `locate` recomputes from the graph every call).
     leaves = [(leaf, leaf.space) for leaf in result.leaves]
     val = _held(loaders.val)
@@ -286,7 +271,9 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
     alphas = [(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves
               if hasattr(leaf.trainer.sampler, "alphas")]
     context = SearchContext(space(root), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
-                            progress=progress, alphas=alphas)
+                            progress=progress, alphas=alphas,
+                            constraints=constraints_for(settings.search, measures),
+                            objectives=objectives_for(settings.search, fitness, measures))
     found = STRATEGIES[settings.search.strategy](context)
     bar.close(evaluations=found.evaluations)
     return found
@@ -340,7 +327,8 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         "split_tree": result.tree,
         "leaves": [_leaf_report(leaf, found) for leaf in result.leaves],
         "search": {"strategy": settings.search.strategy, "evaluations": found.evaluations,
-                   "best_fitness": found.best_fitness},
+                   "best_fitness": found.best_fitness, "rejected": found.rejected,
+                   "limits": {name: value for name, value in settings.search.limits().items() if value is not None}},
         "arch": arch,
         "arch_str": spaces.arch_to_str(settings.space, arch),
         "final": final,
@@ -348,10 +336,29 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         "timings": timings,
         "hardware": _hardware(result.leaves[0].trainer.device, settings.train.precision),
     }
+    if isinstance(found, ParetoResult):
+        report["pareto"] = _front_report(settings, found)
     oracle = spaces.get(settings.space).oracle
     if oracle is not None:
         report["oracle"] = oracle(arch)
     return report
+
+
+def _front_net(result: FewShotResult, arch, calib: list) -> torch.nn.Module:
+    """A front point's network: derived from its sub-supernet with its weights, BatchNorm recalibrated."""
+    net = derive(locate(result, arch).gm, arch)
+    recalibrate_bn(net, calib)
+    return net
+
+
+def _front_report(settings: SearchSettings, found: ParetoResult) -> dict:
+    """The Pareto front for report.json: objectives with senses, and each point's arch, values and leaf-free id."""
+    front = found.as_dict()["front"]
+    chosen = next(i for i, point in enumerate(front) if point["arch"] == dict(found.best))
+    for point in front:
+        point["arch_str"] = spaces.arch_to_str(settings.space, point["arch"])
+    return {"objectives": found.as_dict()["objectives"], "front": front, "chosen": chosen,
+            "history": found.as_dict()["history"]}
 
 
 def _hardware(device: torch.device, precision: str) -> dict:
@@ -363,7 +370,8 @@ def _hardware(device: torch.device, precision: str) -> dict:
 
 
 def _leaf_report(leaf, found) -> dict:
-    inside = [(a, f) for a, f in found.history if leaf.contains(a)]
+    # a Pareto search records every objective per arch: accuracy is the first
+    inside = [(a, f[0] if isinstance(found, ParetoResult) else f) for a, f in found.history if leaf.contains(a)]
     best = max(inside, key=lambda p: p[1]) if inside else (None, None)
     return {
         "id": leaf.id,

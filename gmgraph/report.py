@@ -46,12 +46,50 @@ def summary(report: dict) -> str:
     if "nb201_cifar10_test" in report.get("oracle", {}):
         lines.append(f"NAS-Bench-201 CIFAR-10 test accuracy of this arch (reference only): "
                      f"{report['oracle']['nb201_cifar10_test']:.2f}%")
+    lines += cost_lines(report)
     hardware = report.get("hardware")
     if hardware:
         where = hardware["device"] + (f" ({hardware['gpu']})" if hardware.get("gpu") else "")
         lines.append(f"trained on {where} in {hardware['precision']}")
     lines.append(time_line(report["timings"]))
     return "\n".join(lines)
+
+
+UNITS = {"params": "M params", "flops": "M FLOPs", "latency": "ms"}
+"""How each cost measure is shown: its unit (params and FLOPs in millions, latency in ms)."""
+
+
+def cost_lines(report: dict) -> list[str]:
+    """The limits the search kept and the chosen arch's costs; the Pareto front's size and the chosen point.
+
+    >>> for line in cost_lines({"search": {"limits": {"params": 0.5}, "rejected": 3},
+    ...                         "final": {"params_estimate": 0.31, "flops_estimate": 12.5}}):
+    ...     print(line)
+    limits: params <= 0.5 M params (3 candidates rejected); chosen arch: 0.31 M params, 12.5 M FLOPs
+    """
+    search, final = report.get("search", {}), report.get("final", {})
+    costs = [f"{final[f'{name}_estimate']:.4g} {unit}" for name, unit in UNITS.items()
+             if f"{name}_estimate" in final]
+    if "latency_ms_measured" in final:
+        costs.append(f"{final['latency_ms_measured']:.4g} ms measured in onnxruntime")
+    limits = search.get("limits") or {}
+    lines = []
+    if limits:
+        kept = ", ".join(f"{name} <= {value:g} {UNITS[name]}" for name, value in limits.items())
+        lines.append(f"limits: {kept} ({count(search.get('rejected', 0), 'candidate')} rejected); "
+                     f"chosen arch: {', '.join(costs)}")
+    elif costs:
+        lines.append(f"chosen arch: {', '.join(costs)}")
+    if final.get("latency_limit_met_when_measured") is False:
+        lines.append("warning: the chosen arch's measured latency is over --max-latency-ms (the predictor was "
+                     "off for it); see report.json final.latency_ms_measured")
+    pareto = report.get("pareto")
+    if pareto:
+        names = "/".join(o["name"] for o in pareto["objectives"])
+        lines.append(f"Pareto front ({names}): {count(len(pareto['front']), 'point')}; chosen: point "
+                     f"{pareto['chosen']} (best {pareto['objectives'][0]['name']}); export another with "
+                     "`gmgraph export --run DIR --pick N`")
+    return lines
 
 
 def time_line(timings: dict) -> str:

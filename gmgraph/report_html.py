@@ -45,6 +45,8 @@ def draw_run(out: str | Path, report: dict) -> dict[str, Path]:
     histories = {leaf["id"]: leaf["history"] for leaf in report["leaves"] if leaf.get("history")}
     if histories:
         pngs["training curves"] = viz.draw_training_curves(histories, out / "training.png")
+    if report.get("pareto"):
+        pngs["Pareto front"] = viz.draw_front(report["pareto"], report["leaves"], out / "front.png")
     return pngs
 
 
@@ -76,6 +78,13 @@ def _page(report: dict, pngs: dict[str, Path]) -> str:
         ["leaf", "space size", "evaluated", "best val accuracy", "best arch"],
         [[leaf["id"], leaf.get("space_size", ""), leaf.get("evaluated", ""), _num(leaf.get("best_val_accuracy")),
           _arch(report, leaf.get("best_arch"))] for leaf in report["leaves"]]))
+    if report.get("pareto"):
+        pareto = report["pareto"]
+        names = [o["name"] for o in pareto["objectives"]]
+        parts.append("<h2>Pareto front</h2><p>Export a point with <code>gmgraph export --run DIR --pick N</code>."
+                     "</p>" + _table(["N", *names, "arch", ""], [
+                         [i, *(f"{p['values'][n]:.4g}" for n in names), p.get("arch_str") or _arch(report, p["arch"]),
+                          "chosen" if i == pareto["chosen"] else ""] for i, p in enumerate(pareto["front"])]))
     parts.append("<h2>Final architecture</h2>" + _table(["label", "op"], [[k, v] for k, v in report["arch"].items()]))
     parts.append("<h2>Settings</h2>" + _table(["setting", "value"],
                                               [[k, v] for k, v in report.get("settings", {}).items()]))

@@ -34,8 +34,8 @@ from torch import fx, nn
 from gmgraph.errors import CheckpointError, ConfigError, FileError, RunError
 from gmgraph.files import load_tensors, save_tensors, write_text
 
-REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT = (
-    "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt")
+REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT, FRONT = (
+    "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt", "front.pt")
 
 REPORT_KEYS = ("gmgraph_version", "settings", "space", "space_size", "split_tree", "leaves", "search",
                "arch", "arch_str", "final", "budget", "timings", "hardware", "input_shape", "num_classes")
@@ -80,6 +80,39 @@ def write_report(out: str | Path, report: Mapping[str, Any], model: nn.Module | 
     if model is not None:
         weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads on any device
         save_tensors({"arch": dict(report["arch"]), "model": weights}, out / BEST)
+
+
+def write_front(out: str | Path, points: list[tuple[Mapping[str, str], nn.Module]]) -> None:
+    """Write front.pt: each Pareto-front point's arch and network (supernet weights, BN recalibrated)."""
+    save_tensors({"points": [{"arch": dict(arch), "model": {k: v.detach().cpu() for k, v in net.state_dict().items()}}
+                             for arch, net in points]}, Path(out) / FRONT)
+
+
+def front_point(out: str | Path, *, pick: int | None = None, max_latency_ms: float | None = None) -> tuple[int, dict]:
+    """``(index, point)`` of a run's Pareto front: point ``pick``, or the most accurate within ``max_latency_ms``.
+
+    Raises:
+        RunError: the run has no front. ConfigError: no such point, a latency limit on a front
+        without latency, or a limit no point meets (naming the fastest).
+    """
+    front = (read_report(out).get("pareto") or {}).get("front")
+    if not front:
+        raise RunError(f"{Path(out)} has no Pareto front: run `gmgraph search --search pareto --objectives ...`")
+    if (pick is None) == (max_latency_ms is None):
+        raise ConfigError("choose a front point with either --pick N or --max-latency-ms X")
+    if pick is not None:
+        if isinstance(pick, bool) or not isinstance(pick, int) or not 0 <= pick < len(front):
+            raise ConfigError(f"--pick must be a point of the front, 0..{len(front) - 1}, got {pick!r}")
+        return pick, front[pick]
+    if "latency" not in front[0]["values"]:
+        raise ConfigError("--max-latency-ms needs a front with latency: search with --objectives accuracy,latency")
+    within = [i for i, point in enumerate(front) if point["values"]["latency"] <= max_latency_ms]
+    if not within:
+        fastest = min(point["values"]["latency"] for point in front)
+        raise ConfigError(f"no front point is within {max_latency_ms:g} ms; the fastest takes {fastest:.4g} ms")
+    first = next(iter(front[0]["values"]))  # the search's first objective (accuracy)
+    best = max(within, key=lambda i: front[i]["values"][first])
+    return best, front[best]
 
 
 def read_report(out: str | Path) -> dict:
@@ -164,8 +197,9 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
         raise CheckpointError(f"the weights in {path} do not fit the network ({detail}); {hint}") from exc
 
 
-def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 18) -> Path:
-    """Export a finished run's chosen network, with its trained weights, to ONNX.
+def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 18, pick: int | None = None,
+               max_latency_ms: float | None = None) -> Path:
+    """Export a finished run's chosen network, with its trained weights, to ONNX (or a Pareto-front point).
 
     The network is rebuilt from ``out/report.json`` (space, sizes, input
     shape, classes) and ``out/best.pt`` (arch and weights). The file's
@@ -176,6 +210,9 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
         out: the run folder.
         dest: the .onnx file to write (default ``out/best.onnx``).
         opset: ONNX opset version.
+        pick, max_latency_ms: export point ``pick`` of the run's Pareto front, or its most
+            accurate point within ``max_latency_ms`` (:func:`front_point`), with the supernet's
+            weights from ``out/front.pt``, instead of the chosen arch (default ``out/front-<N>.onnx``).
 
     Raises:
         RunError: no readable report. CheckpointError: best.pt missing or not
@@ -190,16 +227,33 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
     out = Path(out)
     report = read_report(out)
     shape = Shape.of_report(report)
-    best = read_best(out / BEST)
-    net = build_network(shape, best["arch"])
-    load_weights(net, best["model"], out / BEST, hint=f"the run's {REPORT} and {BEST} disagree")
-    example = torch.zeros(1, shape.in_channels, *shape.image_size)
     metadata: dict[str, Any] = {"space": shape.space, "data": str(report["settings"].get("data"))}
+    source, default = out / BEST, out / ONNX
+    if pick is None and max_latency_ms is None:
+        best = read_best(source)
+    else:
+        index, point = front_point(out, pick=pick, max_latency_ms=max_latency_ms)
+        best, source, default = _front_weights(out / FRONT, index, point), out / FRONT, out / f"front-{index}.onnx"
+        metadata["pareto_point"] = {"index": index, "values": point["values"]}
+    net = build_network(shape, best["arch"])
+    load_weights(net, best["model"], source, hint=f"the run's {REPORT} and {source.name} disagree")
+    example = torch.zeros(1, shape.in_channels, *shape.image_size)
     prepared = _preprocessing(report["settings"].get("data"), shape)
     if prepared is not None:
         metadata["preprocessing"] = prepared
-    return export_onnx(net, example, Path(dest) if dest is not None else out / ONNX, opset=opset,
+    return export_onnx(net, example, Path(dest) if dest is not None else default, opset=opset,
                        arch=best["arch"], metadata=metadata)
+
+
+def _front_weights(path: Path, index: int, point: Mapping[str, Any]) -> dict:
+    try:
+        state = load_tensors(path)
+    except FileError as exc:
+        raise CheckpointError(str(exc)) from exc
+    points = state.get("points") if isinstance(state, dict) else None
+    if not isinstance(points, list) or index >= len(points) or points[index].get("arch") != point["arch"]:
+        raise CheckpointError(f"{path} does not hold front point {index} of the run's report.json")
+    return points[index]
 
 
 def _preprocessing(name: object, shape: Shape) -> dict | None:

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from gmgraph import registry
 from gmgraph.errors import ConfigError
 from gmgraph.graph import choices, running, space
 
@@ -445,14 +446,9 @@ def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor
     return torch.empty(like.shape, dtype=like.dtype).exponential_(generator=generator).to(like.device)
 
 
-SAMPLERS: dict[str, type[Sampler]] = {
-    "uniform": UniformSampler,
-    "darts": DartsSampler,
-    "gdas": GdasSampler,
-    "pada": PadaSampler,
-}
-"""The sampler table: name -> class. A new sampler is a :class:`Sampler` subclass and one entry here;
-``gmgraph search --sampler`` and every check read their names from it."""
+SAMPLERS = registry.SAMPLERS
+"""The sampler table (:data:`gmgraph.registry.SAMPLERS`): name -> class. A new sampler is a
+:class:`Sampler` subclass and one entry; ``gmgraph search --sampler`` and every check read their names from it."""
 
 
 def make_sampler(name: str, gm: fx.GraphModule, *, seed: int = 0, **options) -> Sampler:

@@ -100,14 +100,19 @@ def flags(cls: type) -> tuple[Flag, ...]:
 
 
 def _walk(cls: type, prefix: tuple[str, ...]) -> Iterator[Flag]:
-    defaults = cls()
+    # defaults from the fields, not from cls(): building one runs its checks, and the
+    # run-level check looks for the device, which imports torch (help must not)
     for field in dataclasses.fields(cls):
         if field.metadata.get("nested"):
             yield from _walk(field.metadata["nested"], prefix + (field.name,))
         elif field.metadata.get("cli", False):
             name = field.metadata["flag"] or field.name.replace("_", "-")
-            yield Flag(name, prefix + (field.name,), _field_type(cls, field), getattr(defaults, field.name),
+            yield Flag(name, prefix + (field.name,), _field_type(cls, field), _default(field),
                        field.metadata["help"], field.metadata["choices"])
+
+
+def _default(field: dataclasses.Field) -> Any:
+    return field.default if field.default is not dataclasses.MISSING else field.default_factory()
 
 
 def _field_type(cls: type, field: dataclasses.Field) -> Any:

@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # files only: no display needed, works on CI
 import matplotlib.pyplot as plt  # noqa: E402
@@ -220,4 +221,55 @@ def draw_ranking(estimated: Sequence[float], true: Sequence[float], path: str | 
     ax.scatter(true, estimated, s=8, alpha=0.7)
     ax.set(xlabel="true accuracy", ylabel="estimated accuracy")
     ax.set_title(f"{title + ': ' if title else ''}Kendall tau = {kendall_tau(estimated, true):.3f}")
+    return _save(fig, path)
+
+
+def draw_front(pareto: Mapping, leaves: Sequence[Mapping], path: str | Path, *, size=(7, 5)) -> Path:
+    """The Pareto front of a search: every evaluated arch by leaf, each leaf's front, the whole front, the chosen point.
+
+    Args:
+        pareto: report.json's ``pareto``: ``objectives`` (name, sense), ``front`` and ``history``
+            (points ``{"arch", "values"}``), ``chosen`` (index into ``front``).
+        leaves: report.json's ``leaves`` (``id`` and ``space``), to colour points by sub-supernet.
+
+    The first two objectives are drawn: the second on x, the first (accuracy) on y.
+
+    >>> import tempfile, pathlib
+    >>> pts = [{"arch": {"a": op}, "values": {"accuracy": acc, "params": p}}
+    ...        for op, acc, p in (("x", 0.5, 1.0), ("y", 0.7, 2.0), ("z", 0.6, 3.0))]
+    >>> pareto = {"objectives": [{"name": "accuracy", "sense": "max"}, {"name": "params", "sense": "min"}],
+    ...           "front": pts[:2], "history": pts, "chosen": 1}
+    >>> leaves = [{"id": "root/a=x", "space": {"a": ["x"]}}, {"id": "root/a=y+z", "space": {"a": ["y", "z"]}}]
+    >>> draw_front(pareto, leaves, pathlib.Path(tempfile.mkdtemp()) / "front.png").name
+    'front.png'
+    """
+    from gmgraph.search.pareto import non_dominated
+
+    (y_name, y_sense), (x_name, x_sense) = [(o["name"], o["sense"]) for o in pareto["objectives"][:2]]
+    fig, ax = plt.subplots(figsize=size)
+    for i, leaf in enumerate(leaves):
+        inside = [p for p in pareto.get("history", pareto["front"])
+                  if all(p["arch"].get(label) in ops for label, ops in leaf["space"].items())]
+        if not inside:
+            continue
+        xy = np.array([[p["values"][x_name], p["values"][y_name]] for p in inside])
+        colour = _COLOURS(i % 10)
+        ax.scatter(xy[:, 0], xy[:, 1], s=10, alpha=0.35, color=colour, label=short_name(leaf["id"]))
+        own = xy[non_dominated(xy, (x_sense, y_sense))]
+        own = own[np.argsort(own[:, 0])]
+        ax.step(own[:, 0], own[:, 1], where="post", color=colour, alpha=0.8, linewidth=1)
+    front = np.array([[p["values"][x_name], p["values"][y_name]] for p in pareto["front"]])
+    order = np.argsort(front[:, 0])
+    ax.step(front[order, 0], front[order, 1], where="post", color="black", linewidth=2, label="front")
+    ax.scatter(front[:, 0], front[:, 1], s=24, color="black", zorder=3)
+    chosen = front[pareto["chosen"]]
+    ax.scatter([chosen[0]], [chosen[1]], s=160, marker="*", color="gold", edgecolor="black", zorder=4,
+               label=f"chosen (point {pareto['chosen']})")
+    for i, (x, y) in enumerate(front):
+        ax.annotate(str(i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set(xlabel=f"{x_name} ({'lower' if x_sense == 'min' else 'higher'} is better)",
+           ylabel=f"{y_name} ({'higher' if y_sense == 'max' else 'lower'} is better)",
+           title=f"Pareto front: {y_name} vs {x_name} (points numbered for --pick)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
     return _save(fig, path)

@@ -18,7 +18,7 @@ LAYERS = {  # module prefix (dotted, under gmgraph) -> layer; the longest prefix
     "": 0,  # gmgraph/__init__.py and the core files: choice, graph, arch, errors, files, progress, data, ...
     "kernels": 0,
     "passes": 1,
-    "scores": 2, "search": 2, "spaces": 2, "nasbench": 2, "viz": 2,
+    "scores": 2, "search": 2, "spaces": 2, "nasbench": 2, "viz": 2, "latency": 2,
     "train": 3,
     "run": 4, "pipeline": 4, "report": 4, "report_html": 4,
     "cli": 5, "commands": 5, "__main__": 5,

@@ -83,7 +83,9 @@ def test_settings_are_frozen_and_recorded_as_plain_data():
         s.seed = 1
     record = as_dict(s)
     assert record["train"]["epochs"] == 30 and record["fewshot"]["split_at"] == [10, 20]
-    assert record["search"] == {"strategy": "evolution", "evaluations": 100, "bn_batches": 4}
+    assert record["search"] == {"strategy": "evolution", "evaluations": 100, "bn_batches": 4,
+                                "objectives": ["accuracy"], "max_params": None, "max_flops": None,
+                                "max_latency_ms": None}
 
 
 def test_tables_take_field_names_or_flag_names():

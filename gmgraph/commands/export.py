@@ -14,27 +14,27 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
+from gmgraph import registry
 from gmgraph.commands import HELP
 from gmgraph.errors import ConfigError
-from gmgraph.run import BEST, Shape, build_network, export_run, load_weights, read_best
+
+if TYPE_CHECKING:
+    from gmgraph.run import Shape
 
 # NB201's CIFAR-10 network (C=16, N=5, 3x32x32, 10 classes) when neither flags nor a run say otherwise.
 _DEFAULTS = {"num_classes": 10, "in_channels": 3, "image_size": 32, "width": 16, "cells": 5}
 
 
 def add_parser(sub) -> None:
-    from gmgraph.spaces import REGISTRY
-
     p = sub.add_parser(
         "export", help=HELP["export"],
         description="Derive an architecture (or take a search run's result with its weights) and write it as "
                     "one self-contained ONNX file, checked with onnx.checker and compared with torch in onnxruntime.")
     p.add_argument("--run", type=Path, metavar="DIR", help="a `gmgraph search` output folder: export its chosen "
                    "architecture with its weights (DIR/best.pt); default --out DIR/best.onnx")
-    p.add_argument("--space", choices=tuple(REGISTRY), help="search space (default nb201)")
+    p.add_argument("--space", choices=tuple(registry.SPACES), help="search space (default nb201)")
     p.add_argument("--arch", help="architecture string of --space (optional with --checkpoint, which holds one)")
     p.add_argument("--checkpoint", type=Path, help='weights: a best.pt-style file {"arch": ..., "model": state dict}; '
                    "without it the network is freshly initialised")
@@ -42,6 +42,10 @@ def add_parser(sub) -> None:
                        ("--image-size", "height and width of the input"), ("--width", "channels of the first stage"),
                        ("--cells", "cells per stage")):
         p.add_argument(flag, type=int, help=f"{text} (default {_DEFAULTS[flag[2:].replace('-', '_')]})")
+    p.add_argument("--pick", type=int, metavar="N", help="with --run of a Pareto search: export point N of its front "
+                   "(supernet weights, BN recalibrated; default --out DIR/front-N.onnx)")
+    p.add_argument("--max-latency-ms", type=float, metavar="X", help="with --run of a Pareto search over latency: "
+                   "export its most accurate front point predicted within X ms")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--out", type=Path, help="the .onnx file to write (required unless --run)")
     p.set_defaults(func=_run_export)
@@ -49,15 +53,20 @@ def add_parser(sub) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from gmgraph.passes.onnx import read_metadata
+    from gmgraph.run import BEST, FRONT, export_run, read_best
     from gmgraph.spaces import arch_to_str, parse_arch
 
     if args.run is not None:
         _refuse_with_run(args)
-        path = export_run(args.run, args.out, opset=args.opset)
+        path = export_run(args.run, args.out, opset=args.opset, pick=args.pick, max_latency_ms=args.max_latency_ms)
         meta = read_metadata(path)  # report what the file says it holds
-        print(f"wrote {path}: {arch_to_str(meta['space'], meta['arch'])} with the weights of "
-              f"{args.run / BEST}; {_VERIFIED}")
+        point = meta.get("pareto_point")
+        source = (f"front point {point['index']} ({_values(point['values'])}) with the weights of {args.run / FRONT}"
+                  if point else f"the weights of {args.run / BEST}")
+        print(f"wrote {path}: {arch_to_str(meta['space'], meta['arch'])}, {source}; {_VERIFIED}")
         return 0
+    if args.pick is not None or args.max_latency_ms is not None:
+        raise ConfigError("--pick and --max-latency-ms choose a point of a search run's front: give --run DIR")
     if args.out is None:
         raise ConfigError("--out is required (the .onnx file to write), unless --run is given")
     space = args.space or "nb201"
@@ -71,11 +80,18 @@ def _run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _values(values: dict) -> str:
+    return ", ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
 _VERIFIED = "checked with onnx.checker and matched torch in onnxruntime at batch 1 and 7 (max |diff| <= 1e-4)"
 
 
 def _export_space(shape: Shape, arch: dict, best: dict | None, checkpoint: Path | None, out: Path, opset: int) -> Path:
+    import torch
+
     from gmgraph.passes.onnx import export_onnx
+    from gmgraph.run import build_network, load_weights
 
     with torch.random.fork_rng():  # fresh weights are seeded, without touching the caller's RNG
         torch.manual_seed(0)
@@ -97,6 +113,8 @@ def _refuse_with_run(args: argparse.Namespace) -> None:
 
 
 def _flag_shape(args: argparse.Namespace, space: str) -> Shape:
+    from gmgraph.run import Shape
+
     values = {}
     for name, default in _DEFAULTS.items():
         value = getattr(args, name)

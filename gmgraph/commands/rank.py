@@ -21,18 +21,16 @@ import argparse
 from pathlib import Path
 
 from gmgraph.commands import HELP
+from gmgraph.registry import DATA_FREE, METRICS, NB201_BENCHMARKS
 
 
 def add_parser(sub) -> None:
-    from gmgraph.nasbench.rank import BENCHMARKS
-    from gmgraph.scores.zero_cost import DATA_FREE, METRICS
-
     p = sub.add_parser(
         "rank", help=HELP["rank"],
         description="Score sampled NAS-Bench-201 architectures with a zero-cost metric on the real network "
                     "(C=16, N=5) and print Kendall tau and Spearman rho against the benchmark's accuracies.")
     p.add_argument("--metric", required=True, help=f"one of {', '.join(METRICS)}")
-    p.add_argument("--against", default="nb201:cifar10", help=f"one of {', '.join(BENCHMARKS)} (default nb201:cifar10)")
+    p.add_argument("--against", default="nb201:cifar10", help=f"one of {', '.join(NB201_BENCHMARKS)} (default nb201:cifar10)")
     p.add_argument("--sample", type=int, default=1000, help="architectures drawn from the 15,625 (default 1000)")
     p.add_argument("--seed", type=int, default=0, help="seeds the sample, the initial weights and the batch (default 0)")
     p.add_argument("--split", default="test", help="the table's test or val accuracy (default test)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
 
 def add_parser(sub) -> None:
-    from gmgraph.pipeline import SearchSettings
+    from gmgraph.config import SearchSettings
     from gmgraph.settings import add_flags
 
     p = sub.add_parser("search", help=HELP["search"],
@@ -64,17 +65,19 @@ def _read_config(path: Path) -> dict:
 
 def _settings(args: argparse.Namespace):
     """The run's settings: the config file's values, then the flags given (checked once, here)."""
-    from gmgraph.pipeline import SearchSettings
+    from gmgraph.config import SearchSettings
     from gmgraph.settings import from_flags
 
     return from_flags(SearchSettings, args, _read_config(args.config) if args.config else None)
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from gmgraph.train import distributed
-
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be 1 or more, got {args.nproc}")
+    if not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):  # not a torchrun worker: its rank 0 reports
+        _settings(args)  # every setting is checked before torch loads: a bad one answers at once
+    from gmgraph.train import distributed
+
     if distributed.launched_by_torchrun():
         if args.nproc is not None and args.nproc > 1:
             raise ConfigError("--nproc starts workers on this machine; under torchrun leave it out "

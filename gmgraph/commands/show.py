@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-
-from gmgraph import spaces
+from gmgraph import registry
 from gmgraph.commands import HELP
-from gmgraph.graph import choices, space, space_size, trace
-from gmgraph.passes.derive import derive
-from gmgraph.run import Shape, read_report
-from gmgraph.scores.zero_cost import zero_cost
 
+if TYPE_CHECKING:
+    import torch
 
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help=HELP["show"],
                        description="Print a search space as a table; with --arch, one architecture's cost and cell.")
-    p.add_argument("--space", default="nb201", help=f"one of {', '.join(spaces.REGISTRY)} (default nb201)")
+    p.add_argument("--space", default="nb201", help=f"one of {', '.join(registry.SPACES)} (default nb201)")
     p.add_argument("--run", type=Path, help="a `gmgraph search` output folder: show its space and chosen arch")
     p.add_argument("--arch", help="an architecture string of the space (NB201: |op~0|+|op~0|op~1|+...)")
     p.add_argument("--width", type=int, default=16, help="channels of the first stage (default 16)")
@@ -36,6 +33,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from gmgraph import spaces
+    from gmgraph.graph import trace
+
     arch = None
     if args.run is not None:
         args, arch = _from_run(args)
@@ -57,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_run(args: argparse.Namespace):
+    from gmgraph.run import Shape, read_report
+
     shape = Shape.of_report(report := read_report(args.run))
     args.space, args.width, args.cells = shape.space, shape.width, shape.cells
     args.in_channels, args.image_size, args.num_classes = shape.in_channels, shape.image_size[-1], shape.num_classes
@@ -65,6 +69,8 @@ def _from_run(args: argparse.Namespace):
 
 def space_table(gm) -> str:
     """Labels, candidates and Choices per label, the space size and its parameter range."""
+    from gmgraph.graph import choices, space, space_size
+
     rows = [f"{'label':<14} {'choices':>7}  candidates"]
     groups = choices(gm)
     for label, ops in space(gm).items():
@@ -77,6 +83,8 @@ def space_table(gm) -> str:
 
 def param_range(gm) -> tuple[int, int]:
     """Fewest and most parameters of any architecture (a label's op applies to all its Choices)."""
+    from gmgraph.graph import choices
+
     inside = {id(p) for group in choices(gm).values() for c in group for p in c.parameters()}
     fixed = sum(p.numel() for p in gm.parameters() if id(p) not in inside)
     low = high = fixed
@@ -87,6 +95,8 @@ def param_range(gm) -> tuple[int, int]:
 
 
 def _derived_params(op: torch.nn.Module) -> int:
+    import torch
+
     # derive gives non-affine BatchNorms a weight and a bias: count them as the derived network has them.
     extra = sum(2 * m.num_features for m in op.modules()
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.affine)
@@ -95,6 +105,11 @@ def _derived_params(op: torch.nn.Module) -> int:
 
 def arch_summary(gm, arch: dict[str, str], shape: tuple[int, int, int]) -> str:
     """Parameters, FLOPs and a text drawing of one architecture."""
+    import torch
+
+    from gmgraph.passes.derive import derive
+    from gmgraph.scores.zero_cost import zero_cost
+
     net = derive(gm, arch)
     params = sum(p.numel() for p in net.parameters())
     flops = zero_cost(gm, arch, "flops", (torch.zeros(1, *shape), None))

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import torch
 
+from gmgraph import registry
 from gmgraph.arch import format_nb201
 from gmgraph.device import resolve_device, to_device
 from gmgraph.errors import ConfigError
@@ -47,7 +48,7 @@ from gmgraph.nasbench import nb201 as table
 from gmgraph.scores.zero_cost import DATA_FREE, METRICS, Batch, zero_cost
 from gmgraph.search.ranking import kendall_tau, spearman
 
-BENCHMARKS = ("nb201:cifar10", "nb201:cifar100", "nb201:imagenet16-120")
+BENCHMARKS = registry.NB201_BENCHMARKS
 """Accepted values of ``--against``."""
 
 SHAPES = {"cifar10": (10, 32), "cifar100": (100, 32), "imagenet16-120": (120, 16)}

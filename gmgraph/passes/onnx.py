@@ -47,7 +47,9 @@ ARCH_KEY = PREFIX + "arch"
 VERSION_KEY = PREFIX + "version"
 PREPROCESSING_KEY = PREFIX + "preprocessing"
 """How the network's input images were prepared: JSON of :func:`gmgraph.data.preprocessing`."""
-_JSON_KEYS = (ARCH_KEY, PREPROCESSING_KEY)  # read_metadata decodes these
+PARETO_KEY = PREFIX + "pareto_point"
+"""A Pareto-front export's point: JSON ``{"index", "values"}`` (``gmgraph export --run DIR --pick N``)."""
+_JSON_KEYS = (ARCH_KEY, PREPROCESSING_KEY, PARETO_KEY)  # read_metadata decodes these
 INPUT_NAME = "input"
 
 # A protobuf message cannot exceed 2 GiB; beyond that ONNX needs external data files.

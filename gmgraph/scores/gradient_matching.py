@@ -30,12 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
+from gmgraph import registry
 from gmgraph.device import resolve_device, to_device, with_index
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import choices, running, space
 from gmgraph.samplers import Sampler, borrowed, make_sampler
 
-DISTANCES = ("cos", "per-filter-cos", "mse")
+DISTANCES = registry.DISTANCES
 SharedRule = Callable[[fx.GraphModule, str], Sequence[str]]
 
 

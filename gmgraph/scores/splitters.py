@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import fx
 
+from gmgraph import registry
+from gmgraph.config import METRIC_PREFIX, method_names
 from gmgraph.errors import ConfigError
 from gmgraph.graph import space
 from gmgraph.samplers import Sampler
@@ -146,20 +148,10 @@ def decide(gm: fx.GraphModule, scored: dict[str, Scored]) -> dict:
     }
 
 
-SPLITTERS: dict[str, Splitter] = {
-    "oneshot": never,
-    "exhaustive": split_exhaustive,
-    "gm": split_by_gradient_matching,
-    "random": split_randomly,
-}
-"""The splitter table: name -> splitter. ``metric:<name>`` splitters come from the metric table."""
+SPLITTERS = registry.SPLITTERS
+"""The splitter table (:data:`gmgraph.registry.SPLITTERS`): name -> splitter. ``metric:<name>``
+splitters come from the metric table."""
 
-METRIC_PREFIX = "metric:"
-
-
-def method_names() -> tuple[str, ...]:
-    """Every accepted splitter name: the table's and one ``metric:<name>`` per zero-cost metric."""
-    return tuple(SPLITTERS) + tuple(METRIC_PREFIX + m for m in METRICS)
 
 
 def get_splitter(name: str) -> Splitter:

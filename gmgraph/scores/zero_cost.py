@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from gmgraph import registry
 from gmgraph.device import resolve_device, to_device, with_index
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.passes.derive import derive
@@ -52,7 +53,7 @@ from gmgraph.passes.derive import derive
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-DATA_FREE: tuple[str, ...] = ("synflow", "params", "flops")
+DATA_FREE = registry.DATA_FREE
 """Metrics that use only the shape of ``x`` (never its values, never ``y``)."""
 
 
@@ -210,17 +211,10 @@ def _flops(net: nn.Module, x: torch.Tensor, y, loss_fn) -> float:
     return float(total[0])
 
 
-METRICS: dict[str, Callable[..., float]] = {
-    "synflow": _synflow,
-    "grad_norm": _grad_norm,
-    "snip": _snip,
-    "grasp": _grasp,
-    "naswot": _naswot,
-    "params": _params,
-    "flops": _flops,
-}
-"""The metric table: name -> scoring function. Its keys are the accepted values of ``metric``
-(and of ``gmgraph search --method metric:<name>``); a new proxy is one function and one entry."""
+METRICS = registry.METRICS
+"""The metric table (:data:`gmgraph.registry.METRICS`): name -> scoring function. Its keys are the
+accepted values of ``metric`` (and of ``gmgraph search --method metric:<name>``); a new proxy is one
+function and one entry."""
 
 
 # ------------------------------------------------------------------ helpers

@@ -15,30 +15,54 @@ Fitness is usually the supernet-estimated accuracy of a child::
 
 Modules are named for what they hold, never for a function they export, so
 ``gmgraph.search.evaluate`` is always the function (module ``evaluation``),
-``evolution`` lives in ``regularized_evolution`` and ``argmax`` in
-``from_alphas``. The strategies ``gmgraph search --search`` offers are the
-table :data:`~gmgraph.search.strategies.STRATEGIES`.
+``evolution`` lives in ``regularized_evolution``, ``argmax`` in
+``from_alphas`` and ``nsga2`` in ``multi_objective``; ``pareto`` holds the
+geometry of fronts (dominance, sorting, crowding, hypervolume) and
+``constraints`` the limits a searched architecture must meet. The strategies
+``gmgraph search --search`` offers are the table
+:data:`~gmgraph.search.strategies.STRATEGIES`.
 """
 
+from gmgraph.search.constraints import Constraint, Constraints
 from gmgraph.search.evaluation import accuracy, evaluate, evaluate_many, recalibrate_bn
 from gmgraph.search.from_alphas import argmax
+from gmgraph.search.multi_objective import Objective, ParetoResult, nsga2
+from gmgraph.search.pareto import crowding_distance, dominates, hypervolume, non_dominated, non_dominated_sort
 from gmgraph.search.random import random_search
 from gmgraph.search.ranking import kendall_tau, spearman, top_k_precision
 from gmgraph.search.regularized_evolution import evolution
 from gmgraph.search.result import SearchResult
-from gmgraph.search.strategies import STRATEGIES, SearchConfig, SearchContext
+from gmgraph.search.strategies import (
+    STRATEGIES,
+    SearchConfig,
+    SearchContext,
+    constraints_for,
+    objectives_for,
+)
 
 __all__ = [
     "STRATEGIES",
+    "Constraint",
+    "Constraints",
+    "Objective",
+    "ParetoResult",
     "SearchConfig",
     "SearchContext",
     "SearchResult",
     "accuracy",
     "argmax",
+    "constraints_for",
+    "crowding_distance",
+    "dominates",
     "evaluate",
     "evaluate_many",
     "evolution",
+    "hypervolume",
     "kendall_tau",
+    "non_dominated",
+    "non_dominated_sort",
+    "nsga2",
+    "objectives_for",
     "random_search",
     "recalibrate_bn",
     "spearman",

@@ -10,13 +10,15 @@ The baseline every NAS search must beat (Li & Talwalkar, 2019)::
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
 from gmgraph.arch import Arch, enumerate_archs, key
 from gmgraph.errors import ConfigError, SpaceError
+from gmgraph.search.constraints import Constraints, Screen
 from gmgraph.search.result import Fitness, OnStep, SearchResult, score
 
 
@@ -27,6 +29,7 @@ def random_search(
     *,
     seed: int = 0,
     progress: OnStep | None = None,
+    constraints: Constraints | None = None,
 ) -> SearchResult:
     """Evaluate ``n`` distinct architectures drawn uniformly from ``space``.
 
@@ -38,47 +41,78 @@ def random_search(
             every architecture is evaluated once, in enumeration order.
         seed: seeds the draw (numpy ``default_rng``); same seed, same archs.
         progress: called as ``progress(step, arch, fitness)`` after each evaluation.
+        constraints: limits every evaluated architecture meets. A candidate
+            that breaks one is rejected before it is scored (counted in
+            ``rejected``) and another distinct one is drawn; after
+            ``constraints.max_draws`` rejections in a row the search stops
+            with what it has (fewer than ``n`` evaluations).
 
     Returns:
         A :class:`SearchResult`; ``history`` is in evaluation order.
 
     Raises:
-        ConfigError: ``n < 1`` or ``seed`` is not an integer >= 0.
+        ConfigError: ``n < 1`` or ``seed`` is not an integer >= 0, or no
+            architecture met the constraints (probably impossible ones).
         SpaceError: ``space`` is not a mapping or has a label without ops.
 
     Example:
         >>> r = random_search({"a": ("x", "y")}, lambda arch: len(arch["a"]), n=5)
         >>> [a["a"] for a, _ in r.history]  # the space has only 2 archs
         ['x', 'y']
+        >>> from gmgraph.search.constraints import Constraint, Constraints
+        >>> short = Constraints([Constraint("length", lambda arch: len(arch["a"]), maximum=2)])
+        >>> r = random_search({"a": ("abc", "ab", "a")}, lambda arch: len(arch["a"]), n=3, constraints=short)
+        >>> r.best, r.evaluations, r.rejected
+        ({'a': 'ab'}, 2, 1)
     """
     check_space(space)
     check_int("n", n, minimum=1)
     check_int("seed", seed, minimum=0)
+    screen = Screen(constraints)
     history: list[tuple[Arch, float]] = []
-    for step, arch in enumerate(sample_distinct(space, n, np.random.default_rng(seed)), start=1):
+    candidates = screen.feasible(distinct_archs(space, n, np.random.default_rng(seed)))
+    for step, arch in enumerate(itertools.islice(candidates, n), start=1):
         value = score(fitness, arch)
         history.append((arch, value))
         if progress is not None:
             progress(step, dict(arch), value)
-    return SearchResult.from_history(history, evaluations=len(history))
+    return SearchResult.from_history(history, evaluations=len(history), rejected=screen.rejected)
 
 
 def sample_distinct(space: Mapping[str, Sequence[str]], n: int, rng: np.random.Generator) -> list[Arch]:
     """``min(n, size)`` distinct architectures, uniformly without replacement."""
+    return list(itertools.islice(distinct_archs(space, n, rng), n))
+
+
+def distinct_archs(space: Mapping[str, Sequence[str]], n: int, rng: np.random.Generator) -> Iterator[Arch]:
+    """Distinct architectures in uniformly random order, until the space is exhausted.
+
+    ``n`` is how many the caller expects to take: it picks the method (all of
+    them in enumeration order when ``n`` covers the space, a permutation when
+    ``n`` is over half of it, redrawing repeats otherwise), so the first ``n``
+    are those :func:`sample_distinct` returns. Taking more than ``n`` (a
+    constrained search replacing rejected ones) is fine.
+
+    Example:
+        >>> archs = distinct_archs({"a": ("x", "y", "z")}, 2, np.random.default_rng(0))
+        >>> sorted(arch["a"] for arch in archs)
+        ['x', 'y', 'z']
+    """
     size = space_size(space)
     if n >= size:
-        return list(enumerate_archs(space))
-    if 2 * n > size:  # dense: a permutation of at most 2n indices never stalls
-        return [_decode(space, int(i)) for i in rng.permutation(size)[:n]]
+        yield from enumerate_archs(space)
+        return
+    if 2 * n > size:  # dense: a permutation of the indices never stalls
+        for index in rng.permutation(size):
+            yield _decode(space, int(index))
+        return
     # sparse (the usual case; spaces may exceed int64): redraw the rare repeats
     seen: set[str] = set()
-    out: list[Arch] = []
-    while len(out) < n:
+    while len(seen) < size:
         arch = random_arch(space, rng)
         if key(arch) not in seen:
             seen.add(key(arch))
-            out.append(arch)
-    return out
+            yield arch
 
 
 def random_arch(space: Mapping[str, Sequence[str]], rng: np.random.Generator) -> Arch:

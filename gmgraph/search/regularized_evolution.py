@@ -22,6 +22,7 @@ import numpy as np
 
 from gmgraph.arch import Arch, key
 from gmgraph.errors import ConfigError, SpaceError
+from gmgraph.search.constraints import Constraints, Screen
 from gmgraph.search.random import check_int, check_space, random_arch
 from gmgraph.search.result import Fitness, OnStep, SearchResult, score
 
@@ -35,6 +36,7 @@ def evolution(
     cycles: int = 100,
     seed: int = 0,
     progress: OnStep | None = None,
+    constraints: Constraints | None = None,
 ) -> SearchResult:
     """Search ``space`` by regularised evolution.
 
@@ -49,6 +51,11 @@ def evolution(
         cycles: children made; none when no label has two or more ops.
         seed: seeds every draw (numpy ``default_rng``); same seed, same run.
         progress: called as ``progress(step, arch, fitness)`` for each member added.
+        constraints: limits every member meets. A candidate (initial draw or
+            child) that breaks one is rejected before it is scored, counted in
+            ``rejected``, and replaced: a child by the mutant of a new
+            tournament's winner, or, after ``constraints.max_draws`` rejected
+            mutants in a row, by a uniformly drawn architecture.
 
     Returns:
         A :class:`SearchResult`: ``best`` over everything seen (not only the
@@ -58,7 +65,8 @@ def evolution(
 
     Raises:
         ConfigError: unless ``population >= 1``, ``1 <= sample_size <= population``,
-            ``cycles >= 0`` and ``seed >= 0``.
+            ``cycles >= 0`` and ``seed >= 0``; or ``constraints.max_draws``
+            uniform draws in a row broke the constraints (probably impossible ones).
         SpaceError: ``space`` is not a mapping of labels to non-empty op names.
     """
     check_space(space)
@@ -77,14 +85,22 @@ def evolution(
         if progress is not None:
             progress(len(history), dict(arch), cache[k])
 
+    screen = Screen(constraints)
+
+    def uniform() -> Arch:
+        return random_arch(space, rng)
+
+    def child() -> Arch:
+        return mutate(_tournament(members, sample_size, rng), space, rng)
+
     for _ in range(population):
-        add(random_arch(space, rng))
+        add(screen.draw(uniform))
     if any(len(ops) >= 2 for ops in space.values()):
         for _ in range(cycles):
-            parent = _tournament(members, sample_size, rng)
-            add(mutate(parent, space, rng))
+            add(screen.first(child, screen.max_draws) or screen.draw(uniform))
             members.popleft()  # the oldest, not the worst: that is the "regularised"
-    return SearchResult.from_history(history, evaluations=len(cache), population=members)
+    return SearchResult.from_history(history, evaluations=len(cache), population=members,
+                                     rejected=screen.rejected)
 
 
 def mutate(arch: Mapping[str, str], space: Mapping[str, Sequence[str]], rng: np.random.Generator) -> Arch:

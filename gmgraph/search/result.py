@@ -25,7 +25,7 @@ OnStep = Callable[[int, Arch, float], None]
 
 @dataclass
 class SearchResult:
-    """The outcome of :func:`~gmgraph.search.random_search` or :func:`~gmgraph.search.regularized_evolution`.
+    """The outcome of :func:`~gmgraph.search.random_search` or :func:`~gmgraph.search.evolution`.
 
     Attributes:
         best: the best architecture seen (the first one on ties).
@@ -36,6 +36,8 @@ class SearchResult:
         evaluations: calls of the fitness function (distinct architectures).
         population: evolution's final population, oldest first; ``None`` for
             searches without one.
+        rejected: candidates turned down by the search's constraints (never
+            scored, never in ``history``); 0 without constraints.
     """
 
     best: Arch
@@ -43,6 +45,7 @@ class SearchResult:
     history: list[tuple[Arch, float]]
     evaluations: int
     population: list[tuple[Arch, float]] | None = None
+    rejected: int = 0
 
     @classmethod
     def from_history(
@@ -50,6 +53,7 @@ class SearchResult:
         history: Sequence[tuple[Arch, float]],
         evaluations: int,
         population: Sequence[tuple[Arch, float]] | None = None,
+        rejected: int = 0,
     ) -> SearchResult:
         """Build a result whose best is the first maximum of ``history`` (non-empty)."""
         best, best_fitness = history[0]
@@ -62,6 +66,7 @@ class SearchResult:
             list(history),
             evaluations,
             None if population is None else list(population),
+            rejected,
         )
 
     def as_dict(self) -> dict:
@@ -76,6 +81,7 @@ class SearchResult:
             "evaluations": self.evaluations,
             "history": pairs(self.history),
             "population": None if self.population is None else pairs(self.population),
+            "rejected": self.rejected,
         }
 
 

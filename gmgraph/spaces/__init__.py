@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import darts, mobilenet, nb201
@@ -79,11 +80,15 @@ def _nb201_oracle(arch: Mapping[str, str]) -> dict:
             "nb201_cifar10_test": table.query(arch)}
 
 
-REGISTRY: dict[str, SpaceSpec] = {
+BUILTIN: dict[str, SpaceSpec] = {
     "nb201": SpaceSpec("nb201", _nb201, nb201.shared_parameters, nb201.to_str, nb201.parse, _nb201_oracle),
     "darts": SpaceSpec("darts", _darts, darts.shared_parameters, darts.to_str, darts.parse),
     "mobilenet": SpaceSpec("mobilenet", _mobilenet, mobilenet.shared_parameters, mobilenet.to_str, mobilenet.parse),
 }
+"""The ready spaces (what :data:`REGISTRY` resolves its built-in names to)."""
+
+REGISTRY = registry.SPACES
+"""The space table (:data:`gmgraph.registry.SPACES`): name -> :class:`SpaceSpec` (``--space``)."""
 
 
 def get(name: str) -> SpaceSpec:

@@ -31,84 +31,24 @@ import torch
 from torch import fx
 from torch.utils.data import DataLoader
 
+from gmgraph.config import FewShotConfig
 from gmgraph.data import infinite
 from gmgraph.errors import CheckpointError, ConfigError, SpaceError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id, restrict, split
 from gmgraph.progress import log
-from gmgraph.scores.gradient_matching import DISTANCES, SharedRule
+from gmgraph.scores.gradient_matching import SharedRule
 from gmgraph.scores.splitters import (
     SplitRequest,
     get_splitter,
-    method_names,
-    never,
     score_serially,
     unsplit_labels,
 )
 from gmgraph.seeding import derived_seed
-from gmgraph.settings import as_dict, setting
+from gmgraph.settings import as_dict
 from gmgraph.train import distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
-
-
-@dataclass(frozen=True)
-class FewShotConfig:
-    """The few-shot schedule; its length is the training config's ``epochs``.
-
-    Attributes:
-        method: the splitter (see the module docstring).
-        split_at: epochs (0-based, before that epoch's training) at which every leaf splits.
-        groups: groups per split (2 or 3; ``exhaustive`` ignores it).
-        balanced: group sizes differ by at most one.
-        rounds: R, batches averaged by gradient matching.
-        distance: gradient distance (``cos``, ``per-filter-cos``, ``mse``).
-        metric_children: sampled children per metric distance (``metric:*``).
-        inherit: children continue the parent's optimizer, schedule and sampler
-            state (True) or restart them (False); weights are inherited either way.
-        labels: label order for the in-order splitters (default: the space's order).
-
-    >>> FewShotConfig(split_at=[20, 10]).split_at
-    (10, 20)
-    """
-
-    method: str = setting("gm", "splitter", choices=method_names)
-    split_at: tuple[int, ...] = setting((10, 20), "epochs at which every leaf splits, e.g. 10,20")
-    groups: int = setting(2, "groups per split (2 or 3)")
-    balanced: bool = setting(True, "balanced groups")
-    rounds: int = setting(10, "gradient-matching batches per label")
-    distance: str = setting("cos", "gradient distance", choices=lambda: DISTANCES)
-    metric_children: int = setting(4, "sampled children per metric distance (metric:* methods)")
-    inherit: bool = setting(True, "children inherit optimizer/schedule/sampler state")
-    labels: tuple[str, ...] | None = setting(None, "label order of the in-order splitters (default: the space's)")
-
-    def __post_init__(self):
-        get_splitter(self.method)  # ConfigError naming the accepted methods
-        object.__setattr__(self, "split_at", tuple(sorted(self.split_at)))  # a normal form, not a new value
-        if len(set(self.split_at)) != len(self.split_at) or any(e < 1 for e in self.split_at):
-            raise ConfigError(f"split epochs must be distinct and at least 1, got {list(self.split_at)}")
-        if self.groups not in (2, 3):
-            raise ConfigError(f"groups must be 2 or 3, got {self.groups!r}")
-        if self.distance not in DISTANCES:
-            raise ConfigError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
-        for name in ("rounds", "metric_children"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
-
-    def splits(self, epochs: int) -> tuple[int, ...]:
-        """The epochs at which this schedule splits, checked against its length.
-
-        Raises:
-            ConfigError: a split epoch at or past the last epoch.
-        """
-        if get_splitter(self.method) is never:
-            return ()
-        late = [e for e in self.split_at if e >= epochs]
-        if late:
-            raise ConfigError(f"split epochs must be between 1 and {epochs - 1} (the schedule has {epochs} "
-                              f"epochs), got {list(self.split_at)}")
-        return self.split_at
 
 
 @dataclass

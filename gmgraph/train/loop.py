@@ -26,7 +26,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -34,86 +33,25 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
 
+from gmgraph.config import TrainConfig
 from gmgraph.device import (
-    PRECISIONS,
     autocast,
-    check_device,
     check_precision,
     grad_scaler,
     resolve_device,
     to_device,
 )
-from gmgraph.errors import CheckpointError, ConfigError, DataError, TrainError
+from gmgraph.errors import CheckpointError, DataError, TrainError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id
 from gmgraph.progress import Progress
 from gmgraph.samplers import SAMPLERS, Sampler, make_sampler
 from gmgraph.seeding import derived_seed
-from gmgraph.settings import as_dict, setting
+from gmgraph.settings import as_dict
 from gmgraph.train.cuda_graphs import GraphedStep, capture
 
 if TYPE_CHECKING:
     from gmgraph.train.distributed import DataParallel
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Settings of supernet training; defaults follow the NB201 reference where sensible.
-
-    Checked once, when built::
-
-        >>> TrainConfig(sampler="darts", epochs=3).epochs
-        3
-        >>> TrainConfig(lr=0)
-        Traceback (most recent call last):
-        ...
-        gmgraph.errors.ConfigError: lr must be positive, got 0
-    """
-
-    sampler: str = setting("uniform", "supernet training sampler", choices=lambda: tuple(SAMPLERS))
-    epochs: int = setting(30, "epochs of the whole schedule (every sub-supernet trains them all)")
-    lr: float = setting(0.05, "weight learning rate (SGD, cosine schedule)")
-    lr_min: float = setting(0.001, "learning rate at the end of the cosine schedule")
-    momentum: float = setting(0.9, "SGD momentum")
-    nesterov: bool = setting(True, "Nesterov momentum")
-    weight_decay: float = setting(5e-4, "SGD weight decay")
-    grad_clip: float | None = setting(5.0, "clip the gradient norm to this (none: no clipping)")
-    arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas)")
-    arch_weight_decay: float = setting(1e-3, "architecture-parameter weight decay")
-    steps_per_epoch: int | None = setting(None, "cap training steps per epoch (quick runs)")
-    device: str = setting("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
-    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for forward passes; fp16 needs CUDA)",
-                             choices=lambda: tuple(PRECISIONS))
-    cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
-    sampler_options: dict = setting({}, "sampler keyword options", cli=False)
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ConfigError(f"unknown sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-        _check_positive_int("epochs", self.epochs)
-        for name in ("lr", "arch_lr"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
-        if not self.lr_min >= 0:
-            raise ConfigError(f"lr_min must be 0 or more, got {self.lr_min!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
-        if self.steps_per_epoch is not None:
-            _check_positive_int("steps_per_epoch", self.steps_per_epoch)
-        check_device(self.device)
-        check_precision(self.precision)
-
-    def shaping(self) -> dict:
-        """The settings that shape the training's numbers (what a resume must match).
-
-        ``device`` and ``cuda_graphs`` are left out: a run may resume on another device.
-        """
-        return {k: v for k, v in as_dict(self).items() if k not in ("device", "cuda_graphs")}
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 class _Indexed(Dataset):

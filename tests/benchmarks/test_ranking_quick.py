@@ -1,17 +1,21 @@
-"""The ranking benchmark's --quick mode runs end to end on a tiny synthetic ground truth."""
+"""The ranking benchmark's --quick mode runs end to end on a tiny synthetic ground truth, resumably."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
 import groundtruth_lib as local
 import pytest
+import ranking_protocol as rp
+import ranking_report
 
 from gmgraph.errors import ConfigError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking.py"
+FORKED = [m for m in rp.METHODS if m.forked]
 
 
 def load_script():
@@ -27,29 +31,98 @@ def ranking():
     return load_script()
 
 
-def test_equal_budgets(ranking):
-    for m in ranking.METHODS:
-        epochs, split_at = ranking.schedule(m, 70, 10)
-        spent = sum(m.fanout ** sum(s <= e for s in split_at) for e in range(epochs))
-        assert spent == 70 and len(split_at) == m.splits
-    with pytest.raises(ConfigError, match="costs exactly 12"):
-        ranking.epochs_for(12, (10,), 5)
-
-
-def test_quick_mode_runs_every_method(ranking, tmp_path):
-    truth = tmp_path / "gt.csv"
-    local.generate(10, [0, 1], out=truth, schedule=local.Schedule(C=2, N=1, epochs=1, batch_size=16),
+@pytest.fixture(scope="module")
+def quick(ranking, tmp_path_factory):
+    root = tmp_path_factory.mktemp("ranking")
+    truth = root / "gt.csv"
+    local.generate(8, [0, 1], out=truth, schedule=local.Schedule(C=2, N=1, epochs=1, batch_size=16),
                    dataset="synthetic", progress=False)
-    out = tmp_path / "ranking.md"
-    result = ranking.main(["--quick", "--groundtruth", str(truth), "--out", str(out),
-                           "--estimates", str(tmp_path / "estimates.csv")])
-    text = out.read_text()
-    for m in ranking.METHODS:
-        assert f"| {m.name} | 11 |" in text
-    assert "ceiling: 1 seed vs 1 seed" in text and "zero-cost synflow" in text
-    runs = [r for r in result["runs"] if "epochs" in r]
-    assert len(runs) == len(ranking.METHODS) and {r["budget"] for r in runs} == {11}
-    assert {r["leaves"] for r in runs} == {1, 5, 4}
-    assert all(len(r["estimates"]) == 10 and all(0 <= e <= 1 for e in r["estimates"]) for r in runs)
-    lines = (tmp_path / "estimates.csv").read_text().splitlines()
-    assert lines[0] == "method,seed,arch,estimate,truth" and len(lines) == 1 + 10 * (len(ranking.METHODS) + 2)
+    argv = ["--quick", "--groundtruth", str(truth), "--out", str(root / "out" / "ranking.md"),
+            "--workdir", str(root / "work")]
+    return {"argv": argv, "root": root, **ranking.main(argv)}
+
+
+def test_quick_mode_runs_every_method_under_both_rules(quick):
+    text = (quick["root"] / "out" / "ranking.md").read_text()
+    assert "Rule (a), equal epochs per leaf lineage: E = 4" in text and "equal total budget: 20 supernet-epochs" in text
+    for m in rp.METHODS:
+        assert text.count(f"| {ranking_report.label(m.key, 1 if m.key == 'gm' else 2 if m.key == 'gm-large' else None)} |") >= 2
+    verdicts = text.split("## Verdict")[1]
+    assert verdicts.count("\n- **") == len(rp.METHODS) - 1 and "equal budget of 20" in verdicts
+    assert "zero-cost naswot" in text and "1 seed vs 1 seed" in text
+    for name in ("tau_epochs", "forest", "scatter", "op_bias"):
+        assert (quick["root"] / "out" / f"ranking_{name}.png").stat().st_size > 1000
+    results = {r["id"]: r for r in quick["results"]}
+    assert len(results) == 2 * (2 + 2 + 2 * len(FORKED) + 1) and quick["ran"] == len(results)
+    for r in results.values():
+        if r["kind"] == "zerocost":
+            assert set(r["scores"]) == set(rp.ZERO_COST) and all(len(v) == 6 for v in r["scores"].values())
+            continue
+        assert len(r["estimates"]) == len(r["losses"]) == 6 and all(0 <= e <= 1 for e in r["estimates"])
+        rule = rp.schedule_b if r["rule"] == "b" else rp.schedule_a
+        expected = rule(rp.method(r["method"]), r["cell"], (0.5,))
+        assert (r["epochs"], tuple(r["split_at"]), r["cost"]) == (expected.epochs, expected.split_at, expected.cost)
+        assert r["cost"] == 20 if r["rule"] == "b" else r["epochs"] == r["cell"]
+        assert len(r["lr"]) == r["epochs"] and r["lr"][-1] == pytest.approx(0.001)  # every schedule anneals
+        if r["kind"] == "fork":  # the shared prefix: the one-shot run's own learning rates up to the fork
+            parent = results[f"a-{r['parent']}-oneshot-s{r['seed']}"]
+            assert r["lr"][: r["fork"]] == parent["lr"][: r["fork"]] and r["tree"][0]["epoch"] == r["fork"]
+    summary = json.loads((quick["root"] / "out" / "ranking_summary.json").read_text())
+    cell = next(c for c in summary["cells"] if c["rule"] == "a")
+    for row in cell["methods"][1:]:
+        assert row["diffs"] == pytest.approx([t - b for t, b in zip(row["taus"], cell["methods"][0]["taus"])])
+    lines = (quick["root"] / "out" / "ranking_estimates.csv").read_text().splitlines()
+    assert len(lines) == 1 + 6 * (len(results) - 2 + 2 * len(rp.ZERO_COST))
+
+
+def test_a_rerun_skips_finished_jobs_and_redoes_a_missing_one_identically(ranking, quick):
+    work = quick["root"] / "work"
+    gone = work / "results" / "a-4-gm-s1.json"
+    before = json.loads(gone.read_text())
+    gone.unlink()
+    (work / "forks" / "E20-s0.pt").unlink()  # a lost fork: its one-shot run is redone for the jobs that need it
+    (work / "results" / "b-20-random-s0.json").unlink()
+    again = ranking.main(quick["argv"] + ["--plot", "no"])
+    assert again["ran"] == 3
+    after = json.loads(gone.read_text())
+    assert after["estimates"] == before["estimates"] and after["losses"] == before["losses"]
+    assert after["tree"] == before["tree"]
+
+
+def test_plot_only_redraws_from_the_saved_summary(ranking, quick):
+    out = quick["root"] / "out"
+    for png in out.glob("*.png"):
+        png.unlink()
+    ranking.main(["--plot-only", "--out", str(out / "ranking.md")])
+    assert len(list(out.glob("ranking_*.png"))) == 4
+
+
+def test_a_work_folder_refuses_results_of_other_settings(ranking, quick):
+    with pytest.raises(ConfigError, match="other settings"):
+        ranking.main(quick["argv"] + ["--rounds-small", "3"])
+
+
+def test_two_worker_processes_give_the_same_results_and_wait_for_forks(ranking, quick, tmp_path):
+    import ranking_jobs
+    import ranking_pool
+
+    args = ranking.parse_args(quick["argv"])
+    plan = ranking.make_plan(args)
+    wanted = ("a-4-oneshot-s1", "a-4-exhaustive-s1")  # the second forks from the first
+    jobs = [j for j in rp.plan_jobs(tuple(m.key for m in rp.METHODS), 2, (4,), 20, (0.5,)) if j.id in wanted]
+    fresh = ranking_jobs.Plan(**{**plan.__dict__, "workdir": str(tmp_path)})
+    ranking_pool.run_jobs(fresh, jobs, workers=2)
+    for job in jobs:
+        mine = json.loads(fresh.result_path(job).read_text())
+        theirs = json.loads(plan.result_path(job).read_text())
+        assert (mine["estimates"], mine["losses"], mine["lr"]) == (theirs["estimates"], theirs["losses"], theirs["lr"])
+
+
+def test_doctests(ranking):
+    import doctest
+
+    import ranking_plots
+    import ranking_summary
+
+    for module in (ranking_summary, ranking_report, ranking_plots, ranking):
+        assert doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE).failed == 0

@@ -13,8 +13,8 @@ from PIL import Image
 
 from gmgraph import data
 from gmgraph.cli import main
-from gmgraph.commands.export import export_run
 from gmgraph.passes.onnx import read_metadata
+from gmgraph.run import export_run
 from gmgraph.spaces import nb201
 from tests.conftest import tiny_search
 

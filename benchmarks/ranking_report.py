@@ -1,0 +1,170 @@
+"""The ranking benchmark's markdown report and its verdicts, from the summary (``ranking_summary``).
+
+The report ends with one sentence per method, read off the primary cell
+(rule (a) at the primary ``E``) and the rule (b) cell::
+
+    >>> row = {"diff_mean": 0.01, "diff_ci": [-0.02, 0.04], "p_holm": 0.5}
+    >>> verdict(row, 0.05)
+    'no difference detectable; effects larger than 0.040 are excluded (Δτ = +0.010, 95% CI [-0.020, +0.040], Holm p = 0.5)'
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _table  # noqa: E402
+from ranking_protocol import BASELINE, METHODS  # noqa: E402
+
+from gmgraph.spaces import nb201  # noqa: E402
+
+
+def label(key: str, rounds: int | None = None) -> str:
+    """The table name of a method (GM with its R filled in).
+
+    Example:
+        >>> label("gm-large", 10), label("exhaustive")
+        ('GM split (R=10)', 'few-shot exhaustive')
+    """
+    name = next(m.label for m in METHODS if m.key == key)
+    if rounds is not None and name.startswith("GM split"):
+        return f"GM split (R={rounds})"
+    return name
+
+
+def _ci(ci) -> str:
+    lo, hi = ci
+    return "-" if math.isnan(lo) else f"[{lo:+.3f}, {hi:+.3f}]"
+
+
+def _num(value, fmt: str = ".3f") -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def verdict(row: dict, alpha: float) -> str:
+    """Better, worse, or what the interval excludes, for one method's paired difference to one-shot.
+
+    Example:
+        >>> verdict({"diff_mean": -0.05, "diff_ci": [-0.08, -0.02], "p_holm": 0.01}, 0.05)
+        'worse than one-shot (Δτ = -0.050, 95% CI [-0.080, -0.020], Holm p = 0.01)'
+    """
+    lo, hi = row["diff_ci"]
+    p = row["p_holm"]
+    detail = f"Δτ = {row['diff_mean']:+.3f}, 95% CI {_ci(row['diff_ci'])}, Holm p = {p:.3g}"
+    if p < alpha:
+        return f"{'better' if row['diff_mean'] > 0 else 'worse'} than one-shot ({detail})"
+    return f"no difference detectable; effects larger than {max(abs(lo), abs(hi)):.3f} are excluded ({detail})"
+
+
+def _cell_title(cell: dict) -> str:
+    if cell["rule"] == "a":
+        return f"Rule (a), equal epochs per leaf lineage: E = {cell['cell']}"
+    return f"Rule (b), equal total budget: {cell['cell']} supernet-epochs per method"
+
+
+def _cell_table(cell: dict) -> str:
+    headers = ["method", "supernet-epochs", "lineage (splits)", "Kendall tau [95% CI]", "Δτ vs one-shot [95% CI]",
+               "Wilcoxon p (Holm)", "MDE 80%", "tau top-20%", "self-consistency", "seeds", "s/run", "scoring s"]
+    rows = []
+    for r in cell["methods"]:
+        splits = f" ({', '.join(map(str, r['split_at']))})" if r["split_at"] else ""
+        diff = "-" if "diff_mean" not in r else f"{r['diff_mean']:+.3f} {_ci(r['diff_ci'])}"
+        p = "-" if "p" not in r else f"{r['p']:.3g} ({r['p_holm']:.3g})"
+        rows.append([label(r["method"], r["rounds"]), r["cost"], f"{r['epochs']}{splits}",
+                     f"{r['tau_mean']:.3f} {_ci(r['tau_ci'])}", diff, p, _num(r.get("mde")), _num(r["top20"]),
+                     _num(r["self_consistency"]), len(r["seeds"]), f"{r['seconds']:.0f}",
+                     f"{r['scoring_seconds']:.1f}" if r["split_at"] else "-"])
+    return f"### {_cell_title(cell)}\n\n{_table.markdown(headers, rows)}"
+
+
+def _zero_cost_table(summary: dict) -> str:
+    rows = [[f"zero-cost {z['metric']} (untrained)", f"{z['tau_mean']:.3f} {_ci(z['tau_ci'])}", _num(z["top20"])]
+            for z in summary["zero_cost"]]
+    return _table.markdown(["reference", "Kendall tau [95% CI]", "tau top-20%"], rows)
+
+
+def _ceiling_table(ceilings: dict) -> str:
+    rows = [[k, _num(v["kendall_tau"]) if v else "undefined", _num(v["spearman"]) if v else "undefined"]
+            for k, v in ceilings.items()]
+    return _table.markdown(["ground truth vs itself", "Kendall tau", "Spearman rho"], rows)
+
+
+def _op_bias_table(summary: dict, rounds: dict) -> str:
+    bias = summary["op_bias"]
+    columns = list(bias)
+    headers = ["op"] + [c if c == "ground truth" else label(c, rounds.get(c)) for c in columns]
+    rows = [[op] + [_num(bias[c][op], "+.2f") for c in columns] for op in nb201.OPS]
+    return _table.markdown(headers, rows)
+
+
+def _consistency_table(summary: dict, rounds: dict) -> str:
+    rows = []
+    for cell, entries in summary["consistency"].items():
+        for e in entries:
+            edge, split, whole = e["first_edge"], e["first_split"], e["whole_tree"]
+            rows.append([cell, label(e["method"], rounds.get(e["method"])), f"{edge[1]}/{edge[2]} ({edge[0]})",
+                         f"{split[1]}/{split[2]}", f"{whole[0]}/{whole[1]}", split[0]])
+    headers = ["cell", "method", "same first edge", "same first edge + grouping", "same whole tree",
+               "most frequent first split"]
+    return _table.markdown(headers, rows)
+
+
+def verdicts(summary: dict) -> list[str]:
+    """One sentence per compared method: the primary cell, then the rule (b) cell if there is one.
+
+    Example:
+        >>> import ranking_summary
+        >>> results, archs, truth = ranking_summary.example_results()
+        >>> s = ranking_summary.summarize(results, archs, truth, epochs=[4], budget=8, primary=4, n_boot=20)
+        >>> print(verdicts(s)[0])
+        - **random split**: at equal lineage epochs (E = 4), no difference detectable; effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5); at an equal budget of 8 supernet-epochs, no difference detectable; effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5).
+    """
+    alpha = summary["alpha"]
+    primary = next(c for c in summary["cells"] if [c["rule"], c["cell"]] == summary["primary"])
+    budget = next((c for c in summary["cells"] if c["rule"] == "b"), None)
+    lines = []
+    for r in primary["methods"]:
+        if r["method"] == BASELINE or "p_holm" not in r:
+            continue
+        text = f"- **{label(r['method'], r['rounds'])}**: at equal lineage epochs (E = {primary['cell']}), "
+        text += verdict(r, alpha)
+        other = next((o for o in budget["methods"] if o["method"] == r["method"]), None) if budget else None
+        if other is not None and "p_holm" in other:
+            text += f"; at an equal budget of {budget['cell']} supernet-epochs, {verdict(other, alpha)}"
+        lines.append(text + ".")
+    return lines
+
+
+def render(summary: dict, *, ceilings: dict, settings_text: str, timing_text: str, plots: list[str]) -> str:
+    """The whole report as markdown: one table per cell, references, ceilings, biases, plots, verdicts.
+
+    Example:
+        >>> import ranking_summary
+        >>> results, archs, truth = ranking_summary.example_results()
+        >>> s = ranking_summary.summarize(results, archs, truth, epochs=[4], budget=8, primary=4, n_boot=20)
+        >>> text = render(s, ceilings={"1 seed vs 1 seed": None}, settings_text="", timing_text="", plots=[])
+        >>> text.count("### Rule"), text.splitlines()[-1][:20]
+        (2, '- **random split**: ')
+    """
+    rounds = {r["method"]: r["rounds"] for c in summary["cells"] for r in c["methods"]}
+    primary = f"rule (a), E = {summary['primary'][1]}"
+    parts = ["# Ranking fidelity: one-shot vs few-shot supernets, paired by seed (local NB201 ground truth)",
+             f"Machine: {_table.machine()}", settings_text, timing_text]
+    parts += [_cell_table(c) for c in summary["cells"]]
+    parts += ["### Untrained references", _zero_cost_table(summary),
+              "### Ceilings: the ground truth against itself", _ceiling_table(ceilings),
+              f"### Op-count bias ({primary})",
+              "Kendall tau between the number of edges holding each op and the score (ground truth: the "
+              "true accuracy; methods: their estimates, mean over seeds). A sign the ground truth does not "
+              "share is a bias of the estimate.", _op_bias_table(summary, rounds),
+              "### Do the data-driven splitters agree with themselves across seeds?",
+              "Share of seeds whose split tree matches the most frequent one (random split: the chance level).",
+              _consistency_table(summary, rounds)]
+    if plots:
+        parts += ["### Plots", "\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots)]
+    parts += ["## Verdict", f"Against one-shot (uniform), paired by seed; Holm-corrected Wilcoxon signed-rank "
+              f"test at α = {summary['alpha']} within each cell; 95% intervals from the two-level bootstrap "
+              "(seeds and architectures).", "\n".join(verdicts(summary))]
+    return "\n\n".join(p for p in parts if p) + "\n"

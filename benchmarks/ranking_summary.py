@@ -1,0 +1,232 @@
+"""From the ranking benchmark's result files to its statistics: one JSON-able summary.
+
+A *cell* is one comparison setting: rule (a) at ``E`` lineage epochs, or rule
+(b) at a budget of ``B`` supernet-epochs (its one-shot rows are the rule (a)
+runs of length ``B``: for one-shot both rules agree). Within a cell every
+method is paired with one-shot (uniform) seed by seed, tested with the
+Wilcoxon signed-rank test and Holm-corrected over the cell's methods (one
+family per cell). Intervals: a two-level bootstrap over seeds and
+architectures (``ranking_stats.tau_ci``). Architectures are ranked by
+accuracy, ties broken by the validation loss (where the ground truth has it)::
+
+    >>> results, archs, truth = example_results()
+    >>> s = summarize(results, archs, truth, epochs=[4], budget=8, primary=4, n_boot=20)
+    >>> [(c["rule"], c["cell"], [r["method"] for r in c["methods"]]) for c in s["cells"]]
+    [('a', 4, ['oneshot', 'random']), ('b', 8, ['oneshot', 'random'])]
+    >>> row = s["cells"][0]["methods"][1]
+    >>> row["tau_mean"], row["diff_mean"], row["p"], row["p_holm"]
+    (-1.0, -2.0, 0.5, 0.5)
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ranking_stats as rs  # noqa: E402
+from ranking_protocol import BASELINE, METHODS, ZERO_COST  # noqa: E402
+
+from gmgraph.arch import format_nb201, parse_nb201  # noqa: E402
+from gmgraph.nasbench import nb201 as table  # noqa: E402
+from gmgraph.spaces import nb201  # noqa: E402
+
+ALPHA = 0.05
+
+
+def scores(result: dict) -> np.ndarray:
+    """A result's estimates as ranking scores: accuracy, ties broken by the val loss.
+
+    Example:
+        >>> scores({"estimates": [0.5, 0.5, 0.9], "losses": [1.0, 2.0, 0.1]}).tolist()
+        [2.0, 1.0, 3.0]
+    """
+    return rs.tiebroken(result["estimates"], result.get("losses"))
+
+
+def cells(results: list[dict], epochs: Sequence[int], budget: int | None) -> dict[tuple[str, int], list[dict]]:
+    """The results of each cell: ``("a", E)`` for each E, and ``("b", B)`` if there is a budget.
+
+    Example:
+        >>> rows = [{"kind": "oneshot", "rule": "a", "cell": 40}, {"kind": "fork", "rule": "b", "cell": 40}]
+        >>> {k: len(v) for k, v in cells(rows, [40], 40).items()}
+        {('a', 40): 1, ('b', 40): 2}
+    """
+    trained = [r for r in results if r["kind"] != "zerocost"]
+    out = {("a", e): [r for r in trained if r["rule"] == "a" and r["cell"] == e] for e in epochs}
+    if budget:
+        out[("b", budget)] = [r for r in trained if (r["rule"] == "b" and r["cell"] == budget)
+                              or (r["kind"] == "oneshot" and r["cell"] == budget)]
+    return out
+
+
+def _by_seed(rows: list[dict], key: str) -> dict[int, dict]:
+    return {r["seed"]: r for r in rows if r["method"] == key}
+
+
+def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int) -> dict | None:
+    """Every statistic of one method in one cell (None when it has no result there).
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> row = method_row(cells(results, [4], None)[("a", 4)], "oneshot", truth, n_boot=20)
+        >>> row["taus"], row["self_consistency"], "diff_mean" in row   # the baseline has no difference
+        ([1.0, 1.0], 1.0, False)
+    """
+    mine, base = _by_seed(rows, key), _by_seed(rows, BASELINE)
+    if not mine:
+        return None
+    seeds = sorted(mine)
+    matrix = np.array([scores(mine[s]) for s in seeds])
+    taus = rs.kendall_tau_rows(matrix, truth)
+    first = mine[seeds[0]]
+    row = {"method": key, "seeds": seeds, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
+           "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
+           "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix])),
+           "self_consistency": rs.self_consistency(matrix),
+           "cost": first["cost"], "epochs": first["epochs"], "split_at": first["split_at"],
+           "rounds": first.get("rounds"), "seconds": float(np.mean([mine[s]["seconds"] for s in seeds])),
+           "scoring_seconds": float(np.mean([mine[s]["scoring_seconds"] for s in seeds]))}
+    paired = [s for s in seeds if s in base]
+    if key != BASELINE and paired:
+        mine_m = np.array([scores(mine[s]) for s in paired])
+        base_m = np.array([scores(base[s]) for s in paired])
+        diffs = rs.kendall_tau_rows(mine_m, truth) - rs.kendall_tau_rows(base_m, truth)
+        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+        row.update(paired=len(paired), diffs=diffs.tolist(), diff_mean=float(np.mean(diffs)), diff_sd=sd,
+                   diff_ci=rs.tau_ci(mine_m, truth, baseline=base_m, n_boot=n_boot),
+                   diff_ci_seeds=rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
+                   p=rs.wilcoxon_p(diffs), mde=rs.mde(sd, len(diffs), alpha=ALPHA))
+    return row
+
+
+def cell_summary(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
+    """The methods of one cell, with Holm-adjusted p-values over the cell's comparisons (see the module)."""
+    methods = [r for r in (method_row(rows, m.key, truth, n_boot=n_boot) for m in METHODS) if r is not None]
+    compared = [r for r in methods if "p" in r]
+    for r, adjusted in zip(compared, rs.holm([r["p"] for r in compared])):
+        r["p_holm"] = adjusted
+    return {"rule": rule, "cell": cell, "methods": methods}
+
+
+def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int) -> list[dict]:
+    """Tau of each untrained proxy per seed (its supernet's initialisation), with a two-level interval.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> [(z["metric"], z["tau_mean"]) for z in zero_cost_rows(results, truth, n_boot=20)]
+        [('params', 1.0), ('synflow', -1.0), ('naswot', 1.0)]
+    """
+    zc = sorted((r for r in results if r["kind"] == "zerocost"), key=lambda r: r["seed"])
+    out = []
+    for metric in ZERO_COST:
+        if not zc:
+            break
+        matrix = np.array([rs.tiebroken(r["scores"][metric]) for r in zc])
+        taus = rs.kendall_tau_rows(matrix, truth)
+        out.append({"metric": metric, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
+                    "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
+                    "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix]))})
+    return out
+
+
+def op_bias(rows: list[dict], archs: list[str], truth: np.ndarray) -> dict[str, dict[str, float]]:
+    """Kendall tau of each op's count vs the truth and vs each method's estimates (mean over seeds).
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> bias = op_bias(cells(results, [4], None)[("a", 4)], archs, truth)
+        >>> list(bias), bias["oneshot"] == bias["ground truth"]   # one-shot here ranks like the truth
+        (['ground truth', 'oneshot', 'random'], True)
+    """
+    parsed = [parse_nb201(a) for a in archs]
+    out = {"ground truth": rs.op_count_bias(parsed, truth, nb201.OPS)}
+    for m in METHODS:
+        mine = _by_seed(rows, m.key)
+        if mine:
+            per_seed = [rs.op_count_bias(parsed, scores(r), nb201.OPS) for r in mine.values()]
+            out[m.key] = {op: float(np.nanmean([p[op] for p in per_seed])) for op in nb201.OPS}
+    return out
+
+
+def _groups(groups: list[list[str]]) -> tuple:
+    return tuple(sorted(tuple(sorted(g)) for g in groups))
+
+
+def split_consistency(rows: list[dict]) -> list[dict]:
+    """How often the data-driven splitters make the same decisions across seeds.
+
+    For each method with a tree: the share of seeds whose first split picks
+    the modal edge, the modal edge *and* grouping, and the modal whole tree.
+
+    Example:
+        >>> tree = lambda label: [{"node": "root", "epoch": 1, "label": label, "groups": [["a"], ["b"]]}]
+        >>> rows = [{"method": "gm", "seed": s, "tree": tree(l)} for s, l in enumerate("xxy")]
+        >>> split_consistency(rows)[0]["first_edge"]
+        ['x', 2, 3]
+    """
+    out = []
+    for m in METHODS:
+        trees = [r["tree"] for r in sorted(_by_seed(rows, m.key).values(), key=lambda r: r["seed"]) if r.get("tree")]
+        if not trees or m.splitter == "exhaustive":
+            continue
+        edge = rs.modal_share([t[0]["label"] for t in trees])
+        split = rs.modal_share([(t[0]["label"], _groups(t[0]["groups"])) for t in trees])
+        whole = rs.modal_share([tuple(sorted((s["node"].count("/"), s["label"], _groups(s["groups"])) for s in t))
+                                for t in trees])
+        out.append({"method": m.key, "first_edge": [edge[0], edge[1], edge[2]],
+                    "first_split": [_describe(*split[0]), split[1], split[2]],
+                    "whole_tree": [whole[1], whole[2]]})
+    return out
+
+
+def _describe(label: str, groups: tuple) -> str:
+    return f"{label}: " + " | ".join("+".join(g) for g in groups)
+
+
+def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epochs: Sequence[int],
+              budget: int | None, primary: int, n_boot: int = 2000) -> dict:
+    """The whole summary: every cell, the zero-cost lines, op bias and split consistency (see the module)."""
+    by_cell = cells(results, epochs, budget)
+    summary = {"archs": len(archs), "primary": ["a", primary], "n_boot": n_boot, "alpha": ALPHA,
+               "cells": [cell_summary(rule, c, rows, truth, n_boot=n_boot) for (rule, c), rows in by_cell.items()],
+               "zero_cost": zero_cost_rows(results, truth, n_boot=n_boot),
+               "op_bias": op_bias(by_cell.get(("a", primary), []), archs, truth),
+               "consistency": {f"{rule}-{c}": split_consistency(rows) for (rule, c), rows in by_cell.items()},
+               "job_seconds": float(sum(r["seconds"] for r in results))}
+    return summary
+
+
+def example_results() -> tuple[list[dict], list[str], np.ndarray]:
+    """Hand-made results of two seeds over 6 architectures, for the examples: ``(results, archs, truth)``.
+
+    One-shot ranks exactly like the truth, the random split exactly reversed,
+    in cell (a, 4) and (b, 8); zero-cost: params right, synflow reversed,
+    naswot right.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> len(results), len(archs), truth.tolist()
+        (10, 6, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    """
+    archs = [format_nb201(table.arch_of(i)) for i in range(6)]
+    truth = np.arange(1.0, 7.0)
+    results = []
+    for seed in (0, 1):
+        for rule, cell, kind, key, est in (("a", 4, "oneshot", "oneshot", truth), ("a", 4, "fork", "random", -truth),
+                                           ("a", 8, "oneshot", "oneshot", truth), ("b", 8, "fork", "random", -truth)):
+            results.append({"id": f"{rule}-{cell}-{key}-s{seed}", "kind": kind, "method": key, "rule": rule,
+                            "cell": cell, "seed": seed, "estimates": (est / 10).tolist(), "losses": [1.0] * 6,
+                            "cost": cell, "epochs": cell, "split_at": [2] if kind == "fork" else [], "rounds": None,
+                            "seconds": 1.0, "scoring_seconds": 0.0, "lr": [0.001] * cell,
+                            "tree": [{"node": "root", "epoch": 2, "label": "1<-0",
+                                      "groups": [["none", "skip_connect"], ["nor_conv_1x1", "nor_conv_3x3",
+                                                                            "avg_pool_3x3"]], "score": 0.0}]
+                            if kind == "fork" else []})
+        results.append({"id": f"zc-0-zerocost-s{seed}", "kind": "zerocost", "method": "zerocost", "rule": "zc",
+                        "cell": 0, "seed": seed, "seconds": 1.0,
+                        "scores": {"params": truth.tolist(), "synflow": (-truth).tolist(), "naswot": truth.tolist()}})
+    return results, archs, truth

@@ -1,0 +1,326 @@
+"""The settings schema of a search run: four frozen dataclasses, importable without torch.
+
+:class:`SearchSettings` holds the run-level fields and one :class:`TrainConfig`,
+:class:`FewShotConfig` and :class:`SearchConfig`. Their fields are the CLI
+flags, the config-file keys, the flags that start distributed workers and the
+record in report.json and the checkpoint (:mod:`gmgraph.settings` makes all of
+those from them). Each class checks itself once, when built, and names are
+checked against the tables of :mod:`gmgraph.registry` without importing them,
+so ``gmgraph search --help`` and a bad flag answer before torch loads::
+
+    >>> from gmgraph.settings import from_mapping
+    >>> s = from_mapping(SearchSettings, {"epochs": 40, "split_at": [10, 20], "search": "random"})
+    >>> s.train.epochs, s.fewshot.split_at, s.search.strategy
+    (40, (10, 20), 'random')
+    >>> from_mapping(SearchSettings, {"seed": -5})
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: seed must be an integer of 0 or more, got -5
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gmgraph.errors import ConfigError
+from gmgraph.registry import DATASETS, DISTANCES, METRICS, PRECISIONS, SAMPLERS, SPACES, SPLITTERS, STRATEGIES
+from gmgraph.settings import as_dict, nested, setting
+
+METRIC_PREFIX = "metric:"
+"""``--method metric:<name>`` splits by the distances of zero-cost metric ``<name>``."""
+
+OBJECTIVES = {"accuracy": "max", "latency": "min", "params": "min", "flops": "min"}
+"""The objectives ``--objectives`` accepts, with their senses; accuracy is the search's fitness."""
+
+LIMITS = {"params": "max_params", "flops": "max_flops", "latency": "max_latency_ms"}
+"""Measure name -> the SearchConfig field that limits it."""
+
+_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings of supernet training; defaults follow the NB201 reference where sensible.
+
+    Checked once, when built::
+
+        >>> TrainConfig(sampler="darts", epochs=3).epochs
+        3
+        >>> TrainConfig(lr=0)
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: lr must be positive, got 0
+    """
+
+    sampler: str = setting("uniform", "supernet training sampler", choices=lambda: tuple(SAMPLERS))
+    epochs: int = setting(30, "epochs of the whole schedule (every sub-supernet trains them all)")
+    lr: float = setting(0.05, "weight learning rate (SGD, cosine schedule)")
+    lr_min: float = setting(0.001, "learning rate at the end of the cosine schedule")
+    momentum: float = setting(0.9, "SGD momentum")
+    nesterov: bool = setting(True, "Nesterov momentum")
+    weight_decay: float = setting(5e-4, "SGD weight decay")
+    grad_clip: float | None = setting(5.0, "clip the gradient norm to this (none: no clipping)")
+    arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas)")
+    arch_weight_decay: float = setting(1e-3, "architecture-parameter weight decay")
+    steps_per_epoch: int | None = setting(None, "cap training steps per epoch (quick runs)")
+    device: str = setting("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
+    precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for forward passes; fp16 needs CUDA)",
+                             choices=lambda: PRECISIONS)
+    cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
+    sampler_options: dict = setting({}, "sampler keyword options", cli=False)
+
+    def __post_init__(self):
+        _check_name("sampler", self.sampler, SAMPLERS)
+        _check_positive_int("epochs", self.epochs)
+        for name in ("lr", "arch_lr"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.lr_min >= 0:
+            raise ConfigError(f"lr_min must be 0 or more, got {self.lr_min!r}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
+        if self.steps_per_epoch is not None:
+            _check_positive_int("steps_per_epoch", self.steps_per_epoch)
+        check_device(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    def shaping(self) -> dict:
+        """The settings that shape the training's numbers (what a resume must match).
+
+        ``device`` and ``cuda_graphs`` are left out: a run may resume on another device.
+        """
+        return {k: v for k, v in as_dict(self).items() if k not in ("device", "cuda_graphs")}
+
+
+def _check_positive_int(name: str, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FewShotConfig:
+    """The few-shot schedule; its length is the training config's ``epochs``.
+
+    Attributes:
+        method: the splitter (see the module docstring).
+        split_at: epochs (0-based, before that epoch's training) at which every leaf splits.
+        groups: groups per split (2 or 3; ``exhaustive`` ignores it).
+        balanced: group sizes differ by at most one.
+        rounds: R, batches averaged by gradient matching.
+        distance: gradient distance (``cos``, ``per-filter-cos``, ``mse``).
+        metric_children: sampled children per metric distance (``metric:*``).
+        inherit: children continue the parent's optimizer, schedule and sampler
+            state (True) or restart them (False); weights are inherited either way.
+        labels: label order for the in-order splitters (default: the space's order).
+
+    >>> FewShotConfig(split_at=[20, 10]).split_at
+    (10, 20)
+    """
+
+    method: str = setting("gm", "splitter", choices=lambda: method_names())
+    split_at: tuple[int, ...] = setting((10, 20), "epochs at which every leaf splits, e.g. 10,20")
+    groups: int = setting(2, "groups per split (2 or 3)")
+    balanced: bool = setting(True, "balanced groups")
+    rounds: int = setting(10, "gradient-matching batches per label")
+    distance: str = setting("cos", "gradient distance", choices=lambda: DISTANCES)
+    metric_children: int = setting(4, "sampled children per metric distance (metric:* methods)")
+    inherit: bool = setting(True, "children inherit optimizer/schedule/sampler state")
+    labels: tuple[str, ...] | None = setting(None, "label order of the in-order splitters (default: the space's)")
+
+    def __post_init__(self):
+        if not is_method(self.method):
+            raise ConfigError(f"unknown method {self.method!r}; choose one of {', '.join(method_names())}")
+        object.__setattr__(self, "split_at", tuple(sorted(self.split_at)))  # a normal form, not a new value
+        if len(set(self.split_at)) != len(self.split_at) or any(e < 1 for e in self.split_at):
+            raise ConfigError(f"split epochs must be distinct and at least 1, got {list(self.split_at)}")
+        if self.groups not in (2, 3):
+            raise ConfigError(f"groups must be 2 or 3, got {self.groups!r}")
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
+        for name in ("rounds", "metric_children"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+    def splits(self, epochs: int) -> tuple[int, ...]:
+        """The epochs at which this schedule splits, checked against its length.
+
+        Raises:
+            ConfigError: a split epoch at or past the last epoch.
+        """
+        if not _splits(self.method):
+            return ()
+        late = [e for e in self.split_at if e >= epochs]
+        if late:
+            raise ConfigError(f"split epochs must be between 1 and {epochs - 1} (the schedule has {epochs} "
+                              f"epochs), got {list(self.split_at)}")
+        return self.split_at
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Settings of the search step of ``gmgraph search``."""
+
+    strategy: str = setting("evolution", "search strategy", choices=lambda: tuple(STRATEGIES), flag="search")
+    evaluations: int = setting(100, "architectures the search evaluates")
+    bn_batches: int = setting(4, "BN recalibration batches per evaluation")
+    objectives: tuple[str, ...] = setting(("accuracy",), "what --search pareto optimises, from "
+                                          "accuracy, latency, params, flops")
+    max_params: float | None = setting(None, "most parameters (millions) a searched architecture may have")
+    max_flops: float | None = setting(None, "most FLOPs (millions) a searched architecture may have")
+    max_latency_ms: float | None = setting(None, "most latency (ms) a searched architecture may have")
+
+    def __post_init__(self):
+        _check_name("search", self.strategy, STRATEGIES)
+        if not isinstance(self.evaluations, int) or isinstance(self.evaluations, bool) or self.evaluations <= 0:
+            raise ConfigError(f"evaluations must be a positive integer, got {self.evaluations!r}")
+        if not isinstance(self.bn_batches, int) or isinstance(self.bn_batches, bool) or self.bn_batches < 0:
+            raise ConfigError(f"bn-batches must be 0 or more, got {self.bn_batches!r}")
+        object.__setattr__(self, "objectives", _objective_names(self.objectives))
+        if self.objectives != ("accuracy",) and self.strategy != "pareto":
+            raise ConfigError(f"--objectives {','.join(self.objectives)} needs --search pareto "
+                              f"(--search {self.strategy} maximises accuracy alone)")
+        for name in LIMITS.values():
+            check_maximum(name.replace("_", "-"), getattr(self, name))
+
+    def limits(self) -> dict[str, float | None]:
+        """Measure name -> its maximum (``None``: no limit).
+
+        Example:
+            >>> SearchConfig(max_params=0.5).limits()
+            {'params': 0.5, 'flops': None, 'latency': None}
+        """
+        return {measure: getattr(self, name) for measure, name in LIMITS.items()}
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """Every setting of a search run. The CLI flags, config-file keys, the flags that start
+    distributed workers and the record in report.json and the checkpoint all come from these fields
+    (:mod:`gmgraph.settings`). Checked once, when built."""
+
+    space: str = setting("nb201", "search space", choices=lambda: tuple(SPACES))
+    data: str = setting("digits", "dataset", choices=lambda: tuple(DATASETS))
+    data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
+    width: int = setting(16, "channels of the first stage (NB201's C)")
+    cells: int = setting(5, "cells per stage (NB201's N)")
+    batch_size: int = setting(64, "training batch size")
+    seed: int = setting(0, "seeds data order, training, scoring and search")
+    final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
+    train: TrainConfig = nested(TrainConfig)
+    fewshot: FewShotConfig = nested(FewShotConfig)
+    search: SearchConfig = nested(SearchConfig)
+
+    def __post_init__(self):
+        _check_name("space", self.space, SPACES)
+        if self.data.lower().replace("_", "-") not in DATASETS:
+            raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
+        for name in ("width", "cells", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
+        if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
+            raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
+        if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
+            raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
+        self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
+        # last, and the only check that imports torch: whether this machine has the device
+        from gmgraph.device import check_precision, resolve_device
+
+        check_precision(self.train.precision, resolve_device(self.train.device))
+
+    def shaping(self) -> dict:
+        """The run-level settings that shape the supernets (a resume must match them).
+
+        Not among them: ``data_root`` (a dataset may move), ``final_epochs`` and the
+        search settings (they act after training), and the device (see :meth:`TrainConfig.shaping`).
+        """
+        return {"space": self.space, "data": self.data, "width": self.width, "cells": self.cells,
+                "batch_size": self.batch_size}
+
+
+# ------------------------------------------------------------------ checks shared by the classes
+
+
+def method_names() -> tuple[str, ...]:
+    """Every accepted splitter name: the table's and one ``metric:<name>`` per zero-cost metric.
+
+    >>> method_names()[:4]
+    ('oneshot', 'exhaustive', 'gm', 'random')
+    """
+    return tuple(SPLITTERS) + tuple(METRIC_PREFIX + m for m in METRICS)
+
+
+def is_method(name: object) -> bool:
+    """Whether ``name`` is an accepted splitter (imports nothing)."""
+    if not isinstance(name, str):
+        return False
+    return name in SPLITTERS or (name.startswith(METRIC_PREFIX) and name[len(METRIC_PREFIX):] in METRICS)
+
+
+def _splits(method: str) -> bool:
+    """Whether splitter ``method`` ever splits (the one-shot splitter does not)."""
+    if method.startswith(METRIC_PREFIX) or method in _SPLITTING:
+        return True
+    if method == "oneshot":
+        return False
+    return SPLITTERS[method] is not SPLITTERS["oneshot"]  # one added from outside: look at it
+
+
+_SPLITTING = ("exhaustive", "gm", "random")
+
+
+def check_device(name: str) -> str:
+    """``name`` if it is a device gmgraph accepts (not whether this machine has it).
+
+    Raises:
+        ConfigError: naming the accepted forms.
+
+    >>> check_device("cuda:1")
+    'cuda:1'
+    """
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
+    return name
+
+
+def check_maximum(name: str, value: object) -> None:
+    """Raise ConfigError unless ``value`` is ``None`` (no limit) or a finite number > 0.
+
+    Example:
+        >>> check_maximum("max-params", None); check_maximum("max-params", 0.5)
+        >>> check_maximum("max-params", 0)
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: max-params must be a positive number (or none for no limit), got 0
+    """
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number (or none for no limit), got {value!r}")
+
+
+def _check_name(kind: str, name: object, table: Mapping) -> None:
+    if name not in table:
+        raise ConfigError(f"unknown {kind} {name!r}; choose one of {', '.join(table)}")
+
+
+def _objective_names(value: object) -> tuple[str, ...]:
+    """``"accuracy,params"`` or a sequence of names as a checked tuple."""
+    names = tuple(part.strip() for part in value.split(",")) if isinstance(value, str) else value
+    if not isinstance(names, tuple | list) or not names or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"objectives must be names from {', '.join(OBJECTIVES)}, e.g. accuracy,params; "
+                          f"got {value!r}")
+    unknown = [n for n in names if n not in OBJECTIVES]
+    if unknown:
+        raise ConfigError(f"unknown objective {unknown[0]!r}; choose from {', '.join(OBJECTIVES)}")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"each objective may be named once, got {','.join(names)}")
+    return tuple(names)

@@ -1,0 +1,262 @@
+"""Building a latency table: every distinct op and sum of a supernet timed once, the fixed part calibrated.
+
+Steps: one forward pass records the input shape of every Choice and the
+operand shapes of every sum; each distinct (op, shapes) is timed as its
+marginal cost (:mod:`gmgraph.latency.ops`); ``calibration`` architectures
+(the quickest and the slowest of 200 random ones by those times, then random ones) are derived
+and timed end to end (in turns, three rounds): the fixed part is the median of
+(measured - sum of their op and sum times), and a line through them is the
+correction ``predict`` applies by default. The table is then cached
+under its key (:mod:`gmgraph.latency.cache`); the same key later loads it
+without timing anything::
+
+    >>> import tempfile, torch, gmgraph
+    >>> from torch import nn
+    >>> from gmgraph.choice import Choice
+    >>> gm = gmgraph.trace(nn.Sequential(nn.Linear(4, 4), Choice({"relu": nn.ReLU(), "tanh": nn.Tanh()}, "act")))
+    >>> table = build_table(gm, (4,), cache_dir=tempfile.mkdtemp(), calibration=2, runs=5, quiet=True)
+    >>> sorted((e["label"], e["op"]) for e in table.entries)
+    [('act', 'relu'), ('act', 'tanh')]
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+import torch
+from torch import fx
+
+from gmgraph.errors import ConfigError, FileError, SpaceError
+from gmgraph.graph import sample, space
+from gmgraph.latency import cache
+from gmgraph.latency.liveness import dataflow
+from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
+from gmgraph.latency.ops import marginal_ms, marginal_sum_ms, node_shapes
+from gmgraph.latency.runtimes import RUNTIMES, check_runtime, runtime_version
+from gmgraph.latency.table import LatencyTable
+from gmgraph.passes.derive import derive
+from gmgraph.progress import Progress, log
+
+CALIBRATION_ROUNDS = 3
+ANCHOR_POOL = 200
+
+
+def build_table(
+    supernet: fx.GraphModule,
+    input_shape: Sequence[int],
+    *,
+    runtime: str = "onnxruntime",
+    threads: int = 1,
+    batch: int = 1,
+    cache_dir: str | None = None,
+    quiet: bool = False,
+    calibration: int = 10,
+    seed: int = 0,
+    warmup: int = 5,
+    runs: int = 20,
+    max_spread: float = 0.1,
+    attempts: int = 3,
+    clock: str = "auto",
+    rebuild: bool = False,
+    stream: TextIO | None = None,
+) -> LatencyTable:
+    """The latency table of ``supernet`` at inputs ``(batch, *input_shape)`` on ``runtime``.
+
+    Args:
+        supernet: a traced supernet (``gmgraph.trace``); it is not changed.
+        input_shape: one input without the batch dimension, e.g. ``(1, 8, 8)``.
+        runtime, threads, batch: the target (see :func:`gmgraph.latency.measure`).
+        cache_dir: folder of cached tables (default ``$GMGRAPH_CACHE/latency`` or ``~/.cache/gmgraph/latency``).
+        quiet: no progress on stderr (``stream``, default stderr).
+        calibration: archs timed end to end to estimate the fixed part and fit the correction: the
+            quickest and the slowest by the op times of 200 random archs, then random ones (all drawn
+            with ``seed``).
+        warmup, runs, max_spread, attempts, clock: how each timing is taken (see ``measure``).
+        rebuild: measure again even when the cache holds this table.
+
+    Timings that stay unstable are kept, listed in ``table.unstable`` and reported on ``stream``;
+    such a table is not cached, so the next build (on a quieter machine) measures again.
+
+    Raises:
+        ConfigError: a bad argument. SpaceError: Choices sharing a label, op and input
+        shape that differ (the table keys ops by those three).
+    """
+    check_timing(warmup=warmup, runs=runs, max_spread=max_spread, attempts=attempts, threads=threads)
+    clock = resolve_clock(clock, check_runtime(runtime), threads)
+    shape = check_shape(input_shape)
+    for name, value in (("batch", batch), ("calibration", calibration)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    if not isinstance(supernet, fx.GraphModule):
+        raise ConfigError(f"build a latency table from a traced supernet (gmgraph.trace(model)), "
+                          f"not {type(supernet).__name__}")
+    device = next((p.device for p in supernet.parameters()), torch.device("cpu"))
+    shapes = node_shapes(supernet, torch.zeros((batch, *shape), device=device))
+    fields = cache.key_fields(
+        supernet=cache.fingerprint(supernet, shapes), input_shape=shape, batch=batch, runtime=runtime,
+        version=runtime_version(runtime), threads=threads,
+        method={"calibration": calibration, "seed": seed, "clock": clock})
+    path = cache.table_path(cache.cache_dir(cache_dir), fields)
+    if not rebuild:
+        table = _cached(path, fields, quiet, stream)
+        if table is not None:
+            return table
+    timing = {"runtime": runtime, "threads": threads, "warmup": warmup, "runs": runs, "max_spread": max_spread,
+              "attempts": attempts, "clock": clock}
+    table = _measure(supernet, shapes, fields, timing, calibration, seed, quiet, stream)
+    if table.unstable:  # kept out of the cache: the next build measures again
+        log(f"latency table: {len(table.unstable)} timing(s) stayed unstable (spread > {max_spread:g}): "
+            f"{', '.join(table.unstable[:5])}{' ...' if len(table.unstable) > 5 else ''}; the table is not cached",
+            stream=stream, quiet=quiet)
+    else:
+        table.save(path)
+    return table
+
+
+def _cached(path, fields, quiet: bool, stream) -> LatencyTable | None:
+    data, problem = cache.read(path, fields)
+    if data is not None:
+        try:
+            return LatencyTable.from_dict(data)
+        except FileError as exc:
+            problem = str(exc)
+    if problem is not None:
+        log(f"latency table {path} cannot be used ({problem}): rebuilding it", stream=stream, quiet=quiet)
+    return None
+
+
+def _measure(gm, shapes, fields, timing, calibration, seed, quiet, stream) -> LatencyTable:
+    start = time.perf_counter()
+    flow = _annotated_flow(gm, shapes)
+    signatures, ops = _signatures(gm, flow)
+    sums = sorted({tuple(tuple(s) for s in n["shapes"]) for n in flow if n["kind"] == "sum" and n.get("shapes")})
+    bar = Progress(f"latency table ({timing['runtime']}, {timing['threads']} thread(s), batch {fields['batch']})",
+                   total=len(ops) + len(sums) + calibration, stream=stream, quiet=quiet)
+    entries = _time_ops(signatures, ops, timing, bar)
+    sum_entries = _time_sums(sums, timing, bar)
+    shares = timing["runtime"] == "onnxruntime"  # its common-subexpression elimination merges equal pure ops
+    raw = LatencyTable(key=fields, space={k: list(v) for k, v in space(gm).items()}, flow=flow, fixed_ms=0.0,
+                       entries=entries, sums=sum_entries, shares_pure_ops=shares)
+    runs = _calibrate(gm, _calibration_archs(gm, raw, calibration, seed), raw, fields, timing, bar)
+    fixed = statistics.median(r["measured_ms"] - r["ops_ms"] for r in runs)
+    bar.close(fixed_ms=fixed)
+    return LatencyTable(key=fields, space=raw.space, flow=flow, fixed_ms=fixed, entries=entries, sums=sum_entries,
+                        calibration=runs, correction=fit_correction(runs), shares_pure_ops=shares,
+                        build_seconds=time.perf_counter() - start)
+
+
+def _time_ops(signatures: dict, ops: dict, timing: dict, bar: Progress) -> list[dict]:
+    """The table's entries: each distinct op timed once, its time given to every (label, op, shape) it runs as."""
+    timed: dict[tuple, tuple[float, bool]] = {}
+    for signature, (module, in_shape) in ops.items():
+        x = torch.randn(in_shape, generator=torch.Generator().manual_seed(0))
+        timed[signature] = marginal_ms(module, x, **timing)
+        bar.update(op=signature[0][:24])
+    return [{"label": label, "op": op, "shape": list(in_shape), "ms": timed[sig][0], "stable": timed[sig][1],
+             "signature": cache.key_hash({"signature": str(sig)})}
+            for (label, op, in_shape), sig in signatures.items()]
+
+
+def _time_sums(sums: list[tuple], timing: dict, bar: Progress) -> list[dict]:
+    out = []
+    for operand_shapes in sums:
+        ms, stable = marginal_sum_ms(operand_shapes, **timing)
+        out.append({"shapes": [list(s) for s in operand_shapes], "ms": ms, "stable": stable})
+        bar.update(op="sum")
+    return out
+
+
+def fit_correction(runs: Sequence[dict]) -> dict | None:
+    """The line ``measured = offset + scale * ops`` through calibration timings (Theil-Sen: the median
+    of pairwise slopes, robust to a disturbed timing), or None when it is undetermined (fewer than 3
+    timings, ops times too alike, or a slope of 0 or less, which only noise gives).
+
+    >>> fit_correction([{"ops_ms": x, "measured_ms": 1 + 2 * x} for x in (1.0, 2.0, 4.0)])
+    {'offset_ms': 1.0, 'scale': 2.0}
+    >>> fit_correction([{"ops_ms": 1.0, "measured_ms": 2.0}] * 3) is None
+    True
+    """
+    x = [r["ops_ms"] for r in runs]
+    y = [r["measured_ms"] for r in runs]
+    if len(runs) < 3 or max(x) - min(x) <= 0.05 * max(abs(v) for v in x):  # no spread: no slope to fit
+        return None
+    from scipy.stats import theilslopes
+
+    scale, offset, _, _ = theilslopes(y, x)
+    return {"offset_ms": float(offset), "scale": float(scale)} if scale > 0 else None
+
+
+def _annotated_flow(gm: fx.GraphModule, shapes: dict) -> list[dict]:
+    """:func:`dataflow` with each Choice's input shape and each sum's operand shapes."""
+    flow = dataflow(gm)
+    for node in flow:
+        if node["kind"] == "choice":
+            node["shape"] = list(shapes[node["inputs"][0]])
+        elif node["kind"] == "sum" and all(o in shapes for o in node["operands"]):
+            node["shapes"] = [list(shapes[o]) for o in node["operands"]]
+    return flow
+
+
+def _signatures(gm: fx.GraphModule, flow: list[dict]) -> tuple[dict[tuple, tuple], dict[tuple, tuple]]:
+    """(label, op, input shape) -> signature, and signature -> (a module with it, its input shape).
+
+    The signature of an op is what decides its time: (module text, input shape, output shape). Each
+    distinct signature is timed once (NB201 repeats its 6 decisions in every cell of a stage).
+
+    Raises:
+        SpaceError: two Choices share a label, an op name and an input shape but run different ops.
+    """
+    entries: dict[tuple, tuple] = {}
+    ops: dict[tuple, tuple] = {}
+    targets = {n.name: n.target for n in gm.graph.nodes}
+    for node in flow:
+        if node["kind"] != "choice":
+            continue
+        shape = tuple(node["shape"])
+        for op, module in gm.get_submodule(targets[node["name"]]).ops.items():
+            if op in node["identity"]:
+                continue
+            signature = (repr(module), shape, _output_shape(module, shape))
+            if entries.setdefault((node["label"], op, shape), signature) != signature:
+                raise SpaceError(f"Choices labelled {node['label']!r} run different {op!r} ops at input shape "
+                                 f"{shape}; a latency table keys ops by (label, op, input shape)")
+            ops.setdefault(signature, (module, shape))
+    return entries, ops
+
+
+@torch.no_grad()
+def _output_shape(module, in_shape) -> tuple[int, ...]:
+    modes = [(m, m.training) for m in module.modules()]
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    try:
+        return tuple(module.eval()(torch.zeros(in_shape, device=device)).shape)
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
+def _calibration_archs(gm: fx.GraphModule, raw: LatencyTable, n: int, seed: int) -> list[dict]:
+    """``n`` archs drawn with ``seed``: the quickest and the slowest by the table's op times among
+    ``ANCHOR_POOL`` random ones (they spread the calibration, which pins the correction's slope), then
+    random ones."""
+    generator = torch.Generator().manual_seed(seed)
+    pool = sorted((sample(gm, generator) for _ in range(ANCHOR_POOL)), key=lambda a: raw.predict(a, corrected=False))
+    return ([pool[0], pool[-1]] + [sample(gm, generator) for _ in range(max(n - 2, 0))])[:n]
+
+
+def _calibrate(gm, archs: list[dict], raw: LatencyTable, fields, timing, bar: Progress) -> list[dict]:
+    """End-to-end timings of ``archs``, each the median of ``CALIBRATION_ROUNDS`` timings taken in turns
+    (every arch once per round), so that a change in the machine's load hits them all alike."""
+    x = torch.randn((fields["batch"], *fields["input_shape"]), generator=torch.Generator().manual_seed(0))
+    runners = [RUNTIMES[timing["runtime"]](derive(gm, arch), (x,), threads=timing["threads"]) for arch in archs]
+    rounds = [[measure_runner(r, batch=fields["batch"], **timing) for r in runners] for _ in range(CALIBRATION_ROUNDS)]
+    out = []
+    for i, arch in enumerate(archs):
+        parts = raw.breakdown(arch)
+        out.append({"arch": dict(arch), "measured_ms": statistics.median(t[i].median_ms for t in rounds),
+                    "ops_ms": parts["ops_ms"] + parts["sums_ms"], "stable": all(t[i].stable for t in rounds)})
+        bar.update(op="calibration")
+    return out

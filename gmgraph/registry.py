@@ -1,0 +1,146 @@
+"""The extension tables (samplers, splitters, metrics, strategies, datasets, spaces) by name, without torch.
+
+Every extension point of gmgraph is one name -> object table. The built-in
+entries are written here as ``"module:attribute"`` references and imported the
+first time they are looked up, so the settings schema, ``gmgraph search
+--help`` and argument errors know every name without importing torch. An
+entry added from outside is an object and is used as given::
+
+    >>> table = Table("greeting", {"upper": "builtins:str.upper"})
+    >>> "upper" in table, list(table)
+    (True, ['upper'])
+    >>> table["upper"]("hi")
+    'HI'
+    >>> table["lower"] = str.lower
+    >>> table["lower"]("HI"), table.names()
+    ('hi', ('upper', 'lower'))
+    >>> table["nope"]
+    Traceback (most recent call last):
+    ...
+    KeyError: "unknown greeting 'nope'; choose one of upper, lower"
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator, Mapping, MutableMapping
+from typing import Any
+
+
+class _Ref:
+    """A not-yet-imported entry: ``module:dotted.attribute``, optionally ``[key]`` of that object."""
+
+    def __init__(self, target: str):
+        self.target = target
+
+    def load(self) -> Any:
+        module, _, path = self.target.partition(":")
+        path, _, key = path.partition("[")
+        value: Any = importlib.import_module(module)
+        for part in path.split("."):
+            value = getattr(value, part)
+        return value[key.rstrip("]")] if key else value
+
+    def __repr__(self) -> str:
+        return f"<{self.target}>"
+
+
+class Table(MutableMapping):
+    """A name -> object table whose built-in entries are imported when first looked up.
+
+    Args:
+        kind: what an entry is, for error messages (``"sampler"``).
+        builtins: name -> ``"module:attribute"`` (``"module:attribute[key]"`` picks
+            one entry of a dict attribute).
+    """
+
+    def __init__(self, kind: str, builtins: Mapping[str, str]):
+        self.kind = kind
+        self._entries: dict[str, Any] = {name: _Ref(target) for name, target in builtins.items()}
+
+    def __getitem__(self, name: str) -> Any:
+        try:
+            value = self._entries[name]
+        except (KeyError, TypeError):
+            raise KeyError(f"unknown {self.kind} {name!r}; choose one of {', '.join(self._entries)}") from None
+        if isinstance(value, _Ref):
+            value = self._entries[name] = value.load()
+        return value
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        self._entries[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._entries[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            return name in self._entries  # names only: nothing is imported
+        except TypeError:  # an unhashable name is simply not there
+            return False
+
+    def names(self) -> tuple[str, ...]:
+        """The accepted names, in registration order (imports nothing)."""
+        return tuple(self._entries)
+
+    def __repr__(self) -> str:
+        return f"Table({self.kind!r}, {list(self._entries)})"
+
+
+SAMPLERS = Table("sampler", {
+    "uniform": "gmgraph.samplers:UniformSampler",
+    "darts": "gmgraph.samplers:DartsSampler",
+    "gdas": "gmgraph.samplers:GdasSampler",
+    "pada": "gmgraph.samplers:PadaSampler",
+})
+"""name -> :class:`gmgraph.samplers.Sampler` subclass (``--sampler``)."""
+
+SPLITTERS = Table("method", {
+    "oneshot": "gmgraph.scores.splitters:never",
+    "exhaustive": "gmgraph.scores.splitters:split_exhaustive",
+    "gm": "gmgraph.scores.splitters:split_by_gradient_matching",
+    "random": "gmgraph.scores.splitters:split_randomly",
+})
+"""name -> splitter (``--method``); ``metric:<name>`` splitters come from :data:`METRICS`."""
+
+METRICS = Table("metric", {
+    name: f"gmgraph.scores.zero_cost:_{name}"
+    for name in ("synflow", "grad_norm", "snip", "grasp", "naswot", "params", "flops")
+})
+"""name -> zero-cost scoring function (``metric=``, ``--method metric:<name>``)."""
+
+DATA_FREE = ("synflow", "params", "flops")
+"""Metrics that use only the shape of their input batch (never its values, never labels)."""
+
+NB201_BENCHMARKS = ("nb201:cifar10", "nb201:cifar100", "nb201:imagenet16-120")
+"""What ``gmgraph rank --against`` accepts: the NAS-Bench-201 table's datasets."""
+
+STRATEGIES = Table("search", {
+    "evolution": "gmgraph.search.strategies:search_by_evolution",
+    "random": "gmgraph.search.strategies:search_randomly",
+    "argmax": "gmgraph.search.strategies:search_by_argmax",
+    "pareto": "gmgraph.search.strategies:search_pareto",
+})
+"""name -> search strategy ``(SearchContext) -> SearchResult`` (``--search``)."""
+
+DATASETS = Table("dataset", {
+    name: f"gmgraph.data:BUILDERS[{name}]"
+    for name in ("digits", "digits16", "clutter16", "synthetic", "cifar10", "cifar100", "mnist",
+                 "fashion-mnist", "imagefolder")
+})
+"""name -> dataset builder ``(DataRequest) -> ((train, val, test), classes)`` (``--data``)."""
+
+SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]" for name in ("nb201", "darts", "mobilenet")})
+"""name -> :class:`gmgraph.spaces.SpaceSpec` (``--space``)."""
+
+DISTANCES = ("cos", "per-filter-cos", "mse")
+"""Gradient distances of gradient matching (``--distance``)."""
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+"""Training precisions (``--precision``); :data:`gmgraph.device.PRECISIONS` maps them to dtypes."""

@@ -1,0 +1,105 @@
+"""``gmgraph search`` with limits and objectives (issue 17): the chosen arch keeps every limit, a Pareto
+search reports its front and front.pt, ``gmgraph export --pick`` exports a point, and bad values are one line."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import gmgraph.pipeline as pipeline
+from gmgraph.cli import main
+from gmgraph.passes.onnx import read_metadata
+from gmgraph.search.pareto import non_dominated
+from tests.conftest import tiny_search
+
+
+def _report(out):
+    return json.loads((out / "report.json").read_text())
+
+
+def test_a_params_limit_is_kept_and_reported(tmp_path):
+    # NB201 C=4 N=1 on digits: archs span about 0.004-0.010 M params; 0.006 rules out many
+    tiny_search(tmp_path, "digits", max_params=0.006, evaluations=8)
+    report = _report(tmp_path)
+    assert report["final"]["params_estimate"] <= 0.006
+    assert report["final"]["params"] / 1e6 == pytest.approx(report["final"]["params_estimate"])
+    assert report["search"]["limits"] == {"params": 0.006} and report["search"]["rejected"] > 0
+
+
+def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys):
+    argv = ["search", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
+            "--steps-per-epoch", "1", "--evaluations", "3", "--final-epochs", "0", "--max-flops", "1e-9",
+            "--quiet", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "probably impossible" in err[0] and "flops" in err[0]
+
+
+def test_a_pareto_search_reports_its_front_and_exports_any_point(tmp_path, capsys):
+    tiny_search(tmp_path, "digits", search="pareto", objectives="accuracy,params", evaluations=10)
+    pareto = _report(tmp_path)["pareto"]
+    values = np.array([[p["values"]["accuracy"], p["values"]["params"]] for p in pareto["front"]])
+    assert non_dominated(values, ("max", "min")).all() and len(values) >= 1
+    history = np.array([[p["values"]["accuracy"], p["values"]["params"]] for p in pareto["history"]])
+    front_of_history = {tuple(v) for v in history[non_dominated(history, ("max", "min"))]}
+    assert {tuple(v) for v in values} == front_of_history  # the front is exactly what the search saw
+    assert pareto["front"][pareto["chosen"]]["values"]["accuracy"] == values[:, 0].max()
+    assert (tmp_path / "front.pt").is_file() and (tmp_path / "front.png").is_file()
+    assert "Pareto front" in (tmp_path / "report.html").read_text()
+
+    last = len(pareto["front"]) - 1
+    assert main(["export", "--run", str(tmp_path), "--pick", str(last)]) == 0
+    meta = read_metadata(tmp_path / f"front-{last}.onnx")
+    assert meta["arch"] == pareto["front"][last]["arch"] and meta["pareto_point"]["index"] == last
+    capsys.readouterr()
+    assert main(["export", "--run", str(tmp_path), "--pick", str(last + 1)]) == 2
+    assert "--pick must be a point of the front" in capsys.readouterr().err
+    assert main(["export", "--run", str(tmp_path), "--max-latency-ms", "5"]) == 2
+    assert "needs a front with latency" in capsys.readouterr().err
+
+
+class _FakeTable:
+    """A latency table stand-in: 1 ms per 1000 parameters of the derived network (the wiring is tested here;
+    tests/latency tests the real table)."""
+
+    def __init__(self, root):
+        from gmgraph.search.measures import arch_measures
+
+        self.params = arch_measures(root, (1, 8, 8))["params"]
+
+    def predict(self, arch):
+        return 1000 * self.params(arch)
+
+
+def test_a_latency_limit_reads_the_table_and_checks_the_chosen_arch_end_to_end(tmp_path, monkeypatch):
+    built, timed = [], []
+    monkeypatch.setattr(pipeline, "LatencyTable", SimpleNamespace(
+        build=lambda root, shape, quiet: built.append(shape) or _FakeTable(root)))
+
+    def fake_measure(net, shape, **kw):
+        timed.append(shape)
+        ms = sum(p.numel() for p in net.parameters()) / 1000
+        return SimpleNamespace(median_ms=ms, stable=True, spread=0.01, runs=kw.get("runs", 20))
+
+    monkeypatch.setattr(pipeline, "measure", fake_measure)
+    tiny_search(tmp_path, "digits", max_latency_ms=6.0, evaluations=8)
+    final = _report(tmp_path)["final"]
+    assert built == [(1, 8, 8)] and timed == [(1, 8, 8)]
+    assert final["latency_estimate"] <= 6.0 and final["latency_ms_measured"] == pytest.approx(final["latency_estimate"])
+    assert final["latency_limit_met_when_measured"] is True
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-latency-ms", "-1"], "max-latency-ms must be a positive number"),
+    (["--max-params", "0"], "max-params must be a positive number"),
+    (["--objectives", "accuracy,speed"], "unknown objective 'speed'"),
+    (["--objectives", "accuracy,flops"], "needs --search pareto"),
+])
+def test_bad_limits_and_objectives_are_one_line(flags, message, tmp_path, capsys):
+    assert main(["search", *flags, "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "run").exists()
