@@ -70,6 +70,8 @@ class TrainConfig:
     device: str = setting("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
     precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for forward passes; fp16 needs CUDA)",
                              choices=lambda: PRECISIONS)
+    latency_weight: float = setting(0.0, "darts/gdas: add this x the expected latency (ms, onnxruntime) to the "
+                                          "architecture loss, as ProxylessNAS does (0: off)")
     cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
     sampler_options: dict = setting({}, "sampler keyword options", cli=False)
 
@@ -81,6 +83,8 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
         if not self.lr_min >= 0:
             raise ConfigError(f"lr_min must be 0 or more, got {self.lr_min!r}")
+        if isinstance(self.latency_weight, bool) or not self.latency_weight >= 0:
+            raise ConfigError(f"latency-weight must be 0 or more, got {self.latency_weight!r}")
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         if self.steps_per_epoch is not None:
@@ -228,6 +232,9 @@ class SearchSettings:
             raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
         if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
             raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
+        if self.train.latency_weight > 0 and not SAMPLERS[self.train.sampler].bilevel:
+            raise ConfigError("--latency-weight acts on architecture parameters: use --sampler darts or gdas "
+                              "(or limit latency with --max-latency-ms)")
         if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
             raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule

@@ -41,6 +41,7 @@ from gmgraph.settings import as_dict
 from gmgraph.train import distributed
 from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
 from gmgraph.train.loop import SupernetTrainer, TrainConfig
+from gmgraph.train.penalty import LatencyPenalty
 
 
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
@@ -75,12 +76,16 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
         gm = build_supernet(settings, info.shape, info.num_classes)
     log(f"search space {settings.space}: {space_size(gm)} architectures, {len(space(gm))} decisions; "
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
+    with clock.phase("latency"):
+        table = _latency_table(settings, gm, info.shape, quiet)
+    penalty = LatencyPenalty(table, settings.train.latency_weight) if settings.train.latency_weight > 0 else None
     checkpoint = out / CHECKPOINT
     earlier = _checkpoint_timings(checkpoint) if resume and (team is None or team.is_root) else None
     with clock.phase("train"):  # training, checkpoints and (taken out below) split scoring
         result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
                              shared=spaces.get(settings.space).shared, checkpoint=checkpoint,
-                             resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze)
+                             resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze,
+                             arch_penalty=penalty)
     # The few-shot timings add up over every invocation of a resumed run: this one's is the difference.
     clock.seconds["scoring"] = result.timings.get("scoring_seconds", 0.0) - (earlier or {}).get("scoring_seconds", 0.0)
     clock.seconds["train"] -= clock.seconds["scoring"]
@@ -89,7 +94,7 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
     cores = _note_shared_cores(clock, result.leaves[0].trainer.device, quiet)
     with clock.phase("search"):
         calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
-        measures = _measures(settings, gm, info.shape, quiet)
+        measures = arch_measures(gm, info.shape, latency=table)
         found = _search(settings, gm, result, loaders, calib, measures, quiet)
     with clock.phase("final"):
         final = _final(settings, result, found, loaders, calib, quiet)
@@ -225,14 +230,16 @@ def _calibration(loaders, settings: SearchSettings) -> list:
     return list(itertools.islice(loaders.train, settings.search.bn_batches))
 
 
-def _measures(settings: SearchSettings, root: fx.GraphModule, shape: tuple[int, ...], quiet: bool) -> dict:
-    """The cost measures the search's limits and objectives read (params and FLOPs always, for the report)."""
-    table = None
-    if "latency" in needed(settings.search.objectives, settings.search.limits()):
-        log("latency: measuring the space's ops in onnxruntime (1 thread, batch 1; cached for the next run)",
-            quiet=quiet)
-        table = LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
-    return arch_measures(root, shape, latency=table)
+def _latency_table(settings: SearchSettings, root: fx.GraphModule, shape: tuple[int, ...], quiet: bool):
+    """The space's latency table when a limit, an objective or the latency weight reads it; else None.
+
+    Built before training (only the graph matters, not its weights) in every process of a distributed
+    run alike; measured once per machine and cached."""
+    wanted = "latency" in needed(settings.search.objectives, settings.search.limits())
+    if not wanted and settings.train.latency_weight == 0:
+        return None
+    log("latency: timing the space's ops in onnxruntime (1 thread, batch 1; cached for later runs)", quiet=quiet)
+    return LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
 
 
 def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape) -> dict:

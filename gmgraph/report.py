@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from gmgraph.arch import format_pairs
 
-PHASES = {"data": "data", "train": "supernet training", "scoring": "split scoring", "search": "search",
+PHASES = {"data": "data", "latency": "latency table", "train": "supernet training", "scoring": "split scoring", "search": "search",
           "final": "final training", "export": "export/report"}
 """The phases report.json's ``timings`` holds (``<phase>_seconds``), in order, as the summary names them."""
 

@@ -97,6 +97,8 @@ def test_a_latency_limit_reads_the_table_and_checks_the_chosen_arch_end_to_end(t
     (["--max-params", "0"], "max-params must be a positive number"),
     (["--objectives", "accuracy,speed"], "unknown objective 'speed'"),
     (["--objectives", "accuracy,flops"], "needs --search pareto"),
+    (["--latency-weight", "-0.1"], "latency-weight must be 0 or more"),
+    (["--latency-weight", "0.1"], "--latency-weight acts on architecture parameters: use --sampler darts or gdas"),
 ])
 def test_bad_limits_and_objectives_are_one_line(flags, message, tmp_path, capsys):
     assert main(["search", *flags, "--out", str(tmp_path / "run")]) == 2

@@ -53,7 +53,7 @@ def build_table(
     batch: int = 1,
     cache_dir: str | None = None,
     quiet: bool = False,
-    calibration: int = 10,
+    calibration: int = 16,
     seed: int = 0,
     warmup: int = 5,
     runs: int = 20,

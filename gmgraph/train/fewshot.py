@@ -48,7 +48,7 @@ from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
 from gmgraph.train import distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
-from gmgraph.train.loop import SupernetTrainer, TrainConfig
+from gmgraph.train.loop import ArchPenalty, SupernetTrainer, TrainConfig
 
 
 @dataclass
@@ -105,6 +105,7 @@ def run_fewshot(
     quiet: bool = False,
     on_epoch: Callable[[int, FewShotResult], None] | None = None,
     record: Mapping[str, Any] | None = None,
+    arch_penalty: ArchPenalty | None = None,
 ) -> FewShotResult:
     """Run the few-shot schedule on ``gm`` (trained in place; children are new graphs).
 
@@ -121,6 +122,8 @@ def run_fewshot(
         on_epoch: called with (epochs done, result so far) after each epoch's checkpoint.
         record: more settings that shaped ``gm`` and ``data`` (space, sizes, dataset, batch size):
             the checkpoint records them and a resume must match them, like the training settings.
+        arch_penalty: an extra architecture-loss term for weighted samplers, given to every
+            (sub-)supernet's trainer (e.g. :class:`~gmgraph.train.penalty.LatencyPenalty`).
 
     In a distributed run (a process group of several ranks, see
     :mod:`gmgraph.train.distributed`) every rank calls it with the same
@@ -134,7 +137,8 @@ def run_fewshot(
     settings = _settings_record(config, train, seed, record)
     team = distributed.team()  # None: this process works alone
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
-    result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed))])
+    result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed,
+                                                                           arch_penalty=arch_penalty))])
     first = 0
     state = _load(checkpoint, team) if resume and checkpoint is not None else None
     if state is not None:
@@ -378,7 +382,8 @@ def _restore(result: FewShotResult, root: fx.GraphModule, data, settings: dict, 
         for step in entry["lineage"]:
             gm = restrict(gm, {step["label"]: step["ops"]})
         trainer = SupernetTrainer(gm, data, train, seed=entry["trainer"]["seed"],
-                                  total_epochs=entry["trainer"]["total_epochs"])
+                                  total_epochs=entry["trainer"]["total_epochs"],
+                                  arch_penalty=result.leaves[0].trainer.arch_penalty)
         trainer.load_state_dict(entry["trainer"])
         nodes.append(SubSupernet(entry["id"], gm, trainer))
     result.leaves, result.tree, result.budget = nodes, state["tree"], state["budget"]

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -68,6 +68,10 @@ class _Indexed(Dataset):
         return x, y, i
 
 
+ArchPenalty = Callable[[Mapping[str, torch.Tensor], Mapping[str, Sequence[str]]], torch.Tensor]
+"""An extra architecture-loss term ``(alphas, space) -> scalar`` (:class:`gmgraph.train.penalty.LatencyPenalty`)."""
+
+
 class SupernetTrainer:
     """Trains one (sub-)supernet in place, epoch by epoch.
 
@@ -81,8 +85,10 @@ class SupernetTrainer:
     """
 
     def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
-                 *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None):
+                 *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None,
+                 arch_penalty: ArchPenalty | None = None):
         self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
+        self.arch_penalty, self._space = arch_penalty, space(gm)
         self.device = resolve_device(self.config.device)
         check_precision(self.config.precision, self.device)
         self.train_set, self.val_loader = data[0].dataset, data[1]
@@ -272,6 +278,8 @@ class SupernetTrainer:
             with self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
             self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"])
+            if self.arch_penalty is not None:  # the same alphas on every rank: the same gradient
+                self._penalty().backward()
         else:
             self._run("arch", self._arch_pass, x, y)
         self.arch_optimizer.step()
@@ -280,8 +288,14 @@ class SupernetTrainer:
         self.arch_optimizer.zero_grad(set_to_none=not self.graphed)
         with self.sampler.context(), autocast(self.device, self.config.precision):
             loss = F.cross_entropy(self._forward(x, y).float(), y)
+        if self.arch_penalty is not None:
+            loss = loss + self._penalty()
         loss.backward()
         return loss.detach()
+
+    def _penalty(self) -> torch.Tensor:
+        """The architecture loss's extra term (e.g. ``--latency-weight`` x expected latency)."""
+        return self.arch_penalty(self.sampler.alphas, self._space)
 
     def _forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if self._checked:
@@ -358,9 +372,10 @@ class SupernetTrainer:
         seed = derived_seed(self.seed, lineage_id(child))
         data = (_Loader(self.train_set, self.batch_size), self.val_loader)
         if not inherit:
-            return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch)
+            return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch,
+                                   arch_penalty=self.arch_penalty)
         trainer = SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs,
-                                  sampler=self.sampler.fork(child, seed=seed))
+                                  sampler=self.sampler.fork(child, seed=seed), arch_penalty=self.arch_penalty)
         trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), self.param_names, trainer.param_names))
         if trainer.arch_optimizer is not None:
             trainer.arch_optimizer.load_state_dict(_restricted_arch_state(self, trainer))
