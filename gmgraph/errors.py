@@ -59,3 +59,7 @@ class ExportError(GmGraphError, RuntimeError):
 
 class RunError(ConfigError):
     """A run folder is missing, incomplete or damaged (no readable report.json, best.pt, ...)."""
+
+
+class LatencyError(GmGraphError, RuntimeError):
+    """A latency timing stayed unstable (its spread above the threshold) after every attempt."""

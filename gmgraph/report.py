@@ -68,8 +68,8 @@ def cost_lines(report: dict) -> list[str]:
     limits: params <= 0.5 M params (3 candidates rejected); chosen arch: 0.31 M params, 12.5 M FLOPs
     """
     search, final = report.get("search", {}), report.get("final", {})
-    costs = [f"{final[f'{name}_estimate']:.4g} {unit}" for name, unit in UNITS.items()
-             if f"{name}_estimate" in final]
+    costs = [f"{final[f'{name}_estimate']:.4g} {unit}{' predicted' if name == 'latency' else ''}"
+             for name, unit in UNITS.items() if f"{name}_estimate" in final]
     if "latency_ms_measured" in final:
         costs.append(f"{final['latency_ms_measured']:.4g} ms measured in onnxruntime")
     limits = search.get("limits") or {}

@@ -26,6 +26,7 @@ import time
 from collections.abc import Sequence
 from typing import TextIO
 
+import numpy as np
 import torch
 from torch import fx
 
@@ -170,23 +171,34 @@ def _time_sums(sums: list[tuple], timing: dict, bar: Progress) -> list[dict]:
 
 
 def fit_correction(runs: Sequence[dict]) -> dict | None:
-    """The line ``measured = offset + scale * ops`` through calibration timings (Theil-Sen: the median
-    of pairwise slopes, robust to a disturbed timing), or None when it is undetermined (fewer than 3
-    timings, ops times too alike, or a slope of 0 or less, which only noise gives).
+    """The line ``measured = offset + scale * ops`` with the least mean absolute *relative* error over
+    the calibration timings (a linear program): relative, as latencies are judged; absolute values, so
+    that one disturbed timing moves it little. None when it is undetermined (fewer than 3 timings, ops
+    times too alike, or a slope of 0 or less, which only noise gives).
 
-    >>> fit_correction([{"ops_ms": x, "measured_ms": 1 + 2 * x} for x in (1.0, 2.0, 4.0)])
-    {'offset_ms': 1.0, 'scale': 2.0}
+    >>> line = fit_correction([{"ops_ms": x, "measured_ms": 1 + 2 * x} for x in (1.0, 2.0, 4.0)])
+    >>> round(line["offset_ms"], 6), round(line["scale"], 6)
+    (1.0, 2.0)
     >>> fit_correction([{"ops_ms": 1.0, "measured_ms": 2.0}] * 3) is None
     True
     """
-    x = [r["ops_ms"] for r in runs]
-    y = [r["measured_ms"] for r in runs]
-    if len(runs) < 3 or max(x) - min(x) <= 0.05 * max(abs(v) for v in x):  # no spread: no slope to fit
+    x = np.array([r["ops_ms"] for r in runs], dtype=float)
+    y = np.array([r["measured_ms"] for r in runs], dtype=float)
+    if len(runs) < 3 or x.max() - x.min() <= 0.05 * np.abs(x).max() or not (y > 0).all():
         return None
-    from scipy.stats import theilslopes
+    from scipy.optimize import linprog
 
-    scale, offset, _, _ = theilslopes(y, x)
-    return {"offset_ms": float(offset), "scale": float(scale)} if scale > 0 else None
+    # variables: offset, scale, t_1..t_n >= |(offset + scale * x_i) / y_i - 1|; minimise sum(t)
+    n = len(x)
+    rows = np.c_[1 / y, x / y]
+    a_ub = np.block([[rows, -np.eye(n)], [-rows, -np.eye(n)]])
+    b_ub = np.r_[np.ones(n), -np.ones(n)]
+    cost = np.r_[0.0, 0.0, np.ones(n)]
+    bounds = [(None, None), (None, None)] + [(0, None)] * n
+    result = linprog(cost, A_ub=a_ub, b_ub=b_ub, bounds=bounds, method="highs")
+    if not result.success or not result.x[1] > 0:
+        return None
+    return {"offset_ms": float(result.x[0]), "scale": float(result.x[1])}
 
 
 def _annotated_flow(gm: fx.GraphModule, shapes: dict) -> list[dict]:

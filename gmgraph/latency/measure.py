@@ -30,12 +30,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmgraph.errors import ConfigError, GmGraphError
+from gmgraph.errors import ConfigError, LatencyError
 from gmgraph.latency.runtimes import RUNTIMES, Runner, check_runtime
-
-
-class LatencyError(GmGraphError, RuntimeError):
-    """A timing stayed unstable (its spread above the threshold) after every attempt."""
 
 
 @dataclass(frozen=True)

@@ -51,8 +51,8 @@ class LatencyTable:
         calibration: the end-to-end timings the fixed part was estimated from:
             ``{"arch", "measured_ms", "ops_ms", "stable"}`` (``ops_ms``: its ops and sums).
         correction: ``{"offset_ms", "scale"}`` of the line ``measured = offset + scale * (ops + sums)``
-            fitted to the calibration timings (Theil-Sen), which ``predict`` uses unless told
-            ``corrected=False``; None when the calibration archs cannot determine a slope.
+            fitted to the calibration timings (least absolute relative error), which ``predict``
+            uses unless told ``corrected=False``; None when the calibration cannot determine it.
         shares_pure_ops: the runtime computes equal parameter-free ops (e.g. two pools) of one input
             once, as onnxruntime's common-subexpression elimination does.
         build_seconds: how long building took.

@@ -10,9 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gmgraph.arch import enumerate_archs, key
+from gmgraph.config import check_maximum
 from gmgraph.errors import ConfigError
 from gmgraph.search import Constraint, Constraints, Objective, evolution, nsga2, random_search
-from gmgraph.config import check_maximum
 from gmgraph.search.constraints import Screen, from_limits
 
 OPS = ("a", "b", "c", "d", "e")
