@@ -61,3 +61,17 @@ def test_without_the_entry_the_same_names_are_refused():
                             ({"search": "mine"}, "unknown search"), ({"data": "mine"}, "unknown dataset")):
         with pytest.raises(ConfigError, match=message):
             from_mapping(SearchSettings, values)
+
+
+def test_every_built_in_name_resolves_to_its_object():
+    from gmgraph import registry
+    from gmgraph.spaces import BUILTIN
+
+    for table in (registry.SAMPLERS, registry.SPLITTERS, registry.METRICS, registry.STRATEGIES,
+                  registry.DATASETS, registry.SPACES):
+        assert all(callable(table[name]) or hasattr(table[name], "build") for name in table.names())
+    assert registry.DATASETS.names()[:len(data.BUILDERS)] == tuple(data.BUILDERS)
+    assert registry.SPACES.names()[:len(BUILTIN)] == tuple(BUILTIN)
+    assert registry.SAMPLERS["darts"].bilevel and not registry.SAMPLERS["uniform"].bilevel
+    with pytest.raises(KeyError, match="unknown sampler 'nope'; choose one of uniform, darts, gdas, pada"):
+        registry.SAMPLERS["nope"]
