@@ -239,7 +239,16 @@ def _latency_table(settings: SearchSettings, root: fx.GraphModule, shape: tuple[
     if not wanted and settings.train.latency_weight == 0:
         return None
     log("latency: timing the space's ops in onnxruntime (1 thread, batch 1; cached for later runs)", quiet=quiet)
-    return LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
+
+    def build() -> LatencyTable:
+        return LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
+
+    team = distributed.team()
+    if team is None:
+        return build()
+    # rank 0 times it and every rank uses its table: ranks timing at once would slow each other and could
+    # disagree, and a latency weight that differed between ranks would pull their alphas apart
+    return LatencyTable.from_dict(team.on_root(lambda: build().to_dict(), "timing the latency table"))
 
 
 def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape) -> dict:
