@@ -238,7 +238,8 @@ class SearchSettings:
         if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
             raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
-        # last, and the only check that imports torch: whether this machine has the device
+        # last: the one check that imports torch on every run (whether this machine has the device);
+        # the sampler lookups above import it only when --latency-weight or --search argmax is given
         from gmgraph.device import check_precision, resolve_device
 
         check_precision(self.train.precision, resolve_device(self.train.device))
