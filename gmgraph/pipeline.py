@@ -254,7 +254,8 @@ def _latency_table(settings: SearchSettings, root: fx.GraphModule, shape: tuple[
 def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape) -> dict:
     """What the chosen arch costs by the search's measures, and its latency measured end to end when it had a limit
     or objective: the predictor's word is checked, not trusted."""
-    out = {f"{name}_estimate": measures[name](arch) for name in measures}
+    out = {f"{name}_estimate": measures[name](arch) for name in measures if name != "params"}
+    out["params_estimate"] = sum(p.numel() for p in net.parameters()) / 1e6  # the network _final derived
     if "latency" in measures:
         timing = measure(copy.deepcopy(net).cpu().eval(), tuple(shape), runtime="onnxruntime", threads=1, batch=1)
         out["latency_ms_measured"] = timing.median_ms
@@ -368,13 +369,14 @@ def _front_net(result: FewShotResult, arch, calib: list) -> torch.nn.Module:
 
 
 def _front_report(settings: SearchSettings, found: ParetoResult) -> dict:
-    """The Pareto front for report.json: objectives with senses, and each point's arch, values and leaf-free id."""
-    front = found.as_dict()["front"]
+    """The Pareto front for report.json: objectives with senses, each point's arch (and its text) and values,
+    every evaluated point, and which point was chosen."""
+    record = found.as_dict()
+    front = record["front"]
     chosen = next(i for i, point in enumerate(front) if point["arch"] == dict(found.best))
     for point in front:
         point["arch_str"] = spaces.arch_to_str(settings.space, point["arch"])
-    return {"objectives": found.as_dict()["objectives"], "front": front, "chosen": chosen,
-            "history": found.as_dict()["history"]}
+    return {"objectives": record["objectives"], "front": front, "chosen": chosen, "history": record["history"]}
 
 
 def _hardware(device: torch.device, precision: str) -> dict:
