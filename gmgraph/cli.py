@@ -1,8 +1,8 @@
 """The ``gmgraph`` command line: one module per subcommand under ``gmgraph/commands``.
 
 ``gmgraph search`` runs few-shot NAS (defaults: gradient-matching splits of
-NAS-Bench-201 over the bundled digits data). A user error prints one line and
-exits 2; no traceback::
+NAS-Bench-201 over ``digits16``, the bundled digits placed on a noisy canvas).
+A user error prints one line and exits 2; no traceback::
 
     $ gmgraph search --epochs 0
     gmgraph: error: epochs must be a positive integer, got 0

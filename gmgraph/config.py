@@ -209,10 +209,12 @@ class SearchSettings:
     (:mod:`gmgraph.settings`). Checked once, when built."""
 
     space: str = setting("nb201", "search space", choices=lambda: tuple(SPACES))
-    data: str = setting("digits", "dataset", choices=lambda: tuple(DATASETS))
+    data: str = setting("digits16", "dataset", choices=lambda: tuple(DATASETS))
     data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
-    width: int = setting(16, "channels of the first stage (NB201's C)")
-    cells: int = setting(5, "cells per stage (NB201's N)")
+    width: int | None = setting(None, "channels of the first stage (NB201's C); none: the data's size, "
+                                      "8 on digits16/clutter16, 16 elsewhere")
+    cells: int | None = setting(None, "cells per stage (NB201's N); none: the data's size, "
+                                      "1 on digits16/clutter16, 5 elsewhere")
     batch_size: int = setting(64, "training batch size")
     seed: int = setting(0, "seeds data order, training, scoring and search")
     final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
@@ -222,8 +224,13 @@ class SearchSettings:
 
     def __post_init__(self):
         _check_name("space", self.space, SPACES)
-        if self.data.lower().replace("_", "-") not in DATASETS:
+        if not isinstance(self.data, str) or self.data.lower().replace("_", "-") not in DATASETS:
             raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
+        width, cells = supernet_size(self.data)
+        if self.width is None:  # frozen: the data's size is filled in once, here
+            object.__setattr__(self, "width", width)
+        if self.cells is None:
+            object.__setattr__(self, "cells", cells)
         for name in ("width", "cells", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -255,6 +262,24 @@ class SearchSettings:
 
 
 # ------------------------------------------------------------------ checks shared by the classes
+
+
+def supernet_size(data: str) -> tuple[int, int]:
+    """``(width, cells)`` a search on ``data`` uses when neither is given.
+
+    NB201's own size (C=16, N=5) everywhere but on the bundled 16x16 tasks, which use the
+    size of their ground truth (``benchmarks/data/digits16_201.csv``: C=8, N=1): there the
+    architecture decides the accuracy, and the default search stays within about a minute.
+
+    >>> supernet_size("digits16"), supernet_size("cifar10")
+    ((8, 1), (16, 5))
+    """
+    return SMALL_TASK_SIZE if data.lower().replace("_", "-") in SMALL_TASKS else NB201_SIZE
+
+
+NB201_SIZE = (16, 5)
+SMALL_TASKS = ("digits16", "clutter16")
+SMALL_TASK_SIZE = (8, 1)
 
 
 def method_names() -> tuple[str, ...]:

@@ -92,3 +92,13 @@ def test_tables_take_field_names_or_flag_names():
     a = from_mapping(SearchSettings, {"search": {"strategy": "random", "bn_batches": 2}})
     b = from_mapping(SearchSettings, {"search": {"search": "random", "bn-batches": 2}})
     assert a == b and a.search == SearchConfig(strategy="random", bn_batches=2)
+
+
+def test_the_supernet_size_follows_the_data_unless_given():
+    default = SearchSettings()
+    assert (default.data, default.width, default.cells) == ("digits16", 8, 1)  # the ground truth's size
+    assert (SearchSettings(data="cifar10").width, SearchSettings(data="cifar10").cells) == (16, 5)  # NB201's
+    given = from_flags(SearchSettings, parse(["--data", "Clutter16", "--width", "12"]))
+    assert (given.width, given.cells) == (12, 1)
+    assert from_flags(SearchSettings, parse(to_flags(given))) == given  # what a distributed worker rebuilds
+    assert from_flags(SearchSettings, parse(["--data", "digits", "--cells", "none"])).cells == 5
