@@ -202,6 +202,24 @@ class SearchConfig:
         return {measure: getattr(self, name) for measure, name in LIMITS.items()}
 
 
+def supernet_size(data: str) -> tuple[int, int]:
+    """``(width, cells)`` a search on ``data`` uses when neither is given.
+
+    NB201's own size (C=16, N=5) everywhere but on the bundled 16x16 tasks, which use the
+    size of their ground truth (``benchmarks/data/digits16_201.csv``: C=8, N=1): there the
+    architecture decides the accuracy, and the default search stays within about a minute.
+
+    >>> supernet_size("digits16"), supernet_size("cifar10")
+    ((8, 1), (16, 5))
+    """
+    return SMALL_TASK_SIZE if data.lower().replace("_", "-") in SMALL_TASKS else NB201_SIZE
+
+
+NB201_SIZE = (16, 5)
+SMALL_TASKS = ("digits16", "clutter16")
+SMALL_TASK_SIZE = (8, 1)
+
+
 @dataclass(frozen=True)
 class SearchSettings:
     """Every setting of a search run. The CLI flags, config-file keys, the flags that start
@@ -262,24 +280,6 @@ class SearchSettings:
 
 
 # ------------------------------------------------------------------ checks shared by the classes
-
-
-def supernet_size(data: str) -> tuple[int, int]:
-    """``(width, cells)`` a search on ``data`` uses when neither is given.
-
-    NB201's own size (C=16, N=5) everywhere but on the bundled 16x16 tasks, which use the
-    size of their ground truth (``benchmarks/data/digits16_201.csv``: C=8, N=1): there the
-    architecture decides the accuracy, and the default search stays within about a minute.
-
-    >>> supernet_size("digits16"), supernet_size("cifar10")
-    ((8, 1), (16, 5))
-    """
-    return SMALL_TASK_SIZE if data.lower().replace("_", "-") in SMALL_TASKS else NB201_SIZE
-
-
-NB201_SIZE = (16, 5)
-SMALL_TASKS = ("digits16", "clutter16")
-SMALL_TASK_SIZE = (8, 1)
 
 
 def method_names() -> tuple[str, ...]:
