@@ -27,7 +27,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gmgraph.errors import ConfigError
-from gmgraph.registry import DATASETS, DISTANCES, METRICS, PRECISIONS, SAMPLERS, SPACES, SPLITTERS, STRATEGIES
+from gmgraph.registry import (
+    DATASETS,
+    DISTANCES,
+    METRICS,
+    PRECISIONS,
+    SAMPLERS,
+    SPACES,
+    SPLITTERS,
+    STRATEGIES,
+    dataset_key,
+)
 from gmgraph.settings import as_dict, nested, setting
 
 METRIC_PREFIX = "metric:"
@@ -212,7 +222,7 @@ def supernet_size(data: str) -> tuple[int, int]:
     >>> supernet_size("digits16"), supernet_size("cifar10")
     ((8, 1), (16, 5))
     """
-    return SMALL_TASK_SIZE if data.lower().replace("_", "-") in SMALL_TASKS else NB201_SIZE
+    return SMALL_TASK_SIZE if dataset_key(data) in SMALL_TASKS else NB201_SIZE
 
 
 NB201_SIZE = (16, 5)
@@ -230,9 +240,9 @@ class SearchSettings:
     data: str = setting("digits16", "dataset", choices=lambda: tuple(DATASETS))
     data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
     width: int | None = setting(None, "channels of the first stage (NB201's C); none: the data's size, "
-                                      "8 on digits16/clutter16, 16 elsewhere")
+                                      f"{SMALL_TASK_SIZE[0]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[0]} elsewhere")
     cells: int | None = setting(None, "cells per stage (NB201's N); none: the data's size, "
-                                      "1 on digits16/clutter16, 5 elsewhere")
+                                      f"{SMALL_TASK_SIZE[1]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[1]} elsewhere")
     batch_size: int = setting(64, "training batch size")
     seed: int = setting(0, "seeds data order, training, scoring and search")
     final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
@@ -242,10 +252,12 @@ class SearchSettings:
 
     def __post_init__(self):
         _check_name("space", self.space, SPACES)
-        if not isinstance(self.data, str) or self.data.lower().replace("_", "-") not in DATASETS:
+        key = dataset_key(self.data)
+        if key is None:
             raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
-        width, cells = supernet_size(self.data)
-        if self.width is None:  # frozen: the data's size is filled in once, here
+        object.__setattr__(self, "data", key)  # frozen: one spelling in records, resume checks and workers
+        width, cells = supernet_size(key)
+        if self.width is None:  # the data's size is filled in once, here
             object.__setattr__(self, "width", width)
         if self.cells is None:
             object.__setattr__(self, "cells", cells)

@@ -434,8 +434,8 @@ DATASETS = registry.DATASETS
 
 
 def _canonical(name: object) -> str:
-    key = str(name).strip().lower().replace("_", "-") if isinstance(name, str) else None
-    if key not in DATASETS:
+    key = registry.dataset_key(name)
+    if key is None:
         raise DataError(f"unknown dataset {name!r}; accepted: {', '.join(DATASETS)}")
     return key
 

@@ -136,6 +136,16 @@ DATASETS = Table("dataset", {
 })
 """name -> dataset builder ``(DataRequest) -> ((train, val, test), classes)`` (``--data``)."""
 
+
+def dataset_key(name: object) -> str | None:
+    """The :data:`DATASETS` name ``name`` spells (any case, ``_`` for ``-``, spaces around), or None.
+
+    >>> dataset_key(" Fashion_MNIST"), dataset_key("svhn")
+    ('fashion-mnist', None)
+    """
+    key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
+    return key if key in DATASETS else None
+
 SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]" for name in ("nb201", "darts", "mobilenet")})
 """name -> :class:`gmgraph.spaces.SpaceSpec` (``--space``)."""
 

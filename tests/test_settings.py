@@ -98,7 +98,7 @@ def test_the_supernet_size_follows_the_data_unless_given():
     default = SearchSettings()
     assert (default.data, default.width, default.cells) == ("digits16", 8, 1)  # the ground truth's size
     assert (SearchSettings(data="cifar10").width, SearchSettings(data="cifar10").cells) == (16, 5)  # NB201's
-    given = from_flags(SearchSettings, parse(["--data", "Clutter16", "--width", "12"]))
-    assert (given.width, given.cells) == (12, 1)
+    given = from_flags(SearchSettings, parse(["--data", " Clutter16", "--width", "12"]))
+    assert (given.data, given.width, given.cells) == ("clutter16", 12, 1)  # one spelling is recorded
     assert from_flags(SearchSettings, parse(to_flags(given))) == given  # what a distributed worker rebuilds
     assert from_flags(SearchSettings, parse(["--data", "digits", "--cells", "none"])).cells == 5
