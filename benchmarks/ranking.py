@@ -2,14 +2,17 @@
 
 Run (the full benchmark; resumable: rerun the same command after an interruption)::
 
-    .venv/bin/python benchmarks/ranking.py --groundtruth benchmarks/data/digits16_201.csv --workers 2
+    .venv/bin/python benchmarks/ranking.py
 
-Defaults: 10 seeds, E = 20, 40, 80, budget 40, every ground-truth architecture,
-full epochs: 23,550 supernet-epochs and 260 x 155 estimates, predicted 2.3 h
-(perfect packing) on this 2-core machine when it is otherwise idle (0.48 s per
-supernet epoch and 0.11 s per estimate of digits16 at C=8, N=1, batch 64, one
-thread), 4.5 h with the unit costs measured while other work loaded it (load
-about 5.5). ``--plan`` prints the jobs and the predicted time (from one timed
+Defaults: the digits16 ground truth, 10 seeds, E = 20, 40, 60, budget 40,
+every ground-truth architecture, full epochs: 20,400 supernet-epochs and
+260 x 155 estimates, predicted 2.85 h (perfect packing) on this shared 2-core
+machine from the unit costs its own jobs measured (0.66 s per supernet epoch
+and 0.155 s per estimate of digits16 at C=8, N=1, batch 64, one thread; about
+1.4x an idle machine's). E = 80 would make it 3.1 h, over the 3 h budget.
+The committed report's jobs add up to 6.84 h (3.42 h on 2 workers), every
+one of them run on a loaded machine (README, "Ranking quality").
+``--plan`` prints the jobs and the predicted time (from one timed
 epoch, or ``--calibrate WORKDIR``: from the jobs of a timed small run);
 ``--quick`` checks the pipeline in seconds; ``--plot-only`` redraws the
 figures from the saved summary. More seeds or another E later add jobs to the
@@ -80,17 +83,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     Example:
         >>> a = parse_args([])
         >>> a.seeds, a.epochs, a.budget, a.split_fractions, a.workers
-        (10, [20, 40, 80], 40, [0.25, 0.5], 2)
+        (10, [20, 40, 60], 40, [0.25, 0.5], 2)
         >>> quick = parse_args(["--quick"])
         >>> quick.epochs, quick.out.parent.name
         ([4], 'ranking-quick')
     """
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--groundtruth", type=Path, default=local.DEFAULT_PATH, help="ground-truth CSV (+ side .json)")
+    p.add_argument("--groundtruth", type=Path, default=local.DIGITS16_PATH,
+                   help=f"ground-truth CSV (+ side .json; default {local.DIGITS16_PATH.name})")
     p.add_argument("--workdir", type=Path, default=None, help=f"result files (default {WORKDIR}/<truth name>)")
     p.add_argument("--out", type=Path, default=None, help=f"report (default {REPORT}); figures and data beside it")
     p.add_argument("--seeds", type=int, default=10, help="supernet seeds per method (default 10)")
-    p.add_argument("--epochs", type=int, nargs="+", default=[20, 40, 80], help="rule (a) lineage epochs E")
+    p.add_argument("--epochs", type=int, nargs="+", default=[20, 40, 60], help="rule (a) lineage epochs E")
     p.add_argument("--primary", type=int, default=40, help="the E the verdict reads (default 40)")
     p.add_argument("--budget", type=int, default=40, help="rule (b) supernet-epochs per method (0: skip rule b)")
     p.add_argument("--split-fractions", type=float, nargs="+", default=[0.25, 0.5],

@@ -133,8 +133,20 @@ def verdicts(summary: dict) -> list[str]:
         other = next((o for o in budget["methods"] if o["method"] == r["method"]), None) if budget else None
         if other is not None and "p_holm" in other:
             text += f"; at an equal budget of {budget['cell']} supernet-epochs, {verdict(other, alpha)}"
+        shorter_longer = [_in_brief(c, r["method"], alpha) for c in summary["cells"] if c["rule"] == "a" and c is not primary]
+        if any(shorter_longer):
+            text += "; at the other E: " + ", ".join(s for s in shorter_longer if s)
         lines.append(text + ".")
     return lines
+
+
+def _in_brief(cell: dict, method: str, alpha: float) -> str:
+    """``E = 60: better (Δτ = +0.085 [+0.042, +0.133])``, or '' when the cell lacks the method."""
+    row = next((o for o in cell["methods"] if o["method"] == method and "p_holm" in o), None)
+    if row is None:
+        return ""
+    word = ("better" if row["diff_mean"] > 0 else "worse") if row["p_holm"] < alpha else "no difference detectable"
+    return f"E = {cell['cell']}: {word} (Δτ = {row['diff_mean']:+.3f} {_ci(row['diff_ci'])})"
 
 
 def render(summary: dict, *, ceilings: dict, settings_text: str, timing_text: str, plots: list[str]) -> str:
