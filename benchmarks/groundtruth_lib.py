@@ -36,7 +36,7 @@ import json
 import math
 import multiprocessing
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +53,10 @@ from gmgraph.progress import Progress
 from gmgraph.search.ranking import kendall_tau, spearman
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "digits201.csv"
-"""Where ``benchmarks/groundtruth.py`` writes the digits ground truth."""
+"""Where ``benchmarks/groundtruth.py`` writes the digits ground truth (its defaults' file)."""
+
+DIGITS16_PATH = DEFAULT_PATH.with_name("digits16_201.csv")
+"""The digits16 ground truth (issue 16): the one ``benchmarks/ranking.py`` measures against by default."""
 
 COLUMNS = ("arch", "seed", "val", "test", "params", "seconds", "val_loss")
 """CSV columns: NB201 string, training seed, val and test accuracy (fractions), parameters, seconds,
@@ -145,11 +148,11 @@ def train_arch(
         net = nb201.network(arch, C, N, num_classes=classes, in_channels=channels)
     order = DataLoader(train.dataset, batch_size=batch_size or train.batch_size, shuffle=True,
                        generator=torch.Generator().manual_seed(seed))
-    _fit(net, order, epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
-    val_acc, val_loss = _evaluate(net, val)
+    fit(net, order, epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
+    val_acc, val_loss = evaluate(net, val)
     return {
         "val": val_acc,
-        "test": _evaluate(net, test)[0],
+        "test": evaluate(net, test)[0],
         "params": sum(p.numel() for p in net.parameters()),
         "seconds": time.perf_counter() - start,
         "val_loss": val_loss,
@@ -157,7 +160,7 @@ def train_arch(
 
 
 @torch.no_grad()
-def _evaluate(net: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
+def evaluate(net: torch.nn.Module, loader: DataLoader) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of ``net`` in eval mode over ``loader``."""
     net.eval()
     correct, loss, n = 0, 0.0, 0
@@ -177,18 +180,32 @@ def _data_shape(train: DataLoader) -> tuple[int, int]:
     return int(dataset[0][0].shape[0]), int(classes)
 
 
-def _fit(net: torch.nn.Module, order: DataLoader, epochs: int, *, lr: float, momentum: float,
-         weight_decay: float, grad_clip: float | None) -> None:
+def fit(net: torch.nn.Module, order: DataLoader | Callable[[int], Iterable], epochs: int, *, lr: float,
+        momentum: float, weight_decay: float, grad_clip: float | None) -> None:
+    """Train ``net`` with the ground truth's recipe: SGD (Nesterov), cosine to 0 stepped per batch.
+
+    ``order`` is the training batches of every epoch (a shuffling loader) or
+    ``epoch -> batches`` for data that changes between epochs; the schedule
+    counts ``epochs * len(order(0))`` steps.
+
+    Example:
+        >>> net = torch.nn.Linear(2, 2)
+        >>> batches = [(torch.ones(4, 2), torch.zeros(4, dtype=torch.long))]
+        >>> fit(net, lambda epoch: batches, 3, lr=0.1, momentum=0.9, weight_decay=0.0, grad_clip=None)
+        >>> bool(net(torch.ones(1, 2)).argmax() == 0)
+        True
+    """
     # Not gmgraph's training engine on purpose: this is the exact recipe (cosine stepped per batch,
-    # down to 0) that produced the committed benchmarks/data/digits201.csv, which stays reproducible.
+    # down to 0) that produced the committed ground truths, which stay reproducible.
     optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, nesterov=momentum > 0,
                                 weight_decay=weight_decay)
+    batches_of = order if callable(order) else (lambda epoch: order)
     # stepped per batch: with few epochs a per-epoch cosine is too coarse
-    total = epochs * len(order)
+    total = epochs * len(batches_of(0))
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
     net.train()
-    for _ in range(epochs):
-        for x, y in order:
+    for epoch in range(epochs):
+        for x, y in batches_of(epoch):
             optimizer.zero_grad(set_to_none=True)
             loss = F.cross_entropy(net(x), y)
             loss.backward()
@@ -403,13 +420,27 @@ def _write(out: Path, settings: dict, done: dict, order: Sequence[str]) -> None:
     corners = set(uniform_archs()) if settings.get("uniform_archs") else set()
     sampled = {a for a, _ in done} - corners
     settings = {**settings, "n_archs": len(sampled), "seeds": sorted({s for _, s in done})}
+    write_rows(out, _ordered(done, order))
+    atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+
+
+def write_rows(out: str | Path, rows: Iterable[Mapping]) -> None:
+    """``rows`` as a ground-truth CSV (:data:`COLUMNS`), written atomically (no side file).
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "gt.csv"
+        >>> write_rows(path, [{"arch": sample_archs(1)[0], "seed": 0, "val": 0.5, "test": 0.25,
+        ...                    "params": 10, "seconds": 1.0, "val_loss": float("nan")}])
+        >>> read_rows(path)[0]["test"]
+        0.25
+    """
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()
-    for row in _ordered(done, order):
+    for row in rows:
         writer.writerow({k: _fmt(row[k]) for k in COLUMNS})
-    atomic_write(out, lambda tmp: Path(tmp).write_text(text.getvalue()))
-    atomic_write(out.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=2) + "\n"))
+    atomic_write(Path(out), lambda tmp: Path(tmp).write_text(text.getvalue()))
 
 
 def _fmt(value) -> str:

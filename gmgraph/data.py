@@ -22,6 +22,7 @@ training batches.
 from __future__ import annotations
 
 import copy
+import functools
 import math
 import pickle
 from collections.abc import Iterable, Iterator, Sequence
@@ -533,6 +534,42 @@ def _placed_images(name: str, split_seed: int, adapt: _Adapt):
         out.append((adapt(x), lab))
     train = out[0][0]
     return out, train.mean(), train.std()
+
+
+def replace_train(name: str, seed: int, *, split_seed: int = 0) -> TensorDataset:
+    """The training digits of a placed-digits dataset placed anew: same source images, new positions and noise.
+
+    ``load(name)``'s training split is one fixed placement of its source
+    images; this draws another one from ``seed`` (normalised with the same
+    mean and std), so a training loop can show a network a fresh placement
+    every epoch: the task without the fixed training set to memorise.
+
+    Raises:
+        DataError: ``name`` is not a placed-digits dataset.
+
+    Example:
+        >>> a, b = replace_train("digits16", 0), replace_train("digits16", 1)
+        >>> len(a) == len(load("digits16").train.dataset), bool(torch.equal(a.tensors[1], b.tensors[1]))
+        (True, True)
+        >>> bool(torch.equal(a.tensors[0], b.tensors[0])), bool(torch.equal(a.tensors[0], replace_train("digits16", 0).tensors[0]))
+        (False, True)
+    """
+    key = registry.dataset_key(name)
+    if key not in PLACEMENTS:
+        raise DataError(f"replace_train needs a placed-digits dataset ({', '.join(PLACEMENTS)}), not {name!r}")
+    spec = PLACEMENTS[key]
+    ink, labels, mean, std = _train_sources(key, split_seed)
+    x, lab = place(ink, labels, spec, torch.Generator().manual_seed(seed), copies=spec.copies[0])
+    return TensorDataset((x - mean) / std, lab)
+
+
+@functools.lru_cache(maxsize=4)
+def _train_sources(key: str, split_seed: int):
+    """The training split's source digits (ink in [0, 1]), labels, and the fixed placement's mean/std."""
+    raw, y, splits, _, _ = _digits_images(split_seed, _Adapt(None, None))
+    _, mean, std = _placed_images(key, split_seed, _Adapt(None, None))
+    train = splits[0]
+    return raw[train, 0] / DIGITS_RANGE[1], torch.as_tensor(y[train], dtype=torch.long), mean, std
 
 
 def _synthetic(
