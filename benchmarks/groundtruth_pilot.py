@@ -13,9 +13,9 @@ archs and seeds::
     .venv/bin/python benchmarks/groundtruth_pilot.py --report-only
 
 Recipes (``RECIPES``): ``wd5e-3`` (weight decay 5e-3 instead of 5e-4),
-``epochs40`` (twice the epochs) and ``replace`` (the training digits placed
-anew every epoch, :func:`gmgraph.data.replace_train`: the task without a
-fixed set to memorise). Each shuffles every epoch with its own generator
+``epochs40`` (twice the epochs) and ``fresh`` (the training digits placed
+anew every epoch, :func:`gmgraph.data.fresh_train_placement`: the task
+without a fixed set to memorise). Each shuffles every epoch with its own generator
 (``1000 * seed + epoch``). Rows go to
 ``benchmarks/data/groundtruth_pilot/<recipe>.csv`` in the ground truth's
 format (resumable); the report to ``benchmarks/results/groundtruth_pilot.md``.
@@ -56,11 +56,12 @@ REPORT = ROOT / "results" / "groundtruth_pilot.md"
 OPS = ("nor_conv_3x3", "nor_conv_1x1", "avg_pool_3x3", "skip_connect", "none")
 
 RECIPES = {
-    "wd5e-3": {"weight_decay": 5e-3, "replace": False, "what": "weight decay 5e-3 (ground truth: 5e-4)"},
-    "replace": {"weight_decay": 5e-4, "replace": True, "what": "training digits placed anew every epoch"},
-    "epochs40": {"weight_decay": 5e-4, "replace": False, "epochs": 40, "what": "40 epochs instead of 20"},
+    "wd5e-3": {"schedule": {"weight_decay": 5e-3}, "fresh": False, "what": "weight decay 5e-3"},
+    "fresh": {"schedule": {}, "fresh": True, "what": "training digits placed anew every epoch"},
+    "epochs40": {"schedule": {"epochs": 40}, "fresh": False, "what": "40 epochs"},
 }
-"""Recipe name -> what differs from the ground truth's (20 epochs, lr 0.05, C=8, N=1 as in its side file)."""
+"""Recipe name -> how it differs from the ground truth's schedule (its side file's) and whether every
+epoch trains on a fresh placement of the training digits (:func:`gmgraph.data.fresh_train_placement`)."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,27 +94,44 @@ def pilot_archs(truth: Path, every: int, offsets: list[int], above: float = 0.15
 
 
 def train_row(arch: str, seed: int, recipe: dict, settings: dict, loaders) -> dict:
-    """One training of ``arch`` under ``recipe``; a ground-truth row."""
+    """One training of ``arch`` under ``recipe`` (a 1-channel, 10-class placed-digits task); a ground-truth row."""
     from gmgraph.spaces import nb201
 
-    s = settings["schedule"]
+    s = {**settings["schedule"], **recipe["schedule"]}
     start = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = nb201.network(arch, s["C"], s["N"], num_classes=10, in_channels=1)
 
     def batches(epoch: int) -> DataLoader:
-        images = (data.replace_train(settings["dataset"], 10_000_000 + 1000 * seed + epoch)
-                  if recipe["replace"] else loaders.train.dataset)
+        images = (data.fresh_train_placement(settings["dataset"], 10_000_000 + 1000 * seed + epoch)
+                  if recipe["fresh"] else loaders.train.dataset)
         return DataLoader(images, batch_size=s["batch_size"], shuffle=True,
                           generator=torch.Generator().manual_seed(1000 * seed + epoch))
 
-    local.fit(net, batches, recipe.get("epochs", s["epochs"]), lr=s["lr"], momentum=s["momentum"], weight_decay=recipe["weight_decay"],
+    local.fit(net, batches, s["epochs"], lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"],
               grad_clip=s["grad_clip"])
     val, val_loss = local.evaluate(net, loaders.val)
     return {"arch": arch, "seed": seed, "val": val, "test": local.evaluate(net, loaders.test)[0],
             "params": sum(p.numel() for p in net.parameters()), "seconds": time.perf_counter() - start,
             "val_loss": val_loss}
+
+
+def recipe_settings(name: str, settings: dict) -> dict:
+    """The side file of recipe ``name``: the ground truth's settings with the recipe's schedule applied.
+
+    Example:
+        >>> side = recipe_settings("epochs40", {"dataset": "digits16", "schedule": {"epochs": 20, "lr": 0.05}})
+        >>> side["schedule"], side["recipe"], side["fresh_placement_every_epoch"]
+        ({'epochs': 40, 'lr': 0.05}, 'epochs40', False)
+    """
+    recipe = RECIPES[name]
+    kept = {k: v for k, v in settings.items() if k not in _SAMPLE_KEYS}  # the pilot picks its own archs
+    return {**kept, "schedule": {**settings["schedule"], **recipe["schedule"]}, "recipe": name,
+            "fresh_placement_every_epoch": recipe["fresh"]}
+
+
+_SAMPLE_KEYS = ("n_archs", "seeds", "uniform_archs", "sample_seed", "sampler")
 
 
 def write_rows(path: Path, rows: list[dict], side: dict) -> None:
@@ -126,8 +144,12 @@ def run_recipe(name: str, archs: list[str], seeds: list[int], settings: dict, ou
                train: bool, workers: int = 1) -> Path:
     """Train the missing (arch, seed) rows of recipe ``name`` (resumable, ``workers`` processes); its CSV."""
     path = out_dir / f"{name}.csv"
+    side = recipe_settings(name, settings)
+    saved = path.with_suffix(".json")
+    if path.exists() and saved.exists() and json.loads(saved.read_text()) != side:
+        raise ConfigError(f"{path} was trained with other settings than recipe {name!r} now has; "
+                          "delete it (and its .json) or choose another --out-dir")
     done = {(r["arch"], r["seed"]): r for r in local.read_rows(path)} if path.exists() else {}
-    side = {**settings, "recipe": name, **{k: v for k, v in RECIPES[name].items() if k != "what"}}
     todo = [(a, s) for s in seeds for a in archs if (a, s) not in done] if train else []
     for i, row in enumerate(_trained(todo, RECIPES[name], settings, workers), 1):
         done[row["arch"], row["seed"]] = row

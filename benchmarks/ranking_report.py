@@ -133,9 +133,9 @@ def verdicts(summary: dict) -> list[str]:
         other = next((o for o in budget["methods"] if o["method"] == r["method"]), None) if budget else None
         if other is not None and "p_holm" in other:
             text += f"; at an equal budget of {budget['cell']} supernet-epochs, {verdict(other, alpha)}"
-        shorter_longer = [_in_brief(c, r["method"], alpha) for c in summary["cells"] if c["rule"] == "a" and c is not primary]
-        if any(shorter_longer):
-            text += "; at the other E: " + ", ".join(s for s in shorter_longer if s)
+        others = [_in_brief(c, r["method"], alpha) for c in summary["cells"] if c["rule"] == "a" and c is not primary]
+        if any(others):
+            text += "; at the other E: " + ", ".join(s for s in others if s)
         lines.append(text + ".")
     return lines
 

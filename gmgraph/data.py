@@ -536,7 +536,7 @@ def _placed_images(name: str, split_seed: int, adapt: _Adapt):
     return out, train.mean(), train.std()
 
 
-def replace_train(name: str, seed: int, *, split_seed: int = 0) -> TensorDataset:
+def fresh_train_placement(name: str, seed: int, *, split_seed: int = 0) -> TensorDataset:
     """The training digits of a placed-digits dataset placed anew: same source images, new positions and noise.
 
     ``load(name)``'s training split is one fixed placement of its source
@@ -548,15 +548,15 @@ def replace_train(name: str, seed: int, *, split_seed: int = 0) -> TensorDataset
         DataError: ``name`` is not a placed-digits dataset.
 
     Example:
-        >>> a, b = replace_train("digits16", 0), replace_train("digits16", 1)
+        >>> a, b = fresh_train_placement("digits16", 0), fresh_train_placement("digits16", 1)
         >>> len(a) == len(load("digits16").train.dataset), bool(torch.equal(a.tensors[1], b.tensors[1]))
         (True, True)
-        >>> bool(torch.equal(a.tensors[0], b.tensors[0])), bool(torch.equal(a.tensors[0], replace_train("digits16", 0).tensors[0]))
+        >>> bool(torch.equal(a.tensors[0], b.tensors[0])), bool(torch.equal(a.tensors[0], fresh_train_placement("digits16", 0).tensors[0]))
         (False, True)
     """
     key = registry.dataset_key(name)
     if key not in PLACEMENTS:
-        raise DataError(f"replace_train needs a placed-digits dataset ({', '.join(PLACEMENTS)}), not {name!r}")
+        raise DataError(f"fresh_train_placement needs a placed-digits dataset ({', '.join(PLACEMENTS)}), not {name!r}")
     spec = PLACEMENTS[key]
     ink, labels, mean, std = _train_sources(key, split_seed)
     x, lab = place(ink, labels, spec, torch.Generator().manual_seed(seed), copies=spec.copies[0])

@@ -68,16 +68,16 @@ def test_augment_is_refused():
 
 
 @pytest.mark.parametrize("name", sorted(PLACEMENTS))
-def test_replace_train_places_the_same_training_digits_anew(name):
+def test_fresh_train_placement_places_the_same_training_digits_anew(name):
     fixed = data.load(name).train.dataset.tensors
-    a, b = data.replace_train(name, 5).tensors, data.replace_train(name, 5).tensors
+    a, b = data.fresh_train_placement(name, 5).tensors, data.fresh_train_placement(name, 5).tensors
     assert torch.equal(a[0], b[0]) and torch.equal(a[1], fixed[1])  # seeded; same digits, same order
     assert a[0].shape == fixed[0].shape and not torch.equal(a[0], fixed[0])
     # normalised like load()'s split: the same spec and statistics, so near N(0, 1)
     assert float(a[0].mean()) == pytest.approx(0.0, abs=0.02) and float(a[0].std()) == pytest.approx(1.0, abs=0.02)
-    assert not torch.equal(a[0], data.replace_train(name, 6).tensors[0])
+    assert not torch.equal(a[0], data.fresh_train_placement(name, 6).tensors[0])
 
 
-def test_replace_train_needs_a_placed_dataset():
+def test_fresh_train_placement_needs_a_placed_dataset():
     with pytest.raises(DataError, match="placed-digits dataset.*'digits'"):
-        data.replace_train("digits", 0)
+        data.fresh_train_placement("digits", 0)

@@ -42,10 +42,10 @@ def test_the_subset_is_every_nth_alive_arch_by_accuracy(truth):
 def test_the_pilot_trains_each_recipe_once_and_reports_against_the_base(truth):
     argv = ["--groundtruth", str(truth["path"]), "--every", "2", "--offsets", "0",
             "--out-dir", str(truth["root"] / "rows"), "--report", str(truth["root"] / "pilot.md"), "--n-boot", "50",
-            "--recipes", "replace", "epochs40"]
+            "--recipes", "fresh", "epochs40"]
     stats = pilot.main(argv)
-    assert set(stats) == {"base", "replace", "epochs40"}
-    for name in ("replace", "epochs40"):
+    assert set(stats) == {"base", "fresh", "epochs40"}
+    for name in ("fresh", "epochs40"):
         rows = local.read_rows(truth["root"] / "rows" / f"{name}.csv")
         assert len(rows) == 3 * 3 and all(0.0 <= r["val"] <= 1.0 for r in rows)
         d = stats[name]["delta"]
@@ -53,16 +53,21 @@ def test_the_pilot_trains_each_recipe_once_and_reports_against_the_base(truth):
     # the base is the ground truth's own rows: three archs, seeds 0-2, accuracies as written
     base = local.per_seed(truth["root"] / "rows" / "base.csv")
     assert base[truth["archs"][3]] == pytest.approx({s: ACCURACY[s][3] for s in range(3)})
-    replaced = {(r["arch"], r["seed"]): r["val"] for r in local.read_rows(truth["root"] / "rows" / "replace.csv")}
+    fresh = {(r["arch"], r["seed"]): r["val"] for r in local.read_rows(truth["root"] / "rows" / "fresh.csv")}
     longer = {(r["arch"], r["seed"]): r["val"] for r in local.read_rows(truth["root"] / "rows" / "epochs40.csv")}
-    assert replaced != longer  # the two recipes train differently
+    assert fresh != longer  # the two recipes train differently
     text = (truth["root"] / "pilot.md").read_text()
     assert text.count("\n| ") == 1 + 3 and "placed anew every epoch" in text
     # resumable: a second run trains nothing (the rows keep their timings) and reports the same numbers
-    before = local.read_rows(truth["root"] / "rows" / "replace.csv")
+    before = local.read_rows(truth["root"] / "rows" / "fresh.csv")
     again = pilot.main(argv)
-    assert local.read_rows(truth["root"] / "rows" / "replace.csv") == before
-    assert again["replace"]["tau1"] == stats["replace"]["tau1"]
+    assert local.read_rows(truth["root"] / "rows" / "fresh.csv") == before
+    assert again["fresh"]["tau1"] == stats["fresh"]["tau1"]
+    # rows trained under other settings are not mixed in
+    side = truth["root"] / "rows" / "fresh.json"
+    side.write_text(side.read_text().replace('"epochs": 1', '"epochs": 2'))
+    with pytest.raises(ConfigError, match="other settings than recipe 'fresh'"):
+        pilot.main(argv)
 
 
 def test_a_recipe_sets_the_epochs_and_the_data_of_every_epoch(truth, monkeypatch):
@@ -80,7 +85,7 @@ def test_a_recipe_sets_the_epochs_and_the_data_of_every_epoch(truth, monkeypatch
     assert seen["epochs"] == 40 and torch.equal(seen["first"], seen["again"])
     fixed = set(map(_key, loaders.train.dataset.tensors[0]))
     assert _key(seen["first"][0]) in fixed and _key(seen["later"][0]) in fixed  # the one fixed training set
-    pilot.train_row(arch, 0, pilot.RECIPES["replace"], settings, loaders)
+    pilot.train_row(arch, 0, pilot.RECIPES["fresh"], settings, loaders)
     assert seen["epochs"] == 1 and torch.equal(seen["first"], seen["again"])  # the side file's, reproducibly
     assert _key(seen["first"][0]) not in fixed and _key(seen["later"][0]) not in fixed  # placed anew each epoch
     assert not torch.equal(seen["first"], seen["later"])

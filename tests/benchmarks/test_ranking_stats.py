@@ -124,3 +124,19 @@ def test_fast_bootstrap_draws_equal_direct_resampling():
         r, c = rows[b], cols[b]
         direct = np.mean([brute_tau_b(est[s][c], truth[c]) - brute_tau_b(base[s][c], truth[c]) for s in r])
         assert draws[b] == pytest.approx(direct, abs=1e-12)
+
+
+def test_verdicts_name_the_other_lineage_epochs_in_brief():
+    import copy
+
+    import ranking_report
+    import ranking_summary
+
+    results, archs, truth = ranking_summary.example_results()
+    longer = [copy.deepcopy(r) for r in results if r["rule"] == "a" and r["method"] == "random"]
+    for r in longer:
+        r.update(id=r["id"].replace("a-4", "a-8"), cell=8, cost=8, epochs=8)
+    summary = ranking_summary.summarize(results + longer, archs, truth, epochs=[4, 8], budget=8, primary=4, n_boot=20)
+    line = ranking_report.verdicts(summary)[0]
+    assert line.startswith("- **random split**: at equal lineage epochs (E = 4)")
+    assert line.endswith("; at the other E: E = 8: no difference detectable (Δτ = -2.000 [-2.000, -2.000]).")
