@@ -107,6 +107,7 @@ def train_arch(
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     grad_clip: float | None = 5.0,
+    batches: Callable[[int], Iterable] | None = None,
 ) -> dict[str, float]:
     """Train the standalone NB201 network of ``arch`` from scratch and measure it.
 
@@ -123,6 +124,8 @@ def train_arch(
             channels and classes of the network are read from the data.
         batch_size: default: the training loader's.
         lr, momentum, weight_decay, grad_clip: SGD (Nesterov) settings.
+        batches: ``epoch -> training batches`` in place of the default order
+            (the training loader's data shuffled by one generator seeded by ``seed``).
 
     Returns:
         ``{"val": acc, "test": acc, "params": n, "seconds": s, "val_loss": mean cross-entropy on val}``,
@@ -146,8 +149,8 @@ def train_arch(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         net = nb201.network(arch, C, N, num_classes=classes, in_channels=channels)
-    order = DataLoader(train.dataset, batch_size=batch_size or train.batch_size, shuffle=True,
-                       generator=torch.Generator().manual_seed(seed))
+    order = batches or DataLoader(train.dataset, batch_size=batch_size or train.batch_size, shuffle=True,
+                                  generator=torch.Generator().manual_seed(seed))
     fit(net, order, epochs, lr=lr, momentum=momentum, weight_decay=weight_decay, grad_clip=grad_clip)
     val_acc, val_loss = evaluate(net, val)
     return {

@@ -36,7 +36,6 @@ import functools
 import json
 import math
 import multiprocessing
-import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -94,14 +93,8 @@ def pilot_archs(truth: Path, every: int, offsets: list[int], above: float = 0.15
 
 
 def train_row(arch: str, seed: int, recipe: dict, settings: dict, loaders) -> dict:
-    """One training of ``arch`` under ``recipe`` (a 1-channel, 10-class placed-digits task); a ground-truth row."""
-    from gmgraph.spaces import nb201
-
+    """One training of ``arch`` under ``recipe`` (:func:`groundtruth_lib.train_arch`); a ground-truth row."""
     s = {**settings["schedule"], **recipe["schedule"]}
-    start = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = nb201.network(arch, s["C"], s["N"], num_classes=10, in_channels=1)
 
     def batches(epoch: int) -> DataLoader:
         images = (data.fresh_train_placement(settings["dataset"], 10_000_000 + 1000 * seed + epoch)
@@ -109,12 +102,10 @@ def train_row(arch: str, seed: int, recipe: dict, settings: dict, loaders) -> di
         return DataLoader(images, batch_size=s["batch_size"], shuffle=True,
                           generator=torch.Generator().manual_seed(1000 * seed + epoch))
 
-    local.fit(net, batches, s["epochs"], lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"],
-              grad_clip=s["grad_clip"])
-    val, val_loss = local.evaluate(net, loaders.val)
-    return {"arch": arch, "seed": seed, "val": val, "test": local.evaluate(net, loaders.test)[0],
-            "params": sum(p.numel() for p in net.parameters()), "seconds": time.perf_counter() - start,
-            "val_loss": val_loss}
+    row = local.train_arch(arch, C=s["C"], N=s["N"], epochs=s["epochs"], seed=seed, loaders=loaders, lr=s["lr"],
+                           momentum=s["momentum"], weight_decay=s["weight_decay"], grad_clip=s["grad_clip"],
+                           batches=batches)
+    return {"arch": arch, "seed": seed, **row}
 
 
 def recipe_settings(name: str, settings: dict) -> dict:
@@ -175,16 +166,13 @@ def _trained(todo: list[tuple[str, int]], recipe: dict, settings: dict, workers:
 
 def _train_in_worker(arch: str, seed: int, recipe: dict, settings: dict) -> dict:
     torch.set_num_threads(1)
-    return train_row(arch, seed, recipe, settings, _worker_loaders(settings))
+    return train_row(arch, seed, recipe, settings, _worker_loaders(settings["dataset"], settings["schedule"]["batch_size"]))
 
 
 @functools.cache
-def _worker_loaders_for(dataset: str, batch_size: int):
+def _worker_loaders(dataset: str, batch_size: int):
+    """The data, loaded once per worker process."""
     return local.load_data(dataset, batch_size)
-
-
-def _worker_loaders(settings: dict):
-    return _worker_loaders_for(settings["dataset"], settings["schedule"]["batch_size"])
 
 
 def base_rows(truth: Path, archs: list[str], seeds: list[int], out_dir: Path) -> Path:

@@ -37,7 +37,7 @@ seeds, op-count bias and the splitters' consistency. Outputs: the report
 (default ``benchmarks/results/ranking.md``) with one verdict per method, its
 figures (``ranking_*.png`` beside it), the summary JSON and per-architecture
 estimates CSV (default ``benchmarks/data/ranking_summary.json`` and
-``ranking_estimates.csv``) and, per job, a result file in ``--workdir``.
+``ranking_estimates.csv.gz``) and, per job, a result file in ``--workdir``.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ from gmgraph.train.loop import TrainConfig  # noqa: E402
 HERE = Path(__file__).resolve().parent
 REPORT = _table.RESULTS / "ranking.md"
 SUMMARY = HERE / "data" / "ranking_summary.json"
-ESTIMATES = HERE / "data" / "ranking_estimates.csv"
+ESTIMATES = HERE / "data" / "ranking_estimates.csv.gz"
 WORKDIR = HERE.parent / "runs" / "ranking"
 QUICK = HERE.parent / "runs" / "ranking-quick"  # --quick never touches the committed results
 
@@ -140,12 +140,12 @@ def outputs(args: argparse.Namespace) -> dict[str, Path]:
 
     Example:
         >>> sorted(p.name for p in outputs(parse_args(["--out", "/tmp/r/x.md"])).values())
-        ['x', 'x.md', 'x_estimates.csv', 'x_summary.json']
+        ['x', 'x.md', 'x_estimates.csv.gz', 'x_summary.json']
     """
     if args.out is None:
         return {"report": REPORT, "summary": SUMMARY, "estimates": ESTIMATES, "prefix": REPORT.with_suffix("")}
     stem = args.out.with_suffix("")
-    return {"report": args.out, "summary": Path(f"{stem}_summary.json"), "estimates": Path(f"{stem}_estimates.csv"),
+    return {"report": args.out, "summary": Path(f"{stem}_summary.json"), "estimates": Path(f"{stem}_estimates.csv.gz"),
             "prefix": stem}
 
 

@@ -109,3 +109,17 @@ def test_single_seed_tau_and_the_three_seed_model():
 def test_bad_arguments_are_refused():
     with pytest.raises(ConfigError, match="--every"):
         pilot.parse_args(["--every", "0"])
+
+
+def test_rows_do_not_depend_on_the_number_of_workers(truth):
+    settings = json.loads(truth["path"].with_suffix(".json").read_text())
+    todo = [(a, 0) for a in truth["archs"][1:3]]
+    with torch.random.fork_rng(devices=[]):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as main() does: one thread everywhere, so the sums add up alike
+        try:
+            here = {r["arch"]: (r["val"], r["test"]) for r in pilot._trained(todo, pilot.RECIPES["fresh"], settings, 1)}
+            there = {r["arch"]: (r["val"], r["test"]) for r in pilot._trained(todo, pilot.RECIPES["fresh"], settings, 2)}
+        finally:
+            torch.set_num_threads(threads)
+    assert here == there and len(here) == 2

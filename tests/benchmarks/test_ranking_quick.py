@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import importlib.util
 import json
 import sys
@@ -71,7 +72,8 @@ def test_quick_mode_runs_every_method_under_both_rules(quick):
     cell = next(c for c in summary["cells"] if c["rule"] == "a")
     for row in cell["methods"][1:]:
         assert row["diffs"] == pytest.approx([t - b for t, b in zip(row["taus"], cell["methods"][0]["taus"])])
-    lines = (quick["root"] / "out" / "ranking_estimates.csv").read_text().splitlines()
+    with gzip.open(quick["root"] / "out" / "ranking_estimates.csv.gz", "rt") as f:
+        lines = f.read().splitlines()
     assert len(lines) == 1 + 6 * (len(results) - 2 + 2 * len(rp.ZERO_COST))
 
 
