@@ -527,7 +527,8 @@ def _split_weights(path: str | Path | None) -> tuple[float, float]:
         return 1.0, 1.0
 
 
-def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_side: int = 1) -> dict[str, float]:
+def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_side: int = 1,
+                   top: float | None = None) -> dict[str, float]:
     """Ranking agreement between training seeds: the ceiling of any estimate.
 
     Kendall tau and Spearman rho between two disjoint groups of ``per_side``
@@ -535,7 +536,9 @@ def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_si
     architectures trained with all of them, averaged over every such pair of
     groups. ``per_side=1`` is seed against seed; ``per_side=2`` (with 4 seeds)
     is how well a 2-seed mean agrees with another 2-seed mean, the ceiling
-    against a ground truth that averages 2 seeds.
+    against a ground truth that averages 2 seeds. ``top`` (a fraction) keeps
+    only the architectures in that top share of the mean over all their seeds,
+    as a "tau over the true top 20 %" selects them: the ceiling of that tau.
 
     Raises:
         DataError: fewer than ``2 * per_side`` seeds, or fewer than 2 shared architectures.
@@ -549,8 +552,12 @@ def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_si
         >>> agreement = seed_agreement(path)
         >>> round(agreement["kendall_tau"], 3), agreement["pairs"], agreement["n"]
         (0.333, 1, 3)
+        >>> seed_agreement(path, top=0.6)["kendall_tau"], seed_agreement(path, top=0.6)["n"]   # the best 2 swap
+        (-1.0, 2)
     """
     table = per_seed(path, split=split)
+    if top is not None:
+        table = _top_share(table, top)
     seeds = sorted({s for accs in table.values() for s in accs})
     taus, rhos, n = [], [], 0
     for a, b in _disjoint_groups(seeds, per_side):
@@ -564,6 +571,14 @@ def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_si
     if not taus:
         raise DataError(f"seed agreement needs {2 * per_side} seeds that trained at least two common architectures")
     return {"kendall_tau": float(np.mean(taus)), "spearman": float(np.mean(rhos)), "pairs": len(taus), "n": n}
+
+
+def _top_share(table: dict[str, dict[int, float]], fraction: float) -> dict[str, dict[int, float]]:
+    """The archs of ``table`` in the top ``fraction`` by their mean over all seeds (at least 2)."""
+    means = {arch: float(np.mean(list(accs.values()))) for arch, accs in table.items()}
+    count = max(2, math.ceil(fraction * len(means) - 1e-9))
+    best = sorted(means, key=lambda arch: -means[arch])[:count]
+    return {arch: table[arch] for arch in best}
 
 
 def _disjoint_groups(seeds: Sequence[int], k: int):

@@ -98,9 +98,19 @@ def top_fraction_tau(estimate: Sequence[float], truth: Sequence[float], fraction
         -1.0
     """
     truth = np.asarray(truth, dtype=np.float64)
-    count = max(2, math.ceil(fraction * len(truth) - 1e-9))
-    top = np.argsort(-truth, kind="stable")[:count]
+    top = top_indices(truth, fraction)
     return kendall_tau(np.asarray(estimate, dtype=np.float64)[top], truth[top])
+
+
+def top_indices(truth: Sequence[float], fraction: float) -> np.ndarray:
+    """Indices of the top ``fraction`` of ``truth`` (at least 2), best first.
+
+    Example:
+        >>> top_indices([0.1, 0.9, 0.5, 0.7], 0.5).tolist()
+        [1, 3]
+    """
+    count = max(2, math.ceil(fraction * len(truth) - 1e-9))
+    return np.argsort(-np.asarray(truth, dtype=np.float64), kind="stable")[:count]
 
 
 def self_consistency(estimates: np.ndarray) -> float:

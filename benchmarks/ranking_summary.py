@@ -20,6 +20,7 @@ accuracy, ties broken by the validation loss (where the ground truth has it)::
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,23 +134,38 @@ def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int) -> li
     return out
 
 
-def op_bias(rows: list[dict], archs: list[str], truth: np.ndarray) -> dict[str, dict[str, float]]:
+def op_bias(rows: list[dict], archs: list[str], truth: np.ndarray, *,
+            top: float | None = None) -> dict[str, dict[str, float]]:
     """Kendall tau of each op's count vs the truth and vs each method's estimates (mean over seeds).
+
+    ``top`` (a fraction) measures it over the true top share only (the
+    architectures that :func:`ranking_stats.top_fraction_tau` orders), where
+    which ops win may differ from the whole range.
 
     Example:
         >>> results, archs, truth = example_results()
         >>> bias = op_bias(cells(results, [4], None)[("a", 4)], archs, truth)
         >>> list(bias), bias["oneshot"] == bias["ground truth"]   # one-shot here ranks like the truth
         (['ground truth', 'oneshot', 'random'], True)
+        >>> top = op_bias(cells(results, [4], None)[("a", 4)], archs, truth, top=0.5)   # the best 3 of 6
+        >>> round(top["ground truth"]["none"], 3), round(top["random"]["none"], 3)   # random ranks in reverse
+        (-0.333, 0.333)
     """
-    parsed = [parse_nb201(a) for a in archs]
-    out = {"ground truth": rs.op_count_bias(parsed, truth, nb201.OPS)}
+    keep = np.arange(len(archs)) if top is None else rs.top_indices(truth, top)
+    parsed = [parse_nb201(archs[i]) for i in keep]
+    out = {"ground truth": rs.op_count_bias(parsed, np.asarray(truth)[keep], nb201.OPS)}
     for m in METHODS:
         mine = _by_seed(rows, m.key)
         if mine:
-            per_seed = [rs.op_count_bias(parsed, scores(r), nb201.OPS) for r in mine.values()]
-            out[m.key] = {op: float(np.nanmean([p[op] for p in per_seed])) for op in nb201.OPS}
+            per_seed = [rs.op_count_bias(parsed, scores(r)[keep], nb201.OPS) for r in mine.values()]
+            out[m.key] = {op: _nanmean([p[op] for p in per_seed]) for op in nb201.OPS}
     return out
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    """Mean over the defined values; NaN (without numpy's warning) when none is."""
+    defined = [v for v in values if not math.isnan(v)]
+    return float(np.mean(defined)) if defined else math.nan
 
 
 def _groups(groups: list[list[str]]) -> tuple:
@@ -195,6 +211,7 @@ def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epoch
                "cells": [cell_summary(rule, c, rows, truth, n_boot=n_boot) for (rule, c), rows in by_cell.items()],
                "zero_cost": zero_cost_rows(results, truth, n_boot=n_boot),
                "op_bias": op_bias(by_cell.get(("a", primary), []), archs, truth),
+               "op_bias_top20": op_bias(by_cell.get(("a", primary), []), archs, truth, top=0.2),
                "consistency": {f"{rule}-{c}": split_consistency(rows) for (rule, c), rows in by_cell.items()},
                "job_seconds": float(sum(r["seconds"] for r in results))}
     return summary

@@ -92,6 +92,20 @@ def test_seed_agreement_is_one_for_identical_seeds(tmp_path):
     assert agreement["kendall_tau"] == pytest.approx(1.0) and agreement["n"] == 5 and agreement["pairs"] == 1
 
 
+def test_seed_agreement_within_the_top_share_by_hand(tmp_path):
+    out = tmp_path / "gt.csv"
+    # 5 archs x 4 seeds: the bottom 3 never move; the best 2 (A, B) swap between seeds {0, 1} and {2, 3}
+    accs = {0: (0.1, 0.3, 0.5, 0.80, 0.90), 1: (0.1, 0.3, 0.5, 0.82, 0.91),
+            2: (0.1, 0.3, 0.5, 0.93, 0.81), 3: (0.1, 0.3, 0.5, 0.94, 0.83)}
+    rows = [f"{a},{s},{acc},{acc},100,1.0,0.5" for s in accs for a, acc in zip(local.sample_archs(5), accs[s])]
+    out.write_text(",".join(local.COLUMNS) + "\n" + "\n".join(rows) + "\n")
+    # seed pairs {0,1}|{2,3} reverse A and B; {0,2}|{1,3} and {0,3}|{1,2} both put A first
+    top = local.seed_agreement(out, per_side=2, top=0.4)
+    assert (top["n"], top["pairs"]) == (2, 3) and top["kendall_tau"] == pytest.approx((-1 + 1 + 1) / 3)
+    whole = local.seed_agreement(out, per_side=2)  # over all 5: one discordant pair of 10 in the first split
+    assert whole["n"] == 5 and whole["kendall_tau"] == pytest.approx((0.8 + 1 + 1) / 3)
+
+
 def test_workers_give_the_same_rows_and_uniform_adds_the_corners(tmp_path):
     one = local.generate(2, [0, 1], out=tmp_path / "one.csv", schedule=TINY, dataset="synthetic",
                          uniform=True, progress=False)

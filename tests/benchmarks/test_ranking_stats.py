@@ -140,3 +140,22 @@ def test_verdicts_name_the_other_lineage_epochs_in_brief():
     line = ranking_report.verdicts(summary)[0]
     assert line.startswith("- **random split**: at equal lineage epochs (E = 4)")
     assert line.endswith("; at the other E: E = 8: no difference detectable (Δτ = -2.000 [-2.000, -2.000]).")
+
+
+def test_op_bias_within_the_top_share_is_measured_on_those_archs_only():
+    import ranking_summary
+
+    from gmgraph.arch import parse_nb201
+
+    results, archs, truth = ranking_summary.example_results()
+    rows = ranking_summary.cells(results, [4], None)[("a", 4)]
+    top = rs.top_indices(truth, 0.5)
+    assert top.tolist() == [5, 4, 3]  # truth 6, 5, 4
+    bias = ranking_summary.op_bias(rows, archs, truth, top=0.5)
+    parsed = [parse_nb201(archs[i]) for i in top]
+    by_hand = rs.op_count_bias(parsed, truth[top], ["skip_connect", "nor_conv_3x3"])
+    for op, tau in by_hand.items():  # the truth's own column, and one-shot's (it ranks like the truth)
+        assert bias["ground truth"][op] == pytest.approx(tau, nan_ok=True)
+        assert bias["oneshot"][op] == pytest.approx(tau, nan_ok=True)
+        assert bias["random"][op] == pytest.approx(-tau, nan_ok=True)  # the random split ranks in reverse
+    assert any(not math.isnan(t) for t in by_hand.values())
