@@ -79,9 +79,13 @@ class Plan:
     threads: int = 1
 
     def shaping(self) -> dict:
-        """What a result depends on; a work folder holds results of one such setting only."""
-        out = {k: v for k, v in asdict(self).items() if k not in ("workdir", "threads")}
-        out["groundtruth"] = Path(self.groundtruth).name
+        """What a result depends on besides the ground truth; a work folder holds results of one setting only.
+
+        The ground truth enters through :func:`task_of` and its architecture
+        list (see :func:`claim_workdir`), not its file: another ground truth of
+        the same task and archs (e.g. longer training) reads the same estimates.
+        """
+        out = {k: v for k, v in asdict(self).items() if k not in ("workdir", "threads", "groundtruth")}
         out["fractions"] = list(self.fractions)
         return out
 
@@ -98,6 +102,10 @@ class Plan:
 def claim_workdir(plan: Plan) -> None:
     """Record the plan's settings (and its architecture list) in its work folder, or check them.
 
+    A folder written before the task was recorded (it named the ground-truth
+    file instead) is checked on its architecture list and settings, and
+    upgraded in place.
+
     Raises:
         ConfigError: the folder holds results of other settings.
 
@@ -113,15 +121,41 @@ def claim_workdir(plan: Plan) -> None:
     side = Path(plan.workdir) / "settings.json"
     archs = list(local.load_groundtruth(plan.groundtruth))[: plan.archs or None]
     # results hold one estimate per architecture, by position: the list must stay the same
-    now = {**plan.shaping(), "archs_sha1": hashlib.sha1("\n".join(archs).encode()).hexdigest()[:16]}
+    now = {**plan.shaping(), "archs_sha1": hashlib.sha1("\n".join(archs).encode()).hexdigest()[:16],
+           "task": task_of(plan.groundtruth)}
     if side.exists():
         saved = json.loads(side.read_text())
+        legacy = "task" not in saved
+        if legacy:  # it named the ground-truth file; the arch list and the settings still have to match
+            saved = {k: v for k, v in saved.items() if k != "groundtruth"} | {"task": now["task"]}
         differ = sorted(k for k in set(now) | set(saved) if saved.get(k) != now.get(k))
         if differ:
             raise ConfigError(f"{plan.workdir} holds results of other settings ({', '.join(differ)}); "
                               "choose another --workdir or delete it")
-        return
+        if not legacy:
+            return
     atomic_write(side, lambda tmp: Path(tmp).write_text(json.dumps(now, indent=2) + "\n"))
+
+
+def ground_truth_settings(groundtruth: str | Path) -> dict:
+    """The side JSON written beside a ground-truth CSV by ``benchmarks/groundtruth.py``."""
+    side = Path(groundtruth).with_suffix(".json")
+    if not side.is_file():
+        raise DataError(f"no settings file {side} beside the ground truth; regenerate it with benchmarks/groundtruth.py")
+    return json.loads(side.read_text())
+
+
+def task_of(groundtruth: str | Path) -> dict:
+    """What the supernets train on, from a ground truth's side JSON: data, batch size and network size.
+
+    Example:
+        >>> task_of(example_plan().groundtruth)
+        {'dataset': 'synthetic', 'batch_size': 16, 'C': 2, 'N': 1}
+    """
+    settings = ground_truth_settings(groundtruth)
+    schedule = settings["schedule"]
+    return {"dataset": settings["dataset"], "batch_size": schedule["batch_size"], "C": schedule["C"],
+            "N": schedule["N"]}
 
 
 # ------------------------------------------------------------------ what every job shares
@@ -162,10 +196,7 @@ def bench(plan: Plan) -> Bench:
 
 def _build_bench(plan: Plan) -> Bench:
     path = Path(plan.groundtruth)
-    side = path.with_suffix(".json")
-    if not side.is_file():
-        raise DataError(f"no settings file {side} beside the ground truth; regenerate it with benchmarks/groundtruth.py")
-    settings = json.loads(side.read_text())
+    settings = ground_truth_settings(path)
     truth = local.load_groundtruth(path)
     archs = list(truth)[: plan.archs or None]
     loaders = local.load_data(settings["dataset"], settings["schedule"]["batch_size"])

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import doctest
+import json
 import math
+import shutil
+from pathlib import Path
 
 import pytest
 import ranking_jobs
@@ -142,3 +146,34 @@ def test_doctests():
 
     for module in (rp, ranking_jobs, ranking_pool):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_a_work_folder_serves_another_ground_truth_of_the_same_task_and_archs_only(tmp_path):
+    plan = ranking_jobs.example_plan()
+    ranking_jobs.claim_workdir(plan)
+    longer = tmp_path / "longer.csv"  # the same archs and task, trained longer: the estimates still apply
+    shutil.copy(plan.groundtruth, longer)
+    side = json.loads(open(plan.groundtruth.replace(".csv", ".json")).read())
+    side["schedule"]["epochs"] += 5
+    longer.with_suffix(".json").write_text(json.dumps(side))
+    ranking_jobs.claim_workdir(dataclasses.replace(plan, groundtruth=str(longer)))
+    wider = tmp_path / "wider.csv"  # another network size: the supernets would differ
+    shutil.copy(plan.groundtruth, wider)
+    side["schedule"]["C"] += 1
+    wider.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(ConfigError, match=r"other settings \(task\)"):
+        ranking_jobs.claim_workdir(dataclasses.replace(plan, groundtruth=str(wider)))
+
+
+def test_a_work_folder_that_named_its_ground_truth_file_is_checked_and_upgraded():
+    plan = ranking_jobs.example_plan()
+    ranking_jobs.claim_workdir(plan)
+    settings = Path(plan.workdir) / "settings.json"
+    old = json.loads(settings.read_text())
+    task = old.pop("task")
+    settings.write_text(json.dumps({**old, "groundtruth": "gt.csv"}))  # as written before the task was recorded
+    ranking_jobs.claim_workdir(plan)
+    assert json.loads(settings.read_text()) == {**old, "task": task}
+    settings.write_text(json.dumps({**old, "groundtruth": "gt.csv", "archs_sha1": "0" * 16}))
+    with pytest.raises(ConfigError, match="archs_sha1"):
+        ranking_jobs.claim_workdir(plan)
