@@ -1,8 +1,8 @@
 """Generate a local NB201 ground truth: sampled architectures trained from scratch, several seeds each.
 
-Two ground truths are shipped in ``benchmarks/data`` (CSV: one row per
-architecture and seed; JSON beside it: the settings). Both are resumable:
-rerun the same command after an interruption.
+Three ground truths are shipped in ``benchmarks/data`` (CSV: one row per
+architecture and seed; JSON beside it: the settings and the seeds it holds).
+All are resumable: rerun the same command after an interruption.
 
 - ``digits16_201.csv``, the one ``benchmarks/ranking.py`` measures against
   (issue 16): 150 sampled archs plus the five all-same-op ones x 6 seeds on
@@ -11,6 +11,13 @@ rerun the same command after an interruption.
 
       .venv/bin/python benchmarks/groundtruth.py --task digits16 --archs 150 --uniform \\
           --seeds 0 1 2 3 4 5 --epochs 20 --lr 0.05 --workers 2 --out benchmarks/data/digits16_201.csv
+
+- ``digits16_201_e40.csv``, the same archs, seeds and data at 40 epochs
+  (about 23 s per training, 3 h on two workers); **in progress**: seed-major,
+  so its JSON's ``seeds`` says which seeds it holds (in full or in part)::
+
+      .venv/bin/python benchmarks/groundtruth.py --task digits16 --archs 150 --uniform \\
+          --seeds 0 1 2 3 4 5 --epochs 40 --lr 0.05 --workers 2 --out benchmarks/data/digits16_201_e40.csv
 
 - ``digits201.csv`` (this script's defaults, kept for comparison): 200 archs
   x 8 seeds on plain ``digits``, 4 epochs at lr 0.02 (~18 min on one thread).
