@@ -575,10 +575,11 @@ def seed_agreement(path: str | Path | None = None, *, split: str = "all", per_si
 
 def _top_share(table: dict[str, dict[int, float]], fraction: float) -> dict[str, dict[int, float]]:
     """The archs of ``table`` in the top ``fraction`` by their mean over all seeds (at least 2)."""
-    means = {arch: float(np.mean(list(accs.values()))) for arch, accs in table.items()}
-    count = max(2, math.ceil(fraction * len(means) - 1e-9))
-    best = sorted(means, key=lambda arch: -means[arch])[:count]
-    return {arch: table[arch] for arch in best}
+    from ranking_stats import top_indices  # the same share rule as the ranking's "tau top-20%"
+
+    archs = list(table)
+    means = [float(np.mean(list(table[arch].values()))) for arch in archs]
+    return {archs[i]: table[archs[i]] for i in top_indices(means, fraction)}
 
 
 def _disjoint_groups(seeds: Sequence[int], k: int):

@@ -204,7 +204,8 @@ def _progress(start: float, truth):
 def _ceilings(path: Path, seeds: int) -> dict:
     """Seed-vs-seed agreement of the ground truth: 1 vs 1, 3 vs 3 and half vs half seeds, and 3 vs 3 in its top 20 %."""
     out = {}
-    for k, top in [*((k, None) for k in dict.fromkeys((1, 3, seeds // 2))), (3, 0.2)]:
+    cases = [(k, None) for k in dict.fromkeys((1, 3, seeds // 2))] + [(3, 0.2)]  # (seeds per side, top share)
+    for k, top in cases:
         if k < 1 or 2 * k > seeds:
             continue
         name = f"{k}-seed mean vs {k}-seed mean" if k > 1 else "1 seed vs 1 seed"
