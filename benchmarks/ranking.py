@@ -4,7 +4,7 @@ Run (the full benchmark; resumable: rerun the same command after an interruption
 
     .venv/bin/python benchmarks/ranking.py
 
-Defaults: the digits16 ground truth, 10 seeds, E = 20, 40, 60, budget 40,
+Defaults: the 40-epoch digits16 ground truth (``digits16_201_e40.csv``), 10 seeds, E = 20, 40, 60, budget 40,
 every ground-truth architecture, full epochs: 20,400 supernet-epochs and
 260 x 155 estimates, about 2.65 h on this 2-core machine when nothing else
 runs. Measured: a quiet run of seeds 0 and 1 (``--seeds 2``, every cell, 54

@@ -55,7 +55,23 @@ def verdict(row: dict, alpha: float) -> str:
     detail = f"Δτ = {row['diff_mean']:+.3f}, 95% CI {_ci(row['diff_ci'])}, Holm p = {p:.3g}"
     if p < alpha:
         return f"{'better' if row['diff_mean'] > 0 else 'worse'} than one-shot ({detail})"
-    return f"no difference detectable; effects larger than {max(abs(lo), abs(hi)):.3f} are excluded ({detail})"
+    return f"{_undecided(row)}; effects larger than {max(abs(lo), abs(hi)):.3f} are excluded ({detail})"
+
+
+def _undecided(row: dict) -> str:
+    """What a difference the Holm-corrected test does not find is called, flagging an interval that excludes 0.
+
+    The bootstrap interval is not corrected for the comparisons, so it may lie on one side of 0 while the
+    corrected test stays above alpha: that is a lean, not a finding, and the verdict says so.
+
+    Example:
+        >>> _undecided({"diff_ci": [0.002, 0.114]}), _undecided({"diff_ci": [-0.03, 0.12]})
+        ('no difference detectable (the uncorrected interval lies above 0)', 'no difference detectable')
+    """
+    lo, hi = row["diff_ci"]
+    if lo > 0 or hi < 0:
+        return f"no difference detectable (the uncorrected interval lies {'above' if lo > 0 else 'below'} 0)"
+    return "no difference detectable"
 
 
 def _cell_title(cell: dict) -> str:
@@ -119,7 +135,7 @@ def verdicts(summary: dict) -> list[str]:
         >>> results, archs, truth = ranking_summary.example_results()
         >>> s = ranking_summary.summarize(results, archs, truth, epochs=[4], budget=8, primary=4, n_boot=20)
         >>> print(verdicts(s)[0])
-        - **random split**: at equal lineage epochs (E = 4), no difference detectable; effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5); at an equal budget of 8 supernet-epochs, no difference detectable; effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5).
+        - **random split**: at equal lineage epochs (E = 4), no difference detectable (the uncorrected interval lies below 0); effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5); at an equal budget of 8 supernet-epochs, no difference detectable (the uncorrected interval lies below 0); effects larger than 2.000 are excluded (Δτ = -2.000, 95% CI [-2.000, -2.000], Holm p = 0.5).
     """
     alpha = summary["alpha"]
     primary = next(c for c in summary["cells"] if [c["rule"], c["cell"]] == summary["primary"])
@@ -145,7 +161,7 @@ def _in_brief(cell: dict, method: str, alpha: float) -> str:
     row = next((o for o in cell["methods"] if o["method"] == method and "p_holm" in o), None)
     if row is None:
         return ""
-    word = ("better" if row["diff_mean"] > 0 else "worse") if row["p_holm"] < alpha else "no difference detectable"
+    word = ("better" if row["diff_mean"] > 0 else "worse") if row["p_holm"] < alpha else _undecided(row)
     return f"E = {cell['cell']}: {word} (Δτ = {row['diff_mean']:+.3f} {_ci(row['diff_ci'])})"
 
 

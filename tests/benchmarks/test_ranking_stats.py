@@ -139,7 +139,21 @@ def test_verdicts_name_the_other_lineage_epochs_in_brief():
     summary = ranking_summary.summarize(results + longer, archs, truth, epochs=[4, 8], budget=8, primary=4, n_boot=20)
     line = ranking_report.verdicts(summary)[0]
     assert line.startswith("- **random split**: at equal lineage epochs (E = 4)")
-    assert line.endswith("; at the other E: E = 8: no difference detectable (Δτ = -2.000 [-2.000, -2.000]).")
+    assert line.endswith("; at the other E: E = 8: no difference detectable (the uncorrected interval lies below 0) "
+                         "(Δτ = -2.000 [-2.000, -2.000]).")
+
+
+@pytest.mark.parametrize(("ci", "p", "start"), [
+    ([0.002, 0.114], 0.109, "no difference detectable (the uncorrected interval lies above 0); effects larger than 0.114"),
+    ([-0.03, 0.12], 0.4, "no difference detectable; effects larger than 0.120 are excluded"),
+    ([0.002, 0.114], 0.01, "better than one-shot"),
+])
+def test_a_verdict_flags_an_interval_that_excludes_zero_without_a_significant_test(ci, p, start):
+    import ranking_report
+
+    text = ranking_report.verdict({"diff_mean": 0.05, "diff_ci": ci, "p_holm": p}, 0.05)
+    assert text.startswith(start)
+    assert f"Holm p = {p:.3g}" in text
 
 
 def test_op_bias_within_the_top_share_is_measured_on_those_archs_only():
