@@ -17,7 +17,11 @@ workers) because they ran on a loaded machine (README, "Ranking quality").
 epoch, or ``--calibrate WORKDIR``: from the jobs of a timed small run);
 ``--quick`` checks the pipeline in seconds; ``--plot-only`` redraws the
 figures from the saved summary. More seeds or another E later add jobs to the
-same work folder without redoing the finished ones.
+same work folder without redoing the finished ones: the committed 20-seed
+primary cell (``benchmarks/results/ranking_primary20.md``, where every
+method's MDE is at most 0.06) is the default run followed by
+``--seeds 20 --epochs 40 --budget 0 --out benchmarks/results/ranking_primary20.md``
+(80 more jobs, 47.6 min measured).
 
 Protocol (``ranking_protocol``): every method trains an NB201 supernet of the
 ground truth's size (C, N) on its data and batch size (from the side JSON),
