@@ -43,8 +43,8 @@ def _num(value, fmt: str = ".3f") -> str:
     return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
 
 
-def verdict(row: dict, alpha: float) -> str:
-    """Better, worse, or what the interval excludes, for one method's paired difference to one-shot.
+def verdict(row: dict, alpha: float, baseline: str = "one-shot") -> str:
+    """Better, worse, or what the interval excludes, for one method's paired difference to the baseline.
 
     Example:
         >>> verdict({"diff_mean": -0.05, "diff_ci": [-0.08, -0.02], "p_holm": 0.01}, 0.05)
@@ -54,7 +54,7 @@ def verdict(row: dict, alpha: float) -> str:
     p = row["p_holm"]
     detail = f"Δτ = {row['diff_mean']:+.3f}, 95% CI {_ci(row['diff_ci'])}, Holm p = {p:.3g}"
     if p < alpha:
-        return f"{'better' if row['diff_mean'] > 0 else 'worse'} than one-shot ({detail})"
+        return f"{'better' if row['diff_mean'] > 0 else 'worse'} than {baseline} ({detail})"
     return f"{_undecided(row)}; effects larger than {max(abs(lo), abs(hi)):.3f} are excluded ({detail})"
 
 
@@ -152,8 +152,33 @@ def verdicts(summary: dict) -> list[str]:
         others = [_in_brief(c, r["method"], alpha) for c in summary["cells"] if c["rule"] == "a" and c is not primary]
         if any(others):
             text += "; at the other E: " + ", ".join(s for s in others if s)
+        versus = _against_random_row(summary, primary, r["method"])
+        if versus is not None:
+            text += f"; against the random split at E = {primary['cell']}, {verdict(versus, alpha, 'the random split')}"
         lines.append(text + ".")
     return lines
+
+
+def _against_random_row(summary: dict, cell: dict, method: str) -> dict | None:
+    """The method's row in the cell's comparison with the random split (None where there is none)."""
+    versus = next((v for v in summary.get("against_random", []) if (v["rule"], v["cell"]) == (cell["rule"], cell["cell"])),
+                  None)
+    return next((r for r in versus["methods"] if r["method"] == method), None) if versus else None
+
+
+def _against_random_section(summary: dict, rounds: dict) -> list[str]:
+    """Title, reading and table of the splitters against the random split ([] when no cell has both)."""
+    headers = ["cell", "method", "Δτ vs random split [95% CI]", "Wilcoxon p (Holm)", "MDE 80%", "seeds"]
+    rows = [[f"{v['rule']}-{v['cell']}", label(r["method"], rounds.get(r["method"])),
+             f"{r['diff_mean']:+.3f} {_ci(r['diff_ci'])}", f"{r['p']:.3g} ({r['p_holm']:.3g})", _num(r["mde"]),
+             r["paired"]]
+            for v in summary.get("against_random", []) for r in v["methods"]]
+    if not rows:
+        return []
+    return ["### Does the choice of split matter? Each splitter against the random split",
+            "Paired by seed like the comparison with one-shot (Holm within each cell). A splitter that beats "
+            "one-shot but not the random split gains from splitting, not from the split it chose.",
+            _table.markdown(headers, rows)]
 
 
 def _in_brief(cell: dict, method: str, alpha: float) -> str:
@@ -193,6 +218,7 @@ def render(summary: dict, *, ceilings: dict, settings_text: str, timing_text: st
               "architectures; an estimate that keeps the whole-range preference orders the top wrongly, "
               "and its tau top-20% turns negative. Compare 'tau top-20%' with the ground truth's own "
               "agreement within its top 20 % (Ceilings).", _op_bias_table(summary, rounds, "op_bias_top20"),
+              *_against_random_section(summary, rounds),
               "### Do the data-driven splitters agree with themselves across seeds?",
               "Share of seeds whose split tree matches the most frequent one (random split: the chance level).",
               _consistency_table(summary, rounds)]

@@ -91,17 +91,65 @@ def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int) ->
            "cost": first["cost"], "epochs": first["epochs"], "split_at": first["split_at"],
            "rounds": first.get("rounds"), "seconds": float(np.mean([mine[s]["seconds"] for s in seeds])),
            "scoring_seconds": float(np.mean([mine[s]["scoring_seconds"] for s in seeds]))}
-    paired = [s for s in seeds if s in base]
-    if key != BASELINE and paired:
-        mine_m = np.array([scores(mine[s]) for s in paired])
-        base_m = np.array([scores(base[s]) for s in paired])
-        diffs = rs.kendall_tau_rows(mine_m, truth) - rs.kendall_tau_rows(base_m, truth)
-        sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
-        row.update(paired=len(paired), diffs=diffs.tolist(), diff_mean=float(np.mean(diffs)), diff_sd=sd,
-                   diff_ci=rs.tau_ci(mine_m, truth, baseline=base_m, n_boot=n_boot),
-                   diff_ci_seeds=rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
-                   p=rs.wilcoxon_p(diffs), mde=rs.mde(sd, len(diffs), alpha=ALPHA))
+    if key != BASELINE:
+        row.update(paired_difference(mine, base, truth, n_boot=n_boot))
     return row
+
+
+def paired_difference(mine: dict[int, dict], base: dict[int, dict], truth: np.ndarray, *, n_boot: int) -> dict:
+    """Tau of ``mine`` minus tau of ``base`` over the seeds both have: per seed, mean, intervals, p and MDE.
+
+    Empty when they share no seed.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> rows = cells(results, [4], None)[("a", 4)]
+        >>> d = paired_difference(_by_seed(rows, "random"), _by_seed(rows, "oneshot"), truth, n_boot=20)
+        >>> d["paired"], d["diffs"], d["p"]
+        (2, [-2.0, -2.0], 0.5)
+    """
+    paired = sorted(s for s in mine if s in base)
+    if not paired:
+        return {}
+    mine_m = np.array([scores(mine[s]) for s in paired])
+    base_m = np.array([scores(base[s]) for s in paired])
+    diffs = rs.kendall_tau_rows(mine_m, truth) - rs.kendall_tau_rows(base_m, truth)
+    sd = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else float("nan")
+    return {"paired": len(paired), "diffs": diffs.tolist(), "diff_mean": float(np.mean(diffs)), "diff_sd": sd,
+            "diff_ci": rs.tau_ci(mine_m, truth, baseline=base_m, n_boot=n_boot),
+            "diff_ci_seeds": rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
+            "p": rs.wilcoxon_p(diffs), "mde": rs.mde(sd, len(diffs), alpha=ALPHA)}
+
+
+RANDOM_SPLIT = "random"
+"""The splitter every other splitter is also paired with: does choosing the split beat splitting at random?"""
+
+
+def against_random_split(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
+    """Each data-driven splitter against the random split of the same seeds, Holm-corrected within the cell.
+
+    Few-shot gains over one-shot may come from splitting itself (more weights, less sharing) rather than
+    from the choice of edge and grouping; this pairing separates the two.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> rows = cells(results, [4], None)[("a", 4)]
+        >>> gm = [dict(r, method="gm", estimates=[v / 10 for v in truth]) for r in rows if r["method"] == "random"]
+        >>> out = against_random_split("a", 4, rows + gm, truth, n_boot=20)
+        >>> [(r["method"], r["diff_mean"], r["p_holm"]) for r in out["methods"]]
+        [('gm', 2.0, 0.5)]
+    """
+    random = _by_seed(rows, RANDOM_SPLIT)
+    splitters = [m.key for m in METHODS if m.fanout > 1 and m.key != RANDOM_SPLIT]
+    methods = []
+    for key in splitters:
+        diff = paired_difference(_by_seed(rows, key), random, truth, n_boot=n_boot) if random else {}
+        if diff:
+            methods.append({"method": key, "rounds": next((r.get("rounds") for r in rows if r["method"] == key), None),
+                            **diff})
+    for r, adjusted in zip(methods, rs.holm([r["p"] for r in methods])):
+        r["p_holm"] = adjusted
+    return {"rule": rule, "cell": cell, "methods": methods}
 
 
 def cell_summary(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
@@ -212,6 +260,8 @@ def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epoch
                "zero_cost": zero_cost_rows(results, truth, n_boot=n_boot),
                "op_bias": op_bias(by_cell.get(("a", primary), []), archs, truth),
                "op_bias_top20": op_bias(by_cell.get(("a", primary), []), archs, truth, top=0.2),
+               "against_random": [against_random_split(rule, c, rows, truth, n_boot=n_boot)
+                                  for (rule, c), rows in by_cell.items()],
                "consistency": {f"{rule}-{c}": split_consistency(rows) for (rule, c), rows in by_cell.items()},
                "job_seconds": float(sum(r["seconds"] for r in results))}
     return summary

@@ -173,3 +173,30 @@ def test_op_bias_within_the_top_share_is_measured_on_those_archs_only():
         assert bias["oneshot"][op] == pytest.approx(tau, nan_ok=True)
         assert bias["random"][op] == pytest.approx(-tau, nan_ok=True)  # the random split ranks in reverse
     assert any(not math.isnan(t) for t in by_hand.values())
+
+
+def test_splitters_are_paired_with_the_random_split_in_the_summary_the_report_and_the_verdicts():
+    import ranking_report
+    import ranking_summary
+
+    results, archs, truth = ranking_summary.example_results()
+    rng = np.random.default_rng(3)
+    gm = []
+    for r in results:
+        if r["method"] == "random":  # GM ranks by a noisy truth: between one-shot (exact) and random (reversed)
+            noisy = (truth + rng.normal(scale=2.0, size=truth.size)) / 10
+            gm.append(dict(r, id=r["id"].replace("random", "gm"), method="gm", estimates=noisy.tolist()))
+    summary = ranking_summary.summarize(results + gm, archs, truth, epochs=[4], budget=8, primary=4, n_boot=20)
+    versus = {(v["rule"], v["cell"]): v["methods"] for v in summary["against_random"]}
+    assert set(versus) == {("a", 4), ("b", 8)}
+    for (rule, cell), rows in versus.items():
+        assert [r["method"] for r in rows] == ["gm"]
+        mine = [r for r in gm if (r["rule"], r["cell"]) == (rule, cell)]
+        by_hand = [brute_tau_b(ranking_summary.scores(r), truth) - (-1.0) for r in sorted(mine, key=lambda r: r["seed"])]
+        assert rows[0]["diffs"] == pytest.approx(by_hand)
+        assert rows[0]["p_holm"] == rows[0]["p"]  # one comparison: Holm leaves it
+    text = ranking_report.render(summary, ceilings={}, settings_text="", timing_text="", plots=[])
+    assert "### Does the choice of split matter?" in text
+    gm_line = next(v for v in ranking_report.verdicts(summary) if v.startswith("- **GM split"))
+    assert "; against the random split at E = 4, " in gm_line
+    assert f"Δτ = {versus[('a', 4)][0]['diff_mean']:+.3f}" in gm_line.split("against the random split")[1]
