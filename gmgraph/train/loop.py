@@ -318,7 +318,7 @@ class SupernetTrainer:
     # -- state ----------------------------------------------------------------------
 
     def state_dict(self) -> dict:
-        """Everything a resumed run needs, as tensors and plain data."""
+        """Everything a resumed run needs, as CPU tensors and plain data: a snapshot that later steps leave alone."""
         rng = {"torch": torch.get_rng_state(), "data": self.data_generator.get_state()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
@@ -428,9 +428,18 @@ def _restricted_arch_state(parent: SupernetTrainer, child: SupernetTrainer) -> d
 
 
 def on_cpu(value):
-    """``value`` with every tensor moved to the CPU: checkpoints load on any device."""
+    """``value`` with every tensor copied to the CPU: checkpoints load on any device, and a state taken
+    now stays as it is while training goes on (on the CPU too, where ``.cpu()`` alone would alias).
+
+    Example:
+        >>> w = torch.zeros(2)
+        >>> saved = on_cpu({"w": w})
+        >>> _ = w.add_(1)
+        >>> saved["w"].tolist()
+        [0.0, 0.0]
+    """
     if torch.is_tensor(value):
-        return value.detach().cpu()
+        return value.detach().to("cpu", copy=True)
     if isinstance(value, dict):
         return {k: on_cpu(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -116,3 +116,17 @@ def test_the_supernet_and_the_alphas_move_to_the_trainers_device(digits):
     alphas = list(trainer.sampler.arch_parameters().values())
     assert all(a.device.type == "cpu" for a in alphas)
     assert trainer.arch_optimizer.param_groups[0]["params"][0] is alphas[0]  # the same Parameter objects
+
+
+def test_a_state_dict_is_a_snapshot_that_later_steps_leave_alone(digits):
+    """On the CPU ``.cpu()`` returns the tensor itself: a state taken before a step must not follow the step."""
+    trainer = SupernetTrainer(tiny_supernet(), digits, TrainConfig(sampler="uniform", device="cpu"), seed=0)
+    x, y = next(iter(digits.train))
+    trainer.train_step(x, y)
+    state = trainer.state_dict()
+    before = {k: v.clone() for k, v in state["model"].items()}
+    trainer.train_step(x, y)
+    live = trainer.gm.state_dict()
+    assert any(not torch.equal(live[k], before[k]) for k in before)  # the step changed the weights ...
+    assert all(torch.equal(state["model"][k], before[k]) for k in before)  # ... and not the snapshot
+    assert all(v.data_ptr() != live[k].data_ptr() for k, v in state["model"].items() if v.numel())
