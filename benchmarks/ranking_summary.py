@@ -142,12 +142,8 @@ def against_random_split(rule: str, cell: int, rows: list[dict], truth: np.ndarr
     """
     random = _by_seed(rows, RANDOM_SPLIT)
     splitters = [m.key for m in METHODS if m.fanout > 1 and m.key != RANDOM_SPLIT]
-    methods = []
-    for key in splitters:
-        diff = paired_difference(_by_seed(rows, key), random, truth, n_boot=n_boot) if random else {}
-        if diff:
-            methods.append({"method": key, "rounds": next((r.get("rounds") for r in rows if r["method"] == key), None),
-                            **diff})
+    diffs = {key: paired_difference(_by_seed(rows, key), random, truth, n_boot=n_boot) for key in splitters}
+    methods = [{"method": key, **diff} for key, diff in diffs.items() if diff]  # {}: no seed in common
     for r, adjusted in zip(methods, rs.holm([r["p"] for r in methods])):
         r["p_holm"] = adjusted
     return {"rule": rule, "cell": cell, "methods": methods}
