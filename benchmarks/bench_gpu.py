@@ -24,6 +24,16 @@ Sections, each against a baseline measured in the same run:
 
 Timings are wall-clock milliseconds per step over ``--steps`` steps after a
 warm-up, the GPU synchronised only at the ends, median of ``--repeats`` runs.
+
+A GPU is lent for minutes, so the script is rehearsed on the CPU first: every
+section runs through the same code at toy sizes, and writes only where
+``--out`` says (never over the committed GPU table)::
+
+    python benchmarks/bench_gpu.py --device cpu --smoke --out /tmp/gpu_smoke.md
+    TRITON_INTERPRET=1 GMGRAPH_KERNELS=triton python benchmarks/bench_gpu.py --device cpu --smoke --out /tmp/g.md
+
+The second runs the Triton kernels in Triton's interpreter (the test suite does
+both). CPU figures say nothing about a GPU; the table's title names the device.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -47,6 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import _table  # noqa: E402
 
 import gmgraph  # noqa: E402
+from gmgraph import kernels  # noqa: E402
 from gmgraph.device import no_host_sync  # noqa: E402
 from gmgraph.files import write_text  # noqa: E402
 from gmgraph.kernels import mixed_op  # noqa: E402
@@ -56,6 +68,24 @@ from gmgraph.spaces import nb201  # noqa: E402
 from gmgraph.train import SupernetTrainer, TrainConfig  # noqa: E402
 
 ROWS: list[dict] = []
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """What the sections build: the supernet, its images, the batches and the kernel shapes."""
+
+    C: int = 16
+    N: int = 5
+    hw: int = 32
+    batches: tuple[int, ...] = (64, 256)
+    kernel_shapes: tuple[tuple[int, int, int, int], ...] = ((1, 1, 1, 1), (7, 3, 17, 19), (1, 1, 127, 129),
+                                                           (64, 16, 32, 32))
+    derived: int = 5
+
+
+FULL = Sizes()
+SMOKE = Sizes(C=4, N=1, hw=8, batches=(4, 8), kernel_shapes=((1, 1, 1, 1), (2, 3, 5, 4)), derived=2)
+"""A rehearsal of every code path at toy sizes (``--smoke``), for the CPU or a first look at a GPU."""
 
 
 def row(section: str, case: str, **values) -> dict:
@@ -68,35 +98,38 @@ def row(section: str, case: str, **values) -> dict:
 # ------------------------------------------------------------------ 1. kernel
 
 
-def kernel_cases(quick: bool):
-    shapes = [(1, 1, 1, 1), (7, 3, 17, 19), (1, 1, 127, 129), (64, 16, 32, 32)]
-    for shape in shapes[:2] if quick else shapes:
+def kernel_cases(args):
+    shapes = args.sizes.kernel_shapes
+    largest = shapes[-1]
+    for shape in shapes[:2] if args.quick else shapes:
         for k in (0, 1, 3):
             for skip, pool in ((True, True), (False, True), (True, False)):
                 yield shape, k, skip, pool, torch.float32, "nchw"
     yield (2, 3, 5, 4), 1, True, True, torch.float32, "channels_last"  # the case once measured wrong on an H100
-    yield (64, 16, 32, 32), 2, True, True, torch.float32, "channels_last"
-    yield (64, 16, 32, 32), 2, True, True, torch.bfloat16, "nchw"
-    yield (64, 16, 32, 32), 2, True, True, torch.float16, "nchw"
+    yield largest, 2, True, True, torch.float32, "channels_last"
+    yield largest, 2, True, True, torch.bfloat16, "nchw"
+    if args.device.type == "cuda":  # fp16 arithmetic is a GPU feature; the CPU rehearsal leaves it out
+        yield largest, 2, True, True, torch.float16, "nchw"
 
 
-def check_kernels(quick: bool) -> None:
-    g = torch.Generator(device="cuda").manual_seed(0)
-    for shape, k, skip, pool, dtype, layout in kernel_cases(quick):
+def check_kernels(args) -> None:
+    device = args.device
+    g = torch.Generator(device=device).manual_seed(0)
+    for shape, k, skip, pool, dtype, layout in kernel_cases(args):
         fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
 
         def make(*size, dtype=dtype, fmt=fmt):
-            return torch.randn(*size, generator=g, device="cuda").to(dtype).contiguous(memory_format=fmt)
+            return torch.randn(*size, generator=g, device=device).to(dtype).contiguous(memory_format=fmt)
 
         x = make(*shape).requires_grad_()
         ys = [make(*shape).requires_grad_() for _ in range(k)]
         n = k + int(skip) + int(pool)
-        w = torch.randn(k, generator=g, device="cuda").to(dtype).requires_grad_()
-        w_skip = torch.randn((), device="cuda").to(dtype).requires_grad_() if skip else None
-        w_pool = torch.randn((), device="cuda").to(dtype).requires_grad_() if pool else None
+        w = torch.randn(k, generator=g, device=device).to(dtype).requires_grad_()
+        w_skip = torch.randn((), generator=g, device=device).to(dtype).requires_grad_() if skip else None
+        w_pool = torch.randn((), generator=g, device=device).to(dtype).requires_grad_() if pool else None
         try:
             out = mixed_op(x, ys, w, w_skip, w_pool)
-            upstream = torch.randn(out.shape, generator=g, device="cuda").to(dtype)
+            upstream = torch.randn(out.shape, generator=g, device=device).to(dtype)
             grads = torch.autograd.grad(out, [x, *ys, w], upstream, allow_unused=True)
             ref_inputs = [t.detach().double().requires_grad_() for t in (x, *ys, w)]
             rx, rys, rw = ref_inputs[0], ref_inputs[1:1 + k], ref_inputs[-1]
@@ -109,7 +142,7 @@ def check_kernels(quick: bool) -> None:
             limit = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
             row("kernel", f"{'x'.join(map(str, shape))} K={k} skip={int(skip)} pool={int(pool)} "
                 f"{str(dtype).split('.')[-1]} {layout}", max_rel_error=error, limit=limit,
-                ok=bool(error <= limit), terms=n)
+                ok=bool(error <= limit), terms=n, backend=kernels.backend(x))
         except Exception as exc:  # a case that cannot run is a failed check, not a crash of the script
             row("kernel", f"{'x'.join(map(str, shape))} K={k} {layout}", ok=False, error=f"{type(exc).__name__}: {exc}")
 
@@ -123,29 +156,36 @@ def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
 # ------------------------------------------------------------------ 2-4. steps
 
 
-def batches(batch: int, n: int, classes: int = 10):
-    g = torch.Generator(device="cuda").manual_seed(batch)
-    return [(torch.randn(batch, 3, 32, 32, generator=g, device="cuda"),
-             torch.randint(classes, (batch,), generator=g, device="cuda")) for _ in range(n)]
+def batches(args, batch: int, n: int, classes: int = 10):
+    g = torch.Generator(device=args.device).manual_seed(batch)
+    hw = args.sizes.hw
+    return [(torch.randn(batch, 3, hw, hw, generator=g, device=args.device),
+             torch.randint(classes, (batch,), generator=g, device=args.device)) for _ in range(n)]
 
 
 class _Data:
     """What a trainer reads from loaders: a dataset and a batch size (the steps get their tensors directly)."""
 
-    def __init__(self, batch: int):
-        self.dataset = torch.utils.data.TensorDataset(torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long))
+    def __init__(self, batch: int, hw: int):
+        self.dataset = torch.utils.data.TensorDataset(torch.zeros(batch, 3, hw, hw), torch.zeros(batch, dtype=torch.long))
         self.batch_size = batch
 
 
-def trainer_for(gm, sampler: str, batch: int, **config) -> SupernetTrainer:
-    data = (_Data(batch), [(torch.zeros(batch, 3, 32, 32), torch.zeros(batch, dtype=torch.long))])
-    return SupernetTrainer(gm, data, TrainConfig(sampler=sampler, device="cuda", **config), seed=0)
+def trainer_for(args, gm, sampler: str, batch: int, **config) -> SupernetTrainer:
+    hw = args.sizes.hw
+    data = (_Data(batch, hw), [(torch.zeros(batch, 3, hw, hw), torch.zeros(batch, dtype=torch.long))])
+    return SupernetTrainer(gm, data, TrainConfig(sampler=sampler, device=str(args.device), **config), seed=0)
 
 
-def supernet(fused: bool = False) -> torch.fx.GraphModule:
+def supernet(args, fused: bool = False) -> torch.fx.GraphModule:
     torch.manual_seed(0)
-    gm = gmgraph.trace(nb201.supernet(C=16, N=5, num_classes=10))
+    gm = gmgraph.trace(nb201.supernet(C=args.sizes.C, N=args.sizes.N, num_classes=10))
     return fuse(gm) if fused else gm
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int) -> float:
@@ -155,79 +195,99 @@ def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int) -> floa
         trainer.train_step(*data[i % len(data)][:2], None, val[i % len(val)])
     runs = []
     for _ in range(repeats):
-        torch.cuda.synchronize()
+        synchronize(trainer.device)
         start = time.perf_counter()
         for i in range(steps):
             trainer.train_step(*data[i % len(data)][:2], None, val[i % len(val)])
-        torch.cuda.synchronize()
+        synchronize(trainer.device)
         runs.append((time.perf_counter() - start) * 1000 / steps)
     return statistics.median(runs)
 
 
+DARTS_CASES = ((False, False, "fp32"), (True, False, "fp32"), (False, True, "fp32"),
+               (True, True, "fp32"), (False, True, "bf16"), (True, True, "bf16"))
+"""(fused, CUDA graphs, precision) of each DARTS row; the first is every batch's baseline."""
+
+
 def darts_steps(args) -> None:
-    for batch in (64, 256):
-        data = batches(batch, 4)
+    for batch in args.sizes.batches:
+        data = batches(args, batch, 4)
         baseline = None
-        for fused, graphs, precision in ((False, False, "fp32"), (True, False, "fp32"), (False, True, "fp32"),
-                                         (True, True, "fp32"), (False, True, "bf16"), (True, True, "bf16")):
+        for fused, graphs, precision in DARTS_CASES:
             case = f"batch {batch} {'fused' if fused else 'unfused'} {'graphs' if graphs else 'eager'} {precision}"
             try:
-                trainer = trainer_for(supernet(fused), "darts", batch, cuda_graphs=graphs, precision=precision)
+                trainer = trainer_for(args, supernet(args, fused), "darts", batch, cuda_graphs=graphs,
+                                      precision=precision)
                 ms = time_steps(trainer, data, args.steps, args.repeats)
                 captured = trainer._graphs.get("weights") is not None
                 baseline = baseline or ms
                 row("darts", case, ms=ms, vs_unfused_eager_fp32=ms / baseline, graph_captured=captured)
             except Exception as exc:
                 row("darts", case, ok=False, error=f"{type(exc).__name__}: {exc}")
-            torch.cuda.empty_cache()
+            if args.device.type == "cuda":
+                torch.cuda.empty_cache()
 
 
 def single_path_steps(args) -> None:
-    for batch in (64, 256):
-        data = batches(batch, 4)
+    for batch in args.sizes.batches:
+        data = batches(args, batch, 4)
         for precision in ("fp32", "bf16"):
-            derived = []
-            gm = supernet()
-            g = torch.Generator().manual_seed(1)
-            for _ in range(3 if args.quick else 5):
-                arch = gmgraph.sample(gm, g)
-                net_trainer = trainer_for(derive(gm, arch, inherit=False), "uniform", batch, precision=precision)
-                derived.append(time_steps(net_trainer, data, args.steps, args.repeats))
-            base = statistics.median(derived)
-            ms = time_steps(trainer_for(supernet(), "uniform", batch, precision=precision), data, args.steps, args.repeats)
-            row("single-path", f"batch {batch} {precision}", ms=ms, derived_ms=base, ratio=ms / base)
+            try:
+                gm = supernet(args)
+                g = torch.Generator().manual_seed(1)
+                derived = []
+                for _ in range(args.sizes.derived):
+                    net = derive(gm, gmgraph.sample(gm, g), inherit=False)
+                    derived.append(time_steps(trainer_for(args, net, "uniform", batch, precision=precision),
+                                              data, args.steps, args.repeats))
+                base = statistics.median(derived)
+                ms = time_steps(trainer_for(args, supernet(args), "uniform", batch, precision=precision),
+                                data, args.steps, args.repeats)
+                row("single-path", f"batch {batch} {precision}", ms=ms, derived_ms=base, ratio=ms / base)
+            except Exception as exc:
+                row("single-path", f"batch {batch} {precision}", ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
 def sync_check(args) -> None:
-    data = batches(64, 6)
+    data = batches(args, args.sizes.batches[0], 6)
     for sampler in ("uniform", "darts", "gdas", "pada"):
-        trainer = trainer_for(supernet(), sampler, 64)
         try:
+            trainer = trainer_for(args, supernet(args), sampler, args.sizes.batches[0])
             for x, y in data[:2]:
                 trainer.train_step(x, y, None, data[-1])
             with no_host_sync(trainer.device):
                 for x, y in data[2:5]:
                     trainer.train_step(x, y, None, data[-1])
-            torch.cuda.synchronize()
-            row("sync", sampler, ok=True)
+            synchronize(trainer.device)
+            # On the CPU no_host_sync checks nothing: the row says the steps ran, not that they are sync-free.
+            row("sync", sampler, ok=True, checked=trainer.device.type == "cuda")
         except Exception as exc:
             row("sync", sampler, ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
+def search_flags(args) -> list[str]:
+    """``gmgraph search`` flags of the search section (shorter with --quick or --smoke)."""
+    if args.sizes == SMOKE:
+        return ["--device", str(args.device), "--epochs", "4", "--split-at", "2,3", "--evaluations", "4",
+                "--final-epochs", "1", "--width", "4", "--steps-per-epoch", "4"]
+    return ["--device", str(args.device), "--epochs", "4" if args.quick else "6",
+            "--split-at", "2,3" if args.quick else "2,4", "--evaluations", "20",
+            "--final-epochs", "1" if args.quick else "2"]
+
+
 def search_run(args) -> None:
     out = Path(tempfile.mkdtemp()) / "run"
-    flags = ["--device", "cuda", "--epochs", "4" if args.quick else "6", "--split-at", "2,3" if args.quick else "2,4",
-             "--evaluations", "20", "--final-epochs", "1" if args.quick else "2", "--quiet", "--out", str(out)]
+    flags = search_flags(args)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gmgraph", "search", *flags], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+    done = subprocess.run([sys.executable, "-m", "gmgraph", "search", *flags, "--quiet", "--out", str(out)],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
     seconds = time.perf_counter() - start
     try:
         hardware = json.loads((out / "report.json").read_text())["hardware"]
     except (OSError, KeyError, json.JSONDecodeError):
         hardware = {}
-    row("search", "gmgraph search --device cuda " + " ".join(flags[2:-3]), seconds=seconds,
-        ok=done.returncode == 0 and str(hardware.get("device", "")).startswith("cuda"),
+    row("search", "gmgraph search " + " ".join(flags), seconds=seconds,
+        ok=done.returncode == 0 and str(hardware.get("device", "")).startswith(args.device.type),
         hardware=hardware, stderr=done.stderr.strip().splitlines()[-1:] if done.returncode else [])
 
 
@@ -255,37 +315,64 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def main(argv: list[str] | None = None) -> int:
+SECTIONS = (("kernel", check_kernels), ("darts", darts_steps), ("single-path", single_path_steps),
+            ("sync", sync_check), ("search", search_run))
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="fewer steps and kernel cases (a smoke run)")
+    p.add_argument("--smoke", action="store_true", help="toy sizes (C=4, N=1, 8x8, batches 4 and 8): a rehearsal")
+    p.add_argument("--device", default="cuda", help="cuda (default), cuda:N, or cpu for a rehearsal (needs --out)")
+    p.add_argument("--out", type=Path, help="write the table here (default benchmarks/results/gpu.md on CUDA)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported (default 3)")
     p.add_argument("--skip", default="", help="sections to skip, comma separated (kernel,darts,single-path,sync,search)")
     args = p.parse_args(argv)
-    if not torch.cuda.is_available():
-        print("bench_gpu: torch sees no CUDA device; nothing to measure here", file=sys.stderr)
-        return 2
-    if args.quick:
+    args.sizes = SMOKE if args.smoke else FULL
+    if args.quick or args.smoke:
         args.steps, args.repeats = min(args.steps, 5), 1
-    skip = set(filter(None, args.skip.split(",")))
-    device = torch.cuda.get_device_name()
-    print(f"device: {device}; torch {torch.__version__}; gmgraph {gmgraph.__version__}", flush=True)
+    unknown = set(filter(None, args.skip.split(","))) - {name for name, _ in SECTIONS}
+    if unknown:
+        p.error(f"--skip: no section {', '.join(sorted(unknown))}")
+    args.skip = set(filter(None, args.skip.split(",")))
+    return args
+
+
+def targets(args) -> list[Path]:
+    """Where the table goes: --out, else the committed GPU table (CUDA only); and $OUT/gpu.md when OUT is set."""
+    paths = [args.out] if args.out else []
+    if not paths and args.device.type == "cuda":
+        paths.append(ROOT / "benchmarks" / "results" / "gpu.md")
+    if os.environ.get("OUT"):
+        paths.append(Path(os.environ["OUT"]) / "gpu.md")
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    args.device = torch.device(args.device)
+    if args.device.type == "cuda" and not torch.cuda.is_available():
+        print("bench_gpu: torch sees no CUDA device; nothing to measure here "
+              "(rehearse with --device cpu --smoke --out FILE)", file=sys.stderr)
+        return 2
+    if not targets(args):
+        print("bench_gpu: a CPU run needs --out: benchmarks/results/gpu.md holds GPU figures only", file=sys.stderr)
+        return 2
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU (a rehearsal, no GPU)"
+    print(f"device: {name}; torch {torch.__version__}; gmgraph {gmgraph.__version__}", flush=True)
     started = time.perf_counter()
-    for name, section in (("kernel", check_kernels), ("darts", darts_steps), ("single-path", single_path_steps),
-                          ("sync", sync_check), ("search", search_run)):
-        if name not in skip:
+    for section_name, section in SECTIONS:
+        if section_name not in args.skip:
             t = time.perf_counter()
-            section(args.quick) if name == "kernel" else section(args)
-            print(f"[{name}: {time.perf_counter() - t:.0f} s]", flush=True)
-    text = (f"# GPU path: {device}\n\ntorch {torch.__version__}, `python benchmarks/bench_gpu.py "
+            section(args)
+            print(f"[{section_name}: {time.perf_counter() - t:.0f} s]", flush=True)
+    text = (f"# GPU path: {name}\n\ntorch {torch.__version__}, `python benchmarks/bench_gpu.py "
             f"{' '.join(argv if argv is not None else sys.argv[1:])}`, {time.perf_counter() - started:.0f} s. "
             "Step timings are wall ms per step (median of runs); ratios against the baseline of the same section "
             "and batch in this run.\n" + table() + "\n")
     print(text)
-    targets = [ROOT / "benchmarks" / "results" / "gpu.md"]
-    if os.environ.get("OUT"):
-        targets.append(Path(os.environ["OUT"]) / "gpu.md")
-    for path in targets:
+    for path in targets(args):
         write_text(path, text)
     failed = [r for r in ROWS if r.get("ok") is False]
     return 1 if failed else 0
