@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import threading
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -154,9 +155,41 @@ def trace(
         for path, module in new.values():
             _check_can_be_mode_leaf(model, path, module)
             mode_leaves[id(module)] = module
+    _resolve_string_annotations(graph, model)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     gm.meta["lineage"] = []
     return gm
+
+
+def _resolve_string_annotations(graph: fx.Graph, model: nn.Module) -> None:
+    """Give the graph's inputs and output the types their annotations name, where those are strings.
+
+    A forward written under ``from __future__ import annotations`` annotates
+    ``x: torch.Tensor`` as the string ``"torch.Tensor"``; fx copies it into the
+    placeholder's type, and torch 2.11 then cannot pickle the graph. An
+    annotation that does not resolve is dropped (it only decorates the code).
+    This module's own ``from __future__ import annotations`` applies to its
+    examples, so the forward below is annotated with strings::
+
+        >>> class Net(nn.Module):
+        ...     def forward(self, x: torch.Tensor, scale: NoSuchType = 2) -> torch.Tensor:
+        ...         return x * scale
+        >>> [n.type for n in trace(Net()).graph.nodes]
+        [<class 'torch.Tensor'>, None, None, <class 'torch.Tensor'>]
+    """
+    namespace = getattr(type(model).forward, "__globals__", {})
+    for node in graph.nodes:
+        if isinstance(node.type, str):
+            node.type = _evaluated(node.type, namespace)
+
+
+def _evaluated(annotation: str, namespace: dict) -> typing.Any:
+    """What ``annotation`` names in ``namespace`` (the forward's module), or None where it names nothing."""
+    try:
+        value = eval(annotation, dict(namespace))  # noqa: S307 -- the user's own annotation, as typing does
+        return _evaluated(value, namespace) if isinstance(value, str) else value  # "'torch.Tensor'": quoted twice
+    except Exception:  # an unknown name or a malformed annotation: it only decorated the code
+        return None
 
 
 def _trace_with(tracer: _ChoiceTracer, model: nn.Module, freeze_mode: bool) -> fx.Graph:

@@ -176,3 +176,21 @@ def test_a_mode_reader_that_holds_choices_or_is_the_root_is_refused_unless_froze
     x = torch.randn(3, 2)
     with gmgraph.use(frozen.train(), {"act": "id"}):
         torch.testing.assert_close(frozen(x), net[0](x))
+
+
+class StringAnnotated(nn.Module):
+    """A forward annotated as under ``from __future__ import annotations``, with one name that does not resolve."""
+
+    def forward(self, x: "torch.Tensor", scale: "NoSuchType" = 2.0) -> "torch.Tensor":  # noqa: F821
+        return x * scale
+
+
+def test_string_annotations_become_types_so_older_torch_can_pickle_the_graph():
+    # torch 2.11 (what the lent GPU machines run) fails to pickle a graph whose node types are strings.
+    supernet = gmgraph.trace(nb201.supernet(C=4, N=1))  # nb201.py uses from __future__ import annotations
+    assert [n.type for n in supernet.graph.nodes if n.op in ("placeholder", "output")] == [torch.Tensor] * 2
+    gm = gmgraph.trace(StringAnnotated())
+    assert {n.name: n.type for n in gm.graph.nodes if n.op in ("placeholder", "output")} == {
+        "x": torch.Tensor, "scale": None, "output": torch.Tensor}
+    assert not any(isinstance(n.type, str) for g in (supernet, gm) for n in g.graph.nodes)
+    torch.testing.assert_close(gm(torch.ones(2)), torch.full((2,), 2.0))
