@@ -1,10 +1,10 @@
-"""Compile the mixed-op kernels for a CUDA GPU (sm_80) without one, down to a cubin.
+"""Compile the mixed-op kernels for CUDA GPUs (sm_80: A100; sm_90: H100, H200) without one, down to a cubin.
 
 Not a test module: ``test_mixed_op.py`` runs it in a subprocess without
 ``TRITON_INTERPRET``. The interpreter accepts code that the compiler rejects
 (e.g. a helper returning int64 on one branch and int32 on the other), so this
 is the check that the kernels build at all where they are meant to run.
-Prints one JSON object: ``{"compiled": [...]}``, or ``{"skip": reason}`` when
+Prints one JSON object: ``{"compiled": [...]}`` (every build for each arch), or ``{"skip": reason}`` when
 this triton cannot compile for CUDA offline.
 """
 
@@ -14,6 +14,8 @@ import json
 
 # (kernel, K, dtype, constexpr flags): forwards and backwards, full and partial, in both
 # memory orders (NCHW and channels_last index their pooling neighbours differently).
+ARCHS = (80, 90)
+
 BUILDS = [
     ("forward", 3, "bf16", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=False, WIDE=True)),
     ("forward", 2, "fp32", dict(HAS_SKIP=True, HAS_POOL=True, CHANNELS_LAST=True, WIDE=False)),
@@ -50,12 +52,14 @@ def main() -> None:
         return
     module = importlib.import_module("gmgraph.kernels.triton_mixed_op")
     compiled = []
-    for kernel, k, dtype, flags in BUILDS:
-        fn = module._forward_kernel if kernel == "forward" else module._backward_kernel
-        constexprs = {"K": k, "BLOCK": module.BLOCK, **flags}
-        sig = {**signature(kernel, k, dtype), **{name: "constexpr" for name in constexprs}}
-        binary = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", 80, 32))
-        compiled.append({"kernel": kernel, "K": k, "dtype": dtype, "cubin_bytes": len(binary.asm["cubin"])})
+    for arch in ARCHS:
+        for kernel, k, dtype, flags in BUILDS:
+            fn = module._forward_kernel if kernel == "forward" else module._backward_kernel
+            constexprs = {"K": k, "BLOCK": module.BLOCK, **flags}
+            sig = {**signature(kernel, k, dtype), **{name: "constexpr" for name in constexprs}}
+            binary = triton.compile(ASTSource(fn, sig, constexprs=constexprs), target=GPUTarget("cuda", arch, 32))
+            compiled.append({"arch": arch, "kernel": kernel, "K": k, "dtype": dtype,
+                             "cubin_bytes": len(binary.asm["cubin"])})
     print(json.dumps({"compiled": compiled}))
 
 
