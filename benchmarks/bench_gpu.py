@@ -8,22 +8,27 @@ run from the repository root)::
 
 It prints a table and one JSON line per row, and writes the table to
 ``benchmarks/results/gpu.md`` (and to ``$OUT/gpu.md`` when ``OUT`` is set).
-Sections, each against a baseline measured in the same run:
+Sections, in this order (cheap correctness checks first), each timing against
+a baseline measured in the same run:
 
 1. kernel: the fused mixed op (Triton) against a float64 reference: fp32 shapes
    (1x1, odd sizes, K = 0..3), channels_last inputs, bf16 and fp16.
-2. darts: one DARTS step (architecture step + weight step) of the NB201 supernet
+2. sync: three steady-state steps of every sampler under
+   ``torch.cuda.set_sync_debug_mode("error")``.
+3. darts: one DARTS step (architecture step + weight step) of the NB201 supernet
    (C=16, N=5, 32x32), batch 64 and 256: unfused / fused, eager / CUDA graphs,
    fp32 and bf16; ratios against the unfused eager fp32 step of the same batch.
-3. single-path: a uniform (SPOS) supernet step against the step of derived
-   networks of random architectures (median over them).
-4. sync: three steady-state steps of every sampler under
-   ``torch.cuda.set_sync_debug_mode("error")``.
-5. search: ``gmgraph search --device cuda`` on digits with short settings; its
+4. search: ``gmgraph search --device cuda`` on digits with short settings; its
    report.json must say where it ran.
+5. single-path: a uniform (SPOS) supernet step against the step of derived
+   networks of random architectures (median over them).
 
 Timings are wall-clock milliseconds per step over ``--steps`` steps after a
 warm-up, the GPU synchronised only at the ends, median of ``--repeats`` runs.
+The table is rewritten after every section, so a run stopped from outside keeps
+what it measured; step cases that would start after ``--budget`` seconds
+(default 270) are skipped and listed as skipped, and a section that breaks is a
+failed row while the others still run. The exit status is 1 when any row failed.
 
 A GPU is lent for minutes, so the script is rehearsed on the CPU first: every
 section runs through the same code at toy sizes, and writes only where
@@ -183,6 +188,14 @@ def supernet(args, fused: bool = False) -> torch.fx.GraphModule:
     return fuse(gm) if fused else gm
 
 
+def out_of_time(args, section: str, case: str) -> bool:
+    """Past ``--budget``: record ``case`` as skipped (so the table says what was not measured) and say so."""
+    if time.perf_counter() < args.deadline:
+        return False
+    row(section, case, skipped=f"past the {args.budget:.0f} s budget")
+    return True
+
+
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -215,6 +228,8 @@ def darts_steps(args) -> None:
         baseline = None
         for fused, graphs, precision in DARTS_CASES:
             case = f"batch {batch} {'fused' if fused else 'unfused'} {'graphs' if graphs else 'eager'} {precision}"
+            if out_of_time(args, "darts", case):
+                continue
             try:
                 trainer = trainer_for(args, supernet(args, fused), "darts", batch, cuda_graphs=graphs,
                                       precision=precision)
@@ -232,6 +247,8 @@ def single_path_steps(args) -> None:
     for batch in args.sizes.batches:
         data = batches(args, batch, 4)
         for precision in ("fp32", "bf16"):
+            if out_of_time(args, "single-path", f"batch {batch} {precision}"):
+                continue
             try:
                 gm = supernet(args)
                 g = torch.Generator().manual_seed(1)
@@ -279,8 +296,14 @@ def search_run(args) -> None:
     out = Path(tempfile.mkdtemp()) / "run"
     flags = search_flags(args)
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "gmgraph", "search", *flags, "--quiet", "--out", str(out)],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=240)
+    limit = max(30.0, min(240.0, args.deadline - start))
+    try:
+        done = subprocess.run([sys.executable, "-m", "gmgraph", "search", *flags, "--quiet", "--out", str(out)],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                              timeout=limit)
+    except subprocess.TimeoutExpired:
+        row("search", "gmgraph search " + " ".join(flags), ok=False, error=f"stopped after {limit:.0f} s")
+        return
     seconds = time.perf_counter() - start
     try:
         hardware = json.loads((out / "report.json").read_text())["hardware"]
@@ -296,7 +319,7 @@ def search_run(args) -> None:
 
 def table() -> str:
     lines = []
-    for section in ("kernel", "darts", "single-path", "sync", "search"):
+    for section, _ in SECTIONS:
         rows = [r for r in ROWS if r["section"] == section]
         if not rows:
             continue
@@ -315,8 +338,9 @@ def _fmt(value) -> str:
     return str(value)
 
 
-SECTIONS = (("kernel", check_kernels), ("darts", darts_steps), ("single-path", single_path_steps),
-            ("sync", sync_check), ("search", search_run))
+SECTIONS = (("kernel", check_kernels), ("sync", sync_check), ("darts", darts_steps), ("search", search_run),
+            ("single-path", single_path_steps))
+"""Cheap correctness checks first, so that a run cut short still returns them."""
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -327,6 +351,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="write the table here (default benchmarks/results/gpu.md on CUDA)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported (default 3)")
+    p.add_argument("--budget", type=float, default=270.0,
+                   help="seconds: step cases that would start later are skipped and listed as such (default 270)")
     p.add_argument("--skip", default="", help="sections to skip, comma separated (kernel,darts,single-path,sync,search)")
     args = p.parse_args(argv)
     args.sizes = SMOKE if args.smoke else FULL
@@ -349,6 +375,17 @@ def targets(args) -> list[Path]:
     return paths
 
 
+def report(device_name: str, command: str, seconds: float) -> str:
+    return (f"# GPU path: {device_name}\n\ntorch {torch.__version__}, `python benchmarks/bench_gpu.py {command}`, "
+            f"{seconds:.0f} s. Step timings are wall ms per step (median of runs); ratios against the baseline of "
+            "the same section and batch in this run.\n" + table() + "\n")
+
+
+def save(args, text: str) -> None:
+    for path in targets(args):
+        write_text(path, text)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     args.device = torch.device(args.device)
@@ -362,18 +399,21 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else "CPU (a rehearsal, no GPU)"
     print(f"device: {name}; torch {torch.__version__}; gmgraph {gmgraph.__version__}", flush=True)
     started = time.perf_counter()
+    args.deadline = started + args.budget
+    command = " ".join(argv if argv is not None else sys.argv[1:])
     for section_name, section in SECTIONS:
-        if section_name not in args.skip:
-            t = time.perf_counter()
+        if section_name in args.skip:
+            continue
+        t = time.perf_counter()
+        try:
             section(args)
-            print(f"[{section_name}: {time.perf_counter() - t:.0f} s]", flush=True)
-    text = (f"# GPU path: {name}\n\ntorch {torch.__version__}, `python benchmarks/bench_gpu.py "
-            f"{' '.join(argv if argv is not None else sys.argv[1:])}`, {time.perf_counter() - started:.0f} s. "
-            "Step timings are wall ms per step (median of runs); ratios against the baseline of the same section "
-            "and batch in this run.\n" + table() + "\n")
+        except Exception as exc:  # a broken section is a failed row; the others still run
+            row(section_name, "the section itself", ok=False, error=f"{type(exc).__name__}: {exc}")
+        print(f"[{section_name}: {time.perf_counter() - t:.0f} s]", flush=True)
+        save(args, report(name, command, time.perf_counter() - started))  # a run cut short keeps what it measured
+    text = report(name, command, time.perf_counter() - started)
     print(text)
-    for path in targets(args):
-        write_text(path, text)
+    save(args, text)
     failed = [r for r in ROWS if r.get("ok") is False]
     return 1 if failed else 0
 

@@ -8,7 +8,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
@@ -69,3 +73,55 @@ def test_an_unknown_section_is_a_usage_error(tmp_path):
     done, _ = rehearse("--skip", "kernels", "--out", str(tmp_path / "gpu.md"))
 
     assert done.returncode == 2 and "--skip: no section kernels" in done.stderr
+
+
+# In-process: how a run cut short or partly broken still reports (the steps themselves are covered above).
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    import bench_gpu
+
+    monkeypatch.setattr(bench_gpu, "ROWS", [])
+    monkeypatch.delenv("OUT", raising=False)
+    return bench_gpu
+
+
+def test_cases_past_the_budget_are_listed_as_skipped_not_dropped(bench, tmp_path):
+    out = tmp_path / "gpu.md"
+    code = bench.main(["--device", "cpu", "--smoke", "--budget", "0", "--skip", "kernel,sync,search", "--out", str(out)])
+
+    assert code == 0
+    assert [(r["section"], r.get("skipped")) for r in bench.ROWS] == (
+        [("darts", "past the 0 s budget")] * 12 + [("single-path", "past the 0 s budget")] * 4)
+    assert out.read_text().count("past the 0 s budget") == 16
+
+
+def test_a_broken_section_is_a_failed_row_and_the_others_still_run_and_are_written(bench, tmp_path, monkeypatch):
+    def broken(args):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(bench, "SECTIONS", (("kernel", broken), ("sync", bench.sync_check)))
+    out = tmp_path / "gpu.md"
+    code = bench.main(["--device", "cpu", "--smoke", "--out", str(out)])
+
+    assert code == 1
+    assert bench.ROWS[0] == {"section": "kernel", "case": "the section itself", "ok": False,
+                             "error": "RuntimeError: no kernel image is available for execution on the device"}
+    assert [r["case"] for r in bench.ROWS[1:]] == ["uniform", "darts", "gdas", "pada"]
+    text = out.read_text()
+    assert "no kernel image is available" in text and "### sync" in text
+
+
+def test_a_search_that_overruns_is_a_failed_row_not_a_crash(bench, monkeypatch):
+    def overrun(command, **kwargs):
+        raise subprocess.TimeoutExpired(command, kwargs["timeout"])
+
+    monkeypatch.setattr(bench.subprocess, "run", overrun)
+    args = bench.parse(["--device", "cpu", "--smoke"])
+    args.device, args.deadline = torch.device("cpu"), time.perf_counter() + 1000  # the cap: 240 s
+
+    bench.search_run(args)
+
+    (only,) = bench.ROWS
+    assert only["ok"] is False and only["error"] == "stopped after 240 s"
