@@ -343,7 +343,7 @@ class DataParallel:
         by the global count is the gradient one process gets from the mean loss.
         """
         loss = F.cross_entropy(logits, y, reduction="sum")
-        loss.backward()
+        loss.backward(inputs=[p for p in params if p.requires_grad] or None)  # only what this step updates
         grads = [p.grad for p in params if p.grad is not None]  # same set on every rank: same path
         like = grads[0] if grads else logits
         tail = torch.tensor([loss.item(), float((logits.argmax(1) == y).sum()), float(len(y))],

@@ -249,8 +249,21 @@ class SupernetTrainer:
         with self.sampler.context(), autocast(self.device, self.config.precision):
             logits = self._forward(x, y)
             loss = F.cross_entropy(logits.float(), y)
-        (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+        self._backward(self.scaler.scale(loss) if self.scaler is not None else loss, self.optimizer)
         return loss.detach(), (logits.argmax(1) == y).sum(), logits.detach()
+
+    @staticmethod
+    def _backward(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
+        """``loss.backward()`` into the parameters ``optimizer`` steps, and no others.
+
+        The weight step then computes no architecture gradients (a reduction per
+        candidate of every Choice), and the architecture step no weight
+        gradients (every conv's weight gradient): the same updates with fewer
+        kernels. Measured by ``benchmarks/bench_train.py`` (the ``darts``
+        rows against a full backward).
+        """
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        loss.backward(inputs=params or None)
 
     def _run(self, name: str, fn, x: torch.Tensor, y: torch.Tensor):
         """``fn(x, y)``: replayed from its CUDA graph where steps are graphed (captured on first use, after
@@ -290,7 +303,7 @@ class SupernetTrainer:
             loss = F.cross_entropy(self._forward(x, y).float(), y)
         if self.arch_penalty is not None:
             loss = loss + self._penalty()
-        loss.backward()
+        self._backward(loss, self.arch_optimizer)
         return loss.detach()
 
     def _penalty(self) -> torch.Tensor:
