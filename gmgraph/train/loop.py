@@ -23,6 +23,7 @@ data-parallel (``gmgraph.train.distributed``).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -221,7 +222,7 @@ class SupernetTrainer:
         params = self.optimizer.param_groups[0]["params"]
         if self.parallel is not None:
             self.optimizer.zero_grad(set_to_none=True)
-            with self.sampler.context(), self.parallel.batchnorm():
+            with self._alphas_fixed(), self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
             value, hits = self.parallel.backward(logits, y, params)
             self._check_loss(value)  # the global loss: every rank stops together
@@ -246,20 +247,37 @@ class SupernetTrainer:
     def _weight_pass(self, x: torch.Tensor, y: torch.Tensor):
         """Forward and backward of the weight step: ``(loss, hits, logits)`` as device tensors."""
         self.optimizer.zero_grad(set_to_none=not self.graphed)  # a graph writes into the same .grad tensors
-        with self.sampler.context(), autocast(self.device, self.config.precision):
+        with self._alphas_fixed(), self.sampler.context(), autocast(self.device, self.config.precision):
             logits = self._forward(x, y)
             loss = F.cross_entropy(logits.float(), y)
         self._backward(self.scaler.scale(loss) if self.scaler is not None else loss, self.optimizer)
         return loss.detach(), (logits.argmax(1) == y).sum(), logits.detach()
 
+    @contextlib.contextmanager
+    def _alphas_fixed(self) -> Iterator[None]:
+        """The weight step's forward with the architecture parameters as constants.
+
+        Autograd then records nothing toward them: the unfused weighted sum keeps
+        no candidate outputs for an alpha gradient, and the fused kernel's
+        backward skips its weight gradient (one read of every candidate output).
+        """
+        alphas = [a for a in self.sampler.arch_parameters().values() if a.requires_grad]
+        for alpha in alphas:
+            alpha.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for alpha in alphas:
+                alpha.requires_grad_(True)
+
     @staticmethod
     def _backward(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """``loss.backward()`` into the parameters ``optimizer`` steps, and no others.
 
-        The weight step then computes no architecture gradients (a reduction per
-        candidate of every Choice), and the architecture step no weight
-        gradients (every conv's weight gradient): the same updates with fewer
-        kernels. Measured by ``benchmarks/bench_train.py`` (the ``darts``
+        The architecture step then computes no weight gradients (every conv's
+        weight gradient), and the weight step, whose alphas are constants
+        anyway (:meth:`_alphas_fixed`), no alpha gradients: the same updates
+        with fewer kernels. Measured by ``benchmarks/bench_train.py`` (the ``darts``
         rows against a full backward).
         """
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]

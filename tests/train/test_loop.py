@@ -1,3 +1,6 @@
+import contextlib
+import importlib
+
 import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
@@ -168,11 +171,14 @@ def test_synthetic_data_trains_a_3_channel_space():
 
 
 class FullBackward(SupernetTrainer):
-    """The trainer as it was: every backward differentiates into every parameter."""
+    """The trainer as it was: every backward differentiates into every parameter, alphas included."""
 
     @staticmethod
     def _backward(loss, optimizer):
         loss.backward()
+
+    def _alphas_fixed(self):
+        return contextlib.nullcontext()
 
 
 @pytest.mark.parametrize("sampler", ["darts", "gdas"])
@@ -194,6 +200,7 @@ def test_each_step_differentiates_only_what_it_updates_with_the_same_result(digi
     alpha_grads = [a.grad.clone() for a in alphas]
     targeted._weight_step(*batches[0][1], torch.arange(len(batches[0][1][1])))  # and the weight step every alpha's
     assert all(torch.equal(a, b.grad) for a, b in zip(alpha_grads, alphas))
+    assert all(a.requires_grad for a in alphas)  # constants only during the weight step's forward
     # Before those two extra steps, both trainers had made the same updates.
     full._arch_step(*val[0][1])
     full._weight_step(*batches[0][1], torch.arange(len(batches[0][1][1])))
@@ -201,3 +208,33 @@ def test_each_step_differentiates_only_what_it_updates_with_the_same_result(digi
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     for a, b in zip(alphas, full.sampler.alphas.values()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_alphas_are_trainable_again_after_a_weight_step_that_failed(digits):
+    trainer = SupernetTrainer(tiny_supernet(), digits, TrainConfig(sampler="darts"), seed=0)
+    x, y = next(iter(digits.train))
+    with pytest.raises(DataError):
+        trainer.train_step(x.repeat(1, 2, 1, 1), y)  # two channels for a one-channel stem: the forward fails
+    assert all(a.requires_grad for a in trainer.sampler.alphas.values())
+
+
+def test_the_fused_kernel_is_asked_for_a_weight_gradient_in_the_architecture_step_only(digits, monkeypatch):
+    # Its backward reads every candidate's output once more for that gradient (NEED_DW).
+    fuse_module = importlib.import_module("gmgraph.passes.fuse")  # the package's `fuse` is the function
+    asked = []
+
+    def recording(x, ys, w_param, w_skip, w_pool):
+        asked.append(w_param.requires_grad)
+        return original(x, ys, w_param, w_skip, w_pool)
+
+    original = fuse_module.mixed_op
+    monkeypatch.setattr(fuse_module, "mixed_op", recording)
+    trainer = SupernetTrainer(fuse_module.fuse(tiny_supernet()), digits, TrainConfig(sampler="darts"), seed=0)
+    x, y = next(iter(digits.train))
+    trainer.train_step(x, y)  # the first step checks the data
+    asked.clear()
+    trainer._arch_step(x, y)
+    in_arch, asked[:] = list(asked), []
+    trainer._weight_step(x, y, torch.arange(len(y)))
+    assert in_arch and all(in_arch)
+    assert asked and not any(asked)
