@@ -277,8 +277,8 @@ class SupernetTrainer:
         The architecture step then computes no weight gradients (every conv's
         weight gradient), and the weight step, whose alphas are constants
         anyway (:meth:`_alphas_fixed`), no alpha gradients: the same updates
-        with fewer kernels. Measured by ``benchmarks/bench_train.py`` (the ``darts``
-        rows against a full backward).
+        with fewer kernels. Measured by ``benchmarks/bench_backward.py`` against a
+        full backward.
         """
         params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
         loss.backward(inputs=params or None)
