@@ -17,7 +17,8 @@ a baseline measured in the same run:
    ``torch.cuda.set_sync_debug_mode("error")``.
 3. darts: one DARTS step (architecture step + weight step) of the NB201 supernet
    (C=16, N=5, 32x32), batch 64 and 256: unfused / fused, eager / CUDA graphs,
-   fp32 and bf16; ratios against the unfused eager fp32 step of the same batch.
+   fp32 and bf16, and once with ``cudnn.benchmark``; ratios against the unfused
+   eager fp32 step of the same batch.
 4. search: ``gmgraph search --device cuda`` on digits with short settings; its
    report.json must say where it ran.
 5. single-path: a uniform (SPOS) supernet step against the step of derived
@@ -217,28 +218,43 @@ def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int) -> floa
     return statistics.median(runs)
 
 
-DARTS_CASES = ((False, False, "fp32"), (True, False, "fp32"), (False, True, "fp32"),
-               (True, True, "fp32"), (False, True, "bf16"), (True, True, "bf16"))
-"""(fused, CUDA graphs, precision) of each DARTS row; the first is every batch's baseline."""
+DARTS_CASES = ((False, False, "fp32", False), (True, False, "fp32", False), (False, True, "fp32", False),
+               (True, True, "fp32", False), (True, True, "fp32", True), (False, True, "bf16", False),
+               (True, True, "bf16", False))
+"""(fused, CUDA graphs, precision, cudnn.benchmark) of each DARTS row; the first is every batch's baseline.
+
+gmgraph leaves ``torch.backends.cudnn.benchmark`` off (run-to-run reproducible
+algorithm choice); the row with it on measures what that costs."""
+
+
+def darts_case_name(batch: int, fused: bool, graphs: bool, precision: str, tuned: bool) -> str:
+    return (f"batch {batch} {'fused' if fused else 'unfused'} {'graphs' if graphs else 'eager'} {precision}"
+            + (" cudnn.benchmark" if tuned else ""))
 
 
 def darts_steps(args) -> None:
     for batch in args.sizes.batches:
         data = batches(args, batch, 4)
-        baseline = None
-        for fused, graphs, precision in DARTS_CASES:
-            case = f"batch {batch} {'fused' if fused else 'unfused'} {'graphs' if graphs else 'eager'} {precision}"
+        baseline = None  # the first case's ms; a ratio only against it
+        for fused, graphs, precision, tuned in DARTS_CASES:
+            case = darts_case_name(batch, fused, graphs, precision, tuned)
             if out_of_time(args, "darts", case):
                 continue
+            was = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = tuned
             try:
                 trainer = trainer_for(args, supernet(args, fused), "darts", batch, cuda_graphs=graphs,
                                       precision=precision)
                 ms = time_steps(trainer, data, args.steps, args.repeats)
                 captured = trainer._graphs.get("weights") is not None
-                baseline = baseline or ms
-                row("darts", case, ms=ms, vs_unfused_eager_fp32=ms / baseline, graph_captured=captured)
+                if (fused, graphs, precision, tuned) == DARTS_CASES[0]:
+                    baseline = ms
+                row("darts", case, ms=ms, vs_unfused_eager_fp32=ms / baseline if baseline else None,
+                    graph_captured=captured)
             except Exception as exc:
                 row("darts", case, ok=False, error=f"{type(exc).__name__}: {exc}")
+            finally:
+                torch.backends.cudnn.benchmark = was
             if args.device.type == "cuda":
                 torch.cuda.empty_cache()
 
@@ -331,6 +347,8 @@ def table() -> str:
 
 
 def _fmt(value) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:.3g}"
     if isinstance(value, dict):

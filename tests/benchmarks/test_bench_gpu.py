@@ -39,8 +39,9 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(tmp_path):
     assert [r for r in rows if r.get("ok") is False] == []
     assert {r["section"] for r in rows} == set(SECTIONS)
     darts = [r for r in rows if r["section"] == "darts"]
-    assert len(darts) == 12  # 6 cases x batches 4 and 8
-    assert all(r["ms"] > 0 for r in darts) and [r["vs_unfused_eager_fp32"] for r in darts][::6] == [1.0, 1.0]
+    assert len(darts) == 14  # 7 cases x batches 4 and 8
+    assert all(r["ms"] > 0 for r in darts) and [r["vs_unfused_eager_fp32"] for r in darts][::7] == [1.0, 1.0]
+    assert [r["case"] for r in darts][4] == "batch 4 fused graphs fp32 cudnn.benchmark"
     assert not any(r["graph_captured"] for r in darts)  # CUDA graphs are CUDA-only
     (search,) = [r for r in rows if r["section"] == "search"]
     assert search["hardware"]["device"] == "cpu"
@@ -93,8 +94,8 @@ def test_cases_past_the_budget_are_listed_as_skipped_not_dropped(bench, tmp_path
 
     assert code == 0
     assert [(r["section"], r.get("skipped")) for r in bench.ROWS] == (
-        [("darts", "past the 0 s budget")] * 12 + [("single-path", "past the 0 s budget")] * 4)
-    assert out.read_text().count("past the 0 s budget") == 16
+        [("darts", "past the 0 s budget")] * 14 + [("single-path", "past the 0 s budget")] * 4)
+    assert out.read_text().count("past the 0 s budget") == 18
 
 
 def test_a_broken_section_is_a_failed_row_and_the_others_still_run_and_are_written(bench, tmp_path, monkeypatch):
@@ -125,3 +126,20 @@ def test_a_search_that_overruns_is_a_failed_row_not_a_crash(bench, monkeypatch):
 
     (only,) = bench.ROWS
     assert only["ok"] is False and only["error"] == "stopped after 240 s"
+
+
+def test_without_its_baseline_a_darts_row_has_no_ratio(bench, tmp_path, monkeypatch):
+    calls = []
+
+    def time_steps(trainer, data, steps, repeats):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("CUDA out of memory")
+        return 10.0
+
+    monkeypatch.setattr(bench, "time_steps", time_steps)
+    bench.main(["--device", "cpu", "--smoke", "--skip", "kernel,sync,search,single-path", "--out", str(tmp_path / "g.md")])
+
+    first_batch = [r for r in bench.ROWS if r["case"].startswith("batch 4 ")]
+    assert first_batch[0]["ok"] is False
+    assert [r["vs_unfused_eager_fp32"] for r in first_batch[1:]] == [None] * 6
