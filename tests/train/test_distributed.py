@@ -35,8 +35,14 @@ STEP_CASES = {  # name: (sampler, epochs, steps per epoch, training images (None
     "gdas": ("gdas", 1, 5, None),
     "pada": ("pada", 3, 3, None),
     "darts": ("darts", 1, 2, None),
+    "darts-penalty": ("darts", 1, 2, None),  # with an architecture penalty, as --latency-weight adds
     "empty-slice": ("uniform", 1, None, 65),  # the last global batch holds 1 image: rank 1 gets none
 }
+
+
+def first_op_penalty(alphas, space) -> torch.Tensor:
+    """A stand-in for the latency term: 0.5 x the summed probability of each decision's first op."""
+    return 0.5 * sum(alpha.softmax(0)[0] for alpha in alphas.values())
 
 
 # -- what the workers and the single process both run ------------------------------------
@@ -62,7 +68,8 @@ def train_steps(case: str, parallel: bool) -> dict:
         x, y = loaders.train.dataset.tensors
         loaders = (DataLoader(TensorDataset(x[:images], y[:images]), batch_size=64), loaders.val)
     trainer = SupernetTrainer(supernet(), loaders, TrainConfig(sampler=sampler, epochs=epochs,
-                                                              steps_per_epoch=steps), seed=3)
+                                                              steps_per_epoch=steps), seed=3,
+                              arch_penalty=first_op_penalty if case == "darts-penalty" else None)
     if parallel:
         trainer.distribute(distributed.team().data_parallel((0, 1)))
     paths, context = [], trainer.sampler.context
@@ -235,6 +242,9 @@ def test_one_process_never_touches_torch_distributed():
 def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, case):
     _, ranks = two_ranks
     alone = train_steps(case, parallel=False)
+    if case == "darts-penalty":  # the penalty moved the alphas, so matching them checks it
+        plain = train_steps("darts", parallel=False)["state"]["sampler"]["per_op"]["alpha"]
+        assert not close(alone["state"]["sampler"]["per_op"]["alpha"], plain, 1e-3)
     for got in (ranks[0]["steps"][case], ranks[1]["steps"][case]):
         assert got["paths"] == alone["paths"]  # the same child every step
         assert close(got["state"]["model"], alone["state"]["model"], 1e-5)  # weights and BN statistics
