@@ -12,7 +12,8 @@ Sections, in this order (cheap correctness checks first), each timing against
 a baseline measured in the same run:
 
 1. kernel: the fused mixed op (Triton) against a float64 reference: fp32 shapes
-   (1x1, odd sizes, K = 0..3), channels_last inputs, bf16 and fp16.
+   (1x1, odd sizes, K = 0..3, skip and pool each present or absent), channels_last
+   inputs, bf16 and fp16.
 2. sync: three steady-state steps of every sampler under
    ``torch.cuda.set_sync_debug_mode("error")``.
 3. darts: one DARTS step (architecture step + weight step) of the NB201 supernet
@@ -108,9 +109,10 @@ def kernel_cases(args):
     shapes = args.sizes.kernel_shapes
     largest = shapes[-1]
     for shape in shapes[:2] if args.quick else shapes:
-        for k in (0, 1, 3):
-            for skip, pool in ((True, True), (False, True), (True, False)):
-                yield shape, k, skip, pool, torch.float32, "nchw"
+        for k in (0, 1, 2, 3):
+            for skip, pool in ((True, True), (False, True), (True, False), (False, False)):
+                if k or skip or pool:  # K=0 with neither term is an empty sum
+                    yield shape, k, skip, pool, torch.float32, "nchw"
     yield (2, 3, 5, 4), 1, True, True, torch.float32, "channels_last"  # the case once measured wrong on an H100
     yield largest, 2, True, True, torch.float32, "channels_last"
     yield largest, 2, True, True, torch.bfloat16, "nchw"
