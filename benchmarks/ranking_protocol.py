@@ -226,12 +226,14 @@ class Job:
 
 
 def plan_jobs(methods: tuple[str, ...], seeds: int, epochs: tuple[int, ...], budget: int | None,
-              fractions: tuple[float, ...]) -> list[Job]:
+              fractions: tuple[float, ...], *, primary: int | None = None, primary_seeds: int = 0) -> list[Job]:
     """Every job of a run: per seed, the one-shot runs, their few-shot forks and the zero-cost scores.
 
     One-shot runs exist for every ``E`` in ``epochs`` and for ``budget``
     (rule (b)'s baseline); the uniform one is always run, since every
-    few-shot method forks from it.
+    few-shot method forks from it. With ``primary_seeds`` above ``seeds``,
+    the seeds from ``seeds`` on run rule (a) at E = ``primary`` only: the
+    verdict's cell gets more seeds than the others.
 
     Example:
         >>> jobs = plan_jobs(("oneshot", "gm"), 1, (20, 40), 40, (0.25, 0.5))
@@ -239,6 +241,9 @@ def plan_jobs(methods: tuple[str, ...], seeds: int, epochs: tuple[int, ...], bud
         ['a-20-oneshot-s0', 'a-40-oneshot-s0', 'a-20-gm-s0', 'a-40-gm-s0', 'b-40-gm-s0', 'zc-0-zerocost-s0']
         >>> jobs[4].needs, jobs[4].cost
         ('a-40-oneshot-s0', 30)
+        >>> [j.id for j in plan_jobs(("oneshot", "gm"), 1, (20, 40), 40, (0.25, 0.5), primary=40,
+        ...                          primary_seeds=2)][6:]
+        ['a-40-oneshot-s1', 'a-40-gm-s1']
     """
     chosen = [method(k) for k in dict.fromkeys((BASELINE, *methods))]
     lengths = sorted(set(epochs) | ({budget} if budget else set()))
@@ -253,6 +258,11 @@ def plan_jobs(methods: tuple[str, ...], seeds: int, epochs: tuple[int, ...], bud
             if budget:
                 jobs.append(Job("fork", m.key, seed, "b", budget, schedule_b(m, budget, fractions)))
         jobs.append(Job("zerocost", "zerocost", seed, "zc", 0))
+    for seed in range(seeds, primary_seeds if primary is not None else 0):
+        jobs += [Job("oneshot", m.key, seed, "a", primary, schedule_a(m, primary, fractions))
+                 for m in chosen if not m.forked]
+        jobs += [Job("fork", m.key, seed, "a", primary, schedule_a(m, primary, fractions))
+                 for m in chosen if m.forked]
     return jobs
 
 

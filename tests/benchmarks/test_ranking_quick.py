@@ -128,3 +128,18 @@ def test_doctests(ranking):
 
     for module in (ranking_summary, ranking_report, ranking_plots, ranking):
         assert doctest.testmod(module, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE).failed == 0
+
+
+def test_more_seeds_in_the_primary_cell_run_that_cell_only(ranking, quick):
+    with pytest.raises(ConfigError, match="--primary-seeds 1 must be at least --seeds 2"):
+        ranking.parse_args(quick["argv"] + ["--primary-seeds", "1"])
+    out = quick["root"] / "primary3" / "ranking.md"
+    argv = [*quick["argv"][:-3], str(out), *quick["argv"][-2:], "--primary-seeds", "3", "--plot", "no"]
+
+    done = ranking.main(argv)
+
+    assert done["ran"] == len(rp.METHODS)  # seed 2 of every method at E = 4, rule (a), nothing else
+    assert {r["id"] for r in done["results"] if r["seed"] == 2} == {f"a-4-{m.key}-s2" for m in rp.METHODS}
+    seeds = {c["cell"]: {len(r["seeds"]) for r in c["methods"]} for c in done["summary"]["cells"]}
+    assert seeds == {4: {3}, 20: {2}}  # rule (a) at E = 4; rule (b) at 20 supernet-epochs
+    assert "Seeds: 2 per method in every cell, 3 in the primary cell (rule a, E = 4)" in out.read_text()
