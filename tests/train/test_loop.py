@@ -1,4 +1,3 @@
-import contextlib
 import importlib
 
 import pytest
@@ -168,46 +167,6 @@ def test_synthetic_data_trains_a_3_channel_space():
     gm = gmgraph.trace(nb201.supernet(C=4, N=1, num_classes=4))
     result = train_supernet(gm, loaders, epochs=2, quiet=True)
     assert [h["epoch"] for h in result.history] == [1, 2]
-
-
-class FullBackward(SupernetTrainer):
-    """The trainer as it was: every backward differentiates into every parameter, alphas included."""
-
-    @staticmethod
-    def _backward(loss, optimizer):
-        loss.backward()
-
-    def _alphas_fixed(self):
-        return contextlib.nullcontext()
-
-
-@pytest.mark.parametrize("sampler", ["darts", "gdas"])
-def test_each_step_differentiates_only_what_it_updates_with_the_same_result(digits, sampler):
-    targeted = SupernetTrainer(tiny_supernet(), digits, TrainConfig(sampler=sampler), seed=0)
-    full = FullBackward(tiny_supernet(), digits, TrainConfig(sampler=sampler), seed=0)
-    batches, val = list(zip(range(3), digits.train)), list(zip(range(3), digits.val))
-    for (_, (x, y)), (_, v) in zip(batches, val):
-        for trainer in (targeted, full):
-            trainer.train_step(x, y, torch.arange(len(y)), v)
-
-    alphas = list(targeted.sampler.alphas.values())
-    weight_grads = [p.grad.clone() for p in targeted.gm.parameters() if p.grad is not None]
-    alpha_grads = [a.grad.clone() for a in alphas]
-    targeted._arch_step(*val[0][1])  # the architecture step leaves every weight gradient alone
-    assert all(torch.equal(a, p.grad) for a, p in zip(weight_grads, [p for p in targeted.gm.parameters()
-                                                                      if p.grad is not None]))
-    assert not all(torch.equal(a, b.grad) for a, b in zip(alpha_grads, alphas))
-    alpha_grads = [a.grad.clone() for a in alphas]
-    targeted._weight_step(*batches[0][1], torch.arange(len(batches[0][1][1])))  # and the weight step every alpha's
-    assert all(torch.equal(a, b.grad) for a, b in zip(alpha_grads, alphas))
-    assert all(a.requires_grad for a in alphas)  # constants only during the weight step's forward
-    # Before those two extra steps, both trainers had made the same updates.
-    full._arch_step(*val[0][1])
-    full._weight_step(*batches[0][1], torch.arange(len(batches[0][1][1])))
-    for a, b in zip(targeted.gm.parameters(), full.gm.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
-    for a, b in zip(alphas, full.sampler.alphas.values()):
-        torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
 def test_alphas_are_trainable_again_after_a_weight_step_that_failed(digits):
