@@ -121,9 +121,9 @@ def _consistency_table(summary: dict, rounds: dict) -> str:
         for e in entries:
             edge, split, whole = e["first_edge"], e["first_split"], e["whole_tree"]
             rows.append([cell, label(e["method"], rounds.get(e["method"])), f"{edge[1]}/{edge[2]} ({edge[0]})",
-                         f"{split[1]}/{split[2]}", f"{whole[0]}/{whole[1]}", split[0]])
-    headers = ["cell", "method", "same first edge", "same first edge + grouping", "same whole tree",
-               "most frequent first split"]
+                         f"{split[1]}/{split[2]}", split[0], f"{whole[0]}/{whole[1]}"])
+    headers = ["cell", "method", "same first edge (most frequent edge)", "same first edge + grouping",
+               "most frequent edge + grouping", "same whole tree"]
     return _table.markdown(headers, rows)
 
 
@@ -220,7 +220,9 @@ def render(summary: dict, *, ceilings: dict, settings_text: str, timing_text: st
               "agreement within its top 20 % (Ceilings).", _op_bias_table(summary, rounds, "op_bias_top20"),
               *_against_random_section(summary, rounds),
               "### Do the data-driven splitters agree with themselves across seeds?",
-              "Share of seeds whose split tree matches the most frequent one (random split: the chance level).",
+              "Share of seeds whose split tree matches the most frequent one (random split: the chance level). "
+              "Each column has its own mode: the most frequent edge + grouping can sit on another edge "
+              "than the most frequent edge.",
               _consistency_table(summary, rounds)]
     if plots:
         parts += ["### Plots", "\n".join(f"![{Path(p).stem}]({Path(p).name})" for p in plots)]
