@@ -229,6 +229,8 @@ def _ceilings(path: Path, seeds: int) -> dict:
 def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Bench, summary: dict) -> str:
     g, s, t = b.settings, b.settings["schedule"], TrainConfig()
     rounds = {r["method"]: r["rounds"] for c in summary["cells"] for r in c["methods"] if r["rounds"]}
+    more = args.primary_seeds > args.seeds
+    primary_seeds = f", {args.primary_seeds} in the primary cell (rule a, E = {args.primary})" if more else ""
     return (
         f"Ground truth: `{Path(plan.groundtruth).name}`, {len(b.archs)} NB201 architectures trained from scratch on "
         f"{g['dataset']} (C={s['C']}, N={s['N']}, batch {s['batch_size']}, {s['epochs']} epochs, seeds {g['seeds']}); "
@@ -238,9 +240,7 @@ def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Be
         f"{'full epochs' if plan.steps_per_epoch is None else f'{plan.steps_per_epoch} steps per epoch'}. "
         f"Estimates: val accuracy and loss with inherited weights in the architecture's leaf, BN recalibrated on "
         f"{plan.bn_batches} fixed training batches; ranked by accuracy, ties broken by the loss.\n\n"
-        f"Seeds: {args.seeds} per method in every cell"
-        f"{f', {args.primary_seeds} in the primary cell (rule a, E = {args.primary})' if args.primary_seeds > args.seeds else ''}"
-        f" (the tables' 'seeds' column). "
+        f"Seeds: {args.seeds} per method in every cell{primary_seeds} (the tables' 'seeds' column). "
         f"Protocol: rule (a) at E = {', '.join(map(str, args.epochs))} lineage epochs, splits at "
         f"{', '.join(map(str, plan.fractions))} of E (exhaustive: the first split only, 5 children; the "
         f"other splitters: every split, 2 balanced groups each); rule (b) at {args.budget} supernet-epochs per method "

@@ -6,8 +6,9 @@ runs of length ``B``: for one-shot both rules agree). Within a cell every
 method is paired with one-shot (uniform) seed by seed, tested with the
 Wilcoxon signed-rank test and Holm-corrected over the cell's methods (one
 family per cell); every data-driven splitter is also paired with the random
-split the same way (``against_random_split``: does the choice of split matter?). Intervals: a two-level bootstrap over seeds and
-architectures (``ranking_stats.tau_ci``). Architectures are ranked by
+split the same way (``against_random_split``: does the choice of split
+matter?). Intervals: a two-level bootstrap over seeds and architectures
+(``ranking_stats.tau_ci``). Architectures are ranked by
 accuracy, ties broken by the validation loss (where the ground truth has it)::
 
     >>> results, archs, truth = example_results()
