@@ -232,17 +232,23 @@ def _distances(per_child: list[list[torch.Tensor]], distance: str) -> torch.Tens
 def _distance(
     a: list[torch.Tensor], b: list[torch.Tensor], fa: torch.Tensor, fb: torch.Tensor, kind: str
 ) -> torch.Tensor:
-    """A float64 scalar tensor, left on the device."""
+    """A float64 scalar tensor, left on the device; cosine distances lie in [0, 2]."""
     if kind == "cos":
-        return 1 - F.cosine_similarity(fa, fb, dim=0, eps=1e-6)
+        return 1 - _cosine(fa, fb, dim=0)
     if kind == "mse":
         return ((fa - fb) ** 2).mean()
     cosines = [
-        F.cosine_similarity(ga.reshape(len(ga), -1).double(), gb.reshape(len(gb), -1).double(), dim=1, eps=1e-6)
+        _cosine(ga.reshape(len(ga), -1).double(), gb.reshape(len(gb), -1).double(), dim=1)
         for ga, gb in zip(a, b)
         if ga.dim() > 0
     ]
-    return 1 - torch.cat(cosines).mean()
+    return (1 - torch.cat(cosines).mean()).clamp(0.0, 2.0)
+
+
+def _cosine(a: torch.Tensor, b: torch.Tensor, dim: int) -> torch.Tensor:
+    """Cosine similarity clamped into [-1, 1]: the rounded quotient can land a few ulps outside, and a
+    distance of -7e-17 between identical gradients (seen on an AVX-512 CPU) is no distance."""
+    return F.cosine_similarity(a, b, dim=dim, eps=1e-6).clamp(-1.0, 1.0)
 
 
 @contextlib.contextmanager

@@ -45,7 +45,7 @@ def kendall_tau(a: ArrayLike, b: ArrayLike) -> float:
         0.6667
     """
     x, y = _check_pair(a, b, need_variation=True)
-    return float(stats.kendalltau(x, y).statistic)
+    return _correlation(stats.kendalltau(x, y).statistic)
 
 
 def spearman(a: ArrayLike, b: ArrayLike) -> float:
@@ -66,7 +66,12 @@ def spearman(a: ArrayLike, b: ArrayLike) -> float:
         0.8
     """
     x, y = _check_pair(a, b, need_variation=True)
-    return float(stats.spearmanr(x, y).statistic)
+    return _correlation(stats.spearmanr(x, y).statistic)
+
+
+def _correlation(value: float) -> float:
+    # scipy's quotient can round a few ulps past +-1 (1.0000000000000002 for identical orders on some CPUs)
+    return float(np.clip(value, -1.0, 1.0))
 
 
 def top_k_precision(est: ArrayLike, true: ArrayLike, k: float) -> float:

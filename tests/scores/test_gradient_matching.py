@@ -189,3 +189,15 @@ def test_every_candidate_of_a_round_sees_the_same_dropout_masks():
     before = torch.get_rng_state()
     gradient_matching(gm, "k", data, rounds=1)
     assert torch.equal(torch.get_rng_state(), before)  # and the caller's stream did not move
+
+
+@pytest.mark.parametrize("kind", ["cos", "per-filter-cos"])
+def test_cosine_distances_stay_in_their_range_when_the_quotient_rounds_past_one(kind):
+    from gmgraph.scores.gradient_matching import _distance
+
+    g = torch.Generator().manual_seed(0)
+    for _ in range(100):
+        a = [torch.randn(3, 5, generator=g, dtype=torch.float64) * 10 ** float(torch.randint(-3, 4, (1,), generator=g))]
+        flat = a[0].reshape(-1)
+        same, opposite = _distance(a, a, flat, flat, kind), _distance(a, [-a[0]], flat, -flat, kind)
+        assert 0.0 <= float(same) <= 2.0 and 0.0 <= float(opposite) <= 2.0
