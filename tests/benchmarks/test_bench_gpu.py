@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -20,10 +19,15 @@ SECTIONS = ("kernel", "darts", "single-path", "sync", "search")
 
 
 def rehearse(*flags: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """Run the script at toy sizes with no time budget: what it runs never depends on the machine's speed.
+
+    One thread: the suite runs a test process per core, and a second OpenMP thread per process made these toy
+    steps tens of times slower. The timeout only guards against a hang (a quiet run takes about 30 s).
+    """
     clean = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "GMGRAPH_KERNELS", "OUT")}
-    done = subprocess.run([sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--steps", "2", *flags],
-                          capture_output=True, text=True, cwd=ROOT, timeout=600,
-                          env=clean | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"} | env)
+    command = [sys.executable, str(SCRIPT), "--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf", *flags]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=900,
+                          env=clean | {"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"} | env)
     rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     return done, rows
 
@@ -104,7 +108,7 @@ def test_a_broken_section_is_a_failed_row_and_the_others_still_run_and_are_writt
 
     monkeypatch.setattr(bench, "SECTIONS", (("kernel", broken), ("sync", bench.sync_check)))
     out = tmp_path / "gpu.md"
-    code = bench.main(["--device", "cpu", "--smoke", "--out", str(out)])
+    code = bench.main(["--device", "cpu", "--smoke", "--budget", "inf", "--out", str(out)])
 
     assert code == 1
     assert bench.ROWS[0] == {"section": "kernel", "case": "the section itself", "ok": False,
@@ -119,8 +123,9 @@ def test_a_search_that_overruns_is_a_failed_row_not_a_crash(bench, monkeypatch):
         raise subprocess.TimeoutExpired(command, kwargs["timeout"])
 
     monkeypatch.setattr(bench.subprocess, "run", overrun)
+    monkeypatch.setattr(bench, "clock", lambda: 0.0)  # a fake clock: 1000 s left, so the cap (240 s) applies
     args = bench.parse(["--device", "cpu", "--smoke"])
-    args.device, args.deadline = torch.device("cpu"), time.perf_counter() + 1000  # the cap: 240 s
+    args.device, args.deadline = torch.device("cpu"), 1000.0
 
     bench.search_run(args)
 
@@ -138,8 +143,21 @@ def test_without_its_baseline_a_darts_row_has_no_ratio(bench, tmp_path, monkeypa
         return 10.0
 
     monkeypatch.setattr(bench, "time_steps", time_steps)
-    bench.main(["--device", "cpu", "--smoke", "--skip", "kernel,sync,search,single-path", "--out", str(tmp_path / "g.md")])
+    bench.main(["--device", "cpu", "--smoke", "--budget", "inf", "--skip", "kernel,sync,search,single-path",
+                "--out", str(tmp_path / "g.md")])
 
     first_batch = [r for r in bench.ROWS if r["case"].startswith("batch 4 ")]
     assert first_batch[0]["ok"] is False
     assert [r["vs_unfused_eager_fp32"] for r in first_batch[1:]] == [None] * 6
+
+
+def test_the_budget_runs_the_cases_that_start_before_it_and_lists_the_rest(bench, tmp_path, monkeypatch):
+    ticks = iter(range(0, 10_000, 10))  # a fake clock: every reading is 10 s after the one before
+    monkeypatch.setattr(bench, "clock", lambda: float(next(ticks)))
+    monkeypatch.setattr(bench, "time_steps", lambda trainer, data, steps, repeats: 10.0)
+    bench.main(["--device", "cpu", "--smoke", "--budget", "45", "--skip", "kernel,sync,search,single-path",
+                "--out", str(tmp_path / "g.md")])
+
+    skipped = [bool(r.get("skipped")) for r in bench.ROWS]
+    assert len(skipped) == 14 and skipped == sorted(skipped)  # the ones that ran, then only skipped ones
+    assert skipped.count(False) == 3  # readings 20, 30, 40 are inside the 45 s budget, 50 is past it
