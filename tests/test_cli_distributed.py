@@ -19,16 +19,14 @@ TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", 
         "--rounds", "1", "--evaluations", "4", "--final-epochs", "0"]
 
 
-# Float32 reduction-order tolerance on a leaf's last training loss, 2 workers vs 1 process. Both run one
-# thread (run_cli pins the workers; tests/conftest.py this process): the launcher would give each worker
-# cores // 2 threads, and another thread count is another conv reduction order in every step (that made
-# the losses differ by 1e-4). What remains is the data-parallel steps summing the global batch of 64 as
-# 32 + 32 across ranks. Reordering a float32 sum of n terms changes it by about sqrt(n) * u relative
-# (u = 2^-24; rounding errors add like a random walk, n * u at worst); the largest sum of a step is the stem
-# conv's weight gradient over n = 64 images x 32 x 32 pixels. Allowing that for each of the 3 x 4 optimizer
-# steps behind a leaf, as if every step were reordered and the differences added up:
-# 12 * 256 * 2^-24 = 1.8e-4 of the loss. Measured with one thread per worker: at most 2.1e-5.
-LOSS_RTOL = 3 * 4 * (64 * 32 * 32) ** 0.5 * 2.0**-24
+# What two workers promise against one process (tests/train/test_distributed.py derives it step by step): the same
+# DECISIONS exactly (split tree, groups, architecture, budget), since a data-parallel step only sums the global
+# batch of 64 as 32 + 32 instead of 64 at once. Both sides run one thread here (run_cli pins the workers; the
+# launcher would give each cores // 2, another conv reduction order in every step, and tests/conftest.py pins this
+# process). The leaves' last losses come from a whole run, where training amplifies the reordered sums: measured
+# 2.1e-5 relative on an AVX-512 CPU and 6e-7 under `make test-portable`'s kernels. LOSS_RTOL = 1e-3 is a check
+# against gross faults only (a rank skipping its slice, gradients summed but not averaged: whole-percent changes).
+LOSS_RTOL = 1e-3
 
 
 def run_cli(*args, timeout=240, **env):

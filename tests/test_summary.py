@@ -52,6 +52,7 @@ def runs(tmp_path_factory):
     for extra in ([], ["--resume"]):
         assert main([*TINY, "--quiet", "--out", str(out), *extra]) == 0
         reports.append(json.loads((out / "report.json").read_text()))
+        (out / "report.json").unlink()  # as if killed after its last checkpoint: --resume redoes the rest
     return reports
 
 
@@ -61,7 +62,9 @@ def test_report_times_every_phase_of_the_whole_run(runs):
     phases = [timings[f"{phase}_seconds"] for phase in PHASES]
     assert all(s >= 0 for s in phases)
     assert timings["scoring_seconds"] > 0 and timings["export_seconds"] > 0 and timings["train_seconds"] > 0
-    assert sum(phases) <= timings["total_seconds"] <= sum(phases) + 1.0  # the phases cover the run
+    # The phases are disjoint parts of the run. How much lies outside them depends on the machine's speed,
+    # so no number of seconds is asserted (tests/test_no_wall_clock.py).
+    assert sum(phases) <= timings["total_seconds"]
     assert "earlier_seconds" not in timings and "all_invocations_seconds" not in timings
 
 
