@@ -24,6 +24,7 @@ data-parallel (``gmgraph.train.distributed``).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -46,7 +47,7 @@ from gmgraph.errors import CheckpointError, DataError, TrainError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id
 from gmgraph.progress import Progress
-from gmgraph.samplers import SAMPLERS, Sampler, make_sampler
+from gmgraph.samplers import SAMPLERS, Sampler, borrowed, make_sampler
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
 from gmgraph.train.cuda_graphs import GraphedStep, capture
@@ -180,11 +181,34 @@ class SupernetTrainer:
             self.parallel.end_epoch(self.sampler)
         self.sampler.end_epoch(self.epoch, self.total_epochs)
         self.epoch += 1
+        val_accuracy = self._val_accuracy(batches=max(1, steps // 10))  # ~3% of the epoch's work: forward only
         stats = {"epoch": self.epoch, "loss": means["loss"], "accuracy": means["acc"],
                  "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - start}
+        if val_accuracy is not None:
+            stats["val_accuracy"] = val_accuracy
         progress.close(**means)  # the epoch's means (not the last live reading), fixed decimals
         self.history.append(stats)
         return stats
+
+    def _val_accuracy(self, batches: int) -> float | None:
+        """Accuracy of sampled paths on the first ``batches`` validation batches (the report's validation curve).
+
+        Measured as the training accuracy is (one path per batch, BatchNorm on
+        the batch's statistics), so the two curves compare; the paths come from
+        a stream of their own and no running statistics change, so training
+        goes on exactly as without it. None without validation data.
+        """
+        if self.val_loader is None:
+            return None
+        paths = torch.Generator().manual_seed(derived_seed(self.seed, f"val@{self.epoch}"))
+        hits, seen = torch.zeros((), dtype=torch.long, device=self.device), 0
+        with torch.no_grad(), _batch_statistics(self.gm):
+            for batch in itertools.islice(self.val_loader, batches):
+                x, y = to_device((batch[0], batch[1]), self.device)
+                with borrowed(self.sampler, paths), autocast(self.device, self.config.precision):
+                    hits += (self.gm(x).argmax(1) == y).sum()
+                seen += len(y)
+        return int(hits) / seen if seen else None  # the one read back
 
     def _read(self, totals: torch.Tensor) -> dict:
         """Mean loss and accuracy so far: the one read back from the device."""
@@ -420,6 +444,24 @@ class _Loader:
 
     def __init__(self, dataset: Dataset, batch_size: int):
         self.dataset, self.batch_size = dataset, batch_size
+
+
+@contextlib.contextmanager
+def _batch_statistics(gm: nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout), except that every BatchNorm normalises with the batch's statistics and records none."""
+    norms = [m for m in gm.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.track_running_stats) for m in norms]
+    training = gm.training
+    gm.eval()
+    for norm in norms:
+        norm.train()
+        norm.track_running_stats = False  # batch statistics, running ones neither read nor updated
+    try:
+        yield
+    finally:
+        for norm, track in saved:
+            norm.track_running_stats = track
+        gm.train(training)
 
 
 def _cycle(loader) -> Iterator:
