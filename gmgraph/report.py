@@ -35,7 +35,7 @@ def summary(report: dict) -> str:
         lines.append(f"  split [{split['node']}] at epoch {split['epoch']}: {split['label']} -> {groups}"
                      f" (score {split['score']:.4g})")
     lines.append(f"leaves: {len(report['leaves'])}; budget: {count(budget['supernet_epochs'], 'supernet-epoch')} "
-                 f"over {count(budget['epochs'], 'epoch')}; search: {count(report['search']['evaluations'], 'evaluation')}")
+                 f"over {count(budget['epochs'], 'epoch')}; search: {search_count(report['search'])}")
     line = f"supernet-estimated accuracy: test {final['supernet_test_accuracy']:.4f}"
     if "supernet_val_accuracy" in final:
         line += f", val {final['supernet_val_accuracy']:.4f}"
@@ -53,6 +53,22 @@ def summary(report: dict) -> str:
         lines.append(f"trained on {where} in {hardware['precision']}")
     lines.append(time_line(report["timings"]))
     return "\n".join(lines)
+
+
+def search_count(search: dict) -> str:
+    """The search's one count: distinct networks evaluated (the leaves' ``evaluated`` add up to it).
+
+    >>> search_count({"evaluations": 100, "evaluations_asked": 100})
+    '100 evaluations'
+    >>> search_count({"evaluations": 2, "evaluations_asked": 6})
+    '2 evaluations (6 asked: no other distinct network was found)'
+    """
+    n, asked = search["evaluations"], search.get("evaluations_asked")
+    text = count(n, "evaluation")
+    if asked is not None and n < asked:
+        limits = " within the limits" if search.get("limits") else ""
+        text += f" ({asked} asked: no other distinct network{limits} was found)"
+    return text
 
 
 UNITS = {"params": "M params", "flops": "M FLOPs", "latency": "ms"}
@@ -80,15 +96,22 @@ def cost_lines(report: dict) -> list[str]:
                      f"chosen arch: {', '.join(costs)}")
     elif costs:
         lines.append(f"chosen arch: {', '.join(costs)}")
-    if final.get("latency_limit_met_when_measured") is False:
+    passed_over = final.get("latency_passed_over") or []
+    if passed_over:
+        over = ", ".join(f"{point['latency_ms_measured']:.4g}" for point in passed_over)
+        lines.append(f"latency limit checked by measurement: {count(len(passed_over), 'better candidate')} measured "
+                     f"over it ({over} ms) and {'was' if len(passed_over) == 1 else 'were'} passed over")
+    if final.get("latency_limit_met_when_measured") is False:  # a report.json from before the measured check
         lines.append("warning: the chosen arch's measured latency is over --max-latency-ms (the predictor was "
                      "off for it); see report.json final.latency_ms_measured")
     pareto = report.get("pareto")
     if pareto:
         names = "/".join(o["name"] for o in pareto["objectives"])
+        why = f"best {pareto['objectives'][0]['name']}"
+        if passed_over:
+            why += " of the points whose measured latency keeps the limit"
         lines.append(f"Pareto front ({names}): {count(len(pareto['front']), 'point')}; chosen: point "
-                     f"{pareto['chosen']} (best {pareto['objectives'][0]['name']}); export another with "
-                     "`gmgraph export --run DIR --pick N`")
+                     f"{pareto['chosen']} ({why}); export another with `gmgraph export --run DIR --pick N`")
     return lines
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import fx, nn
@@ -70,11 +70,16 @@ class Live:
             ``none`` is a sum of zeros: it still runs, as a multiplication by 0).
         sums: names of the kept sums, in graph order.
         sources: kept Choice -> the node its input is in the derived network (identities folded).
+        reads: every kept node (Choices, sums and the rest, the output included) -> the nodes it reads
+            in the derived network, in argument order, folded nodes resolved to what stands for them.
+            With each kept Choice's op it is the whole derived graph: two architectures with equal
+            ``reads`` and equal ops on the kept Choices derive the same network.
     """
 
     choices: list[str]
     sums: list[str]
     sources: dict[str, str]
+    reads: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def live_nodes(flow: list[dict], arch: Mapping[str, str]) -> Live:
@@ -104,7 +109,8 @@ def live_nodes(flow: list[dict], arch: Mapping[str, str]) -> Live:
     choices = [n for n in flow if n["kind"] == "choice" and n["name"] in live]
     sums = [n["name"] for n in flow if n["kind"] == "sum" and n["name"] in live]
     return Live(choices=[n["name"] for n in choices], sums=sums,
-                sources={n["name"]: resolve(n["inputs"][0]) for n in choices})
+                sources={n["name"]: resolve(n["inputs"][0]) for n in choices},
+                reads={n["name"]: tuple(resolve(i) for i in n["inputs"]) for n in flow if n["name"] in live})
 
 
 def _stateless(op: nn.Module) -> bool:

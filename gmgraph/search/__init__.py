@@ -23,6 +23,7 @@ geometry of fronts (dominance, sorting, crowding, hypervolume) and
 :data:`~gmgraph.search.strategies.STRATEGIES`.
 """
 
+from gmgraph.search.canonical import CanonicalForm, canonical_form
 from gmgraph.search.constraints import Constraint, Constraints
 from gmgraph.search.evaluation import accuracy, evaluate, evaluate_many, recalibrate_bn
 from gmgraph.search.from_alphas import argmax
@@ -42,6 +43,7 @@ from gmgraph.search.strategies import (
 
 __all__ = [
     "STRATEGIES",
+    "CanonicalForm",
     "Constraint",
     "Constraints",
     "Objective",
@@ -51,6 +53,7 @@ __all__ = [
     "SearchResult",
     "accuracy",
     "argmax",
+    "canonical_form",
     "constraints_for",
     "crowding_distance",
     "dominates",

@@ -27,12 +27,15 @@ import itertools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
 from gmgraph.arch import Arch, key
 from gmgraph.errors import ConfigError, GmGraphError
+from gmgraph.search.canonical import Canonical, distinct_networks
 from gmgraph.search.constraints import Constraints, Screen
+from gmgraph.search.novelty import NOVELTY_TRIES, novel
 from gmgraph.search.pareto import (
     SENSES,
     crowding_distance,
@@ -40,7 +43,7 @@ from gmgraph.search.pareto import (
     non_dominated_sort,
     to_minimisation,
 )
-from gmgraph.search.random import check_int, check_space, distinct_archs, random_arch, space_size
+from gmgraph.search.random import check_int, check_space, distinct_archs, space_size
 from gmgraph.search.regularized_evolution import mutate
 from gmgraph.search.result import SearchResult
 
@@ -49,12 +52,6 @@ Values = tuple[float, ...]
 
 OnValues = Callable[[int, Arch, Values], None]
 """``progress(step, arch, values)`` after each new evaluation; ``step`` counts from 1."""
-
-NOVELTY_TRIES = 50
-"""Children drawn in a row before one that repeats an evaluated arch is replaced by a uniform draw."""
-
-UNIFORM_TRIES = 1000
-"""Uniform draws (at least; ``constraints.max_draws`` if larger) for a new arch before the search ends."""
 
 
 @dataclass(frozen=True)
@@ -139,6 +136,7 @@ def nsga2(
     seed: int = 0,
     constraints: Constraints | None = None,
     progress: OnValues | None = None,
+    canonical: Canonical | None = None,
 ) -> ParetoResult:
     """Search ``space`` for the Pareto front of ``objectives`` with NSGA-II.
 
@@ -158,6 +156,10 @@ def nsga2(
         constraints: limits every evaluated architecture meets; rejected
             candidates are counted and replaced without costing budget.
         progress: called as ``progress(step, arch, values)`` for each new evaluation.
+        canonical: maps an architecture to the one standing for its derived
+            network (:func:`~gmgraph.search.canonical.canonical_form`): each
+            network is evaluated once, so the front never offers one network
+            twice, and ``budget`` counts networks.
 
     Returns:
         A :class:`ParetoResult`.
@@ -191,7 +193,7 @@ def nsga2(
             progress(len(history), dict(arch), values)
         return dict(arch), values
 
-    first = screen.feasible(distinct_archs(space, population, rng))
+    first = screen.feasible(distinct_networks(distinct_archs(space, population, rng), canonical))
     members = [evaluate(arch) for arch in itertools.islice(first, min(population, budget))]
     size = space_size(space)
 
@@ -203,7 +205,8 @@ def nsga2(
         parents = _Parents(members, senses, rng)
         children = []
         while len(children) < population and more():
-            arch = _new_child(parents, space, crossover, seen, screen, rng)
+            arch = novel(partial(_child, parents, space, crossover, rng), NOVELTY_TRIES, space, seen, screen,
+                         rng, canonical)
             if arch is None:
                 break
             children.append(evaluate(arch))
@@ -257,24 +260,13 @@ class _Parents:
         return self.members[i][0]
 
 
-def _new_child(parents: _Parents, space: Mapping[str, Sequence[str]], crossover: float,
-               seen: Mapping[str, Values], screen: Screen, rng: np.random.Generator) -> Arch | None:
-    """A child not evaluated yet that meets the constraints; a uniform draw when children keep repeating."""
-    for _ in range(NOVELTY_TRIES):
-        child = parents.pick()
-        if rng.random() < crossover:
-            child = _uniform_crossover(child, parents.pick(), rng)
-        child = mutate(child, space, rng)
-        if key(child) not in seen and screen.allows(child):
-            return child
-    size = space_size(space)
-    for _ in range(max(screen.max_draws, UNIFORM_TRIES)):
-        if len(seen) + screen.refused >= size:
-            return None  # every architecture is evaluated or known to break a limit
-        arch = random_arch(space, rng)
-        if key(arch) not in seen and not screen.known_to_break(arch) and screen.allows(arch):
-            return arch
-    return None
+def _child(parents: _Parents, space: Mapping[str, Sequence[str]], crossover: float,
+           rng: np.random.Generator) -> Arch:
+    """A parent (or, with probability ``crossover``, a crossover of two) mutated in one decision."""
+    child = parents.pick()
+    if rng.random() < crossover:
+        child = _uniform_crossover(child, parents.pick(), rng)
+    return mutate(child, space, rng)
 
 
 def _uniform_crossover(a: Arch, b: Arch, rng: np.random.Generator) -> Arch:

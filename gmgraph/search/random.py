@@ -18,6 +18,7 @@ import numpy as np
 
 from gmgraph.arch import Arch, enumerate_archs, key
 from gmgraph.errors import ConfigError, SpaceError
+from gmgraph.search.canonical import Canonical, distinct_networks
 from gmgraph.search.constraints import Constraints, Screen
 from gmgraph.search.result import Fitness, OnStep, SearchResult, score
 
@@ -30,6 +31,7 @@ def random_search(
     seed: int = 0,
     progress: OnStep | None = None,
     constraints: Constraints | None = None,
+    canonical: Canonical | None = None,
 ) -> SearchResult:
     """Evaluate ``n`` distinct architectures drawn uniformly from ``space``.
 
@@ -46,6 +48,10 @@ def random_search(
             ``rejected``) and another distinct one is drawn; after
             ``constraints.max_draws`` rejections in a row the search stops
             with what it has (fewer than ``n`` evaluations).
+        canonical: maps an architecture to the one standing for its derived
+            network (:func:`~gmgraph.search.canonical.canonical_form`): each
+            network is evaluated once, as its canonical architecture, and ``n``
+            counts networks. ``None``: every architecture is a network of its own.
 
     Returns:
         A :class:`SearchResult`; ``history`` is in evaluation order.
@@ -70,13 +76,13 @@ def random_search(
     check_int("seed", seed, minimum=0)
     screen = Screen(constraints)
     history: list[tuple[Arch, float]] = []
-    candidates = screen.feasible(distinct_archs(space, n, np.random.default_rng(seed)))
+    candidates = screen.feasible(distinct_networks(distinct_archs(space, n, np.random.default_rng(seed)), canonical))
     for step, arch in enumerate(itertools.islice(candidates, n), start=1):
         value = score(fitness, arch)
         history.append((arch, value))
         if progress is not None:
             progress(step, dict(arch), value)
-    return SearchResult.from_history(history, evaluations=len(history), rejected=screen.rejected)
+    return SearchResult.from_history(history, rejected=screen.rejected)
 
 
 def sample_distinct(space: Mapping[str, Sequence[str]], n: int, rng: np.random.Generator) -> list[Arch]:

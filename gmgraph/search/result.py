@@ -1,8 +1,8 @@
 """What a search returns: the best architecture and how it got there.
 
->>> r = SearchResult.from_history([({"a": "x"}, 0.2), ({"a": "y"}, 0.7)], evaluations=2)
->>> r.best, r.best_fitness
-({'a': 'y'}, 0.7)
+>>> r = SearchResult.from_history([({"a": "x"}, 0.2), ({"a": "y"}, 0.7)])
+>>> r.best, r.best_fitness, r.evaluations
+({'a': 'y'}, 0.7, 2)
 >>> r.as_dict()["history"][0]
 {'arch': {'a': 'x'}, 'fitness': 0.2}
 """
@@ -30,10 +30,11 @@ class SearchResult:
     Attributes:
         best: the best architecture seen (the first one on ties).
         best_fitness: its fitness.
-        history: every ``(arch, fitness)`` the search looked at, in order. For
-            evolution this includes children that repeat an earlier
-            architecture (their fitness came from the cache).
-        evaluations: calls of the fitness function (distinct architectures).
+        history: every ``(arch, fitness)`` the search evaluated, in order, each
+            architecture (and, given a canonical form, each derived network) once.
+        evaluations: the search's one count of evaluations: ``len(history)``,
+            the fitness calls. Summaries, report.json and the per-leaf counts
+            (which add up to it) all read this number.
         population: evolution's final population, oldest first; ``None`` for
             searches without one.
         rejected: candidates turned down by the search's constraints (never
@@ -51,11 +52,10 @@ class SearchResult:
     def from_history(
         cls,
         history: Sequence[tuple[Arch, float]],
-        evaluations: int,
         population: Sequence[tuple[Arch, float]] | None = None,
         rejected: int = 0,
     ) -> SearchResult:
-        """Build a result whose best is the first maximum of ``history`` (non-empty)."""
+        """Build a result whose best is the first maximum of ``history`` (non-empty, each arch once)."""
         best, best_fitness = history[0]
         for arch, fitness in history[1:]:
             if fitness > best_fitness:
@@ -64,7 +64,7 @@ class SearchResult:
             dict(best),
             best_fitness,
             list(history),
-            evaluations,
+            len(history),
             None if population is None else list(population),
             rejected,
         )

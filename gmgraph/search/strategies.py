@@ -33,9 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gmgraph import registry
-from gmgraph.arch import Arch
+from gmgraph.arch import Arch, key
 from gmgraph.config import LIMITS, OBJECTIVES, SearchConfig
 from gmgraph.errors import ConfigError
+from gmgraph.search.canonical import Canonical
 from gmgraph.search.constraints import Constraints, Measure, from_limits
 from gmgraph.search.from_alphas import argmax
 from gmgraph.search.multi_objective import Objective, nsga2
@@ -59,6 +60,10 @@ class SearchContext:
             :func:`constraints_for`. ``argmax`` refuses them (it does not draw candidates).
         objectives: what ``pareto`` optimises; empty means accuracy (``fitness``) alone.
             See :func:`objectives_for`. The other strategies maximise ``fitness``.
+        canonical: maps an architecture to the one standing for its derived network
+            (:func:`~gmgraph.search.canonical.canonical_form`); every strategy then
+            evaluates each network once, and ``evaluations`` counts networks. ``None``:
+            each architecture is a network of its own.
     """
 
     space: Mapping[str, Sequence[str]]
@@ -69,12 +74,13 @@ class SearchContext:
     alphas: list[tuple[Mapping, Mapping[str, Sequence[str]]]] = field(default_factory=list)
     constraints: Constraints | None = None
     objectives: Sequence[Objective] = ()
+    canonical: Canonical | None = None
 
 
 def search_randomly(ctx: SearchContext) -> SearchResult:
     """Random search over ``ctx.evaluations`` distinct architectures."""
     return random_search(ctx.space, ctx.fitness, n=ctx.evaluations, seed=ctx.seed, progress=ctx.progress,
-                         constraints=ctx.constraints)
+                         constraints=ctx.constraints, canonical=ctx.canonical)
 
 
 def search_by_evolution(ctx: SearchContext) -> SearchResult:
@@ -82,7 +88,7 @@ def search_by_evolution(ctx: SearchContext) -> SearchResult:
     population = min(20, ctx.evaluations)
     return evolution(ctx.space, ctx.fitness, population=population, sample_size=min(5, population),
                      cycles=max(ctx.evaluations - population, 0), seed=ctx.seed, progress=ctx.progress,
-                     constraints=ctx.constraints)
+                     constraints=ctx.constraints, canonical=ctx.canonical)
 
 
 def search_pareto(ctx: SearchContext) -> SearchResult:
@@ -99,23 +105,31 @@ def search_pareto(ctx: SearchContext) -> SearchResult:
         def progress(step, arch, values):
             ctx.progress(step, arch, values[0])
     return nsga2(ctx.space, objectives, budget=ctx.evaluations, population=population, seed=ctx.seed,
-                 constraints=ctx.constraints, progress=progress)
+                 constraints=ctx.constraints, progress=progress, canonical=ctx.canonical)
 
 
 def search_by_argmax(ctx: SearchContext) -> SearchResult:
-    """The argmax architecture of each sub-supernet's alphas, the best of them by fitness."""
+    """The argmax architecture of each sub-supernet's alphas, the best of them by fitness.
+
+    Leaves whose argmax derives a network an earlier leaf's already gave are not evaluated again.
+    """
     if not ctx.alphas:
         raise ConfigError("--search argmax reads architecture parameters: use a weighted sampler (darts, gdas)")
     if ctx.constraints:
         raise ConfigError("--search argmax cannot honour --max-params/--max-flops/--max-latency-ms: it takes "
                           "each leaf's argmax as it is; use --search evolution, random or pareto")
     scored: list[tuple[Arch, float]] = []
-    for step, (alphas, space) in enumerate(ctx.alphas, 1):
+    networks: set[str] = set()
+    for alphas, space in ctx.alphas:
         arch = argmax(alphas, space)
+        network = key(ctx.canonical(arch) if ctx.canonical else arch)
+        if network in networks:
+            continue
+        networks.add(network)
         scored.append((arch, ctx.fitness(arch)))
         if ctx.progress is not None:
-            ctx.progress(step, arch, scored[-1][1])
-    return SearchResult.from_history(scored, evaluations=len(scored))
+            ctx.progress(len(scored), arch, scored[-1][1])
+    return SearchResult.from_history(scored)
 
 
 STRATEGIES = registry.STRATEGIES

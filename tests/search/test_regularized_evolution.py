@@ -80,24 +80,35 @@ def test_mutate_changes_exactly_one_mutable_decision():
         mutate({"fixed": "only"}, {"fixed": ("only",)}, np.random.default_rng(0))
 
 
-def test_repeated_archs_are_not_re_evaluated():
+def test_repeats_use_no_evaluation_and_the_search_ends_when_the_space_does():
     space = {"x": ("p", "q"), "y": ("r", "s")}
     calls = []
     result = evolution(
         space, lambda a: calls.append(key(a)) or matches_xy(a), population=3, sample_size=2, cycles=50
     )
-    assert len(calls) == len(set(calls)) == result.evaluations <= 4
-    assert len(result.history) == 53
-    assert {key(a) for a, _ in result.history} == set(calls)
+    assert len(calls) == len(set(calls)) == result.evaluations == len(result.history) == 4  # the whole space
+    assert [key(a) for a, _ in result.history] == calls
+
+
+def test_the_budget_counts_distinct_evaluations():
+    # a small space where the paper's children would often repeat: each cycle still evaluates a new arch
+    space = {f"e{i}": ("a", "b") for i in range(5)}  # 32 archs
+    result = evolution(space, matches_xy_free, population=8, sample_size=4, cycles=20, seed=3)
+    keys = [key(a) for a, _ in result.history]
+    assert len(keys) == len(set(keys)) == result.evaluations == 8 + 20
 
 
 def matches_xy(arch):
     return float(arch["x"] == "q") + float(arch["y"] == "s")
 
 
+def matches_xy_free(arch):
+    return float(sum(op == "b" for op in arch.values()))
+
+
 def test_no_mutable_label_stops_after_the_initial_population():
     result = evolution({"x": ("p",), "y": ("r",)}, lambda a: 1.0, population=4, sample_size=2, cycles=10)
-    assert len(result.history) == 4 and result.evaluations == 1
+    assert len(result.history) == 1 and result.evaluations == 1  # the space holds one arch
     assert result.population == result.history
 
 
