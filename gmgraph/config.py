@@ -24,7 +24,7 @@ import math
 import numbers
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gmgraph.errors import ConfigError
 from gmgraph.registry import (
@@ -239,13 +239,20 @@ class SearchSettings:
     space: str = setting("nb201", "search space", choices=lambda: tuple(SPACES))
     data: str = setting("digits16", "dataset", choices=lambda: tuple(DATASETS))
     data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
+    image_size: int | None = setting(None, "resize every image to N x N (bilinear) before it reaches the network; "
+                                           "none: the data's own size (an imagefolder's images must then share one)")
     width: int | None = setting(None, "channels of the first stage (NB201's C); none: the data's size, "
                                       f"{SMALL_TASK_SIZE[0]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[0]} elsewhere")
     cells: int | None = setting(None, "cells per stage (NB201's N); none: the data's size, "
                                       f"{SMALL_TASK_SIZE[1]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[1]} elsewhere")
     batch_size: int = setting(64, "training batch size")
     seed: int = setting(0, "seeds data order, training, scoring and search")
-    final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs (0: keep the supernet's weights)")
+    threads: int | None = setting(None, "torch threads per process for CPU work (torch.set_num_threads); fewer "
+                                        "are faster on a busy machine but change the numbers slightly; none: "
+                                        "torch's default, one per core")
+    final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs, with the [train] "
+                                    "settings (lr, lr-min, momentum, nesterov, weight-decay, grad-clip, "
+                                    "steps-per-epoch, device, precision); 0: keep the supernet's weights")
     train: TrainConfig = nested(TrainConfig)
     fewshot: FewShotConfig = nested(FewShotConfig)
     search: SearchConfig = nested(SearchConfig)
@@ -265,6 +272,13 @@ class SearchSettings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+        for name in ("image_size", "threads"):  # none: the data's size, torch's default
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive_int(name, value)
+        if self.image_size is not None and key == "synthetic":
+            raise ConfigError("--image-size resizes the images of a dataset; synthetic images are generated "
+                              "at their size (3x32x32), so leave it out")
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
         if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
@@ -281,14 +295,31 @@ class SearchSettings:
 
         check_precision(self.train.precision, resolve_device(self.train.device))
 
+    def final_train(self) -> TrainConfig | None:
+        """The settings of the final training (the chosen arch from scratch); None when ``final_epochs`` is 0.
+
+        They are the ``[train]`` settings with ``epochs`` = ``final_epochs``, less what acts on
+        architecture choices, which a derived network has none of (``uniform`` sampler, no sampler
+        options, no latency weight): every optimiser setting the user gives reaches both trainings.
+
+        >>> s = SearchSettings(final_epochs=3, train=TrainConfig(sampler="darts", momentum=0.5, steps_per_epoch=2))
+        >>> f = s.final_train()
+        >>> f.epochs, f.momentum, f.steps_per_epoch, f.sampler
+        (3, 0.5, 2, 'uniform')
+        """
+        if self.final_epochs == 0:
+            return None
+        return replace(self.train, epochs=self.final_epochs, sampler="uniform", sampler_options={}, latency_weight=0.0)
+
     def shaping(self) -> dict:
         """The run-level settings that shape the supernets (a resume must match them).
 
         Not among them: ``data_root`` (a dataset may move), ``final_epochs`` and the
-        search settings (they act after training), and the device (see :meth:`TrainConfig.shaping`).
+        search settings (they act after training), and the device and ``threads`` (a run may resume on
+        another machine; see :meth:`TrainConfig.shaping`).
         """
-        return {"space": self.space, "data": self.data, "width": self.width, "cells": self.cells,
-                "batch_size": self.batch_size}
+        return {"space": self.space, "data": self.data, "image_size": self.image_size, "width": self.width,
+                "cells": self.cells, "batch_size": self.batch_size}
 
 
 # ------------------------------------------------------------------ checks shared by the classes

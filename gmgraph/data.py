@@ -192,7 +192,7 @@ def load(
     - ``imagefolder``: ``root/train/<class>/*.png``, ``root/val/<class>/...``
       and optionally ``root/test/<class>/...``; **without a test folder, val
       doubles as test**. Normalised with ImageNet constants; images of
-      different sizes need ``image_size``.
+      different sizes need ``image_size`` (without it, a DataError names two).
 
     Args:
         name: one of :data:`DATASETS`.
@@ -696,8 +696,39 @@ def _imagefolder(root: str | Path | None, adapt: _Adapt) -> tuple[tuple[Dataset,
                 f"class folders of {base / part} {ds.classes} differ from those of "
                 f"{base / 'train'} {sets[0].classes}; every split needs the same ones"
             )
+    if adapt.image_size is None:  # else every image is resized to one size
+        _check_one_size([path for ds in sets for path, _ in ds.samples])
     test = sets[2] if len(sets) == 3 else sets[1]  # no test folder: val doubles as test
     return (sets[0], sets[1], test), len(sets[0].classes)
+
+
+def _check_one_size(paths: Sequence[str]) -> None:
+    """Refuse images of different sizes: a batch stacks them, and a network takes one input size.
+
+    Reads each file's header only (Pillow opens lazily), so a few thousand files take well under a second.
+
+    Raises:
+        DataError: naming two files of different sizes and ``image_size``, or an unreadable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    first = None
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                size = img.size  # (width, height)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DataError(f"imagefolder: cannot read image {path}: {exc}") from exc
+        if first is None:
+            first = (path, size)
+        elif size != first[1]:
+            raise DataError(f"imagefolder images differ in size: {first[0]} is {_wxh(first[1])} but {path} is "
+                            f"{_wxh(size)} (width x height); resize them all to N x N with image_size=N "
+                            "(--image-size N on the command line), or give them one size")
+
+
+def _wxh(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
 
 
 # --- loaders -----------------------------------------------------------------

@@ -124,3 +124,22 @@ def no_host_sync(device: torch.device) -> Iterator[None]:
         yield
     finally:
         torch.cuda.set_sync_debug_mode(previous)
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[int]:
+    """Run the block with ``torch.set_num_threads(threads)`` (None: leave torch's setting); yields the count.
+
+    The caller's count comes back afterwards, so a library call does not change its process for good.
+
+    >>> with torch_threads(1) as n:
+    ...     n, torch.get_num_threads()
+    (1, 1)
+    """
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)

@@ -7,7 +7,10 @@ Two sources::
     $ gmgraph export --run runs/search-1        # writes runs/search-1/best.onnx
 
 From Python, :func:`gmgraph.run.export_run` does the second; it is how a
-search run gets its ``best.onnx``.
+search run gets its ``best.onnx``. A run's ``best.pt`` records its network's
+space, sizes and data (:func:`gmgraph.run.best_record`), so the first needs no
+size flags for it; a best.pt written before gmgraph recorded them takes
+``--width/--cells/--num-classes/--in-channels/--image-size``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--space", choices=tuple(registry.SPACES), help="search space (default nb201)")
     p.add_argument("--arch", help="architecture string of --space (optional with --checkpoint, which holds one)")
     p.add_argument("--checkpoint", type=Path, help='weights: a best.pt-style file {"arch": ..., "model": state dict}; '
-                   "without it the network is freshly initialised")
+                   "a best.pt of `gmgraph search` also records its network's space, sizes and data, so no size "
+                   "flag is needed; without --checkpoint the network is freshly initialised")
     for flag, text in (("--num-classes", "outputs of the classifier"), ("--in-channels", "channels of the input"),
                        ("--image-size", "height and width of the input"), ("--width", "channels of the first stage"),
                        ("--cells", "cells per stage")):
@@ -53,7 +57,7 @@ def add_parser(sub) -> None:
 
 def _run_export(args: argparse.Namespace) -> int:
     from gmgraph.passes.onnx import read_metadata
-    from gmgraph.run import BEST, FRONT, export_run, read_best
+    from gmgraph.run import BEST, FRONT, best_shape, export_run, read_best
     from gmgraph.spaces import arch_to_str, parse_arch
 
     if args.run is not None:
@@ -69,12 +73,12 @@ def _run_export(args: argparse.Namespace) -> int:
         raise ConfigError("--pick and --max-latency-ms choose a point of a search run's front: give --run DIR")
     if args.out is None:
         raise ConfigError("--out is required (the .onnx file to write), unless --run is given")
-    space = args.space or "nb201"
-    arch = parse_arch(space, args.arch) if args.arch is not None else None
     best = read_best(args.checkpoint) if args.checkpoint is not None else None
+    stored = best_shape(best, args.checkpoint) if best is not None else None
+    shape = _flag_shape(args, args.space or "nb201") if stored is None else _stored_shape(args, stored)
+    arch = parse_arch(shape.space, args.arch) if args.arch is not None else None
     arch = _agree(arch, best, args.checkpoint)
-    shape = _flag_shape(args, space)
-    path = _export_space(shape, arch, best, args.checkpoint, args.out, args.opset)
+    path = _export_space(shape, arch, best, args.checkpoint, args.out, args.opset, stored is not None)
     source = f"the weights of {args.checkpoint}" if best else "freshly initialised weights (pass --checkpoint for trained ones)"
     print(f"wrote {path}: {arch_to_str(shape.space, arch)} with {source}; {_VERIFIED}")
     return 0
@@ -87,20 +91,27 @@ def _values(values: dict) -> str:
 _VERIFIED = "checked with onnx.checker and matched torch in onnxruntime at batch 1 and 7 (max |diff| <= 1e-4)"
 
 
-def _export_space(shape: Shape, arch: dict, best: dict | None, checkpoint: Path | None, out: Path, opset: int) -> Path:
+def _export_space(shape: Shape, arch: dict, best: dict | None, checkpoint: Path | None, out: Path, opset: int,
+                  recorded: bool) -> Path:
     import torch
 
     from gmgraph.passes.onnx import export_onnx
-    from gmgraph.run import build_network, load_weights
+    from gmgraph.run import best_metadata, build_network, load_weights
 
     with torch.random.fork_rng():  # fresh weights are seeded, without touching the caller's RNG
         torch.manual_seed(0)
         net = build_network(shape, arch)
     if best is not None:
-        load_weights(net, best["model"], checkpoint,
-                     hint="pass the --width/--cells/--num-classes/--in-channels the model was trained with")
+        load_weights(net, best["model"], checkpoint, hint=_OWN_SHAPE if recorded else _OLD_BEST)
     example = torch.zeros(1, shape.in_channels, *shape.image_size)
-    return export_onnx(net, example, out, opset=opset, arch=arch, metadata={"space": shape.space})
+    metadata = best_metadata(best, shape) if best is not None else {"space": shape.space}
+    return export_onnx(net, example, out, opset=opset, arch=arch, metadata=metadata)
+
+
+_OWN_SHAPE = "the file's weights and its own record of the network disagree: it is damaged or was edited"
+_OLD_BEST = ("the file does not record the network's size (a best.pt from before gmgraph stored it): pass the "
+             "--width/--cells/--num-classes/--in-channels/--image-size it was trained with (its run's report.json "
+             "has them under settings, num_classes and input_shape), or export the run with --run DIR")
 
 
 def _refuse_with_run(args: argparse.Namespace) -> None:
@@ -110,6 +121,24 @@ def _refuse_with_run(args: argparse.Namespace) -> None:
                                       ("--cells", args.cells)) if value is not None]
     if given:
         raise ConfigError(f"--run takes the architecture, weights and shapes from the run; drop {', '.join(given)}")
+
+
+def _stored_shape(args: argparse.Namespace, stored: Shape) -> Shape:
+    """The network a best.pt records; a flag may repeat a recorded value, not change it."""
+    size = None if args.image_size is None else (args.image_size, args.image_size)
+    given = {"space": (args.space, args.space), "num_classes": (args.num_classes, args.num_classes),
+             "in_channels": (args.in_channels, args.in_channels), "width": (args.width, args.width),
+             "cells": (args.cells, args.cells), "image_size": (args.image_size, size)}  # name -> (flag, value)
+    differ = [f"--{name.replace('_', '-')} {flag} (the file has {_flag_value(getattr(stored, name))})"
+              for name, (flag, value) in given.items() if flag is not None and value != getattr(stored, name)]
+    if differ:
+        raise ConfigError(f"{args.checkpoint} records the network it holds weights for; these flags differ from it: "
+                          f"{'; '.join(differ)}. Drop them")
+    return stored
+
+
+def _flag_value(value: object) -> str:
+    return "x".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _flag_shape(args: argparse.Namespace, space: str) -> Shape:

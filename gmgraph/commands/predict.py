@@ -348,8 +348,9 @@ def _run_predict(args: argparse.Namespace) -> int:
         how = prepared.describe()
     else:
         name = args.data or "digits"
-        samples = _read_dataset(name, args.data_root)
-        how = f"preprocessing: gmgraph.data.load({name!r}), as in training"
+        size = _trained_image_size(model, name)
+        samples = _read_dataset(name, args.data_root, size)
+        how = f"preprocessing: gmgraph.data.load({name!r}{'' if size is None else f', image_size={size}'}), as in training"
     _check_fit(model, samples, args.model)
     logits = predict(model, samples.x, args.batch_size)
     print(_describe(args.model, model))
@@ -360,10 +361,37 @@ def _run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_dataset(name: str, root: str | None) -> Samples:
+def _trained_image_size(model: Model, name: str) -> int | None:
+    """The square size the model's training images of dataset ``name`` were resized to, from its
+    preprocessing metadata (``gmgraph search --image-size``); None for the data's own size, another
+    dataset or no record.
+    """
+    from gmgraph.passes.onnx import PREPROCESSING_KEY
+    from gmgraph.registry import dataset_key
+
+    try:
+        spec = json.loads(model.metadata.get(PREPROCESSING_KEY, "null"))
+    except json.JSONDecodeError:
+        return None  # --data does not read it otherwise: no reason to fail here
+    key = dataset_key(name)
+    if not isinstance(spec, dict) or key in (None, "synthetic") or spec.get("dataset") != key:
+        return None  # synthetic images are made at their size and take no image_size
+    size = spec.get("size")
+    if not (isinstance(size, list) and len(size) == 2 and size[0] == size[1] and isinstance(size[0], int)):
+        return None
     from gmgraph import data
 
-    loaders = data.load(name, root=root, batch_size=512)
+    try:
+        native = data.preprocessing(key)["size"]  # reads no dataset file
+    except DataError:
+        return None
+    return None if native == size else size[0]
+
+
+def _read_dataset(name: str, root: str | None, image_size: int | None = None) -> Samples:
+    from gmgraph import data
+
+    loaders = data.load(name, root=root, batch_size=512, image_size=image_size)
     xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in loaders.test))
     x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys)
     classes = [str(k) for k in range(data.info(loaders).num_classes)]

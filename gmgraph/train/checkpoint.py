@@ -37,17 +37,15 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint with ``torch.load(weights_only=True)``: loading never runs code.
 
     Raises:
-        CheckpointError: when the file is missing, truncated, not a gmgraph
-            checkpoint (or one of an older format), or holds anything but
-            tensors and plain data.
+        CheckpointError: when the file is missing, damaged (empty, truncated, corrupt), not a
+            gmgraph checkpoint (or one of an older format), or holds anything but tensors and
+            plain data; one line that names the file and says which.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}")
     try:
-        state = load_tensors(path)
+        state = load_tensors(path, "checkpoint")
     except FileError as exc:
-        raise CheckpointError(f"cannot load checkpoint: {exc}") from exc
+        raise CheckpointError(str(exc)) from exc
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         found = state.get("format") if isinstance(state, dict) else None
         raise CheckpointError(f"{path} is not a gmgraph checkpoint of format {FORMAT!r}"

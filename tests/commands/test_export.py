@@ -96,7 +96,7 @@ def test_export_from_checkpoint_takes_its_arch(run_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--checkpoint", "{run}/best.pt", "--out", "{tmp}/x.onnx"], "do not fit the network"),
+    (["--checkpoint", "{run}/best.pt", "--width", "8", "--out", "{tmp}/x.onnx"], "--width 8 (the file has 4)"),
     (["--checkpoint", "{run}/best.pt", "--arch", ARCH, "--width", "4", "--cells", "1", "--out", "{tmp}/x.onnx"],
      "differs from the architecture stored"),
     (["--run", "{tmp}", "--out", "{tmp}/x.onnx"], "holds no report.json; is it a finished `gmgraph search` run?"),

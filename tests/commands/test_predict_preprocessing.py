@@ -38,7 +38,8 @@ DIGITS = load_digits()
 def digits_run(tmp_path_factory):
     """A short but real `gmgraph search` on digits: a model that has learnt something (about 0.8)."""
     out = tmp_path_factory.mktemp("digits-run")
-    tiny_search(out, "digits", evaluations=2, final_epochs=1, steps_per_epoch=3)
+    # --steps-per-epoch caps the final training too: 10 x 3 steps, about two passes over the digits
+    tiny_search(out, "digits", evaluations=2, final_epochs=10, steps_per_epoch=3)
     return out
 
 
