@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import gc
 import itertools
 import os
@@ -25,22 +26,36 @@ from torch import fx
 import gmgraph
 from gmgraph import data as datasets
 from gmgraph import spaces
-from gmgraph.config import SearchSettings
+from gmgraph.config import LIMITS, SearchSettings
+from gmgraph.device import torch_threads
+from gmgraph.errors import ConfigError
 from gmgraph.graph import space, space_size, trace
 from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
-from gmgraph.report import PHASES
-from gmgraph.run import CHECKPOINT, export_run, write_front, write_report
+from gmgraph.report import PHASES, count
+from gmgraph.run import (
+    CHECKPOINT,
+    HTML,
+    ONNX,
+    export_run,
+    replacing_outputs,
+    write_front,
+    write_report,
+    write_settings,
+)
 from gmgraph.search import STRATEGIES, SearchContext, evaluate
+from gmgraph.search.canonical import canonical_form
+from gmgraph.search.cost_bounds import smallest_costs
 from gmgraph.search.evaluation import accuracy, recalibrate_bn
+from gmgraph.search.measured_limit import Pick, first_within
 from gmgraph.search.measures import arch_measures, needed
 from gmgraph.search.multi_objective import ParetoResult
 from gmgraph.search.strategies import constraints_for, objectives_for
 from gmgraph.settings import as_dict
 from gmgraph.train import distributed
 from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
-from gmgraph.train.loop import SupernetTrainer, TrainConfig
+from gmgraph.train.loop import SupernetTrainer
 from gmgraph.train.penalty import LatencyPenalty
 
 
@@ -60,8 +75,9 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     final training and the report are rank 0's alone, and the other ranks return None.
 
     The report's ``timings`` split this call's wall time by phase (:func:`run_timings`).
+    ``settings.threads`` sets torch's threads for the length of the call (the caller's come back after).
     """
-    with _long_lived_objects_frozen() as freeze:
+    with _long_lived_objects_frozen() as freeze, torch_threads(settings.threads):
         return _run_search(settings, Path(out), resume, quiet, freeze)
 
 
@@ -71,14 +87,20 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
     clock = Clock()
     with clock.phase("data"):
         loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size,
-                                seed=settings.seed)
+                                seed=settings.seed, image_size=settings.image_size)
         info = datasets.info(loaders)
-        gm = build_supernet(settings, info.shape, info.num_classes)
+    _check_memory(settings, info, quiet)  # before the supernet takes any: a run that cannot fit says so here
+    with clock.phase("data"):
+        gm = _built_supernet(settings, info)
+    check_limits(settings, gm, info.shape)  # an impossible limit is refused before any training
     log(f"search space {settings.space}: {space_size(gm)} architectures, {len(space(gm))} decisions; "
         f"data {info.name} {info.shape} x {info.sizes[0]} training images", quiet=quiet)
     with clock.phase("latency"):
         table = _latency_table(settings, gm, info.shape, quiet)
+    check_latency_limit(settings, table)
     penalty = LatencyPenalty(table, settings.train.latency_weight) if settings.train.latency_weight > 0 else None
+    if team is None or team.is_root:
+        write_settings(out, settings)  # what --resume takes back
     checkpoint = out / CHECKPOINT
     earlier = _checkpoint_timings(checkpoint) if resume and (team is None or team.is_root) else None
     with clock.phase("train"):  # training, checkpoints and (taken out below) split scoring
@@ -96,21 +118,104 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
         calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
         measures = arch_measures(gm, info.shape, latency=table)
         found = _search(settings, gm, result, loaders, calib, measures, quiet)
+        found, pick = _keep_latency_limit_measured(settings, result, found, info.shape, quiet)
     with clock.phase("final"):
         final = _final(settings, result, found, loaders, calib, quiet)
-        final.update(_costs(settings, found.best, measures, final["model"], info.shape))
-    with clock.phase("export"):
-        report = _report(settings, gm, result, found, final, run_timings(clock, earlier))
-        report["hardware"]["cores_used_in_training"] = cores
-        report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
-        write_report(out, report, final.pop("model"))
-        if isinstance(found, ParetoResult):
-            write_front(out, [(arch, _front_net(result, arch, calib)) for arch, _ in found.front])
-        log(f"wrote {export_run(out)} (checked in onnxruntime)", quiet=quiet)
-    report["timings"] = run_timings(clock, earlier)
-    write_report(out, report)  # report.json again, now with the export timed too
-    _render(out, quiet)  # drawn from the finished report.json (well under a second, not in the timings)
+        final.update(_costs(settings, found.best, measures, final["model"], info.shape, pick))
+    # This invocation's outputs replace the folder's as a set: written aside, moved in together at the end.
+    with replacing_outputs(out) as staging:
+        with clock.phase("export"):
+            report = _report(settings, gm, result, found, final, run_timings(clock, earlier))
+            report["hardware"]["cores_used_in_training"] = cores
+            report["input_shape"], report["num_classes"] = list(info.shape), info.num_classes
+            write_report(staging, report, final.pop("model"))
+            if isinstance(found, ParetoResult):
+                write_front(staging, [(arch, _front_net(result, arch, calib)) for arch, _ in found.front])
+            export_run(staging)
+        report["timings"] = run_timings(clock, earlier)
+        write_report(staging, report)  # report.json again, now with the export timed too
+        _render(staging)  # drawn from the finished report.json (well under a second, not in the timings)
+    log(f"wrote {out / ONNX} (checked in onnxruntime) and {out / HTML}", quiet=quiet)
     return report
+
+
+def _built_supernet(settings: SearchSettings, info: datasets.DataInfo) -> fx.GraphModule:
+    """:func:`build_supernet`, with running out of memory as one line (the estimate before it is a floor)."""
+    try:
+        return build_supernet(settings, info.shape, info.num_classes)
+    except RuntimeError as exc:  # torch.OutOfMemoryError too
+        if "memory" not in str(exc) and "alloc" not in str(exc):
+            raise
+        raise ConfigError(f"the supernet does not fit in memory at --width {settings.width} --cells "
+                          f"{settings.cells} ({str(exc).splitlines()[0][:120]}); choose a smaller --width") from None
+
+
+def _check_memory(settings: SearchSettings, info: datasets.DataInfo, quiet: bool) -> None:
+    """Refuse a run whose training cannot fit this machine (or GPU); warn when it may not fit what is free now.
+
+    Built on the meta device: the estimate allocates nothing (:mod:`gmgraph.train.memory`)."""
+    from gmgraph.device import resolve_device
+    from gmgraph.train.memory import check_training, element_bytes
+
+    spec = spaces.get(settings.space)
+
+    def build(width: int) -> torch.nn.Module:
+        return spec.build(width=width, cells=settings.cells, num_classes=info.num_classes, in_channels=info.shape[0])
+
+    t = settings.train
+    note = check_training(build, settings.width, info.shape, min(settings.batch_size, info.sizes[0]),
+                          resolve_device(t.device), every_op=t.sampler == "darts",  # darts weighs every op; gdas one
+                          momentum=t.momentum > 0, element_bytes=element_bytes(t.precision),
+                          workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # --nproc workers of this machine
+    if note:
+        log(note, quiet=quiet)
+
+
+def check_limits(settings: SearchSettings, root: fx.GraphModule, shape: tuple[int, ...]) -> None:
+    """Refuse limits no architecture of the space can meet, from the supernet alone (before any training).
+
+    ``--max-params``/``--max-flops`` below the least any architecture costs
+    (:func:`~gmgraph.search.cost_bounds.smallest_costs`), and any limit with ``--search argmax``,
+    which takes each leaf's argmax as it is.
+
+    Raises:
+        ConfigError: naming the flag, its value and the least the space allows.
+    """
+    limits = {name: value for name, value in settings.search.limits().items() if value is not None}
+    if limits and settings.search.strategy == "argmax":
+        names = ", ".join(f"--{LIMITS[name].replace('_', '-')}" for name in limits)
+        raise ConfigError(f"--search argmax cannot honour {names}: it takes each leaf's argmax as it is; "
+                          "use --search evolution, random or pareto")
+    costed = [name for name in ("params", "flops") if name in limits]
+    if not costed:
+        return
+    least = smallest_costs(root, shape, measures=costed)
+    for name in costed:
+        if limits[name] < least[name]:
+            what = {"params": "parameters", "flops": "FLOPs (multiply-adds)"}[name]
+            raise ConfigError(f"--{LIMITS[name].replace('_', '-')} {limits[name]:g} cannot be met: every architecture "
+                              f"of this space has at least {least[name]:.6g} M {what} (inputs "
+                              f"{'x'.join(map(str, shape))}); raise the limit")
+
+
+def check_latency_limit(settings: SearchSettings, table: LatencyTable | None) -> None:
+    """Refuse ``--max-latency-ms`` below the latency table's prediction for the space's fixed part alone
+    (stem, reductions, head: every network runs it), before any training.
+
+    Raises:
+        ConfigError: naming the limit and that least latency.
+    """
+    limit = settings.search.max_latency_ms
+    if limit is None or not hasattr(table, "corrected"):  # no table, or a stand-in predictor without a fixed part
+        return
+    correction = table.correction
+    if correction is not None and correction["scale"] < 0:
+        return  # a line falling with the ops' time: no floor to read off
+    least = table.corrected(0.0)
+    if limit < least:
+        raise ConfigError(f"--max-latency-ms {limit:g} cannot be met: every network of this space takes at least "
+                          f"{least:.4g} ms on this machine (the part all of them run, as the latency table predicts "
+                          "it); raise the limit")
 
 
 class Clock:
@@ -204,7 +309,8 @@ def _note_shared_cores(clock: Clock, device: torch.device, quiet: bool) -> float
 
     Torch splits each op over ``torch.get_num_threads()`` threads (one per core), which wait for each
     other: with one other busy process on a 2-core machine training ran 4x slower here. Fewer threads
-    would change the numbers (sums split differently), so the run keeps them and says why it is slow.
+    would change the numbers (sums split differently), so the run keeps torch's default unless
+    ``--threads`` says otherwise, and says why it is slow.
     """
     wall, cpu = clock.seconds.get("train", 0.0) + clock.seconds.get("scoring", 0.0), clock.cpu_seconds.get("train")
     if device.type != "cpu" or cpu is None or wall < 10:
@@ -214,15 +320,16 @@ def _note_shared_cores(clock: Clock, device: torch.device, quiet: bool) -> float
     if threads > 1 and cores < 0.75 * threads:
         log(f"note: training kept {cores:.1f} of {threads} cores busy on average: other processes were using "
             f"them, and torch's {threads} threads per op wait for each other, so this run takes several times "
-            "longer than on a quiet machine", quiet=quiet)
+            "longer than on a quiet machine (--threads 1 is faster then, with slightly different numbers)",
+            quiet=quiet)
     return round(cores, 2)
 
 
-def _render(out: Path, quiet: bool) -> None:
+def _render(out: Path) -> None:
     """report.html with its drawings, next to report.json."""
     from gmgraph.report_html import render_run
 
-    log(f"wrote {render_run(out)}", quiet=quiet)
+    render_run(out)
 
 
 def _calibration(loaders, settings: SearchSettings) -> list:
@@ -251,19 +358,52 @@ def _latency_table(settings: SearchSettings, root: fx.GraphModule, shape: tuple[
     return LatencyTable.from_dict(team.on_root(lambda: build().to_dict(), "timing the latency table"))
 
 
-def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape) -> dict:
+def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module, shape, pick: Pick | None) -> dict:
     """What the chosen arch costs by the search's measures, and its latency measured end to end when it had a limit
-    or objective: the predictor's word is checked, not trusted."""
+    or objective: the predictor's word is checked, not trusted (under a limit, ``pick`` holds that check's timing:
+    latency depends on the network's structure, not its weights, so it is not timed again)."""
     out = {f"{name}_estimate": measures[name](arch) for name in measures if name != "params"}
     out["params_estimate"] = sum(p.numel() for p in net.parameters()) / 1e6  # the network _final derived
     if "latency" in measures:
-        timing = measure(copy.deepcopy(net).cpu().eval(), tuple(shape), runtime="onnxruntime", threads=1, batch=1)
+        timing = pick.timing if pick is not None else _timing(copy.deepcopy(net), shape)
         out["latency_ms_measured"] = timing.median_ms
         out["latency_measurement"] = {"stable": timing.stable, "spread": timing.spread, "runs": timing.runs}
         limit = settings.search.max_latency_ms
         if limit is not None:
             out["latency_limit_met_when_measured"] = timing.median_ms <= limit
+        if pick is not None and pick.passed_over:
+            out["latency_passed_over"] = [{"arch": arch, "arch_str": spaces.arch_to_str(settings.space, arch),
+                                           "latency_ms_measured": ms} for arch, ms in pick.passed_over]
     return out
+
+
+def _timing(net: torch.nn.Module, shape):
+    """``net``'s latency end to end, as the latency limit means it: onnxruntime, one thread, batch 1."""
+    return measure(net.cpu().eval(), tuple(shape), runtime="onnxruntime", threads=1, batch=1)
+
+
+def _keep_latency_limit_measured(settings: SearchSettings, result: FewShotResult, found, shape, quiet: bool):
+    """``(found, pick)``: under ``--max-latency-ms``, the search's result with the first candidate (the best
+    first) whose measured latency keeps the limit as its best, and that check (:func:`first_within`); else
+    ``(found, None)``. A Pareto search offers its front, the others their evaluated archs, fittest first.
+
+    Raises:
+        ConfigError: none of the candidates timed keeps the limit.
+    """
+    limit = settings.search.max_latency_ms
+    if limit is None:
+        return found, None
+    if isinstance(found, ParetoResult):
+        candidates = [(arch, values[0]) for arch, values in found.front]
+    else:
+        candidates = sorted(found.history, key=lambda point: -point[1])  # stable: the first of equals first
+    pick = first_within(candidates, lambda arch: _timing(derive(locate(result, arch).gm, arch), shape), limit)
+    if pick.passed_over:
+        over = ", ".join(f"{ms:.4g} ms" for _, ms in pick.passed_over)
+        log(f"latency: {count(len(pick.passed_over), 'better candidate')} measured over --max-latency-ms {limit:g} "
+            f"({over}); chose the next, measured {pick.latency_ms:.4g} ms", quiet=quiet)
+        found = dataclasses.replace(found, best=pick.arch, best_fitness=pick.fitness)
+    return found, pick
 
 
 def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
@@ -290,7 +430,8 @@ def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResul
     context = SearchContext(space(root), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
                             progress=progress, alphas=alphas,
                             constraints=constraints_for(settings.search, measures),
-                            objectives=objectives_for(settings.search, fitness, measures))
+                            objectives=objectives_for(settings.search, fitness, measures),
+                            canonical=canonical_form(root))  # each derived network evaluated once
     found = STRATEGIES[settings.search.strategy](context)
     bar.close(evaluations=found.evaluations)
     return found
@@ -322,12 +463,11 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     }
     net = derive(leaf.gm, arch, inherit=settings.final_epochs == 0)
     final["params"] = sum(p.numel() for p in net.parameters())
-    if settings.final_epochs > 0:
-        t = settings.train
-        config = TrainConfig(epochs=settings.final_epochs, lr=t.lr, device=t.device, precision=t.precision,
-                             cuda_graphs=t.cuda_graphs)
+    config = settings.final_train()  # the [train] settings, epochs from --final-epochs
+    final["train_settings"] = None if config is None else as_dict(config)
+    if config is not None:
         trainer = SupernetTrainer(net, loaders, config, seed=settings.seed)
-        for _ in range(settings.final_epochs):
+        for _ in range(config.epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
         final["standalone_test_accuracy"] = accuracy(net.eval(), test)
     final["model"] = net
@@ -343,7 +483,9 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         "space_size": space_size(root),
         "split_tree": result.tree,
         "leaves": [_leaf_report(leaf, found) for leaf in result.leaves],
+        # evaluations: distinct networks evaluated, the one count (the leaves' "evaluated" add up to it)
         "search": {"strategy": settings.search.strategy, "evaluations": found.evaluations,
+                   "evaluations_asked": None if settings.search.strategy == "argmax" else settings.search.evaluations,
                    "best_fitness": found.best_fitness, "rejected": found.rejected,
                    "limits": {name: value for name, value in settings.search.limits().items() if value is not None}},
         "arch": arch,
@@ -355,6 +497,8 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
     }
     if isinstance(found, ParetoResult):
         report["pareto"] = _front_report(settings, found)
+    else:  # every evaluation in order: report.html's search-progress plot
+        report["search"]["history"] = [{"arch": dict(a), "fitness": f} for a, f in found.history]
     oracle = spaces.get(settings.space).oracle
     if oracle is not None:
         report["oracle"] = oracle(arch)
@@ -381,7 +525,8 @@ def _front_report(settings: SearchSettings, found: ParetoResult) -> dict:
 
 def _hardware(device: torch.device, precision: str) -> dict:
     """Where the run trained (report.json says so)."""
-    out = {"device": str(device), "precision": precision, "torch": torch.__version__}
+    out = {"device": str(device), "precision": precision, "torch": torch.__version__,
+           "threads": torch.get_num_threads()}  # torch's threads for CPU work (--threads, or one per core)
     if device.type == "cuda":
         out["gpu"] = torch.cuda.get_device_name(device)
     return out

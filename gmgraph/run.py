@@ -3,7 +3,8 @@
 A finished run holds ``report.json`` (settings, split tree, leaves, search,
 chosen arch, final accuracies, input shape, timings), ``arch.txt``,
 ``best.pt`` (the chosen network's weights and arch), ``best.onnx``,
-``report.html`` and ``checkpoint.pt``. Every command that looks at a run
+``report.html``, ``checkpoint.pt`` and ``settings.json`` (every setting, which
+``--resume`` takes back: :func:`resumed_settings`). Every command that looks at a run
 (``export``, ``show``, ``report``) reads it through :func:`read_report`, so a
 damaged folder gives the same one clear :class:`~gmgraph.errors.RunError`
 everywhere::
@@ -72,14 +73,157 @@ def prepare(out: str | Path, resume: bool) -> Path:
     return out
 
 
+def check_resumable(out: str | Path, *, given_out: bool = True) -> Path:
+    """``out/checkpoint.pt``, which ``--resume`` continues from; refused before any work when it is not there.
+
+    Raises:
+        ConfigError: no checkpoint (and, with ``given_out`` False, no ``--out`` named the run).
+    """
+    out = Path(out)
+    if not (out / CHECKPOINT).exists():
+        hint = "" if given_out else "; name the run's folder with --out"
+        raise ConfigError(f"--resume: no checkpoint in {out} (expected {out / CHECKPOINT}){hint}")
+    return out / CHECKPOINT
+
+
+def finished(out: str | Path) -> bool:
+    """Whether ``out`` holds a finished run (its report.json, written last of all its outputs)."""
+    return (Path(out) / REPORT).is_file()
+
+
+def write_settings(out: str | Path, settings: Any) -> Path:
+    """``out/settings.json``: every setting of the run, which ``--resume`` takes back (:func:`resumed_settings`)."""
+    from gmgraph.settings import as_dict
+
+    return write_text(Path(out) / SETTINGS, json.dumps(as_dict(settings), indent=2) + "\n")
+
+
+def resumed_settings(out: str | Path, given: Mapping[str, Any]) -> tuple[Any, list[str]]:
+    """The settings a resumed run continues with, and the given flags that change them
+    (``'--evaluations 9 given, the run has 4'``).
+
+    The run's own settings come from ``out/settings.json`` (from the checkpoint for a run
+    written before gmgraph kept that file); ``given`` (flag name -> value: the flags and
+    config-file values of this invocation) may change only what acts after training or says
+    where the run works (``--evaluations``, ``--final-epochs``, ``--device``, ``--threads``, ...).
+
+    Raises:
+        ConfigError: a given value differs from the run's in a setting that shaped its training,
+            naming each such flag with the run's value and the given one.
+    """
+    from gmgraph.config import SearchSettings
+    from gmgraph.settings import as_dict, flags, from_mapping
+
+    out = Path(out)
+    record = _flat_record(_settings_record(out))
+    by_name = {f.name: f for f in flags(SearchSettings)}
+    now = from_mapping(SearchSettings, {**record, **given})
+    shaping = {name for name in given if _shapes_training(now, by_name[name].path)}
+    then = from_mapping(SearchSettings, {**record, **{k: v for k, v in given.items() if k not in shaping}})
+    plain = _flat_record(as_dict(now))
+    changed = [name for name in given if plain.get(name) != record.get(name)]
+    wrong = [name for name in changed if name in shaping]
+    texts = _texts(then), _texts(now)
+
+    def told(name: str) -> str:
+        was = texts[0][name] if name in shaping else _text(record, name)
+        return f"--{name} {texts[1][name]} given, the run has {was}"
+
+    if wrong:
+        raise ConfigError(f"--resume: {out} was trained with other settings ({'; '.join(map(told, wrong))}); leave "
+                          f"{'that flag' if len(wrong) == 1 else 'those flags'} out to continue the run as it "
+                          "started, or start a new run in another --out")
+    return now, [told(name) for name in changed]
+
+
+SETTINGS = "settings.json"
+
+
+def _settings_record(out: Path) -> dict:
+    """The run's settings as recorded: settings.json, or what its checkpoint records (older runs)."""
+    path = out / SETTINGS
+    if path.is_file():
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise RunError(f"{path} is not readable JSON ({exc}); it records the run's settings") from exc
+        if not isinstance(record, dict):
+            raise RunError(f"{path} does not hold a table of settings")
+        return record
+    from gmgraph.train.checkpoint import load_checkpoint
+
+    saved = load_checkpoint(out / CHECKPOINT).get("settings")
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{out / CHECKPOINT} records no settings to resume with")
+    return {**saved.get("run", {}), "seed": saved.get("seed", 0), "train": saved.get("train", {}),
+            "fewshot": saved.get("fewshot", {})}
+
+
+def _flat_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A nested settings record (settings.json, report.json's ``settings``) by flag name, the flags' fields only."""
+    from gmgraph.config import SearchSettings
+    from gmgraph.settings import flags
+
+    out = {}
+    for f in flags(SearchSettings):
+        node: Any = record
+        for part in f.path:
+            node = node.get(part, _MISSING) if isinstance(node, Mapping) else _MISSING
+        if node is not _MISSING:
+            out[f.name] = node
+    return out
+
+
+_MISSING = object()
+
+
+def _text(record: Mapping[str, Any], name: str) -> str:
+    """A recorded value as typed on the command line."""
+    value = record.get(name)
+    if isinstance(value, list):
+        return ",".join(map(str, value))
+    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _texts(settings: Any) -> dict[str, str]:
+    """Flag name -> the value as typed on the command line (``none`` for an unset optional one)."""
+    from gmgraph.settings import flags, to_flags
+
+    typed = to_flags(settings)
+    given = {flag[2:]: text for flag, text in zip(typed[::2], typed[1::2])}
+    return {f.name: given.get(f.name, "none") for f in flags(type(settings))}
+
+
+def _shapes_training(settings: Any, path: tuple[str, ...]) -> bool:
+    """Whether the field at ``path`` is one a resume must keep: what the checkpoint's training depended on."""
+    if path[0] == "fewshot" or path == ("seed",):
+        return True
+    if path[0] == "train":
+        return path[1] in settings.train.shaping()
+    return len(path) == 1 and path[0] in settings.shaping()
+
+
 def write_report(out: str | Path, report: Mapping[str, Any], model: nn.Module | None = None) -> None:
     """Write report.json, arch.txt and (with a model) best.pt into ``out``, each atomically."""
     out = Path(out)
     write_text(out / REPORT, json.dumps(report, indent=2, default=_jsonable) + "\n")
     write_text(out / ARCH, report["arch_str"] + "\n")
     if model is not None:
-        weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads on any device
-        save_tensors({"arch": dict(report["arch"]), "model": weights}, out / BEST)
+        save_tensors(best_record(report, model), out / BEST)
+
+
+def best_record(report: Mapping[str, Any], model: nn.Module) -> dict:
+    """best.pt's content: the chosen arch, the network's weights, and what rebuilds the network and
+    prepares its images without the run's report.json (``gmgraph export --checkpoint best.pt``).
+
+    Keys: ``arch`` (label -> op), ``model`` (state dict, on the CPU), ``network``
+    (:meth:`Shape.as_record`: space, width, cells, classes, input channels and size) and ``data``
+    (the dataset's name and the ``image_size`` its loader resized to, or None).
+    """
+    weights = {k: v.detach().cpu() for k, v in model.state_dict().items()}  # loads on any device
+    settings = report["settings"]
+    return {"arch": dict(report["arch"]), "model": weights, "network": Shape.of_report(report).as_record(),
+            "data": {"name": settings.get("data"), "image_size": settings.get("image_size")}}
 
 
 def write_front(out: str | Path, points: list[tuple[Mapping[str, str], nn.Module]]) -> None:
@@ -146,12 +290,29 @@ def read_best(path: str | Path) -> dict:
         CheckpointError: missing, corrupt, or not shaped like best.pt.
     """
     try:
-        state = load_tensors(path)
+        state = load_tensors(path, "network file")
     except FileError as exc:
         raise CheckpointError(str(exc)) from exc
     if not isinstance(state, dict) or not isinstance(state.get("arch"), dict) or not isinstance(state.get("model"), dict):
         raise CheckpointError(f'{path} is not a best.pt-style checkpoint: expected {{"arch": ..., "model": state dict}}')
     return state
+
+
+def best_shape(state: Mapping[str, Any], path: str | Path) -> Shape | None:
+    """The network a best.pt records (:func:`best_record`); None for one written before gmgraph stored it.
+
+    Raises:
+        CheckpointError: a ``network`` entry that is not a whole record.
+    """
+    record = state.get("network")
+    if record is None:
+        return None
+    try:
+        return Shape.of_record(record)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} records its network in a form this gmgraph does not read ({exc}); "
+                              "export with --run DIR, or pass --width/--cells/--num-classes/--in-channels/"
+                              "--image-size") from exc
 
 
 @dataclass(frozen=True)
@@ -171,6 +332,32 @@ class Shape:
         settings, shape = report["settings"], report["input_shape"]
         return cls(space=settings["space"], width=settings["width"], cells=settings["cells"],
                    num_classes=report["num_classes"], in_channels=shape[0], image_size=tuple(shape[1:]))
+
+    def as_record(self) -> dict:
+        """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back.
+
+        >>> Shape("nb201", 4, 1, 10, 1, (16, 16)).as_record()["image_size"]
+        [16, 16]
+        """
+        return {"space": self.space, "width": self.width, "cells": self.cells, "num_classes": self.num_classes,
+                "in_channels": self.in_channels, "image_size": list(self.image_size)}
+
+    @classmethod
+    def of_record(cls, record: Mapping[str, Any]) -> Shape:
+        """The shape :meth:`as_record` wrote.
+
+        Raises:
+            KeyError, TypeError, ValueError: not such a record.
+        """
+        if not isinstance(record, Mapping):
+            raise TypeError(f"expected a table, got {type(record).__name__}")
+        size = tuple(record["image_size"])
+        counts = [record[k] for k in ("width", "cells", "num_classes", "in_channels")] + list(size)
+        if not isinstance(record["space"], str) or len(size) != 2 or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts):
+            raise ValueError(f"not a network record: {dict(record)}")
+        return cls(space=record["space"], width=record["width"], cells=record["cells"],
+                   num_classes=record["num_classes"], in_channels=record["in_channels"], image_size=size)
 
 
 def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
@@ -193,8 +380,29 @@ def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], path: str | 
     try:
         net.load_state_dict(state)
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"the weights in {path} do not fit the network ({detail}); {hint}") from exc
+        raise CheckpointError(f"the weights in {path} do not fit the network ({_misfit(net, state)}); {hint}") from exc
+
+
+def _misfit(net: nn.Module, state: Mapping[str, torch.Tensor]) -> str:
+    """How ``state`` misses ``net``'s weights, counted, with one example (torch lists every key).
+
+    >>> _misfit(nn.Linear(2, 3), {"weight": torch.zeros(3, 4), "scale": torch.zeros(1)})
+    '1 missing, 1 unexpected, 1 of another shape (e.g. weight: 3x4 in the file, 3x2 in the network)'
+    """
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(getattr(state[k], "shape", ()))]
+    parts = [f"{len(keys)} {what}" for keys, what in ((missing, "missing"), (unexpected, "unexpected"),
+                                                      (shaped, "of another shape")) if keys]
+    if shaped:
+        k = shaped[0]
+        parts[-1] += f" (e.g. {k}: {_dims(state[k])} in the file, {_dims(own[k])} in the network)"
+    return ", ".join(parts) or "weights torch could not load"
+
+
+def _dims(tensor: Any) -> str:
+    return "x".join(str(d) for d in getattr(tensor, "shape", ())) or "a scalar"
 
 
 def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 18, pick: int | None = None,
@@ -238,7 +446,7 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
     net = build_network(shape, best["arch"])
     load_weights(net, best["model"], source, hint=f"the run's {REPORT} and {source.name} disagree")
     example = torch.zeros(1, shape.in_channels, *shape.image_size)
-    prepared = _preprocessing(report["settings"].get("data"), shape)
+    prepared = _preprocessing(report["settings"].get("data"), shape, image_size=report["settings"].get("image_size"))
     if prepared is not None:
         metadata["preprocessing"] = prepared
     return export_onnx(net, example, Path(dest) if dest is not None else default, opset=opset,
@@ -247,7 +455,7 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
 
 def _front_weights(path: Path, index: int, point: Mapping[str, Any]) -> dict:
     try:
-        state = load_tensors(path)
+        state = load_tensors(path, "Pareto-front file")
     except FileError as exc:
         raise CheckpointError(str(exc)) from exc
     points = state.get("points") if isinstance(state, dict) else None
@@ -256,14 +464,33 @@ def _front_weights(path: Path, index: int, point: Mapping[str, Any]) -> dict:
     return points[index]
 
 
-def _preprocessing(name: object, shape: Shape) -> dict | None:
+def best_metadata(state: Mapping[str, Any], shape: Shape) -> dict:
+    """What an ONNX export of a best.pt records: its space and, when the file names them (:func:`best_record`),
+    its dataset and how the images were prepared.
+
+    >>> best_metadata({"data": {"name": "digits16", "image_size": None}}, Shape("nb201", 4, 1, 10, 1, (16, 16)))["preprocessing"]["size"]
+    [16, 16]
+    """
+    metadata: dict[str, Any] = {"space": shape.space}
+    data = state.get("data")
+    if isinstance(data, Mapping) and isinstance(data.get("name"), str):
+        metadata["data"] = data["name"]
+        size = data.get("image_size")
+        prepared = _preprocessing(data["name"], shape, image_size=size if isinstance(size, int) else None)
+        if prepared is not None:
+            metadata["preprocessing"] = prepared
+    return metadata
+
+
+def _preprocessing(name: object, shape: Shape, *, image_size: int | None = None) -> dict | None:
     """How the run's data loader prepared the images the network was trained on (``gmgraph search``
-    loads its dataset at native size and channels); None for a dataset this gmgraph does not know."""
+    loads its dataset at native channels and at ``image_size``, or native size); None for a dataset
+    this gmgraph does not know."""
     from gmgraph import data
     from gmgraph.errors import DataError
 
     try:
-        prepared = data.preprocessing(str(name), shape=(shape.in_channels, *shape.image_size))
+        prepared = data.preprocessing(str(name), image_size=image_size, shape=(shape.in_channels, *shape.image_size))
     except DataError:
         return None
     if prepared["size"] is None:  # imagefolder: the files set the size; the network says what it was
@@ -353,3 +580,45 @@ def _stale(holder: str) -> bool:
     except PermissionError:
         return False
     return False
+
+
+OUTPUTS = (REPORT, ARCH, BEST, ONNX, HTML, FRONT)
+"""What one ``gmgraph search`` invocation writes at its end (report.html's drawings besides)."""
+
+STAGING = ".outputs-next"
+
+
+@contextlib.contextmanager
+def replacing_outputs(out: str | Path) -> Iterator[Path]:
+    """A folder for one invocation's outputs, which replace those of ``out`` as a set when the block ends.
+
+    The outputs are written into ``out/.outputs-next/``; then the folder's earlier outputs are
+    removed (report.json first) and the new ones moved in with ``os.replace`` (report.json last).
+    So a kill at any moment leaves earlier outputs or new ones, never some of each, and a folder
+    without report.json reads as an unfinished run, which ``--resume`` completes. An error inside
+    the block discards the new outputs and keeps the earlier ones. The caller holds the folder
+    (:func:`claim`), so a staging folder found at the start is a killed invocation's and goes.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp())
+        >>> with replacing_outputs(out) as staging:
+        ...     _ = write_text(staging / REPORT, "{}")
+        >>> sorted(p.name for p in out.iterdir())
+        ['report.json']
+    """
+    out = Path(out)
+    staging = out / STAGING
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    try:
+        yield staging
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    new = [p.name for p in staging.iterdir() if p.is_file()]
+    for name in dict.fromkeys((REPORT, *OUTPUTS, *new)):  # report.json first: the folder is unfinished from here
+        (out / name).unlink(missing_ok=True)
+    for name in sorted(new, key=lambda name: name == REPORT):  # report.json last: finished from here
+        os.replace(staging / name, out / name)
+    shutil.rmtree(staging, ignore_errors=True)

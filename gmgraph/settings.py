@@ -134,11 +134,21 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
 
 def from_flags(cls: type, args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> Any:
     """Settings from parsed flags over ``base`` (a config file's values); flags win."""
+    return from_mapping(cls, given(cls, args, base))
+
+
+def given(cls: type, args: argparse.Namespace, base: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The values set explicitly, by flag name: ``base`` (a config file's values), then the flags given.
+
+    >>> from gmgraph.config import SearchSettings
+    >>> given(SearchSettings, argparse.Namespace(lr=0.1), {"train": {"epochs": 3}})
+    {'epochs': 3, 'lr': 0.1}
+    """
     values = dict(_flatten(cls, base or {}))
     for f in flags(cls):
         if hasattr(args, f.dest):  # given on the command line (None too: `--grad-clip none`)
             values[f.name] = getattr(args, f.dest)
-    return from_mapping(cls, values)
+    return values
 
 
 def from_mapping(cls: type, values: Mapping[str, Any]) -> Any:

@@ -122,11 +122,11 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     assert not (tmp_path / "report.json").exists()
     assert capsys.readouterr().err == (
         f"gmgraph: interrupted; the last checkpoint (written after every epoch) is {tmp_path / 'checkpoint.pt'}; "
-        f"continue with: gmgraph search --out {tmp_path} --resume (and the same settings)\n")
-    for changed, difference in ((["--width", "8"], "run.width: checkpoint 4, now 8"),
-                                (["--sampler", "pada"], "train.sampler: checkpoint 'uniform', now 'pada'"),
-                                (["--lr", "0.1"], "train.lr: checkpoint 0.05, now 0.1"),
-                                (["--seed", "3"], "seed: checkpoint 0, now 3")):
+        f"continue with: gmgraph search --out {tmp_path} --resume (it takes the run's settings)\n")
+    for changed, difference in ((["--width", "8"], "--width 8 given, the run has 4"),
+                                (["--sampler", "pada"], "--sampler pada given, the run has uniform"),
+                                (["--lr", "0.1"], "--lr 0.1 given, the run has 0.05"),
+                                (["--seed", "3"], "--seed 3 given, the run has 0")):
         assert main(["search", *TINY, *changed, "--out", str(tmp_path), "--resume"]) == 2
         err = capsys.readouterr().err
         assert err.startswith("gmgraph: error: ") and difference in err and err.count("\n") == 1

@@ -29,13 +29,16 @@ def test_a_params_limit_is_kept_and_reported(tmp_path):
     assert report["search"]["limits"] == {"params": 0.006} and report["search"]["rejected"] > 0
 
 
-def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys):
+def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys, monkeypatch):
+    # refused from the space alone, before any training: no checkpoint.pt, no run folder left behind
+    monkeypatch.setattr(pipeline, "run_fewshot", lambda *a, **k: pytest.fail("trained despite an impossible limit"))
     argv = ["search", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
             "--steps-per-epoch", "1", "--evaluations", "3", "--final-epochs", "0", "--max-flops", "1e-9",
             "--quiet", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "probably impossible" in err[0] and "flops" in err[0]
+    assert len(err) == 1 and "--max-flops 1e-09 cannot be met" in err[0] and "at least 0.124074 M FLOPs" in err[0]
+    assert not (tmp_path / "run").exists()
 
 
 def test_a_pareto_search_reports_its_front_and_exports_any_point(tmp_path, capsys):

@@ -67,12 +67,18 @@ def _positive(name: str, value: int) -> None:
 
 def _run_rank(args: argparse.Namespace) -> int:
     from gmgraph.device import resolve_device
+    from gmgraph.errors import ConfigError
+    from gmgraph.nasbench import nb201 as table
     from gmgraph.nasbench.rank import check_metric, image_batch, parse_against, rank, write_csv
     from gmgraph.scores.zero_cost import DATA_FREE
 
     metric, dataset = check_metric(args.metric), parse_against(args.against)
-    for name in ("width", "cells", "batch_size"):
+    for name in ("sample", "width", "cells", "batch_size"):
         _positive("--" + name.replace("_", "-"), getattr(args, name))
+    if args.sample > table.SIZE:
+        raise ConfigError(f"--sample must be at most {table.SIZE:,} (the architectures of NAS-Bench-201), "
+                          f"got {args.sample:,}")
+    table.query(0, dataset, args.split, args.epochs)  # --split and --epochs answer now, not after the data
     device = resolve_device(args.device)  # a bad name or a missing GPU fails before any work
     print(f"device: {_describe_device(device)}")
     notes, batch = [], None

@@ -64,18 +64,70 @@ def _read_config(path: Path) -> dict:
 
 
 def _settings(args: argparse.Namespace):
-    """The run's settings: the config file's values, then the flags given (checked once, here)."""
+    """The run's settings: the config file's values, then the flags given (checked once, here).
+
+    With ``--resume``: the run's own settings, changed only by the flags given (:func:`_resumed`)."""
     from gmgraph.config import SearchSettings
     from gmgraph.settings import from_flags
 
+    if args.resume:
+        return _resumed(args)[0]
     return from_flags(SearchSettings, args, _read_config(args.config) if args.config else None)
+
+
+def _resumed(args: argparse.Namespace):
+    """``(settings, changed)`` of ``--resume``: the run's settings from its folder with the given flags and
+    config-file values over them, and one ``'--flag given, the run has ...'`` per value that changes them.
+
+    Raises:
+        ConfigError: no checkpoint in --out, or a given value that contradicts the run's training.
+    """
+    from gmgraph import run
+    from gmgraph.config import SearchSettings
+    from gmgraph.settings import given
+
+    out = args.out or run.default_out()
+    run.check_resumable(out, given_out=args.out is not None)
+    return run.resumed_settings(out, given(SearchSettings, args, _read_config(args.config) if args.config else None))
 
 
 def _run_search(args: argparse.Namespace) -> int:
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be 1 or more, got {args.nproc}")
     if not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):  # not a torchrun worker: its rank 0 reports
+        if args.resume:  # every resume error answers before any data is loaded
+            return _check_resume(args)
         _settings(args)  # every setting is checked before torch loads: a bad one answers at once
+    return _start(args)
+
+
+def _check_resume(args: argparse.Namespace) -> int:
+    """``--resume``: refuse a run that cannot continue, say so of a finished one, else continue it."""
+    from gmgraph import run
+
+    _, changed = _resumed(args)
+    if run.finished(args.out):
+        if changed:
+            raise ConfigError(f"--resume: {args.out} is a finished run, so there is nothing to change "
+                              f"({'; '.join(changed)}); start a new run in another --out to search with other "
+                              "settings")
+        print(f"{args.out} is a finished run; nothing to resume (its results: {args.out / run.REPORT}, "
+              f"{args.out / run.HTML}; `gmgraph show --run {args.out}` prints them)")
+        return 0
+    _check_checkpoint(args.out / run.CHECKPOINT)
+    return _start(args)
+
+
+def _check_checkpoint(path: Path) -> None:
+    """Load the checkpoint ``--resume`` continues from: a damaged one is refused now, not after the data."""
+    from gmgraph.train.checkpoint import load_checkpoint
+
+    if load_checkpoint(path).get("kind") != "fewshot":
+        raise CheckpointError(f"{path} was not written by `gmgraph search`: it cannot be resumed")
+
+
+def _start(args: argparse.Namespace) -> int:
+    """The run in this process, in ``--nproc`` workers, or as one worker of torchrun's."""
     from gmgraph.train import distributed
 
     if distributed.launched_by_torchrun():
@@ -138,16 +190,20 @@ def _resume_hint(out: Path | None) -> str:
     if out is None or not (Path(out) / run.CHECKPOINT).exists():
         return "no epoch had finished, so there is nothing to resume: start the run again"
     return (f"the last checkpoint (written after every epoch) is {Path(out) / run.CHECKPOINT}; continue with: "
-            f"gmgraph search --out {out} --resume (and the same settings)")
+            f"gmgraph search --out {out} --resume (it takes the run's settings)")
 
 
 def _launch(args: argparse.Namespace) -> int:
     """Start ``args.nproc`` workers on this machine, each running this command with the same settings."""
     from gmgraph import run
+    from gmgraph.progress import log
     from gmgraph.settings import to_flags
     from gmgraph.train import distributed
+    from gmgraph.train.memory import check_workers
 
     settings = _settings(args)  # a user error is one line here, not one per worker
+    for note in check_workers(args.nproc):  # before any worker takes memory; each checks its training share
+        log(note, quiet=args.quiet)
     out = run.prepare(args.out or run.default_out(), args.resume).resolve()
     flags = ["--out", str(out), *to_flags(settings)]  # every setting, so the workers need no config file
     flags += ["--resume"] * args.resume + ["--quiet"] * args.quiet

@@ -75,7 +75,8 @@ def test_batches_fit_the_benchmarks_network():
     [
         (["--metric", "magic"], "unknown zero-cost metric 'magic'; accepted: synflow"),
         (["--metric", "params", "--against", "cifar10"], "--against 'cifar10' is not accepted; choose one of nb201:"),
-        (["--metric", "params", "--sample", "0"], "n=0 is out of range"),
+        (["--metric", "params", "--sample", "0"], "--sample must be a positive integer, got 0"),
+        (["--metric", "params", "--sample", "20000"], "--sample must be at most 15,625"),
         (["--metric", "params", "--epochs", "100"], "unknown epochs 100; accepted: 200, 12"),
         (["--metric", "snip", "--data", "cifar10"], "CIFAR-10 needs a data directory"),
         (["--metric", "params", "--device", "tpu"], "device 'tpu' is not one of auto, cpu, cuda, cuda:N"),
