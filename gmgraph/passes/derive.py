@@ -36,6 +36,7 @@ from torch import fx, nn
 
 from gmgraph.arch import validate
 from gmgraph.choice import Choice, Zero
+from gmgraph.elastic import is_view
 from gmgraph.errors import SpaceError
 from gmgraph.graph import space
 
@@ -132,8 +133,14 @@ def _get_attr(gm: nn.Module, target: str):
 
 
 def _copy(module: nn.Module) -> nn.Module:
-    """A deep copy whose non-affine BatchNorms become affine ones computing the same function."""
-    module = copy.deepcopy(module)
+    """A deep copy whose non-affine BatchNorms become affine ones computing the same function.
+
+    Elastic views (:mod:`gmgraph.elastic`), the module itself or any inside it, become the plain
+    modules their ``materialize()`` gives: sliced copies, so the shared tensor is never copied whole.
+    """
+    # The memo hands deepcopy the materialised module wherever it meets a view.
+    memo = {id(view): view.materialize() for view in module.modules() if is_view(view)}
+    module = memo[id(module)] if id(module) in memo else copy.deepcopy(module, memo)
     for bn in module.modules():
         if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.affine:
             _make_affine(bn)

@@ -65,12 +65,17 @@ _DROPPED = nn.Identity()
 
 
 def _dropped_ops(gm: fx.GraphModule, kept: Mapping[str, tuple[str, ...]]) -> list[nn.Module]:
-    return [
-        op
-        for label, group in choices(gm).items() if label in kept
-        for module in group
-        for name, op in module.ops.items() if name not in kept[label]
-    ]
+    # An op object may stand under several names or Choices (an elastic view, a depth candidate's
+    # block): it is dropped only when no kept name still holds it.
+    dropped, still_held = [], set()
+    for label, group in choices(gm).items():
+        for module in group:
+            for name, op in module.ops.items():
+                if label in kept and name not in kept[label]:
+                    dropped.append(op)
+                else:
+                    still_held.add(id(op))
+    return [op for op in dropped if id(op) not in still_held]
 
 
 def _check_group(current: Mapping[str, tuple[str, ...]], label: str, ops: Sequence[str]) -> tuple[str, ...]:

@@ -34,10 +34,12 @@ from torch import nn
 from torchvision.models import mnasnet, mobilenetv3
 from torchvision.models.efficientnet import FusedMBConv, FusedMBConvConfig, MBConv, MBConvConfig
 from torchvision.models.mobilenetv2 import InvertedResidual
+from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.ops import MLP, SqueezeExcitation
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
+from gmgraph.elastic import ConvView, NormView
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
 
@@ -103,7 +105,23 @@ def _label(name: str, taken: dict[str, str]) -> str:
     return label
 
 
+class SharedCandidates(dict):
+    """What an elastic rule returns: candidates that are views of one new shared module.
+
+    No candidate is the matched module itself, so the rule names the one that computes what the
+    original did (``original``); it becomes the Choice's first candidate, as usual.
+    """
+
+    def __init__(self, ops: Mapping[str, nn.Module], original: str):
+        super().__init__(ops)
+        self.original = original
+
+
 def _choice(name: str, module: nn.Module, ops: Mapping[str, nn.Module], label: str, rule) -> Choice:
+    if isinstance(ops, SharedCandidates):
+        choice = Choice({ops.original: ops[ops.original], **ops}, label)
+        choice.original = ops.original
+        return choice
     originals = [op_name for op_name, op in ops.items() if op is module]
     if len(originals) != 1:
         raise SpaceError(
@@ -155,6 +173,46 @@ def conv_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
         return ops
 
     rule.__name__ = "conv_kernels"
+    return rule
+
+
+def elastic_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
+    """Rule: every square odd ``nn.Conv2d`` (3x3 or larger) chooses its kernel among ``sizes``,
+    all sizes sharing ONE weight (Once-for-All's elastic kernel).
+
+    The shared conv has the largest of ``sizes`` and the original kernel (zeros around it) at its
+    centre; candidate ``kxk`` is a :class:`~gmgraph.elastic.ConvView` running its centre ``k x k``
+    with padding that keeps the output shape. The original size is always a candidate and
+    computes exactly what the original conv did; a size the padding cannot give is not offered.
+    Unlike :func:`conv_kernels` (one independent conv per size), the parameters are those of
+    the largest subnet.
+
+    Raises:
+        SpaceError: sizes that are not odd integers >= 3, or none at all.
+
+    Example:
+        >>> ops = elastic_kernels((3, 5))("conv", nn.Conv2d(2, 4, 3, padding=1))
+        >>> list(ops), ops["3x3"].conv is ops["5x5"].conv, ops["3x3"].conv.kernel_size
+        (['3x3', '5x5'], True, (5, 5))
+    """
+    bad = [k for k in sizes if not isinstance(k, int) or k < 3 or k % 2 == 0]
+    if bad or not sizes:
+        raise SpaceError(f"elastic_kernels needs odd kernel sizes >= 3; got {list(sizes)}")
+
+    def rule(name: str, module: nn.Module) -> SharedCandidates | None:
+        if not isinstance(module, nn.Conv2d) or module.padding_mode != "zeros" or module.padding == "valid":
+            return None
+        k, k2 = module.kernel_size
+        if k != k2 or k < 3 or k % 2 == 0:
+            return None
+        offered = sorted({k, *(size for size in sizes if _padding(module, size) is not None)})
+        if len(offered) == 1:
+            return None
+        shared = _resized(module, max(offered))
+        ops = {f"{size}x{size}": ConvView(shared, kernel=size) for size in offered}
+        return SharedCandidates(ops, original=f"{k}x{k}")
+
+    rule.__name__ = "elastic_kernels"
     return rule
 
 
@@ -271,6 +329,159 @@ def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: b
 
 
 _BLOCKS = (InvertedResidual, mobilenetv3.InvertedResidual, mnasnet._InvertedResidual, MBConv, FusedMBConv)
+
+
+def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
+    """Rule: every torchvision inverted-residual block chooses its expansion ratio, all ratios
+    sharing ONE block at the widest (Once-for-All's elastic width of the hidden layer).
+
+    Blocks are those of :func:`inverted_residual_expansions`, with a hidden layer of their own
+    (expanded width other than the input's and output's). The shared block is a copy of the
+    original whose hidden layer is widened to the largest width: the original weights in its
+    first channels, fresh ones after them, and zero input weights for the new channels in the
+    convs that read the hidden layer (the projection, SE's first conv), so every width starts
+    from the original. A candidate is the block's own structure with every hidden-width conv
+    and BN replaced by a :class:`~gmgraph.elastic.ConvView`/:class:`~gmgraph.elastic.NormView`
+    of its first channels; the original's width computes exactly the original block. Widths are
+    rounded as the model does (see :func:`inverted_residual_expansions`), and names follow it.
+
+    Example:
+        >>> from torchvision.models.mobilenetv2 import InvertedResidual
+        >>> ops = elastic_expansions((3, 4))("features.2", InvertedResidual(8, 8, 1, 6))
+        >>> list(ops), ops.original, ops["e3"].conv[0][0].out_channels
+        (['e6', 'e3', 'e4'], 'e6', 24)
+    """
+    bad = [r for r in ratios if isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0]
+    if bad or not ratios:
+        raise SpaceError(f"elastic_expansions needs positive ratios; got {list(ratios)}")
+
+    def rule(name: str, module: nn.Module) -> SharedCandidates | None:
+        if not isinstance(module, _BLOCKS):
+            return None
+        shape = _Shape(module)
+        if shape.expanded in (shape.c_in, shape.c_out):
+            return None  # no hidden layer of its own to slice
+        widths = {_ratio_name(shape.expanded / shape.c_in): shape.expanded}
+        for ratio in ratios:
+            width = _Shape(_like(name, module, shape, ratio)).expanded
+            if width not in widths.values() and _ratio_name(ratio) not in widths:
+                widths[_ratio_name(ratio)] = width
+        if len(widths) == 1:
+            return None
+        shared = _widened(module, shape.expanded, max(widths.values()))
+        ops = {op: _hidden_view(shared, max(widths.values()), width) for op, width in widths.items()}
+        return SharedCandidates(ops, original=next(iter(widths)))
+
+    rule.__name__ = "elastic_expansions"
+    return rule
+
+
+def elastic_depth(min_depth: int = 1) -> Rule:
+    """Rule: every stage (an ``nn.Sequential`` of torchvision residual blocks) chooses how many of
+    its first blocks run, all depths sharing the same block objects (Once-for-All's elastic depth).
+
+    Stages: ResNet's ``layerN`` (``BasicBlock``/``Bottleneck``), EfficientNet's and MNASNet's
+    stages of ``MBConv``/``FusedMBConv``/inverted-residual blocks. Op ``d<k>`` runs the first
+    ``k`` blocks; the original (all blocks) comes first. Only blocks that keep their input's shape
+    (a residual block without a projection) may be left off the end, and at least ``min_depth``
+    blocks always run. A block held by several depths is one module: parameters count it once,
+    ``derive`` copies the blocks the chosen depth runs, ``split`` gives each child its own copy.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> ops = elastic_depth()("layer1", resnet18().layer1)
+        >>> list(ops), ops["d1"][0] is ops["d2"][0]
+        (['d2', 'd1'], True)
+    """
+    if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 1:
+        raise SpaceError(f"elastic_depth needs min_depth >= 1; got {min_depth!r}")
+
+    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
+        if not isinstance(module, nn.Sequential) or len(module) < 2 or not all(
+                isinstance(block, _STAGE_BLOCKS) for block in module):
+            return None
+        blocks = list(module)
+        shallowest = next(d for d in range(min_depth, len(blocks) + 1)
+                          if all(_keeps_shape(block) for block in blocks[d:]))
+        if shallowest == len(blocks):
+            return None
+        ops: dict[str, nn.Module] = {f"d{len(blocks)}": module}
+        ops.update({f"d{d}": module[:d] for d in range(len(blocks) - 1, shallowest - 1, -1)})
+        return ops
+
+    rule.__name__ = "elastic_depth"
+    return rule
+
+
+_STAGE_BLOCKS = (BasicBlock, Bottleneck, *_BLOCKS)
+
+
+def _keeps_shape(block: nn.Module) -> bool:
+    """Whether leaving ``block`` out changes nothing but the function: it adds to its own input."""
+    if isinstance(block, (BasicBlock, Bottleneck)):
+        return block.downsample is None
+    if isinstance(block, mnasnet._InvertedResidual):
+        return block.apply_residual
+    return block.use_res_connect
+
+
+def _widened(block: nn.Module, hidden: int, wide: int) -> nn.Module:
+    """A copy of ``block`` whose hidden-width convs and BNs hold ``wide`` channels, the original first."""
+    new = copy.deepcopy(block)
+    if wide == hidden:
+        return new
+    for name, module in list(new.named_modules()):
+        grown = _grown(module, hidden, wide)
+        if grown is not None:
+            _replace(new, name, grown)
+    return new
+
+
+def _grown(module: nn.Module, hidden: int, wide: int) -> nn.Module | None:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == hidden:
+        bn = type(module)(wide, module.eps, module.momentum, module.affine, module.track_running_stats)
+        reference = next(iter([*module.parameters(), *module.buffers()]), None)
+        if reference is not None:
+            bn.to(reference.device, reference.dtype)  # a dtype moves only the floating tensors
+        with torch.no_grad():
+            for key, tensor in [*bn.named_parameters(), *bn.named_buffers()]:
+                source = getattr(module, key)
+                if key == "num_batches_tracked":
+                    tensor.copy_(source)
+                else:
+                    tensor[:hidden] = source
+        return bn
+    if not isinstance(module, nn.Conv2d) or hidden not in (module.in_channels, module.out_channels):
+        return None
+    depthwise = module.groups == module.in_channels == module.out_channels > 1
+    c_out = wide if module.out_channels == hidden else module.out_channels
+    c_in = wide if module.in_channels == hidden else module.in_channels
+    conv = nn.Conv2d(c_in, c_out, module.kernel_size, module.stride, module.padding, module.dilation,
+                     wide if depthwise else module.groups, bias=module.bias is not None,
+                     padding_mode=module.padding_mode, device=module.weight.device, dtype=module.weight.dtype)
+    with torch.no_grad():
+        if module.in_channels == hidden and not depthwise:
+            conv.weight[:, hidden:] = 0  # new hidden channels start unread: the block computes the original
+        conv.weight[:module.out_channels, :module.weight.shape[1]] = module.weight
+        if module.bias is not None:
+            conv.bias[:module.out_channels] = module.bias
+    return conv
+
+
+def _hidden_view(shared: nn.Module, wide: int, width: int) -> nn.Module:
+    """``shared``'s own structure running the first ``width`` hidden channels of its modules."""
+    memo: dict[int, nn.Module] = {}
+    for module in shared.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == wide:
+            memo[id(module)] = NormView(module, width)
+        elif isinstance(module, nn.Conv2d) and wide in (module.in_channels, module.out_channels):
+            depthwise = module.groups == module.in_channels == module.out_channels > 1
+            memo[id(module)] = ConvView(
+                module, out_channels=width if module.out_channels == wide else None,
+                in_channels=width if module.in_channels == wide and not depthwise else None)
+        elif module._parameters or module._buffers:
+            memo[id(module)] = module  # shared as it is: deepcopy must not copy it
+    return copy.deepcopy(shared, memo)
 
 
 class _Shape:
