@@ -67,9 +67,9 @@ import ranking_stats  # noqa: E402
 import ranking_summary  # noqa: E402
 from ranking_protocol import METHODS, plan_jobs, predict_seconds, unit_costs  # noqa: E402
 
+from gmgraph.config import TrainConfig  # noqa: E402
 from gmgraph.errors import ConfigError, DataError, GmGraphError  # noqa: E402
 from gmgraph.files import atomic_write  # noqa: E402
-from gmgraph.train.loop import TrainConfig  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPORT = _table.RESULTS / "ranking.md"

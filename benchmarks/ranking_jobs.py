@@ -51,6 +51,7 @@ from ranking_protocol import ZERO_COST, Job, gm_rounds, method, split_epochs  # 
 import gmgraph  # noqa: E402
 from gmgraph import data  # noqa: E402
 from gmgraph.arch import parse_nb201  # noqa: E402
+from gmgraph.config import TrainConfig  # noqa: E402
 from gmgraph.errors import ConfigError, DataError  # noqa: E402
 from gmgraph.files import atomic_write  # noqa: E402
 from gmgraph.passes.derive import derive  # noqa: E402
@@ -60,7 +61,7 @@ from gmgraph.spaces import nb201  # noqa: E402
 from gmgraph.train import fewshot  # noqa: E402
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from gmgraph.train.fewshot import FewShotConfig, FewShotResult, locate, run_fewshot  # noqa: E402
-from gmgraph.train.loop import SupernetTrainer, TrainConfig  # noqa: E402
+from gmgraph.train.loop import SupernetTrainer  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,9 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from gmgraph.errors import ConfigError
+from gmgraph.errors import ConfigError, GmGraphError
 from gmgraph.registry import (
+    BILEVEL,
     DATASETS,
     DISTANCES,
     METRICS,
@@ -87,7 +88,7 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_name("sampler", self.sampler, SAMPLERS)
-        _check_positive_int("epochs", self.epochs)
+        check_positive_int("epochs", self.epochs)
         for name in ("lr", "arch_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -98,7 +99,7 @@ class TrainConfig:
         if self.grad_clip is not None and not self.grad_clip > 0:
             raise ConfigError(f"grad_clip must be positive or None, got {self.grad_clip!r}")
         if self.steps_per_epoch is not None:
-            _check_positive_int("steps_per_epoch", self.steps_per_epoch)
+            check_positive_int("steps-per-epoch", self.steps_per_epoch)
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
@@ -109,11 +110,6 @@ class TrainConfig:
         ``device`` and ``cuda_graphs`` are left out: a run may resume on another device.
         """
         return {k: v for k, v in as_dict(self).items() if k not in ("device", "cuda_graphs")}
-
-
-def _check_positive_int(name: str, value: object) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -157,9 +153,7 @@ class FewShotConfig:
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
         for name in ("rounds", "metric_children"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            check_positive_int(name.replace("_", "-"), getattr(self, name))
 
     def splits(self, epochs: int) -> tuple[int, ...]:
         """The epochs at which this schedule splits, checked against its length.
@@ -191,8 +185,7 @@ class SearchConfig:
 
     def __post_init__(self):
         _check_name("search", self.strategy, STRATEGIES)
-        if not isinstance(self.evaluations, int) or isinstance(self.evaluations, bool) or self.evaluations <= 0:
-            raise ConfigError(f"evaluations must be a positive integer, got {self.evaluations!r}")
+        check_positive_int("evaluations", self.evaluations)
         if not isinstance(self.bn_batches, int) or isinstance(self.bn_batches, bool) or self.bn_batches < 0:
             raise ConfigError(f"bn-batches must be 0 or more, got {self.bn_batches!r}")
         object.__setattr__(self, "objectives", _objective_names(self.objectives))
@@ -269,13 +262,11 @@ class SearchSettings:
         if self.cells is None:
             object.__setattr__(self, "cells", cells)
         for name in ("width", "cells", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"{name.replace('_', '-')} must be a positive integer, got {value!r}")
+            check_positive_int(name.replace("_", "-"), getattr(self, name))
         for name in ("image_size", "threads"):  # none: the data's size, torch's default
             value = getattr(self, name)
             if value is not None:
-                _check_positive_int(name, value)
+                check_positive_int(name.replace("_", "-"), value)
         if self.image_size is not None and key == "synthetic":
             raise ConfigError("--image-size resizes the images of a dataset; synthetic images are generated "
                               "at their size (3x32x32), so leave it out")
@@ -283,17 +274,14 @@ class SearchSettings:
             raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
         if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
             raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
-        if self.train.latency_weight > 0 and not SAMPLERS[self.train.sampler].bilevel:
+        if self.train.latency_weight > 0 and not _bilevel(self.train.sampler):
             raise ConfigError("--latency-weight acts on architecture parameters: use --sampler darts or gdas "
                               "(or limit latency with --max-latency-ms)")
-        if self.search.strategy == "argmax" and not SAMPLERS[self.train.sampler].bilevel:
+        if self.search.strategy == "argmax" and not _bilevel(self.train.sampler):
             raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
-        # last: the one check that imports torch on every run (whether this machine has the device);
-        # the sampler lookups above import it only when --latency-weight or --search argmax is given
-        from gmgraph.device import check_precision, resolve_device
-
-        check_precision(self.train.precision, resolve_device(self.train.device))
+        # Whether this machine has the device is not a setting: a run resolves it once, when it starts
+        # (gmgraph.device.training_device), so settings built on one machine mean the same on another.
 
     def final_train(self) -> TrainConfig | None:
         """The settings of the final training (the chosen arch from scratch); None when ``final_epochs`` is 0.
@@ -347,7 +335,16 @@ def _splits(method: str) -> bool:
         return True
     if method == "oneshot":
         return False
-    return SPLITTERS[method] is not SPLITTERS["oneshot"]  # one added from outside: look at it
+    # One added from outside is an object: it never splits only if it is the one-shot splitter itself, which
+    # it can only be if its module is imported (the schema imports no splitter to find out).
+    entry, never = SPLITTERS.loaded(method), SPLITTERS.loaded("oneshot")
+    return entry is None or never is None or entry is not never
+
+
+def _bilevel(sampler: str) -> bool:
+    """Whether ``sampler`` trains architecture parameters (darts, gdas), without importing any sampler."""
+    entry = SAMPLERS.loaded(sampler)
+    return sampler in BILEVEL if entry is None else bool(getattr(entry, "bilevel", False))
 
 
 _SPLITTING = ("exhaustive", "gm", "random")
@@ -365,6 +362,23 @@ def check_device(name: str) -> str:
     if not isinstance(name, str) or not _DEVICE.match(name):
         raise ConfigError(f"device {name!r} is not one of auto, cpu, cuda, cuda:N")
     return name
+
+
+def check_positive_int(name: str, value: object, *, error: type[GmGraphError] = ConfigError) -> int:
+    """``value`` if it is an integer of 1 or more (a bool is not); else ``error`` naming ``name`` as given.
+
+    The one positive-integer check of the package: settings, library arguments and flags all use it.
+
+    >>> check_positive_int("epochs", 3)
+    3
+    >>> check_positive_int("--top", True)
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: --top must be a positive integer, got True
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise error(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 def check_maximum(name: str, value: object) -> None:

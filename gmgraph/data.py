@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from gmgraph import registry
+from gmgraph.config import check_positive_int
 from gmgraph.errors import DataError
 from gmgraph.placed_digits import PLACEMENTS, place
 
@@ -442,8 +443,7 @@ def _canonical(name: object) -> str:
 
 
 def _check_loader_args(batch_size: object, num_workers: object) -> None:
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-        raise DataError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_int("batch_size", batch_size, error=DataError)
     if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
         raise DataError(f"num_workers must be an integer >= 0, got {num_workers!r}")
 
@@ -578,8 +578,7 @@ def _synthetic(
     shape, size = tuple(shape), tuple(size)
     if len(shape) != 3 or not all(isinstance(d, int) and d > 0 for d in shape):
         raise DataError(f"synthetic shape must be (C, H, W) of positive ints, got {shape!r}")
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise DataError(f"num_classes must be a positive integer, got {num_classes!r}")
+    check_positive_int("num_classes", num_classes, error=DataError)
     if len(size) != 3 or not all(isinstance(n, int) and n >= 0 for n in size):
         raise DataError(f"synthetic size must be (train, val, test) counts, got {size!r}")
     g = torch.Generator().manual_seed(split_seed)

@@ -42,7 +42,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         ConfigError: an unknown name, or CUDA asked for where there is none (or not that index).
     """
     if isinstance(name, torch.device):
-        return name
+        return with_index(name)
     check_device(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
@@ -54,6 +54,47 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
         if device.index >= torch.cuda.device_count():
             raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
+
+
+def training_device(name: str | torch.device, precision: str) -> torch.device:
+    """The device a run trains on: ``name`` resolved (:func:`resolve_device`), ``precision`` checked against it.
+
+    The one place a run's ``--device`` becomes a ``torch.device``: ``gmgraph search`` calls it once, when the
+    run starts, and hands the answer down; the settings keep the spelling the user gave (``auto``), so
+    settings built on one machine mean the same on another.
+
+    Raises:
+        ConfigError: as :func:`resolve_device`, or fp16 where there is no CUDA.
+
+    >>> training_device("cpu", "bf16")
+    device(type='cpu')
+    >>> training_device("cpu", "fp16")
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: --precision fp16 needs a CUDA device (its gradient scaler is CUDA-only); use bf16 on the CPU
+    """
+    device = resolve_device(name)
+    check_precision(precision, device)
+    return device
+
+
+def scoring_device(module: torch.nn.Module, device: str | torch.device | None = None,
+                   like: torch.Tensor | None = None) -> torch.device:
+    """Where a score of ``module`` runs: ``device`` resolved (:func:`resolve_device`), by default where
+    ``module``'s parameters are (else ``like``'s device, else the CPU).
+
+    The one rule of the scores (:mod:`gmgraph.scores.zero_cost`, :mod:`gmgraph.scores.gradient_matching`);
+    a score that works on the caller's graph itself, not a copy, also refuses a device other than its home.
+
+    >>> scoring_device(torch.nn.Linear(2, 2)), scoring_device(torch.nn.Identity(), "cpu")
+    (device(type='cpu'), device(type='cpu'))
+    """
+    if device is not None:
+        return resolve_device(device)
+    param = next(module.parameters(), None)
+    if param is not None:
+        return with_index(param.device)
+    return with_index(like.device) if like is not None else torch.device("cpu")
 
 
 def with_index(device: torch.device) -> torch.device:

@@ -63,3 +63,16 @@ class RunError(ConfigError):
 
 class LatencyError(GmGraphError, RuntimeError):
     """A latency timing stayed unstable (its spread above the threshold) after every attempt."""
+
+
+def first_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type's name when it has none.
+
+    Errors from torch's exporter, onnxruntime or an allocator run to pages; the first line says what failed,
+    so a message that quotes one stays one line.
+
+    >>> first_line(RuntimeError("cannot load\\n  at frame 1\\n  at frame 2")), first_line(KeyError())
+    ('cannot load', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

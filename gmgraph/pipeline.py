@@ -27,8 +27,8 @@ import gmgraph
 from gmgraph import data as datasets
 from gmgraph import spaces
 from gmgraph.config import LIMITS, SearchSettings
-from gmgraph.device import torch_threads
-from gmgraph.errors import ConfigError
+from gmgraph.device import torch_threads, training_device
+from gmgraph.errors import ConfigError, first_line
 from gmgraph.graph import space, space_size, trace
 from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
@@ -67,7 +67,8 @@ def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes
     return trace(model)
 
 
-def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False) -> dict | None:
+def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False,
+               device: torch.device | None = None) -> dict | None:
     """Run the whole job; write the run folder (:mod:`gmgraph.run`) and return the report.
 
     In a distributed run every rank calls it: the ranks share the supernet
@@ -76,12 +77,17 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
 
     The report's ``timings`` split this call's wall time by phase (:func:`run_timings`).
     ``settings.threads`` sets torch's threads for the length of the call (the caller's come back after).
+    ``device``: where to train, as :func:`~gmgraph.device.training_device` resolved ``settings.train``'s
+    (default: resolved here, once); every training of the run (supernets, children, the final one) uses it.
     """
+    if device is None:
+        device = training_device(settings.train.device, settings.train.precision)
     with _long_lived_objects_frozen() as freeze, torch_threads(settings.threads):
-        return _run_search(settings, Path(out), resume, quiet, freeze)
+        return _run_search(settings, Path(out), resume, quiet, freeze, device)
 
 
-def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, freeze) -> dict | None:
+def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, freeze,
+                device: torch.device) -> dict | None:
     team = distributed.team()
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     clock = Clock()
@@ -89,7 +95,7 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
         loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size,
                                 seed=settings.seed, image_size=settings.image_size)
         info = datasets.info(loaders)
-    _check_memory(settings, info, quiet)  # before the supernet takes any: a run that cannot fit says so here
+    _check_memory(settings, info, device, quiet)  # before the supernet takes any: a run that cannot fit says so here
     with clock.phase("data"):
         gm = _built_supernet(settings, info)
     check_limits(settings, gm, info.shape)  # an impossible limit is refused before any training
@@ -107,7 +113,7 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
         result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
                              shared=spaces.get(settings.space).shared, checkpoint=checkpoint,
                              resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze,
-                             arch_penalty=penalty)
+                             arch_penalty=penalty, device=device)
     # The few-shot timings add up over every invocation of a resumed run: this one's is the difference.
     clock.seconds["scoring"] = result.timings.get("scoring_seconds", 0.0) - (earlier or {}).get("scoring_seconds", 0.0)
     clock.seconds["train"] -= clock.seconds["scoring"]
@@ -120,7 +126,7 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
         found = _search(settings, gm, result, loaders, calib, measures, quiet)
         found, pick = _keep_latency_limit_measured(settings, result, found, info.shape, quiet)
     with clock.phase("final"):
-        final = _final(settings, result, found, loaders, calib, quiet)
+        final = _final(settings, result, found, loaders, calib, device, quiet)
         final.update(_costs(settings, found.best, measures, final["model"], info.shape, pick))
     # This invocation's outputs replace the folder's as a set: written aside, moved in together at the end.
     with replacing_outputs(out) as staging:
@@ -147,14 +153,13 @@ def _built_supernet(settings: SearchSettings, info: datasets.DataInfo) -> fx.Gra
         if "memory" not in str(exc) and "alloc" not in str(exc):
             raise
         raise ConfigError(f"the supernet does not fit in memory at --width {settings.width} --cells "
-                          f"{settings.cells} ({str(exc).splitlines()[0][:120]}); choose a smaller --width") from None
+                          f"{settings.cells} ({first_line(exc, 120)}); choose a smaller --width") from None
 
 
-def _check_memory(settings: SearchSettings, info: datasets.DataInfo, quiet: bool) -> None:
+def _check_memory(settings: SearchSettings, info: datasets.DataInfo, device: torch.device, quiet: bool) -> None:
     """Refuse a run whose training cannot fit this machine (or GPU); warn when it may not fit what is free now.
 
     Built on the meta device: the estimate allocates nothing (:mod:`gmgraph.train.memory`)."""
-    from gmgraph.device import resolve_device
     from gmgraph.train.memory import check_training, element_bytes
 
     spec = spaces.get(settings.space)
@@ -164,7 +169,7 @@ def _check_memory(settings: SearchSettings, info: datasets.DataInfo, quiet: bool
 
     t = settings.train
     note = check_training(build, settings.width, info.shape, min(settings.batch_size, info.sizes[0]),
-                          resolve_device(t.device), every_op=t.sampler == "darts",  # darts weighs every op; gdas one
+                          device, every_op=t.sampler == "darts",  # darts weighs every op; gdas one
                           momentum=t.momentum > 0, element_bytes=element_bytes(t.precision),
                           workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # --nproc workers of this machine
     if note:
@@ -449,7 +454,8 @@ def _held(loader, limit: int = 512 * 2**20):
     return list(loader)
 
 
-def _final(settings: SearchSettings, result: FewShotResult, found, loaders, calib: list, quiet: bool) -> dict:
+def _final(settings: SearchSettings, result: FewShotResult, found, loaders, calib: list, device: torch.device,
+           quiet: bool) -> dict:
     """Test accuracy of the chosen arch on shared weights, and after standalone training from scratch."""
     arch = found.best
     leaf = locate(result, arch)
@@ -466,7 +472,7 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     config = settings.final_train()  # the [train] settings, epochs from --final-epochs
     final["train_settings"] = None if config is None else as_dict(config)
     if config is not None:
-        trainer = SupernetTrainer(net, loaders, config, seed=settings.seed)
+        trainer = SupernetTrainer(net, loaders, config, seed=settings.seed, device=device)
         for _ in range(config.epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
         final["standalone_test_accuracy"] = accuracy(net.eval(), test)

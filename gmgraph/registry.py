@@ -23,6 +23,7 @@ entry added from outside is an object and is used as given::
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Iterator, Mapping, MutableMapping
 from typing import Any
 
@@ -32,6 +33,10 @@ class _Ref:
 
     def __init__(self, target: str):
         self.target = target
+
+    @property
+    def module(self) -> str:
+        return self.target.partition(":")[0]
 
     def load(self) -> Any:
         module, _, path = self.target.partition(":")
@@ -89,6 +94,21 @@ class Table(MutableMapping):
         """The accepted names, in registration order (imports nothing)."""
         return tuple(self._entries)
 
+    def loaded(self, name: str) -> Any | None:
+        """Entry ``name`` if it can be had without importing anything (added from outside, looked up before,
+        or its module imported already); None otherwise. What the settings schema may look at.
+
+        >>> table = Table("greeting", {"upper": "builtins:str.upper", "later": "not_imported_yet:f"})
+        >>> table.loaded("upper") is str.upper, table.loaded("later")
+        (True, None)
+        """
+        value = self._entries.get(name)
+        if isinstance(value, _Ref):
+            if value.module not in sys.modules:
+                return None
+            value = self._entries[name] = value.load()
+        return value
+
     def __repr__(self) -> str:
         return f"Table({self.kind!r}, {list(self._entries)})"
 
@@ -100,6 +120,10 @@ SAMPLERS = Table("sampler", {
     "pada": "gmgraph.samplers:PadaSampler",
 })
 """name -> :class:`gmgraph.samplers.Sampler` subclass (``--sampler``)."""
+
+BILEVEL = ("darts", "gdas")
+"""The built-in samplers that train architecture parameters (their classes say ``bilevel = True``); the
+settings schema reads it here, so that checking a setting imports no sampler."""
 
 SPLITTERS = Table("method", {
     "oneshot": "gmgraph.scores.splitters:never",

@@ -190,7 +190,7 @@ def test_rank_sample_0_names_the_flag(capsys):
 
 
 def test_rank_refuses_a_bad_split_before_loading_images(capsys, monkeypatch):
-    import gmgraph.nasbench.rank as nasbench_rank
+    import gmgraph.rank_job as nasbench_rank
 
     monkeypatch.setattr(nasbench_rank, "image_batch", lambda *a, **k: pytest.fail("images were loaded"))
     assert main(["rank", "--metric", "snip", "--split", "train", "--quiet"]) == 2

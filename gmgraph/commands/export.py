@@ -142,14 +142,14 @@ def _flag_value(value: object) -> str:
 
 
 def _flag_shape(args: argparse.Namespace, space: str) -> Shape:
+    from gmgraph.config import check_positive_int
     from gmgraph.run import Shape
 
     values = {}
     for name, default in _DEFAULTS.items():
         value = getattr(args, name)
         value = default if value is None else value
-        if value <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        check_positive_int(f"--{name.replace('_', '-')}", value)
         values[name] = value
     size = values.pop("image_size")
     return Shape(space=space, image_size=(size, size), **values)

@@ -38,6 +38,7 @@ import numpy as np
 
 from gmgraph.commands import HELP
 from gmgraph.errors import ConfigError, DataError
+from gmgraph.onnx_session import open_session
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -297,12 +298,7 @@ def load_model(path: str | Path, device: str = "cpu") -> Model:
     providers = choose_providers(device, ort.get_available_providers())
     if not path.is_file():
         raise ConfigError(f"no model file at {path}")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: keep the table readable
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ConfigError(f"onnxruntime cannot load {path}: {str(exc).strip().splitlines()[0]}") from exc
+    session = open_session(path, providers=providers, cannot_load=f"onnxruntime cannot load {path}", error=ConfigError)
     # onnxruntime falls back to the CPU, with only a log line, when the CUDA libraries fail to load.
     provider = session.get_providers()[0]
     if device == "cuda" and provider != _CUDA:

@@ -58,23 +58,17 @@ def _describe_device(device) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
-def _positive(name: str, value: int) -> None:
-    from gmgraph.errors import ConfigError
-
-    if value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value}")
-
-
 def _run_rank(args: argparse.Namespace) -> int:
+    from gmgraph.config import check_positive_int
     from gmgraph.device import resolve_device
     from gmgraph.errors import ConfigError
     from gmgraph.nasbench import nb201 as table
-    from gmgraph.nasbench.rank import check_metric, image_batch, parse_against, rank, write_csv
+    from gmgraph.rank_job import check_metric, image_batch, parse_against, rank, write_csv
     from gmgraph.scores.zero_cost import DATA_FREE
 
     metric, dataset = check_metric(args.metric), parse_against(args.against)
     for name in ("sample", "width", "cells", "batch_size"):
-        _positive("--" + name.replace("_", "-"), getattr(args, name))
+        check_positive_int("--" + name.replace("_", "-"), getattr(args, name))
     if args.sample > table.SIZE:
         raise ConfigError(f"--sample must be at most {table.SIZE:,} (the architectures of NAS-Bench-201), "
                           f"got {args.sample:,}")

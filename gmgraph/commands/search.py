@@ -17,12 +17,15 @@ import contextlib
 import os
 import tomllib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from gmgraph.commands import HELP
 from gmgraph.errors import CheckpointError, ConfigError, GmGraphError
 
 if TYPE_CHECKING:
+    import torch
+
+    from gmgraph.config import SearchSettings
     from gmgraph.train import distributed
 
 
@@ -92,20 +95,35 @@ def _resumed(args: argparse.Namespace):
 
 
 def _run_search(args: argparse.Namespace) -> int:
+    """Build the settings once, resolve the device once, then run (a torchrun worker does both in :func:`_search`)."""
     if args.nproc is not None and args.nproc < 1:
         raise ConfigError(f"--nproc must be 1 or more, got {args.nproc}")
-    if not ("RANK" in os.environ and "WORLD_SIZE" in os.environ):  # not a torchrun worker: its rank 0 reports
-        if args.resume:  # every resume error answers before any data is loaded
-            return _check_resume(args)
-        _settings(args)  # every setting is checked before torch loads: a bad one answers at once
-    return _start(args)
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # a torchrun worker: its rank 0 reports
+        return _start(args, None)
+    if args.resume:  # every resume error answers before any data is loaded
+        return _check_resume(args)
+    return _start(args, _Run.of(_settings(args)))  # a bad setting or device answers before any folder or data
+
+
+class _Run(NamedTuple):
+    """A run's settings, built once, and the device it trains on, resolved once (before any folder or data)."""
+
+    settings: SearchSettings
+    device: torch.device
+
+    @classmethod
+    def of(cls, settings: SearchSettings) -> _Run:
+        from gmgraph.device import training_device
+
+        return cls(settings, training_device(settings.train.device, settings.train.precision))
 
 
 def _check_resume(args: argparse.Namespace) -> int:
     """``--resume``: refuse a run that cannot continue, say so of a finished one, else continue it."""
     from gmgraph import run
 
-    _, changed = _resumed(args)
+    settings, changed = _resumed(args)
+    this = _Run.of(settings)
     if run.finished(args.out):
         if changed:
             raise ConfigError(f"--resume: {args.out} is a finished run, so there is nothing to change "
@@ -115,7 +133,7 @@ def _check_resume(args: argparse.Namespace) -> int:
               f"{args.out / run.HTML}; `gmgraph show --run {args.out}` prints them)")
         return 0
     _check_checkpoint(args.out / run.CHECKPOINT)
-    return _start(args)
+    return _start(args, this)
 
 
 def _check_checkpoint(path: Path) -> None:
@@ -126,8 +144,9 @@ def _check_checkpoint(path: Path) -> None:
         raise CheckpointError(f"{path} was not written by `gmgraph search`: it cannot be resumed")
 
 
-def _start(args: argparse.Namespace) -> int:
-    """The run in this process, in ``--nproc`` workers, or as one worker of torchrun's."""
+def _start(args: argparse.Namespace, this: _Run | None) -> int:
+    """The run in this process, in ``--nproc`` workers, or as one worker of torchrun's (``this`` is None:
+    the worker builds its settings and resolves its own device, in :func:`_search`)."""
     from gmgraph.train import distributed
 
     if distributed.launched_by_torchrun():
@@ -135,14 +154,17 @@ def _start(args: argparse.Namespace) -> int:
             raise ConfigError("--nproc starts workers on this machine; under torchrun leave it out "
                               "(torchrun's --nproc-per-node sets the number of workers)")
         with distributed.session() as team:
-            return _search(args, team)
+            return _search(args, team, None)
     if args.nproc is not None and args.nproc > 1:
-        return _launch(args)
-    return _search(args, None)
+        return _launch(args, this.settings)
+    return _search(args, None, this)
 
 
-def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
-    """The run itself, in one process or in every worker of a distributed run."""
+def _search(args: argparse.Namespace, team: distributed.Team | None, this: _Run | None) -> int:
+    """The run itself, in one process or in every worker of a distributed run.
+
+    ``this``: the settings and device :func:`_run_search` built and resolved; None in a worker, which builds
+    its own here (each worker is a process of its own; its device is its GPU, known inside the session)."""
     from gmgraph import run
     from gmgraph.pipeline import run_search
     from gmgraph.report import summary
@@ -156,13 +178,13 @@ def _search(args: argparse.Namespace, team: distributed.Team | None) -> int:
     out = None
     try:
         with folder:
-            settings = _settings(args)
+            settings, device = (this.settings, this.device) if this is not None else (_settings(args), None)
             out = args.out or run.default_out()
             if team is None:
                 out = claim(out)
             else:  # rank 0 checks, names and locks the folder; everyone uses its answer
                 out = team.on_root(lambda: claim(out), "checking --out")
-            report = run_search(settings, out, resume=args.resume, quiet=args.quiet)
+            report = run_search(settings, out, resume=args.resume, quiet=args.quiet, device=device)
     except GmGraphError as exc:
         if team is None or team.is_root:
             raise
@@ -193,7 +215,7 @@ def _resume_hint(out: Path | None) -> str:
             f"gmgraph search --out {out} --resume (it takes the run's settings)")
 
 
-def _launch(args: argparse.Namespace) -> int:
+def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     """Start ``args.nproc`` workers on this machine, each running this command with the same settings."""
     from gmgraph import run
     from gmgraph.progress import log
@@ -201,7 +223,6 @@ def _launch(args: argparse.Namespace) -> int:
     from gmgraph.train import distributed
     from gmgraph.train.memory import check_workers
 
-    settings = _settings(args)  # a user error is one line here, not one per worker
     for note in check_workers(args.nproc):  # before any worker takes memory; each checks its training share
         log(note, quiet=args.quiet)
     out = run.prepare(args.out or run.default_out(), args.resume).resolve()

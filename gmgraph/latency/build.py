@@ -14,9 +14,13 @@ without timing anything::
     >>> from torch import nn
     >>> from gmgraph.choice import Choice
     >>> gm = gmgraph.trace(nn.Sequential(nn.Linear(4, 4), Choice({"relu": nn.ReLU(), "tanh": nn.Tanh()}, "act")))
-    >>> table = build_table(gm, (4,), cache_dir=tempfile.mkdtemp(), calibration=2, runs=5, quiet=True)
+    >>> from gmgraph.latency import LatencyTable
+    >>> table = LatencyTable.build(gm, (4,), cache_dir=tempfile.mkdtemp(), calibration=2, runs=5, quiet=True)
     >>> sorted((e["label"], e["op"]) for e in table.entries)
     [('act', 'relu'), ('act', 'tanh')]
+
+The table format (:mod:`gmgraph.latency.table`) sits below this module: ``LatencyTable.build`` calls
+:func:`build_table` with its class, so this module never imports the format back (no cycle).
 """
 
 from __future__ import annotations
@@ -24,12 +28,13 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
 from torch import fx
 
+from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
 from gmgraph.graph import sample, space
 from gmgraph.latency import cache
@@ -37,15 +42,18 @@ from gmgraph.latency.liveness import dataflow
 from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
 from gmgraph.latency.ops import marginal_ms, marginal_sum_ms, node_shapes
 from gmgraph.latency.runtimes import RUNTIMES, check_runtime, runtime_version
-from gmgraph.latency.table import LatencyTable
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
+
+if TYPE_CHECKING:  # for annotations only: the class comes in as build_table's argument
+    from gmgraph.latency.table import LatencyTable
 
 CALIBRATION_ROUNDS = 3
 ANCHOR_POOL = 200
 
 
 def build_table(
+    table_class: type[LatencyTable],
     supernet: fx.GraphModule,
     input_shape: Sequence[int],
     *,
@@ -67,6 +75,7 @@ def build_table(
     """The latency table of ``supernet`` at inputs ``(batch, *input_shape)`` on ``runtime``.
 
     Args:
+        table_class: the class to fill (``LatencyTable``; :meth:`LatencyTable.build` passes its own).
         supernet: a traced supernet (``gmgraph.trace``); it is not changed.
         input_shape: one input without the batch dimension, e.g. ``(1, 8, 8)``.
         runtime, threads, batch: the target (see :func:`gmgraph.latency.measure`).
@@ -88,9 +97,8 @@ def build_table(
     check_timing(warmup=warmup, runs=runs, max_spread=max_spread, attempts=attempts, threads=threads)
     clock = resolve_clock(clock, check_runtime(runtime), threads)
     shape = check_shape(input_shape)
-    for name, value in (("batch", batch), ("calibration", calibration)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    check_positive_int("batch", batch)
+    check_positive_int("calibration", calibration)
     if not isinstance(supernet, fx.GraphModule):
         raise ConfigError(f"build a latency table from a traced supernet (gmgraph.trace(model)), "
                           f"not {type(supernet).__name__}")
@@ -102,12 +110,12 @@ def build_table(
         method={"calibration": calibration, "seed": seed, "clock": clock})
     path = cache.table_path(cache.cache_dir(cache_dir), fields)
     if not rebuild:
-        table = _cached(path, fields, quiet, stream)
+        table = _cached(table_class, path, fields, quiet, stream)
         if table is not None:
             return table
     timing = {"runtime": runtime, "threads": threads, "warmup": warmup, "runs": runs, "max_spread": max_spread,
               "attempts": attempts, "clock": clock}
-    table = _measure(supernet, shapes, fields, timing, calibration, seed, quiet, stream)
+    table = _measure(table_class, supernet, shapes, fields, timing, calibration, seed, quiet, stream)
     if table.unstable:  # kept out of the cache: the next build measures again
         log(f"latency table: {len(table.unstable)} timing(s) stayed unstable (spread > {max_spread:g}): "
             f"{', '.join(table.unstable[:5])}{' ...' if len(table.unstable) > 5 else ''}; the table is not cached",
@@ -117,11 +125,11 @@ def build_table(
     return table
 
 
-def _cached(path, fields, quiet: bool, stream) -> LatencyTable | None:
+def _cached(table_class: type[LatencyTable], path, fields, quiet: bool, stream) -> LatencyTable | None:
     data, problem = cache.read(path, fields)
     if data is not None:
         try:
-            return LatencyTable.from_dict(data)
+            return table_class.from_dict(data)
         except FileError as exc:
             problem = str(exc)
     if problem is not None:
@@ -129,7 +137,8 @@ def _cached(path, fields, quiet: bool, stream) -> LatencyTable | None:
     return None
 
 
-def _measure(gm, shapes, fields, timing, calibration, seed, quiet, stream) -> LatencyTable:
+def _measure(table_class: type[LatencyTable], gm, shapes, fields, timing, calibration, seed, quiet,
+             stream) -> LatencyTable:
     start = time.perf_counter()
     flow = _annotated_flow(gm, shapes)
     signatures, ops = _signatures(gm, flow)
@@ -139,12 +148,12 @@ def _measure(gm, shapes, fields, timing, calibration, seed, quiet, stream) -> La
     entries = _time_ops(signatures, ops, timing, bar)
     sum_entries = _time_sums(sums, timing, bar)
     shares = timing["runtime"] == "onnxruntime"  # its common-subexpression elimination merges equal pure ops
-    raw = LatencyTable(key=fields, space={k: list(v) for k, v in space(gm).items()}, flow=flow, fixed_ms=0.0,
+    raw = table_class(key=fields, space={k: list(v) for k, v in space(gm).items()}, flow=flow, fixed_ms=0.0,
                        entries=entries, sums=sum_entries, shares_pure_ops=shares)
     runs = _calibrate(gm, _calibration_archs(gm, raw, calibration, seed), raw, fields, timing, bar)
     fixed = statistics.median(r["measured_ms"] - r["ops_ms"] for r in runs)
     bar.close(fixed_ms=fixed)
-    return LatencyTable(key=fields, space=raw.space, flow=flow, fixed_ms=fixed, entries=entries, sums=sum_entries,
+    return table_class(key=fields, space=raw.space, flow=flow, fixed_ms=fixed, entries=entries, sums=sum_entries,
                         calibration=runs, correction=fit_correction(runs), shares_pure_ops=shares,
                         build_seconds=time.perf_counter() - start)
 

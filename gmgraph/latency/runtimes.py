@@ -32,7 +32,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from gmgraph.errors import ConfigError, ExportError
+from gmgraph.errors import ConfigError, ExportError, first_line
+from gmgraph.onnx_session import open_session
 
 _OPSET = 17  # the TorchScript exporter's newest well-tested opset
 
@@ -61,15 +62,9 @@ def onnxruntime_runner(model: nn.Module | str | Path, inputs: Sequence[torch.Ten
     """
     import onnxruntime as ort
 
-    source = str(model) if isinstance(model, (str, Path)) else onnx_bytes(model, inputs)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime cannot load the model to time: {_first_line(exc)}") from exc
+    source = model if isinstance(model, (str, Path)) else onnx_bytes(model, inputs)
+    session = open_session(source, threads=threads, inter_op_threads=1,
+                           cannot_load="onnxruntime cannot load the model to time", limit=200)
     names = [i.name for i in session.get_inputs()]
     if len(names) != len(inputs):
         raise ConfigError(f"the ONNX model takes {len(names)} inputs ({', '.join(names)}), got {len(inputs)}")
@@ -176,7 +171,7 @@ def onnx_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
             data = _dynamo_export(net, args)
         except Exception as exc:  # both exporters raise many types; all mean "cannot export"
             raise ExportError(f"cannot export {type(model).__name__} to time it in onnxruntime: "
-                              f"{_first_line(first)}; dynamo exporter: {_first_line(exc)}") from exc
+                              f"{first_line(first, 200)}; dynamo exporter: {first_line(exc, 200)}") from exc
     _check_against_torch(net, args, data)
     return data
 
@@ -202,12 +197,7 @@ def _dynamo_export(net: nn.Module, args: tuple[torch.Tensor, ...]) -> bytes:
 
 
 def _check_against_torch(net: nn.Module, args: tuple[torch.Tensor, ...], data: bytes) -> None:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = 1
-    session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    session = open_session(data, threads=1)
     got = session.run(None, {i.name: x.numpy() for i, x in zip(session.get_inputs(), args)})
     with torch.no_grad():
         out = net(*args)
@@ -219,6 +209,3 @@ def _check_against_torch(net: nn.Module, args: tuple[torch.Tensor, ...], data: b
             raise ExportError(f"the ONNX model of {type(net).__name__} disagrees with torch; it cannot stand for it")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__

@@ -74,7 +74,7 @@ class LatencyTable:
         """Measure (or load from the cache) the table of ``supernet``; see :func:`gmgraph.latency.build.build_table`."""
         from gmgraph.latency.build import build_table
 
-        return build_table(supernet, input_shape, **options)
+        return build_table(cls, supernet, input_shape, **options)
 
     def predict(self, arch: Mapping[str, str], *, corrected: bool | None = None) -> float:
         """Predicted milliseconds of ``derive(supernet, arch)`` on the table's target.

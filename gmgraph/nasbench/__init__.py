@@ -1,5 +1,8 @@
-"""NAS benchmarks: the shipped NAS-Bench-201 table (``nb201``) and zero-cost ranking against it (``rank``)."""
+"""NAS benchmarks: the shipped NAS-Bench-201 table (``nb201``).
 
-from gmgraph.nasbench import nb201, rank
+Ranking a zero-cost proxy against it (``gmgraph rank``) is a job of the runs layer: :mod:`gmgraph.rank_job`.
+"""
 
-__all__ = ["nb201", "rank"]
+from gmgraph.nasbench import nb201
+
+__all__ = ["nb201"]

@@ -105,7 +105,7 @@ def table() -> Table:
         >>> len(t.rows), float(t.columns["c10_test_200"][1]), t.columns["arch_str"][1] in t.rows
         (15625, 93.66, True)
     """
-    source = resources.files("gmgraph.nasbench").joinpath(TABLE_FILE)
+    source = resources.files(__package__).joinpath(TABLE_FILE)
     try:
         with source.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8", newline="") as text:
             return parse_table(text)

@@ -39,8 +39,9 @@ import torch
 from torch import nn
 
 from gmgraph.choice import Choice
-from gmgraph.errors import ExportError, FileError
+from gmgraph.errors import ExportError, FileError, first_line
 from gmgraph.files import atomic_write
+from gmgraph.onnx_session import open_session
 
 PREFIX = "gmgraph."
 ARCH_KEY = PREFIX + "arch"
@@ -177,7 +178,7 @@ def _count_outputs(model: nn.Module, example: torch.Tensor) -> int:
             out = model(example)
     except Exception as exc:  # any failure means the example does not fit the model
         raise ExportError(
-            f"the network cannot run on an example input of shape {tuple(example.shape)}: {_first_line(exc)}"
+            f"the network cannot run on an example input of shape {tuple(example.shape)}: {first_line(exc)}"
         ) from exc
     return len(_as_tensors(out))
 
@@ -262,7 +263,7 @@ def _check_model(tmp: str) -> None:
     try:
         onnx.checker.check_model(tmp, full_check=True)
     except Exception as exc:  # ValidationError, or shape inference errors under full_check
-        raise ExportError(f"the exported model fails onnx.checker: {_first_line(exc)}") from exc
+        raise ExportError(f"the exported model fails onnx.checker: {first_line(exc)}") from exc
 
 
 def _compare(model: nn.Module, tmp: str, example: torch.Tensor, dynamic_batch: bool, atol: float) -> None:
@@ -276,20 +277,12 @@ def _compare(model: nn.Module, tmp: str, example: torch.Tensor, dynamic_batch: b
         try:
             got = session.run(None, {INPUT_NAME: x.numpy()})
         except Exception as exc:  # onnxruntime raises its own exception types
-            raise ExportError(f"onnxruntime cannot run the exported model at batch {batch}: {_first_line(exc)}") from exc
+            raise ExportError(f"onnxruntime cannot run the exported model at batch {batch}: {first_line(exc)}") from exc
         _check_outputs(expected, got, batch, atol)
 
 
 def _session(tmp: str):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # errors only: keep the CLI's output readable
-    options.intra_op_num_threads = torch.get_num_threads()
-    try:
-        return ort.InferenceSession(tmp, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own exception types
-        raise ExportError(f"onnxruntime cannot load the exported model: {_first_line(exc)}") from exc
+    return open_session(tmp, threads=torch.get_num_threads(), cannot_load="onnxruntime cannot load the exported model")
 
 
 def _random_like(example: torch.Tensor, batch: int, generator: torch.Generator) -> torch.Tensor:
@@ -335,7 +328,7 @@ def _export_reason(exc: BaseException) -> str:
     root = exc
     while root.__cause__ is not None:
         root = root.__cause__
-    reason = _first_line(root) if root is not exc else _first_line(exc)
+    reason = first_line(root) if root is not exc else first_line(exc)
     where = _RAISED_AT.search(text)
     if where:
         reason += f" (at {Path(where.group(1)).name}:{where.group(2)}: {where.group(3).strip()})"
@@ -360,7 +353,3 @@ def _quiet_stderr():
             logging.disable(disabled)
 
 
-def _first_line(exc: BaseException) -> str:
-    # torch's export errors run to pages; the first line says what failed.
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

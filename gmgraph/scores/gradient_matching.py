@@ -31,7 +31,8 @@ import torch.nn.functional as F
 from torch import fx
 
 from gmgraph import registry
-from gmgraph.device import resolve_device, to_device, with_index
+from gmgraph.config import check_positive_int
+from gmgraph.device import scoring_device, to_device
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import choices, running, space
 from gmgraph.samplers import Sampler, borrowed, make_sampler
@@ -93,7 +94,7 @@ def gradient_matching(
         device(type='cpu')
     """
     ops = _check(gm, label, rounds, distance)
-    device = scoring_device(gm, device)
+    device = _unmoved_device(gm, device)
     if isinstance(sampler, str):  # a sampler of our own keeps its state (DARTS alphas) with the graph
         sampler = make_sampler(sampler, gm, seed=seed).to(device)
     # A CPU generator on every device: the same draws of the other decisions on a GPU as on the CPU.
@@ -114,8 +115,9 @@ def gradient_matching(
     return (total / done).float().cpu()  # the one read-back of this label
 
 
-def scoring_device(gm: fx.GraphModule, device: str | torch.device | None = None) -> torch.device:
-    """The device ``gm`` is scored on: where its parameters live, checked against ``device``.
+def _unmoved_device(gm: fx.GraphModule, device: str | torch.device | None = None) -> torch.device:
+    """The device ``gm`` is scored on by the rule of every score (:func:`gmgraph.device.scoring_device`),
+    which must be where its parameters live: gradient matching scores the caller's graph itself, not a copy.
 
     Raises:
         ConfigError: ``device`` is not a device torch can use here, or not the
@@ -123,14 +125,10 @@ def scoring_device(gm: fx.GraphModule, device: str | torch.device | None = None)
 
     Example:
         >>> from torch import nn
-        >>> scoring_device(nn.Linear(2, 2), "cpu")
+        >>> _unmoved_device(nn.Linear(2, 2), "cpu")
         device(type='cpu')
     """
-    param = next(gm.parameters(), None)
-    home = with_index(param.device if param is not None else torch.device("cpu"))
-    if device is None:
-        return home
-    wanted = with_index(resolve_device(device))
+    home, wanted = scoring_device(gm), scoring_device(gm, device)
     if wanted != home:
         raise ConfigError(f"device {str(device)!r} is not where the graph's parameters are ({home}); "
                           f"move the graph first (gm.to({str(wanted)!r})) or leave device unset")
@@ -145,8 +143,7 @@ def _check(gm: fx.GraphModule, label: str, rounds: int, distance: str) -> tuple[
         raise SpaceError(f"{label!r} has a single op {current[label]}; there is nothing to split")
     if distance not in DISTANCES:
         raise ConfigError(f"unknown distance {distance!r}; choose one of {', '.join(DISTANCES)}")
-    if not isinstance(rounds, int) or rounds < 1:
-        raise ConfigError(f"rounds must be a positive integer, got {rounds!r}")
+    check_positive_int("rounds", rounds)
     return current[label]
 
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from gmgraph import registry
-from gmgraph.device import resolve_device, to_device, with_index
+from gmgraph.device import scoring_device, to_device
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.passes.derive import derive
 
@@ -115,7 +115,7 @@ def zero_cost(
     if score is None:
         raise ConfigError(f"unknown zero-cost metric {metric!r}; accepted: {', '.join(METRICS)}")
     x, y = _unpack(batch, metric)
-    device = _scoring_device(gm, device, x)
+    device = scoring_device(gm, device, x)  # a copy is scored: it goes where it is asked to
     x, y = to_device(x, device), to_device(y, device)
     with torch.random.fork_rng(devices=[device.index] if device.type == "cuda" else []):
         # Seed only the streams forked here: torch.manual_seed would also (lazily) reseed
@@ -218,15 +218,6 @@ function and one entry."""
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _scoring_device(gm: fx.GraphModule, device, x: torch.Tensor | None) -> torch.device:
-    if device is not None:
-        return with_index(resolve_device(device))
-    home = next(gm.parameters(), None)
-    if home is not None:
-        return with_index(home.device)
-    return with_index(x.device) if x is not None else torch.device("cpu")
 
 
 def _unpack(batch, metric: str) -> tuple[torch.Tensor | None, torch.Tensor | None]:

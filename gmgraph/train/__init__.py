@@ -3,11 +3,14 @@
 >>> from gmgraph.train import TrainConfig, run_fewshot, train_supernet
 >>> TrainConfig().sampler
 'uniform'
+
+The settings classes live in :mod:`gmgraph.config` (their one home); they are re-exported here because
+the README's training example imports them with the trainer.
 """
 
+from gmgraph.config import FewShotConfig, TrainConfig
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from gmgraph.train.fewshot import (
-    FewShotConfig,
     FewShotResult,
     SubSupernet,
     TrainResult,
@@ -15,7 +18,7 @@ from gmgraph.train.fewshot import (
     run_fewshot,
     train_supernet,
 )
-from gmgraph.train.loop import SupernetTrainer, TrainConfig
+from gmgraph.train.loop import SupernetTrainer
 
 __all__ = [
     "FewShotConfig",

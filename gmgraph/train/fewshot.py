@@ -31,7 +31,7 @@ import torch
 from torch import fx
 from torch.utils.data import DataLoader
 
-from gmgraph.config import FewShotConfig
+from gmgraph.config import FewShotConfig, TrainConfig
 from gmgraph.data import infinite
 from gmgraph.errors import CheckpointError, ConfigError, SpaceError
 from gmgraph.graph import space
@@ -48,7 +48,7 @@ from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
 from gmgraph.train import distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
-from gmgraph.train.loop import ArchPenalty, SupernetTrainer, TrainConfig
+from gmgraph.train.loop import ArchPenalty, SupernetTrainer
 
 
 @dataclass
@@ -106,6 +106,7 @@ def run_fewshot(
     on_epoch: Callable[[int, FewShotResult], None] | None = None,
     record: Mapping[str, Any] | None = None,
     arch_penalty: ArchPenalty | None = None,
+    device: torch.device | None = None,
 ) -> FewShotResult:
     """Run the few-shot schedule on ``gm`` (trained in place; children are new graphs).
 
@@ -124,6 +125,8 @@ def run_fewshot(
             the checkpoint records them and a resume must match them, like the training settings.
         arch_penalty: an extra architecture-loss term for weighted samplers, given to every
             (sub-)supernet's trainer (e.g. :class:`~gmgraph.train.penalty.LatencyPenalty`).
+        device: where every (sub-)supernet trains, as the run resolved it
+            (:func:`gmgraph.device.training_device`); default ``train.device`` resolved by the root's trainer.
 
     In a distributed run (a process group of several ranks, see
     :mod:`gmgraph.train.distributed`) every rank calls it with the same
@@ -138,7 +141,8 @@ def run_fewshot(
     team = distributed.team()  # None: this process works alone
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed,
-                                                                           arch_penalty=arch_penalty))])
+                                                                           arch_penalty=arch_penalty,
+                                                                           device=device))])
     first = 0
     state = _load(checkpoint, team) if resume and checkpoint is not None else None
     if state is not None:
@@ -383,7 +387,8 @@ def _restore(result: FewShotResult, root: fx.GraphModule, data, settings: dict, 
             gm = restrict(gm, {step["label"]: step["ops"]})
         trainer = SupernetTrainer(gm, data, train, seed=entry["trainer"]["seed"],
                                   total_epochs=entry["trainer"]["total_epochs"],
-                                  arch_penalty=result.leaves[0].trainer.arch_penalty)
+                                  arch_penalty=result.leaves[0].trainer.arch_penalty,
+                                  device=result.leaves[0].trainer.device)
         trainer.load_state_dict(entry["trainer"])
         nodes.append(SubSupernet(entry["id"], gm, trainer))
     result.leaves, result.tree, result.budget = nodes, state["tree"], state["budget"]

@@ -38,10 +38,9 @@ from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomS
 from gmgraph.config import TrainConfig
 from gmgraph.device import (
     autocast,
-    check_precision,
     grad_scaler,
-    resolve_device,
     to_device,
+    training_device,
 )
 from gmgraph.errors import CheckpointError, DataError, TrainError
 from gmgraph.graph import space
@@ -84,15 +83,16 @@ class SupernetTrainer:
         config: the settings.
         seed: seeds the sampler and the data order (children derive theirs from it).
         total_epochs: length of the cosine schedule (defaults to ``config.epochs``).
+        device: where to train, as a run resolved it once (:func:`gmgraph.device.training_device`);
+            default ``config.device`` resolved here. Children (:meth:`fork`) train where their parent does.
     """
 
     def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
                  *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None,
-                 arch_penalty: ArchPenalty | None = None):
+                 arch_penalty: ArchPenalty | None = None, device: torch.device | None = None):
         self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
         self.arch_penalty, self._space = arch_penalty, space(gm)
-        self.device = resolve_device(self.config.device)
-        check_precision(self.config.precision, self.device)
+        self.device = training_device(self.config.device if device is None else device, self.config.precision)
         self.train_set, self.val_loader = data[0].dataset, data[1]
         self.batch_size = data[0].batch_size
         if len(self.train_set) == 0:
@@ -428,10 +428,11 @@ class SupernetTrainer:
         data = (_Loader(self.train_set, self.batch_size), self.val_loader)
         if not inherit:
             return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch,
-                                   arch_penalty=self.arch_penalty)
+                                   arch_penalty=self.arch_penalty, device=self.device)
         trainer = SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs,
-                                  sampler=self.sampler.fork(child, seed=seed), arch_penalty=self.arch_penalty)
-        trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), self.param_names, trainer.param_names))
+                                  sampler=self.sampler.fork(child, seed=seed), arch_penalty=self.arch_penalty,
+                                  device=self.device)
+        trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), _places(self.gm), trainer.param_names))
         if trainer.arch_optimizer is not None:
             trainer.arch_optimizer.load_state_dict(_restricted_arch_state(self, trainer))
         trainer.scheduler.load_state_dict(self.scheduler.state_dict())
@@ -474,9 +475,18 @@ def _cycle(loader) -> Iterator:
             raise DataError("the validation set is empty; bilevel samplers (darts, gdas) need it")
 
 
-def _by_name(state: dict, parent_names: list[str], child_names: list[str]) -> dict:
-    """Map an optimizer state dict from the parent's parameter list onto the child's."""
-    where = {name: i for i, name in enumerate(parent_names)}
+def _places(gm: nn.Module) -> dict[str, int]:
+    """Every name of each parameter -> its place in the optimizer (``named_parameters()`` order).
+
+    A tensor shared by several candidates (an elastic choice's views) has several names; a split may drop the
+    view whose name came first, so the child knows the tensor by another of them.
+    """
+    place = {id(p): i for i, (_, p) in enumerate(gm.named_parameters())}
+    return {name: place[id(p)] for name, p in gm.named_parameters(remove_duplicate=False)}
+
+
+def _by_name(state: dict, where: dict[str, int], child_names: list[str]) -> dict:
+    """Map an optimizer state dict from the parent's parameters (``where``: name -> place) onto the child's."""
     group = {k: v for k, v in state["param_groups"][0].items() if k != "params"}
     return {
         "state": {j: _clone(state["state"][where[n]]) for j, n in enumerate(child_names) if where[n] in state["state"]},

@@ -16,11 +16,11 @@ import torch
 
 import gmgraph
 from gmgraph import data
+from gmgraph.config import TrainConfig
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import nb201
 from gmgraph.train.checkpoint import save_checkpoint
 from gmgraph.train.fewshot import FewShotConfig, run_fewshot
-from gmgraph.train.loop import TrainConfig
 
 FRACTIONS = (0.25, 0.5)
 

@@ -1,4 +1,4 @@
-"""Tests of ``gmgraph rank`` and gmgraph.nasbench.rank (zero-cost proxies vs NAS-Bench-201)."""
+"""Tests of ``gmgraph rank`` and gmgraph.rank_job (zero-cost proxies vs NAS-Bench-201)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from gmgraph.arch import format_nb201
 from gmgraph.cli import main
 from gmgraph.errors import ConfigError
 from gmgraph.nasbench import nb201
-from gmgraph.nasbench.rank import image_batch, parse_against, rank
+from gmgraph.rank_job import image_batch, parse_against, rank
 from gmgraph.spaces.nb201 import count_params
 
 

@@ -18,7 +18,7 @@ from gmgraph.choice import Choice, Neg
 from gmgraph.cli import main
 from gmgraph.device import no_host_sync
 from gmgraph.errors import ConfigError
-from gmgraph.nasbench.rank import rank
+from gmgraph.rank_job import rank
 from gmgraph.scores import gradient_matching
 from gmgraph.scores.gradient_matching import DISTANCES, _distances
 from gmgraph.scores.metric_split import metric_distances

@@ -11,7 +11,7 @@ from gmgraph import data
 from gmgraph.choice import Choice
 from gmgraph.latency import expected_latency
 from gmgraph.latency.table import LatencyTable
-from gmgraph.train.loop import SupernetTrainer, TrainConfig
+from gmgraph.train import SupernetTrainer, TrainConfig
 from gmgraph.train.penalty import LatencyPenalty
 
 

@@ -1,4 +1,7 @@
-"""How well a zero-cost proxy ranks NAS-Bench-201 architectures (behind ``gmgraph rank``).
+"""How well a zero-cost proxy ranks NAS-Bench-201 architectures: the job behind ``gmgraph rank``.
+
+A driver of the runs layer (like :mod:`gmgraph.pipeline` behind ``gmgraph search``): it uses the spaces,
+the scores, the data and the NB201 table, so it sits above all of them.
 
 Each sampled architecture is scored with :func:`gmgraph.scores.zero_cost` on
 the real NB201 network (C=16, N=5; the classes and input size of the
