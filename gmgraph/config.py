@@ -85,6 +85,11 @@ class TrainConfig:
                                           "architecture loss, as ProxylessNAS does (0: off)")
     cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
     sampler_options: dict = setting({}, "sampler keyword options", cli=False)
+    sandwich_random: int = setting(2, "sandwich: random subnets trained with the largest and the smallest each step")
+    distill: float = setting(1.0, "sandwich: weight w of in-place distillation; every subnet but the largest "
+                                  "learns (1-w) x cross-entropy + w x KL from the largest's outputs (0: labels only)")
+    shrink: str | None = setting(None, "progressive shrinking (uniform, sandwich): phases and their epochs, e.g. "
+                                       "full:5,kernel:10,depth:5+5,width:5+5 (a+b: stages); see docs/elastic.md")
 
     def __post_init__(self):
         _check_name("sampler", self.sampler, SAMPLERS)
@@ -103,6 +108,39 @@ class TrainConfig:
         check_device(self.device)
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        self._check_sandwich()
+
+    def _check_sandwich(self) -> None:
+        """The sandwich and shrinking settings: in range, and only where the sampler reads them."""
+        if not isinstance(self.sandwich_random, int) or isinstance(self.sandwich_random, bool) \
+                or self.sandwich_random < 0:
+            raise ConfigError(f"sandwich-random must be 0 or more, got {self.sandwich_random!r}")
+        if isinstance(self.distill, bool) or not isinstance(self.distill, numbers.Real) or not 0 <= self.distill <= 1:
+            raise ConfigError(f"distill must be a number from 0 to 1, got {self.distill!r}")
+        if self.sampler != "sandwich" and (self.sandwich_random, self.distill) != (2, 1.0):
+            raise ConfigError("--sandwich-random and --distill act on the sandwich sampler: add --sampler sandwich")
+        if self.shrink is not None:
+            if self.sampler not in SHRINKING:
+                raise ConfigError(f"--shrink limits the paths of the {' and '.join(SHRINKING)} samplers, "
+                                  f"not {self.sampler!r}")
+            length = sum(sum(stages) for _, stages in parse_shrink(self.shrink))
+            if length > self.epochs:
+                raise ConfigError(f"--shrink {self.shrink} lasts {length} epochs, more than the {self.epochs} "
+                                  "epochs of training")
+
+    def sampler_kwargs(self) -> dict:
+        """The keyword options the sampler is built with: ``sampler_options`` and the fields for it.
+
+        >>> TrainConfig(sampler="sandwich", sandwich_random=3, shrink="kernel:2", epochs=4).sampler_kwargs()
+        {'random': 3, 'distill': 1.0, 'shrink': 'kernel:2'}
+        """
+        options = dict(self.sampler_options)
+        if self.sampler == "sandwich":
+            options.setdefault("random", self.sandwich_random)
+            options.setdefault("distill", self.distill)
+        if self.shrink is not None:
+            options.setdefault("shrink", self.shrink)
+        return options
 
     def shaping(self) -> dict:
         """The settings that shape the training's numbers (what a resume must match).
@@ -297,7 +335,8 @@ class SearchSettings:
         """
         if self.final_epochs == 0:
             return None
-        return replace(self.train, epochs=self.final_epochs, sampler="uniform", sampler_options={}, latency_weight=0.0)
+        return replace(self.train, epochs=self.final_epochs, sampler="uniform", sampler_options={}, latency_weight=0.0,
+                       sandwich_random=2, distill=1.0, shrink=None)
 
     def shaping(self) -> dict:
         """The run-level settings that shape the supernets (a resume must match them).
@@ -395,6 +434,44 @@ def check_maximum(name: str, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number (or none for no limit), got {value!r}")
+
+
+SHRINK_PHASES = ("full", "kernel", "depth", "width")
+"""Phases of progressive shrinking: ``full`` trains the largest values only; ``kernel``, ``depth`` and
+``width`` each add the smaller values of the labels of that kind (:mod:`gmgraph.label_sizes`)."""
+
+SHRINKING = ("uniform", "sandwich")
+"""The samplers that follow a ``--shrink`` schedule."""
+
+
+def parse_shrink(text: object) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """A progressive-shrinking schedule: ``"phase:epochs,..."``, each phase's epochs split into stages by ``+``.
+
+    Each phase (from :data:`SHRINK_PHASES`, each at most once, in any order) lasts its stages' epochs;
+    the stages of a phase add the smaller values of its labels a share at a time (docs/elastic.md).
+
+    >>> parse_shrink("full:2, kernel:3, depth:2+2")
+    (('full', (2,)), ('kernel', (3,)), ('depth', (2, 2)))
+    >>> parse_shrink("kernel:3,kernel:1")
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: shrink phase 'kernel' appears twice in 'kernel:3,kernel:1'
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"shrink must be phases like kernel:10,depth:5+5,width:5+5, got {text!r}")
+    phases: list[tuple[str, tuple[int, ...]]] = []
+    for part in text.split(","):
+        name, colon, epochs = (p.strip() for p in part.partition(":"))
+        stages = epochs.split("+")
+        if not colon or not all(s.strip().isdigit() and int(s) > 0 for s in stages):
+            raise ConfigError(f"shrink phase {part.strip()!r} must be <phase>:<epochs>[+<epochs>...] with positive "
+                              f"epochs, e.g. depth:5+5; in {text!r}")
+        if name not in SHRINK_PHASES:
+            raise ConfigError(f"unknown shrink phase {name!r}; choose from {', '.join(SHRINK_PHASES)}")
+        if any(name == seen for seen, _ in phases):
+            raise ConfigError(f"shrink phase {name!r} appears twice in {text!r}")
+        phases.append((name, tuple(int(s) for s in stages)))
+    return tuple(phases)
 
 
 def _check_name(kind: str, name: object, table: Mapping) -> None:

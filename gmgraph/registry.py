@@ -118,6 +118,7 @@ SAMPLERS = Table("sampler", {
     "darts": "gmgraph.samplers:DartsSampler",
     "gdas": "gmgraph.samplers:GdasSampler",
     "pada": "gmgraph.samplers:PadaSampler",
+    "sandwich": "gmgraph.samplers:SandwichSampler",
 })
 """name -> :class:`gmgraph.samplers.Sampler` subclass (``--sampler``)."""
 

@@ -28,6 +28,8 @@ from torch import fx, nn
 from gmgraph import registry
 from gmgraph.errors import ConfigError
 from gmgraph.graph import choices, running, space
+from gmgraph.label_sizes import op_sizes
+from gmgraph.shrinking import ShrinkSchedule
 
 
 class Sampler:
@@ -37,6 +39,7 @@ class Sampler:
     bilevel = False  # True: architecture parameters are trained on validation batches
     scores_data = False  # True: it keeps a score per training sample (give it dataset_size=)
     static_graph = False  # True: every step runs the same ops (a CUDA graph can replay it)
+    multi_path = False  # True: a weight step trains several paths (step_archs), gradients added
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         self.space = space(gm)
@@ -144,13 +147,93 @@ class Sampler:
 
 
 class UniformSampler(Sampler):
-    """Single path, each label's op drawn uniformly each step (SPOS / RSPS)."""
+    """Single path, each label's op drawn uniformly each step (SPOS / RSPS).
+
+    With ``shrink`` (progressive shrinking, :class:`gmgraph.shrinking.ShrinkSchedule`) each label
+    draws only among the ops the schedule allows in the current epoch.
+    """
 
     name = "uniform"
 
+    def __init__(self, gm: fx.GraphModule, *, seed: int = 0, shrink: str | None = None):
+        super().__init__(gm, seed=seed)
+        self.shrink = None if shrink is None else ShrinkSchedule(shrink, self.groups)
+        self.allowed = dict(self.space) if self.shrink is None else self.shrink.allowed(0)
+        self._shrink_epoch = 0
+
+    def _options(self):
+        return {} if self.shrink is None else {"shrink": self.shrink.text}
+
+    def start_epoch(self, epoch, total):
+        if self.shrink is not None:
+            self._shrink_epoch, self.allowed = epoch, self.shrink.allowed(epoch)
+
+    def _extra_state(self):  # a fork or a resume draws from the epoch's sets before its next start_epoch
+        return {} if self.shrink is None else {"shrink_epoch": self._shrink_epoch}
+
+    def _load_extra_state(self, state):
+        if self.shrink is not None and "shrink_epoch" in state:
+            self.start_epoch(int(state["shrink_epoch"]), 0)
+
+    def _draw_allowed(self, label: str, generator: torch.Generator) -> str:
+        ops = self.allowed[label]
+        return ops[int(torch.randint(len(ops), (1,), generator=generator))]
+
     def context(self, generator=None):
         g = generator or self.generator
-        self.last_arch = {label: self._draw(label, None, g) for label in self.space}
+        self.last_arch = {label: self._draw_allowed(label, g) for label in self.space}
+        return running(self.groups, arch=self.last_arch)
+
+
+class SandwichSampler(UniformSampler):
+    """The sandwich rule (BigNAS, OFA): each weight step trains several subnets on the same batch.
+
+    :meth:`step_archs` gives the step's paths: every label at its largest allowed op, every label
+    at its smallest, then ``random`` uniform draws (sizes as :mod:`gmgraph.label_sizes` orders
+    them; allowed ops as ``shrink`` says, else all). The trainer adds their gradients and takes
+    one optimizer step (:func:`gmgraph.train.sandwich.sandwich_pass`); with ``distill`` > 0 every
+    path after the first (the largest) learns ``(1 - distill) x`` cross-entropy ``+ distill x``
+    KL divergence from the largest's detached outputs (in-place distillation; BigNAS uses 1).
+    :meth:`context` is one uniform path, as for ``uniform`` (validation, scoring, search).
+
+    >>> import gmgraph
+    >>> from gmgraph.spaces import nb201
+    >>> sampler = SandwichSampler(gmgraph.trace(nb201.supernet(C=4, N=1)), random=1)
+    >>> largest, smallest, _ = sampler.step_archs()
+    >>> largest["1<-0"], smallest["1<-0"]
+    ('nor_conv_3x3', 'none')
+    """
+
+    name = "sandwich"
+    multi_path = True
+
+    def __init__(self, gm: fx.GraphModule, *, seed: int = 0, random: int = 2, distill: float = 1.0,
+                 shrink: str | None = None):
+        super().__init__(gm, seed=seed, shrink=shrink)
+        if isinstance(random, bool) or not isinstance(random, int) or random < 0:
+            raise ConfigError(f"sandwich random must be 0 or more, got {random!r}")
+        if isinstance(distill, bool) or not isinstance(distill, int | float) or not 0 <= distill <= 1:
+            raise ConfigError(f"sandwich distill must be from 0 to 1, got {distill!r}")
+        self.random, self.distill = random, float(distill)
+        self._sizes = {label: op_sizes(group) for label, group in self.groups.items()}
+
+    def _options(self):
+        return {**super()._options(), "random": self.random, "distill": self.distill}
+
+    def step_archs(self, generator: torch.Generator | None = None) -> list[dict[str, str]]:
+        """This step's paths: the largest, the smallest, then ``random`` uniform draws (allowed ops only)."""
+        g = generator or self.generator
+        largest, smallest = {}, {}
+        for label, ops in self.allowed.items():
+            size, position = self._sizes[label], self.space[label].index  # equal sizes: the earlier op
+            largest[label] = min(ops, key=lambda op: (-size[op], position(op)))
+            smallest[label] = min(ops, key=lambda op: (size[op], position(op)))
+        return [largest, smallest] + [{label: self._draw_allowed(label, g) for label in self.space}
+                                      for _ in range(self.random)]
+
+    def running(self, arch: Mapping[str, str]) -> contextlib.AbstractContextManager:
+        """A context in which the bound graph runs ``arch`` (one of :meth:`step_archs`)."""
+        self.last_arch = dict(arch)
         return running(self.groups, arch=self.last_arch)
 
 

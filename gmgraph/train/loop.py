@@ -50,6 +50,7 @@ from gmgraph.samplers import SAMPLERS, Sampler, borrowed, make_sampler
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
 from gmgraph.train.cuda_graphs import GraphedStep, capture
+from gmgraph.train.sandwich import sandwich_pass
 
 if TYPE_CHECKING:
     from gmgraph.train.distributed import DataParallel
@@ -133,12 +134,15 @@ class SupernetTrainer:
         Every rank of the group must call it at the same point; they start from
         the first rank's weights. See :mod:`gmgraph.train.distributed`.
         """
+        if parallel is not None and self.sampler.multi_path:
+            raise TrainError(f"the {self.sampler.name} sampler trains in one process (its paths' losses are not "
+                             "averaged across ranks); run without --nproc")
         self.parallel = parallel
         if parallel is not None:
             parallel.bind(self.gm, list(self.sampler.arch_parameters().values()))
 
     def _make_sampler(self, config: TrainConfig) -> Sampler:
-        options = dict(config.sampler_options)
+        options = config.sampler_kwargs()
         if SAMPLERS[config.sampler].scores_data:  # it keeps a score per training sample
             options.setdefault("dataset_size", len(self.train_set))
         return make_sampler(config.sampler, self.gm, seed=self.seed, **options)
@@ -270,6 +274,8 @@ class SupernetTrainer:
 
     def _weight_pass(self, x: torch.Tensor, y: torch.Tensor):
         """Forward and backward of the weight step: ``(loss, hits, logits)`` as device tensors."""
+        if self.sampler.multi_path:  # sandwich: several paths, gradients added
+            return sandwich_pass(self, x, y)
         self.optimizer.zero_grad(set_to_none=not self.graphed)  # a graph writes into the same .grad tensors
         with self._alphas_fixed(), self.sampler.context(), autocast(self.device, self.config.precision):
             logits = self._forward(x, y)
