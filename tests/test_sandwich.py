@@ -194,3 +194,12 @@ def test_gmgraph_search_with_the_sandwich_sampler_on_nb201(tmp_path):
                 epochs=1, steps_per_epoch=1, evaluations=1)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["settings"]["train"]["sampler"] == "sandwich"
+
+
+def test_sandwich_with_nproc_is_refused_before_any_worker_starts(tmp_path, monkeypatch, capsys):
+    from gmgraph.cli import main
+    from gmgraph.train import distributed
+
+    monkeypatch.setattr(distributed, "launch", lambda *a, **k: pytest.fail("a worker was started"))
+    code = main(["search", "--sampler", "sandwich", "--nproc", "2", "--data", "synthetic", "--out", str(tmp_path / "r")])
+    assert code == 2 and "--sampler sandwich trains in one process" in capsys.readouterr().err

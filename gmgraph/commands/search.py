@@ -223,6 +223,12 @@ def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     from gmgraph.train import distributed
     from gmgraph.train.memory import check_workers
 
+    from gmgraph.errors import ConfigError
+    from gmgraph.registry import SAMPLERS
+
+    if SAMPLERS[settings.train.sampler].multi_path:  # refused here, before any worker starts
+        raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its paths' losses are not "
+                          "averaged across ranks); leave out --nproc")
     for note in check_workers(args.nproc):  # before any worker takes memory; each checks its training share
         log(note, quiet=args.quiet)
     out = run.prepare(args.out or run.default_out(), args.resume).resolve()
