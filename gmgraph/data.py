@@ -39,6 +39,7 @@ from gmgraph import registry
 from gmgraph.config import check_positive_int
 from gmgraph.errors import DataError
 from gmgraph.placed_digits import PLACEMENTS, place
+from gmgraph.preprocessing import IMAGENET_MEAN, IMAGENET_STD, record
 
 T = TypeVar("T")
 
@@ -46,7 +47,6 @@ VAL_FRACTION = 0.1
 """Share of an official training set (CIFAR, MNIST) held out as the val split."""
 
 _SYNTHETIC_NOISE = 1.0  # noise std relative to the class prototypes: learnable, not trivial
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # for imagefolder (usual choice)
 
 
 class Loaders(NamedTuple):
@@ -285,6 +285,8 @@ def preprocessing(
 ) -> dict:
     """How :func:`load` turns a picture of dataset ``name`` into a network's input, as plain data.
 
+    The record's format, and the code that reads and applies it, are :mod:`gmgraph.preprocessing`.
+
     Takes the arguments of :func:`load` that change the images. ``gmgraph export``
     writes the result into the ONNX file's metadata and ``gmgraph predict --images``
     applies it to picture files. No dataset file is read: digits takes its train
@@ -334,32 +336,25 @@ def preprocessing(
             raise DataError(f"synthetic shape must be (C, H, W) of positive ints, got {shape!r}")
         c, h, w = shape
         colour = {1: "grey", 3: "rgb"}.get(c)
-        return _preprocessing(key, colour, (0.0, 1.0), [0.0] * c, [1.0] * c, (h, w), c)
+        return record(key, colour, (0.0, 1.0), [0.0] * c, [1.0] * c, (h, w), c)
     if key == "digits":
         x, _, _, mean, std = _digits_images(split_seed, adapt)
-        return _preprocessing(key, "grey", DIGITS_RANGE, [float(mean)], [float(std)], tuple(x.shape[-2:]),
-                              x.shape[1])
+        return record(key, "grey", DIGITS_RANGE, [float(mean)], [float(std)], tuple(x.shape[-2:]),
+                      x.shape[1])
     if key in PLACEMENTS:
         splits, mean, std = _placed_images(key, split_seed, adapt)
         x = splits[0][0]
-        return _preprocessing(key, "grey", (0.0, 1.0), [float(mean)], [float(std)], tuple(x.shape[-2:]),
-                              x.shape[1])
+        return record(key, "grey", (0.0, 1.0), [float(mean)], [float(std)], tuple(x.shape[-2:]),
+                      x.shape[1])
     if key == "imagefolder":
         size = (image_size, image_size) if image_size is not None else None
-        return _preprocessing(key, "rgb", (0.0, 1.0), *_IMAGENET, size, channels or 3)
+        return record(key, "rgb", (0.0, 1.0), IMAGENET_MEAN, IMAGENET_STD, size, channels or 3)
     if key not in _FILES:
         raise DataError(f"gmgraph does not know how dataset {name!r} prepares its images")
     files = _FILES[key]
     c, h, w = files.shape
     size = (image_size, image_size) if image_size is not None else (h, w)
-    return _preprocessing(key, "grey" if c == 1 else "rgb", (0.0, 1.0), files.mean, files.std, size, channels or c)
-
-
-def _preprocessing(dataset: str, colour: str | None, value_range: Sequence[float], mean: Sequence[float],
-                   std: Sequence[float], size: Sequence[int] | None, channels: int) -> dict:
-    return {"dataset": dataset, "colour": colour, "range": [float(v) for v in value_range],
-            "size": None if size is None else [int(v) for v in size],
-            "mean": [float(v) for v in mean], "std": [float(v) for v in std], "channels": int(channels)}
+    return record(key, "grey" if c == 1 else "rgb", (0.0, 1.0), files.mean, files.std, size, channels or c)
 
 
 # --- the dataset table -------------------------------------------------------
@@ -682,7 +677,7 @@ def _imagefolder(root: str | Path | None, adapt: _Adapt) -> tuple[tuple[Dataset,
         )
     from torchvision import datasets
 
-    tf = _transform(*_IMAGENET, adapt)
+    tf = _transform(IMAGENET_MEAN, IMAGENET_STD, adapt)  # imagefolder's usual choice
     parts = ("train", "val", "test") if (base / "test").is_dir() else ("train", "val")
     try:
         sets = [datasets.ImageFolder(str(base / p), transform=tf) for p in parts]

@@ -210,16 +210,47 @@ def to_flags(settings: Any) -> list[str]:
     return out
 
 
+def replace_settings(settings: Any, kind: str, **changes: Any) -> Any:
+    """``dataclasses.replace(settings, **changes)`` where a key that is no field is a ConfigError naming it.
+
+    The settings class checks the new values as it checks any (its ``__post_init__``); ``kind`` names
+    the settings in the error.
+
+    >>> @dataclasses.dataclass(frozen=True)
+    ... class Run:
+    ...     epochs: int = 1
+    ...     lr: float = 0.1
+    >>> replace_settings(Run(), "run", epochs=3)
+    Run(epochs=3, lr=0.1)
+    >>> replace_settings(Run(), "run", epoch=3)
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: unknown run setting(s) ['epoch']; known: epochs, lr
+    """
+    known = {f.name for f in dataclasses.fields(settings)}
+    unknown = set(changes) - known
+    if unknown:
+        raise ConfigError(f"unknown {kind} setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
+    return dataclasses.replace(settings, **changes)
+
+
 def as_dict(settings: Any) -> dict[str, Any]:
     """A JSON-able record of ``settings`` (nested tables, lists for tuples)."""
-    return _plain(dataclasses.asdict(settings))
+    return plain(dataclasses.asdict(settings))
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+def plain(value: Any) -> Any:
+    """``value`` as JSON holds it: every tuple a list, every mapping a dict, at any depth.
+
+    A setting read back from JSON (a checkpoint, settings.json) compares equal to the one written.
+
+    >>> plain({"sizes": (1, (2, 3)), "name": "x"})
+    {'sizes': [1, [2, 3]], 'name': 'x'}
+    """
     if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: plain(v) for k, v in value.items()}
     return value
 
 

@@ -42,12 +42,11 @@ from gmgraph.choice import Choice
 from gmgraph.errors import ExportError, FileError, first_line
 from gmgraph.files import atomic_write
 from gmgraph.onnx_session import open_session
+from gmgraph.preprocessing import PREPROCESSING_KEY  # the record's format lives beside the code that reads it
 
 PREFIX = "gmgraph."
 ARCH_KEY = PREFIX + "arch"
 VERSION_KEY = PREFIX + "version"
-PREPROCESSING_KEY = PREFIX + "preprocessing"
-"""How the network's input images were prepared: JSON of :func:`gmgraph.data.preprocessing`."""
 PARETO_KEY = PREFIX + "pareto_point"
 """A Pareto-front export's point: JSON ``{"index", "values"}`` (``gmgraph export --run DIR --pick N``)."""
 _JSON_KEYS = (ARCH_KEY, PREPROCESSING_KEY, PARETO_KEY)  # read_metadata decodes these

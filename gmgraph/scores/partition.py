@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gmgraph.arrays import as_float64
 from gmgraph.errors import SpaceError
 
 if TYPE_CHECKING:
@@ -242,10 +243,8 @@ def _similarity_to_distance(matrix: np.ndarray) -> np.ndarray:
 
 def _as_matrix(values: Any, kind: str) -> np.ndarray:
     """Convert to a float64 numpy matrix and check it is square, finite and symmetric."""
-    if hasattr(values, "detach"):  # torch.Tensor, without importing torch
-        values = values.detach().cpu().double().numpy()
     try:
-        matrix = np.array(values, dtype=np.float64)
+        matrix = as_float64(values)
     except (TypeError, ValueError) as exc:
         raise SpaceError(f"{kind} matrix must be a K x K array of numbers ({exc})") from None
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
+from gmgraph.arrays import as_float64
 from gmgraph.errors import GmGraphError
 
 if TYPE_CHECKING:
@@ -135,10 +136,8 @@ def summarize(est: ArrayLike, true: ArrayLike, k: float = 0.1) -> dict[str, floa
 
 
 def _as_vector(values: Any, name: str) -> np.ndarray:
-    if hasattr(values, "detach"):  # torch.Tensor, without importing torch
-        values = values.detach().cpu().double().numpy()
     try:
-        vector = np.array(values, dtype=np.float64)
+        vector = as_float64(values)
     except (TypeError, ValueError) as exc:
         raise GmGraphError(f"{name} must be a 1-D sequence of numbers ({exc})") from None
     if vector.ndim != 1:

@@ -17,6 +17,7 @@ from typing import Any
 
 from gmgraph.errors import CheckpointError, FileError
 from gmgraph.files import load_tensors, save_tensors
+from gmgraph.settings import plain
 
 FORMAT = "gmgraph-checkpoint/2"
 
@@ -58,8 +59,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[st
     out = []
     for name, now in current.items():
         then = saved.get(name)
-        if _plain(then) != _plain(now):
-            out.append(f"{name}: checkpoint {_plain(then)!r}, now {_plain(now)!r}")
+        if plain(then) != plain(now):
+            out.append(f"{name}: checkpoint {plain(then)!r}, now {plain(now)!r}")
     return out
 
 
@@ -73,11 +74,3 @@ def check_same_settings(saved: Mapping[str, Any], current: Mapping[str, Any], pa
     if differ:
         raise CheckpointError(f"{path} was written with other settings ({'; '.join(differ)}); "
                               "resume with the same settings or start a new run")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {k: _plain(v) for k, v in value.items()}
-    return value

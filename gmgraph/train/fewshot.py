@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader
 
 from gmgraph.config import FewShotConfig, TrainConfig
 from gmgraph.data import infinite
-from gmgraph.errors import CheckpointError, ConfigError, SpaceError
+from gmgraph.errors import CheckpointError, SpaceError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id, restrict, split
 from gmgraph.progress import log
@@ -45,7 +45,7 @@ from gmgraph.scores.splitters import (
     unsplit_labels,
 )
 from gmgraph.seeding import derived_seed
-from gmgraph.settings import as_dict
+from gmgraph.settings import as_dict, replace_settings
 from gmgraph.train import distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
 from gmgraph.train.loop import ArchPenalty, SupernetTrainer
@@ -185,8 +185,9 @@ def train_supernet(
     gm: fx.GraphModule,
     data: Sequence[DataLoader],
     *,
-    sampler: str = "uniform",
-    epochs: int = 10,
+    train: TrainConfig | None = None,
+    sampler: str | None = None,
+    epochs: int | None = None,
     seed: int = 0,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -199,14 +200,17 @@ def train_supernet(
     Args:
         gm: traced supernet (``gmgraph.trace``).
         data: ``(train, val, test)`` loaders, e.g. ``gmgraph.data.load("digits")``.
-        sampler: a name of :data:`gmgraph.samplers.SAMPLERS`.
-        epochs: epochs to train.
+        train: the training settings as one object (default: ``TrainConfig(sampler="uniform", epochs=10)``);
+            ``sampler``, ``epochs`` and ``**settings`` replace its fields.
+        sampler: a name of :data:`gmgraph.samplers.SAMPLERS` (default: ``train``'s, uniform).
+        epochs: epochs to train (default: ``train``'s, 10 without one).
         seed: seeds the sampler and the data order.
         checkpoint_dir: where ``last.pt`` is written after every epoch (atomically).
         resume: continue from ``checkpoint_dir/last.pt`` if it exists (same settings only).
         quiet: no progress display.
         on_epoch: called with each epoch's statistics after its checkpoint is written.
-        **settings: any other :class:`TrainConfig` field (lr, weight_decay, ...).
+        **settings: any other :class:`TrainConfig` field (lr, weight_decay, ...); an unknown one is a
+            ConfigError naming it.
 
     Raises:
         ConfigError: bad settings. DataError: data the supernet cannot run on.
@@ -221,11 +225,10 @@ def train_supernet(
         >>> len(result.history), sorted(result.history[0])[:3]
         (1, ['accuracy', 'epoch', 'loss'])
     """
-    known = set(TrainConfig.__dataclass_fields__)
-    unknown = set(settings) - known
-    if unknown:
-        raise ConfigError(f"unknown training setting(s) {sorted(unknown)}; known: {', '.join(sorted(known))}")
-    train = TrainConfig(sampler=sampler, epochs=epochs, **settings)
+    given = {"sampler": sampler, "epochs": epochs}
+    changes = {**{k: v for k, v in given.items() if v is not None}, **settings}
+    base = train if train is not None else TrainConfig(sampler="uniform", epochs=10)  # this function's defaults
+    train = replace_settings(base, "training", **changes)
     last = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
 
     def report(done: int, result: FewShotResult) -> None:
@@ -317,11 +320,25 @@ def _decide(node: SubSupernet, epoch: int, config: FewShotConfig, seed: int, sha
         return None
     batches = scoring_batches(node.trainer.train_set, node.trainer.batch_size,
                               seed=derived_seed(seed, f"{node.id}@{epoch}"))
-    request = SplitRequest(node.gm, labels, batches, groups=config.groups, balanced=config.balanced,
-                           rounds=config.rounds, distance=config.distance, metric_children=config.metric_children,
-                           seed=seed, shared=shared, sampler=node.trainer.sampler,
+    request = SplitRequest(node.gm, labels, batches, **split_options(config), seed=seed, shared=shared,
+                           sampler=node.trainer.sampler,
                            score_labels=_over_ranks(team, offset) if team is not None else score_serially)
     return get_splitter(config.method)(request)
+
+
+def split_options(config: FewShotConfig) -> dict:
+    """The schedule's options a splitter reads: every field :class:`SplitRequest` spells as
+    :class:`FewShotConfig` does, passed through by name (groups, balanced, rounds, distance, metric_children),
+    so an option added to both reaches the splitter with no code here.
+
+    ``labels`` is the one name the two use for different things (the config's is a split order, the
+    request's the node's labels not yet split), so it is not passed.
+
+    >>> split_options(FewShotConfig(rounds=3))
+    {'balanced': True, 'distance': 'cos', 'groups': 2, 'metric_children': 4, 'rounds': 3}
+    """
+    shared = {f.name for f in fields(SplitRequest)} & {f.name for f in fields(config)}
+    return {name: getattr(config, name) for name in sorted(shared - {"labels"})}
 
 
 def scoring_batches(dataset, batch_size: int, *, seed: int) -> Iterator:

@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from gmgraph.cli import main
-from gmgraph.commands.predict import choose_providers, load_model
 from gmgraph.errors import ConfigError
+from gmgraph.inference import choose_providers, load_model
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 CPU_ONLY = ["AzureExecutionProvider", CPU]  # what the plain onnxruntime wheel lists
@@ -55,7 +55,7 @@ def test_cuda_runs_cuda_first_then_the_cpu_for_the_rest():
 
 def test_cuda_without_the_provider_names_onnxruntime_gpu():
     with pytest.raises(ConfigError, match=r"--device cuda: .*no CUDAExecutionProvider.*onnxruntime-gpu.*--device cpu"):
-        choose_providers("cuda", CPU_ONLY)
+        choose_providers("cuda", CPU_ONLY, option="--device")  # the CLI's spelling; the library says "device"
 
 
 @pytest.mark.parametrize("device", ["tpu", "gpu", "CUDA", "cuda:0", ""])
