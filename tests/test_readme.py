@@ -100,8 +100,22 @@ def test_readme_states_printed_values():
     assert sum(len(stated_prints(block)) for block in BLOCKS) >= 1
 
 
+@pytest.fixture
+def registries_restored():
+    """What a block adds to gmgraph's tables (the README's extension example registers a dataset, a sampler, a
+    splitter and a search) is removed afterwards, so later tests in this process see the built-in tables."""
+    from gmgraph import registry
+
+    tables = [t for t in vars(registry).values() if isinstance(t, registry.Table)]
+    before = [set(table.names()) for table in tables]
+    yield
+    for table, names in zip(tables, before):
+        for name in set(table.names()) - names:
+            del table[name]
+
+
 @pytest.mark.parametrize("index", range(len(BLOCKS)))
-def test_readme_block_runs(index, capsys):
+def test_readme_block_runs(index, capsys, registries_restored):
     source = BLOCKS[index]
     name = f"README.md block {index}"
     printed: dict[int, list[str]] = {}
