@@ -283,3 +283,22 @@ def test_a_planted_cycle_is_seen_between_files_and_between_folders():
     assert cycles(sources) == [["search.a", "search.b"]]
     sources["search.a"] += "from gmgraph.scores import c\n"
     assert cycles(sources, node=lambda m: m.split(".")[0]) == [["scores", "search"]]
+
+
+def design_rows() -> dict[str, set[str]]:
+    """docs/design.md's layer table: layer name -> the files and folders its row names (`x.py`, `pkg/`)."""
+    rows = {}
+    for line in (PACKAGE.parent / "docs" / "design.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 3 and cells[1] in NAMES:
+            rows[cells[1]] = set(re.findall(r"`([^`]+)`", cells[2]))
+    return rows
+
+
+def test_every_file_of_the_package_is_in_its_layers_row_of_the_design_table():
+    rows = design_rows()
+    entries = {p.name: p.stem for p in PACKAGE.glob("*.py")} | {
+        f"{p.name}/": p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()}
+    misplaced = {entry: NAMES[layer("" if module == "__init__" else module)] for entry, module in entries.items()
+                 if entry not in rows.get(NAMES[layer("" if module == "__init__" else module)], set())}
+    assert misplaced == {}, f"add these to docs/design.md's layer table, in the row named: {misplaced}"
