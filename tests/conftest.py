@@ -83,3 +83,41 @@ def tiny_search(out, data: str, **overrides) -> None:
              "final_epochs": 0, "steps_per_epoch": 2, "bn_batches": 1, **overrides}
     argv = [part for name, value in flags.items() for part in (f"--{name.replace('_', '-')}", str(value))]
     assert main(["search", *argv, "--quiet", "--out", str(out)]) == 0
+
+
+# One finished tiny search per test session (per xdist worker), for the tests that only read a run's outputs:
+# each of them used to run its own (about 10 s each).
+FINISHED_SEARCH_ARGV = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3",
+                        "--split-at", "1,2", "--rounds", "1", "--evaluations", "4", "--final-epochs", "1",
+                        "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16"]
+
+
+class FinishedSearch:
+    """A finished ``gmgraph search`` (``argv``, without ``--out``): its folder and what it printed."""
+
+    def __init__(self, out, argv: list[str], stdout: str, stderr: str):
+        self.out, self.argv, self.stdout, self.stderr = out, argv, stdout, stderr
+
+    def copy(self, to):
+        """A copy of the run's folder at ``to``, for a test that writes into it (the shared one stays as run)."""
+        import shutil
+
+        shutil.copytree(self.out, to)
+        return to
+
+
+@pytest.fixture(scope="session")
+def finished_search(tmp_path_factory) -> FinishedSearch:
+    """NB201 C=4 N=1 on synthetic 3x32x32 data: 3 epochs split at 1 and 2 (4 leaves, 7 supernet-epochs),
+    4 evaluations, 1 final epoch; printed as a user sees it (not --quiet). Read it; copy it to write."""
+    import contextlib
+    import io
+
+    from gmgraph.cli import main
+
+    out = tmp_path_factory.mktemp("finished-search") / "run"
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = main([*FINISHED_SEARCH_ARGV, "--out", str(out)])
+    assert code == 0, stderr.getvalue()[-2000:]
+    return FinishedSearch(out, list(FINISHED_SEARCH_ARGV), stdout.getvalue(), stderr.getvalue())

@@ -10,11 +10,13 @@ from gmgraph.run import REPORT_KEYS
 from gmgraph.spaces import nb201
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-        "--rounds", "1", "--evaluations", "6", "--final-epochs", "1", "--quiet"]
+        "--rounds", "1", "--evaluations", "6", "--final-epochs", "1", "--steps-per-epoch", "2", "--bn-batches", "1",
+        "--batch-size", "16", "--quiet"]
 
 
-def test_a_small_search_runs_end_to_end(tmp_path, capsys):
-    assert main(["search", *TINY, "--out", str(tmp_path)]) == 0
+def test_a_small_search_runs_end_to_end(finished_search):
+    # The session's shared run (tests/conftest.py): synthetic data, 3 epochs split at 1 and 2, 1 final epoch.
+    tmp_path = finished_search.out
     report = json.loads((tmp_path / "report.json").read_text())
     assert set(REPORT_KEYS) <= set(report)
     assert report["hardware"]["precision"] == "fp32"
@@ -29,14 +31,15 @@ def test_a_small_search_runs_end_to_end(tmp_path, capsys):
 
     assert read_metadata(tmp_path / "best.onnx")["arch"] == arch
     assert "<img" in (tmp_path / "report.html").read_text()
-    out = capsys.readouterr().out
+    out = finished_search.stdout
     assert "chosen architecture: |" in out and "split [root]" in out
 
 
 def test_config_file_keys_mirror_the_flags(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('data = "synthetic"\nwidth = 4\ncells = 1\nepochs = 2\nsplit-at = [1]\nrounds = 1\n'
-                      'evaluations = 3\nfinal_epochs = 0\nmethod = "random"\n')
+                      'evaluations = 3\nfinal_epochs = 0\nmethod = "random"\nsteps-per-epoch = 2\nbn_batches = 1\n'
+                      'batch-size = 16\n')
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["settings"]["fewshot"]["method"] == "random" and report["settings"]["fewshot"]["split_at"] == [1]
@@ -45,7 +48,8 @@ def test_config_file_keys_mirror_the_flags(tmp_path):
 def test_yaml_config_and_unknown_keys(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("search:\n  data: synthetic\n  width: 4\n  cells: 1\n  epochs: 2\n  split_at: [1]\n"
-                      "  rounds: 1\n  evaluations: 3\n  final_epochs: 0\n")
+                      "  rounds: 1\n  evaluations: 3\n  final_epochs: 0\n  steps_per_epoch: 2\n  bn-batches: 1\n"
+                      "  batch_size: 16\n")
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
     config.write_text("epoch: 3\n")
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "bad")]) == 2
@@ -139,7 +143,7 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
 def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path):
     args = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
             "--rounds", "1", "--final-epochs", "0", "--sampler", "darts", "--search", "argmax",
-            "--steps-per-epoch", "1", "--quiet", "--out", str(tmp_path)]
+            "--steps-per-epoch", "1", "--bn-batches", "1", "--batch-size", "16", "--quiet", "--out", str(tmp_path)]
     assert main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["search"]["evaluations"] == len(report["leaves"]) == 2
@@ -164,7 +168,8 @@ def test_sigterm_says_where_the_checkpoint_is_like_ctrl_c(tmp_path, monkeypatch,
 
     monkeypatch.setattr(pipeline, "_search", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     handler = signal.getsignal(signal.SIGTERM)
-    assert main(["search", *TINY, "--out", str(tmp_path)]) == 143
+    # after training (one-shot: no split scoring, which this claim does not need), with a checkpoint to name
+    assert main(["search", *TINY, "--method", "oneshot", "--out", str(tmp_path)]) == 143
     err = capsys.readouterr().err
     assert err.startswith("gmgraph: terminated (SIGTERM); the last checkpoint (written after every epoch) is ")
     assert f"gmgraph search --out {tmp_path} --resume" in err and err.count("\n") == 1

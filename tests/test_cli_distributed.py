@@ -15,13 +15,11 @@ from gmgraph.cli import main
 from gmgraph.train import distributed
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-        "--rounds", "1", "--evaluations", "4", "--final-epochs", "0"]
 
 
 # What two workers promise against one process (tests/train/test_distributed.py derives it step by step): the same
 # DECISIONS exactly (split tree, groups, architecture, budget), since a data-parallel step only sums the global
-# batch of 64 as 32 + 32 instead of 64 at once. Both sides run one thread here (run_cli pins the workers; the
+# batch (16 here) as 8 + 8 instead of 16 at once. Both sides run one thread here (run_cli pins the workers; the
 # launcher would give each cores // 2, another conv reduction order in every step, and tests/conftest.py pins this
 # process). The leaves' last losses come from a whole run, where training amplifies the reordered sums: measured
 # 2.1e-5 relative on an AVX-512 CPU and 6e-7 under `make test-portable`'s kernels. LOSS_RTOL = 1e-3 is a check
@@ -36,14 +34,15 @@ def run_cli(*args, timeout=240, **env):
                           timeout=timeout, env=environment, cwd=ROOT)
 
 
-def test_two_workers_choose_the_architecture_one_process_chooses(tmp_path):
-    done = run_cli("search", *TINY, "--nproc", "2", "--out", str(tmp_path / "two"))
+@pytest.mark.e2e
+def test_two_workers_choose_the_architecture_one_process_chooses(tmp_path, finished_search):
+    # One process: the session's tiny run (tests/conftest.py, one thread); two workers run the same flags.
+    done = run_cli(*finished_search.argv, "--nproc", "2", "--out", str(tmp_path / "two"))
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("chosen architecture:") == 1  # rank 0 alone prints the summary...
     assert done.stderr.count("epoch 1/3") == 1  # ...and the progress
     assert "(rank 1)" in done.stderr  # leaves trained by rank 1 are reported by rank 0
-    assert main(["search", *TINY, "--quiet", "--out", str(tmp_path / "one")]) == 0
-    two, one = (json.loads((tmp_path / name / "report.json").read_text()) for name in ("two", "one"))
+    two, one = (json.loads((folder / "report.json").read_text()) for folder in (tmp_path / "two", finished_search.out))
     assert two["arch"] == one["arch"]
     assert [(s["label"], s["groups"]) for s in two["split_tree"]] == [(s["label"], s["groups"]) for s in one["split_tree"]]
     assert two["budget"] == one["budget"] and two["settings"] == one["settings"]

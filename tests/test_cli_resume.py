@@ -14,7 +14,8 @@ from gmgraph import run
 from gmgraph.cli import main
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
-        "--evaluations", "4", "--final-epochs", "0", "--steps-per-epoch", "2", "--bn-batches", "1", "--quiet"]
+        "--evaluations", "4", "--final-epochs", "0", "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16",
+        "--quiet"]
 
 
 def _interrupt_after_training(monkeypatch) -> None:

@@ -10,9 +10,6 @@ import pytest
 from gmgraph.cli import main
 from gmgraph.report_html import render_run
 
-TINY = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-        "--rounds", "1", "--evaluations", "4", "--final-epochs", "0", "--quiet"]
-
 
 class Collect(HTMLParser):
     def __init__(self):
@@ -32,10 +29,9 @@ class Collect(HTMLParser):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    assert main([*TINY, "--out", str(out)]) == 0
-    return out
+def run_dir(tmp_path_factory, finished_search):
+    """A copy of the session's tiny run (tests/conftest.py: 3 epochs split at 1 and 2): these tests write into it."""
+    return finished_search.copy(tmp_path_factory.mktemp("run") / "run")
 
 
 def test_report_html_embeds_its_images_and_names_the_arch(run_dir):

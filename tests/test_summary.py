@@ -6,8 +6,6 @@ import pytest
 from gmgraph.cli import main
 from gmgraph.report import PHASES, count, seconds, summary, time_line
 
-TINY = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-        "--rounds", "1", "--evaluations", "4", "--final-epochs", "1"]
 REPORT = {"arch": {"a": "x"}, "budget": {"supernet_epochs": 1, "epochs": 1}, "split_tree": [], "leaves": [{}],
           "search": {"evaluations": 1, "best_fitness": 0.5},
           "final": {"supernet_test_accuracy": 0.4, "params": 10, "standalone_epochs": 1, "standalone_test_accuracy": 0.5},
@@ -45,14 +43,14 @@ def test_old_reports_with_only_a_total_still_summarise():
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    """A tiny run, then the same run resumed from its checkpoint: (first report, resumed report)."""
-    out = tmp_path_factory.mktemp("run")
-    reports = []
-    for extra in ([], ["--resume"]):
-        assert main([*TINY, "--quiet", "--out", str(out), *extra]) == 0
-        reports.append(json.loads((out / "report.json").read_text()))
-        (out / "report.json").unlink()  # as if killed after its last checkpoint: --resume redoes the rest
+def runs(tmp_path_factory, finished_search):
+    """A tiny run (the session's, tests/conftest.py), then the same run resumed from its checkpoint:
+    (first report, resumed report)."""
+    out = finished_search.copy(tmp_path_factory.mktemp("run") / "run")
+    reports = [json.loads((out / "report.json").read_text())]
+    (out / "report.json").unlink()  # as if killed after its last checkpoint: --resume redoes the rest
+    assert main([*finished_search.argv, "--quiet", "--out", str(out), "--resume"]) == 0
+    reports.append(json.loads((out / "report.json").read_text()))
     return reports
 
 
@@ -77,11 +75,10 @@ def test_resumed_report_counts_this_invocation_and_all(runs):
     assert resumed["final"] == first["final"]
 
 
-def test_search_prints_the_time_line_and_fixed_decimal_epoch_lines(tmp_path, capsys):
-    assert main([*TINY, "--out", str(tmp_path / "run")]) == 0
-    captured = capsys.readouterr()
-    assert re.search(r"^time: \d+(\.\d)? s \(.*supernet training .*export/report .*\)$", captured.out, re.M)
-    epochs = [line for line in captured.err.splitlines() if re.search(r"epoch \d/3 ", line)]
-    assert epochs, captured.err
+def test_search_prints_the_time_line_and_fixed_decimal_epoch_lines(finished_search):
+    captured = finished_search  # what the session's run printed (3 epochs, not --quiet)
+    assert re.search(r"^time: \d+(\.\d)? s \(.*supernet training .*export/report .*\)$", captured.stdout, re.M)
+    epochs = [line for line in captured.stderr.splitlines() if re.search(r"epoch \d/3 ", line)]
+    assert epochs, captured.stderr
     for line in epochs:  # every number with four decimals, whatever its value
         assert re.search(r"  loss=\d+\.\d{4}  acc=\d\.\d{4}  ", line), line

@@ -32,6 +32,7 @@ def rehearse(*flags: str, **env: str) -> tuple[subprocess.CompletedProcess, list
     return done, rows
 
 
+@pytest.mark.e2e
 def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(tmp_path):
     committed = ROOT / "benchmarks" / "results" / "gpu.md"
     before = committed.read_bytes() if committed.exists() else None
@@ -67,20 +68,8 @@ def test_the_kernel_section_checks_the_triton_kernels_in_the_interpreter(tmp_pat
                        "2x3x5x4 K=2 skip=1 pool=1 float32 channels_last"]
 
 
-def test_a_cpu_run_without_out_is_refused_so_the_gpu_table_holds_gpu_figures_only():
-    done, rows = rehearse("--skip", "kernel,darts,single-path,sync,search")
-
-    assert done.returncode == 2 and rows == []
-    assert "a CPU run needs --out" in done.stderr
-
-
-def test_an_unknown_section_is_a_usage_error(tmp_path):
-    done, _ = rehearse("--skip", "kernels", "--out", str(tmp_path / "gpu.md"))
-
-    assert done.returncode == 2 and "--skip: no section kernels" in done.stderr
-
-
-# In-process: how a run cut short or partly broken still reports (the steps themselves are covered above).
+# In-process: usage errors, and how a run cut short or partly broken still reports (the steps themselves are
+# covered above; a subprocess would only add its imports, about 3 s a test).
 
 
 @pytest.fixture
@@ -90,6 +79,24 @@ def bench(monkeypatch):
     monkeypatch.setattr(bench_gpu, "ROWS", [])
     monkeypatch.delenv("OUT", raising=False)
     return bench_gpu
+
+
+def test_a_cpu_run_without_out_is_refused_so_the_gpu_table_holds_gpu_figures_only(bench, capsys):
+    code = bench.main(["--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf",
+                       "--skip", "kernel,darts,single-path,sync,search"])
+
+    assert code == 2 and bench.ROWS == []
+    captured = capsys.readouterr()
+    assert "a CPU run needs --out" in captured.err
+    assert [line for line in captured.out.splitlines() if line.startswith("{")] == []  # no row printed
+
+
+def test_an_unknown_section_is_a_usage_error(bench, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        bench.main(["--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf",
+                    "--skip", "kernels", "--out", str(tmp_path / "gpu.md")])
+
+    assert exit_.value.code == 2 and "--skip: no section kernels" in capsys.readouterr().err
 
 
 def test_cases_past_the_budget_are_listed_as_skipped_not_dropped(bench, tmp_path):

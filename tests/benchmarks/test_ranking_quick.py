@@ -43,6 +43,7 @@ def quick(ranking, tmp_path_factory):
     return {"argv": argv, "root": root, **ranking.main(argv)}
 
 
+@pytest.mark.e2e
 def test_quick_mode_runs_every_method_under_both_rules(quick):
     text = (quick["root"] / "out" / "ranking.md").read_text()
     assert "Rule (a), equal epochs per leaf lineage: E = 4" in text and "equal total budget: 20 supernet-epochs" in text

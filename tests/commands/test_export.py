@@ -16,18 +16,16 @@ from gmgraph.cli import main
 from gmgraph.passes.onnx import read_metadata
 from gmgraph.run import export_run
 from gmgraph.spaces import nb201
-from tests.conftest import tiny_search
 
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"
 ACCURACY = re.compile(r"^accuracy: (\d\.\d{4}) \((\d+)/(\d+) (.+)\)$", re.M)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """A tiny finished search run on synthetic 3x32x32 data (10 classes)."""
-    out = tmp_path_factory.mktemp("run")
-    tiny_search(out, "synthetic")
-    return out
+def run_dir(tmp_path_factory, finished_search):
+    """A tiny finished search run on synthetic 3x32x32 data (10 classes): a copy of the session's
+    (tests/conftest.py), as run_onnx writes into it."""
+    return finished_search.copy(tmp_path_factory.mktemp("run") / "run")
 
 
 @pytest.fixture(scope="module")

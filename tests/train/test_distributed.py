@@ -239,6 +239,7 @@ def test_one_process_never_touches_torch_distributed():
     assert trainer.parallel is None and not torch.distributed.is_initialized()
 
 
+@pytest.mark.e2e  # the first test of the two-rank job (two_ranks): the job is set up for it
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, case):
     _, ranks = two_ranks
