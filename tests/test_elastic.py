@@ -133,7 +133,9 @@ def test_gradient_matching_groups_identical_values_together():
     batches = [(torch.randn(4, 3, 8, 8, generator=generator), torch.randint(10, (4,), generator=generator))
                for _ in range(2)]
     distances = gradient_matching(gm.train(), "kernel", batches, rounds=2)
-    assert distances[0, 3] == 0 and distances[0, 2] > 0
+    # Identical gradients: 1 - cosine is 0 up to the float64 rounding of the quotient (1.1e-16 under the
+    # portable kernels, exactly 0 under AVX-512), far below a real difference.
+    assert distances[0, 3] <= 1e-12 and distances[0, 2] > 1e-3
     partition, _ = best_partition(distances)
     groups = name_groups(partition, gmgraph.space(gm)["kernel"])
     assert any({"3x3", "small"} <= set(group) for group in groups)
