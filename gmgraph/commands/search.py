@@ -218,13 +218,12 @@ def _resume_hint(out: Path | None) -> str:
 def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     """Start ``args.nproc`` workers on this machine, each running this command with the same settings."""
     from gmgraph import run
+    from gmgraph.errors import ConfigError
     from gmgraph.progress import log
+    from gmgraph.registry import SAMPLERS
     from gmgraph.settings import to_flags
     from gmgraph.train import distributed
     from gmgraph.train.memory import check_workers
-
-    from gmgraph.errors import ConfigError
-    from gmgraph.registry import SAMPLERS
 
     if SAMPLERS[settings.train.sampler].multi_path:  # refused here, before any worker starts
         raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its paths' losses are not "
