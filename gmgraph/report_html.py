@@ -26,7 +26,7 @@ from gmgraph.config import SearchSettings
 from gmgraph.files import write_text
 from gmgraph.report import arch_line, summary
 from gmgraph.run import HTML, read_report
-from gmgraph.settings import flags
+from gmgraph.settings import flag_text, flags
 from gmgraph.spaces import arch_to_str
 
 # Split paths and arch strings have no spaces: table cells break them after / + | (see breakable), code
@@ -215,15 +215,9 @@ def setting_text(value) -> str:
     >>> setting_text(None), setting_text(True), setting_text([1, 2]), setting_text({}), setting_text({"a": 1})
     ('none', 'true', '1,2', '', 'a=1')
     """
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list | tuple):
-        return ",".join(setting_text(v) for v in value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={setting_text(v)}" for k, v in value.items())
-    return str(value)
+    return flag_text(value)
 
 
 _MISSING = object()

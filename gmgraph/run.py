@@ -139,14 +139,19 @@ def resumed_settings(out: str | Path, given: Mapping[str, Any]) -> tuple[Any, li
 SETTINGS = "settings.json"
 
 
+def _json(path: Path, what: str = "") -> Any:
+    """``path``'s JSON, or one RunError saying the file is not readable JSON (``what`` says what it holds)."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RunError(f"{path} is not readable JSON ({exc}){what}") from exc
+
+
 def _settings_record(out: Path) -> dict:
     """The run's settings as recorded: settings.json, or what its checkpoint records (older runs)."""
     path = out / SETTINGS
     if path.is_file():
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RunError(f"{path} is not readable JSON ({exc}); it records the run's settings") from exc
+        record = _json(path, "; it records the run's settings")
         if not isinstance(record, dict):
             raise RunError(f"{path} does not hold a table of settings")
         return record
@@ -179,10 +184,9 @@ _MISSING = object()
 
 def _text(record: Mapping[str, Any], name: str) -> str:
     """A recorded value as typed on the command line."""
-    value = record.get(name)
-    if isinstance(value, list):
-        return ",".join(map(str, value))
-    return "none" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+    from gmgraph.settings import flag_text
+
+    return flag_text(record.get(name))
 
 
 def _texts(settings: Any) -> dict[str, str]:
@@ -268,10 +272,7 @@ def read_report(out: str | Path) -> dict:
     path = Path(out) / REPORT
     if not path.is_file():
         raise RunError(f"{Path(out)} holds no {REPORT}; is it a finished `gmgraph search` run?")
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RunError(f"{path} is not readable JSON ({exc})") from exc
+    report = _json(path)
     if not isinstance(report, dict):
         raise RunError(f"{path} is not a gmgraph report: it holds a {type(report).__name__}, not a table")
     missing = [k for k in REPORT_KEYS if k not in report]

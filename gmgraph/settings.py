@@ -126,7 +126,7 @@ def add_flags(parser: argparse.ArgumentParser, cls: type) -> None:
     """Add one ``--flag`` per field of ``cls``; a flag not given sets nothing, so a config file can fill it."""
     for f in flags(cls):
         kwargs: dict[str, Any] = {"dest": f.dest, "default": argparse.SUPPRESS, "type": _reader(f),
-                                  "help": f"{f.help} (default {_show(f.default)})"}
+                                  "help": f"{f.help} (default {flag_text(f.default)})"}
         if f.choices is not None:
             kwargs["metavar"] = "{" + ",".join(f.choices()) + "}"
         parser.add_argument(f"--{f.name}", **kwargs)
@@ -206,7 +206,7 @@ def to_flags(settings: Any) -> list[str]:
             value = getattr(value, part)
         if value is None and f.default is None:
             continue  # leaving the flag out gives the default back
-        out += [f"--{f.name}", "none" if value is None else _show(value)]
+        out += [f"--{f.name}", "none" if value is None else flag_text(value)]
     return out
 
 
@@ -326,7 +326,12 @@ def _unwrap(kind: Any) -> tuple[Any, bool]:
     return kind, False
 
 
-def _show(value: Any) -> str:
+def flag_text(value: Any) -> str:
+    """A setting's value as its flag takes it on the command line.
+
+    >>> flag_text(None), flag_text(True), flag_text((1, 2)), flag_text(0.5)
+    ('none', 'true', '1,2', '0.5')
+    """
     if value is None:
         return "none"
     if isinstance(value, bool):
