@@ -117,7 +117,7 @@ class TrainConfig:
             raise ConfigError(f"sandwich-random must be 0 or more, got {self.sandwich_random!r}")
         if isinstance(self.distill, bool) or not isinstance(self.distill, numbers.Real) or not 0 <= self.distill <= 1:
             raise ConfigError(f"distill must be a number from 0 to 1, got {self.distill!r}")
-        if self.sampler != "sandwich" and (self.sandwich_random, self.distill) != (2, 1.0):
+        if self.sampler != "sandwich" and any(getattr(self, n) != _default(TrainConfig, n) for n in SANDWICH_ONLY):
             raise ConfigError("--sandwich-random and --distill act on the sandwich sampler: add --sampler sandwich")
         if self.shrink is not None:
             if self.sampler not in SHRINKING:
@@ -335,8 +335,9 @@ class SearchSettings:
         """
         if self.final_epochs == 0:
             return None
+        plain = {name: _default(TrainConfig, name) for name in (*SANDWICH_ONLY, "shrink")}  # one path, no schedule
         return replace(self.train, epochs=self.final_epochs, sampler="uniform", sampler_options={}, latency_weight=0.0,
-                       sandwich_random=2, distill=1.0, shrink=None)
+                       **plain)
 
     def shaping(self) -> dict:
         """The run-level settings that shape the supernets (a resume must match them).
@@ -434,6 +435,15 @@ def check_maximum(name: str, value: object) -> None:
         return
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
         raise ConfigError(f"{name} must be a positive number (or none for no limit), got {value!r}")
+
+
+SANDWICH_ONLY = ("sandwich_random", "distill")
+"""The TrainConfig fields only the sandwich sampler reads (other samplers refuse values other than the default)."""
+
+
+def _default(cls: type, name: str):
+    """The default a dataclass declares for its field ``name``."""
+    return cls.__dataclass_fields__[name].default
 
 
 SHRINK_PHASES = ("full", "kernel", "depth", "width")

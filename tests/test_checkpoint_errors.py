@@ -60,23 +60,14 @@ def damaged(tmp_path, request):
 KINDS = list(EXPECTED)
 
 
+@pytest.mark.parametrize("load, name", [(load_checkpoint, "checkpoint"), (read_best, "network file")])
 @pytest.mark.parametrize("damaged", KINDS, indirect=True)
-def test_a_damaged_checkpoint_is_named_and_called_damaged(damaged):
+def test_a_damaged_file_is_named_and_called_damaged(damaged, load, name):
     kind, path = damaged
     with pytest.raises(CheckpointError) as caught:
-        load_checkpoint(path)
+        load(path)
     message = str(caught.value)
-    assert message.startswith(f"checkpoint {path} {EXPECTED[kind]}"), message
-    _assert_plain(message)
-
-
-@pytest.mark.parametrize("damaged", KINDS, indirect=True)
-def test_a_damaged_best_pt_is_named_and_called_damaged(damaged):
-    kind, path = damaged
-    with pytest.raises(CheckpointError) as caught:
-        read_best(path)
-    message = str(caught.value)
-    assert message.startswith(f"network file {path} {EXPECTED[kind]}"), message
+    assert message.startswith(f"{name} {path} {EXPECTED[kind]}"), message
     _assert_plain(message)
 
 

@@ -21,6 +21,7 @@ from gmgraph.search import STRATEGIES, Objective, SearchContext, evolution, nsga
 from gmgraph.search.canonical import canonical_form
 from gmgraph.spaces import darts, mobilenet, nb201
 from tests.conftest import tiny_search
+from tests.latency.test_liveness import skewed_arch
 
 SPACES = {
     "nb201": lambda: nb201.supernet(C=2, N=1),
@@ -47,18 +48,6 @@ def derived_graph(gm, arch) -> tuple:
                   tuple(a.name for a in n.all_input_nodes)) for n in plain.graph.nodes)
 
 
-def skewed_arch(space, generator: torch.Generator) -> dict:
-    """A random arch choosing ``none``/``zero`` with probability 0.6 where allowed: many pruned decisions."""
-    arch = {}
-    for label, ops in space.items():
-        empty = [op for op in ops if op in ("none", "zero")]
-        if empty and torch.rand(1, generator=generator) < 0.6:
-            arch[label] = empty[0]
-        else:
-            arch[label] = ops[int(torch.randint(len(ops), (1,), generator=generator))]
-    return arch
-
-
 @pytest.mark.parametrize("name", list(SPACES))
 def test_two_archs_are_one_network_exactly_when_derive_gives_one_graph(name):
     gm = gmgraph.trace(SPACES[name]())
@@ -66,7 +55,7 @@ def test_two_archs_are_one_network_exactly_when_derive_gives_one_graph(name):
     generator = torch.Generator().manual_seed(0)
     same = differ = 0
     for _ in range(2 if name == "nb201" else 1):  # derive is slow on the larger spaces
-        arch = skewed_arch(space, generator)
+        arch = skewed_arch(gm, generator)
         graph, network = derived_graph(gm, arch), canonical.network(arch)
         labels = list(space)[:: max(1, len(space) // 4)]  # neighbours: one decision changed, each way
         for label in labels:
