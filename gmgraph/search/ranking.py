@@ -19,7 +19,6 @@ import numbers
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats
 
 from gmgraph.arrays import as_float64
 from gmgraph.errors import GmGraphError
@@ -46,6 +45,8 @@ def kendall_tau(a: ArrayLike, b: ArrayLike) -> float:
         0.6667
     """
     x, y = _check_pair(a, b, need_variation=True)
+    from scipy import stats  # lazy: half a second of import that most commands never need
+
     return _correlation(stats.kendalltau(x, y).statistic)
 
 
@@ -67,6 +68,8 @@ def spearman(a: ArrayLike, b: ArrayLike) -> float:
         0.8
     """
     x, y = _check_pair(a, b, need_variation=True)
+    from scipy import stats
+
     return _correlation(stats.spearmanr(x, y).statistic)
 
 

@@ -29,17 +29,6 @@ from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import darts, mobilenet, nb201
-from gmgraph.spaces.from_model import (
-    conv_kernels,
-    depthwise_kernels,
-    elastic_depth,
-    elastic_expansions,
-    elastic_kernels,
-    inverted_residual_expansions,
-    mlp_ratios,
-    original_arch,
-    supernetify,
-)
 
 
 @dataclass(frozen=True)
@@ -121,6 +110,20 @@ def parse_arch(space: str | None, text: str) -> Arch:
         ArchError: saying what the text should look like. ConfigError: an unknown space name.
     """
     return (get(space).parse if space is not None else parse_pairs)(text)
+
+
+# supernetify and its rules live in from_model, which imports torchvision's models (about a second): loaded on
+# first use, so a process that only builds a ready space never pays for it.
+_FROM_MODEL = ("conv_kernels", "depthwise_kernels", "elastic_depth", "elastic_expansions", "elastic_kernels",
+               "inverted_residual_expansions", "mlp_ratios", "original_arch", "supernetify")
+
+
+def __getattr__(name: str):
+    if name in _FROM_MODEL:
+        from gmgraph.spaces import from_model
+
+        return getattr(from_model, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [

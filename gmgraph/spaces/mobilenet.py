@@ -26,7 +26,6 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
-from torchvision.ops.misc import Conv2dNormActivation
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice, Zero
@@ -55,10 +54,10 @@ class MBConv(nn.Sequential):
         hidden = round(c_in * expand)
         layers: list[nn.Module] = []
         if expand != 1:
-            layers.append(Conv2dNormActivation(c_in, hidden, 1, activation_layer=nn.ReLU6))
+            layers.append(_conv_norm_act(c_in, hidden, 1, activation_layer=nn.ReLU6))
         layers += [
-            Conv2dNormActivation(hidden, hidden, kernel, stride, groups=hidden, activation_layer=nn.ReLU6),
-            Conv2dNormActivation(hidden, c_out, 1, activation_layer=None),
+            _conv_norm_act(hidden, hidden, kernel, stride, groups=hidden, activation_layer=nn.ReLU6),
+            _conv_norm_act(hidden, c_out, 1, activation_layer=None),
         ]
         super().__init__(*layers)
 
@@ -94,7 +93,7 @@ class Network(nn.Module):
         super().__init__()
         c = make_divisible(32 * width_mult)
         first = make_divisible(16 * width_mult)
-        self.first_conv = Conv2dNormActivation(in_channels, c, 3, stride=2, activation_layer=nn.ReLU6)
+        self.first_conv = _conv_norm_act(in_channels, c, 3, stride=2, activation_layer=nn.ReLU6)
         self.first_block = MBConv(c, first, 3, 1, 1)
         blocks, c = [], first
         for width, depth, stride in zip(WIDTHS, DEPTHS, STRIDES):
@@ -105,7 +104,7 @@ class Network(nn.Module):
         self.blocks = nn.Sequential(*blocks)
         # ProxylessNAS widens the last layer only above width 1.0.
         last = make_divisible(1280 * width_mult) if width_mult > 1.0 else 1280
-        self.feature_mix = Conv2dNormActivation(c, last, 1, activation_layer=nn.ReLU6)
+        self.feature_mix = _conv_norm_act(c, last, 1, activation_layer=nn.ReLU6)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(last, num_classes)
 
@@ -163,3 +162,14 @@ def parse(text: str) -> Arch:
     if unknown:
         raise ArchError(f"in {text!r}: unknown op(s) {unknown}; block ops are {', '.join(OPS)}, zero")
     return dict(zip(LABELS, ops))
+
+
+def _conv_norm_act(*args, **kwargs) -> nn.Module:
+    """torchvision's conv + BN + activation block, imported only when a MobileNet is built.
+
+    torchvision's import takes about a second (it loads torch._dynamo), which every process that
+    imports gmgraph.spaces, and never builds this space, would otherwise pay.
+    """
+    from torchvision.ops.misc import Conv2dNormActivation
+
+    return Conv2dNormActivation(*args, **kwargs)
