@@ -239,6 +239,41 @@ def choices(gm: nn.Module) -> dict[str, list[Choice]]:
     return out
 
 
+def active_choices(gm: nn.Module, arch: Mapping[str, str]) -> list[tuple[str, Choice]]:
+    """The Choices that run under ``arch``, with their module paths, in module order.
+
+    A Choice may hold Choices inside its candidates (nested decisions: an OFA stage's depth
+    Choice holds blocks that choose their kernel). A nested Choice runs only where the op its
+    enclosing Choice chose holds it; every top-level Choice runs. Each Choice is listed once,
+    under the first path that reaches it.
+
+    >>> from gmgraph.choice import Choice, Neg
+    >>> inner = Choice({"id": nn.Identity(), "neg": Neg()}, "act")
+    >>> outer = Choice({"deep": nn.Sequential(inner), "skip": nn.Identity()}, "depth")
+    >>> [path for path, _ in active_choices(nn.Sequential(outer), {"depth": "deep", "act": "neg"})]
+    ['0', '0.ops.deep.0']
+    >>> [path for path, _ in active_choices(nn.Sequential(outer), {"depth": "skip", "act": "neg"})]
+    ['0']
+    """
+    found: list[tuple[str, Choice]] = []
+    seen: set[int] = set()
+
+    def enter(module: nn.Module, path: str) -> None:
+        if id(module) in seen:
+            return
+        seen.add(id(module))
+        if isinstance(module, Choice):
+            found.append((path, module))
+            op = arch[module.label]
+            enter(module.ops[op], f"{path}.ops.{op}")
+        else:
+            for name, child in module.named_children():
+                enter(child, f"{path}.{name}" if path else name)
+
+    enter(gm, "")
+    return found
+
+
 def space(gm: nn.Module) -> Space:
     """label -> candidate op names, labels in the order they first appear.
 

@@ -194,3 +194,17 @@ def test_string_annotations_become_types_so_older_torch_can_pickle_the_graph():
         "x": torch.Tensor, "scale": None, "output": torch.Tensor}
     assert not any(isinstance(n.type, str) for g in (supernet, gm) for n in g.graph.nodes)
     torch.testing.assert_close(gm(torch.ones(2)), torch.full((2,), 2.0))
+
+
+def test_active_choices_follow_the_chosen_op_into_nested_choices():
+    from gmgraph.graph import active_choices
+
+    kernel = [Choice({"k3": nn.Conv2d(2, 2, 3, padding=1), "k1": nn.Conv2d(2, 2, 1)}, "kernel") for _ in range(2)]
+    blocks = [nn.Sequential(k, nn.ReLU()) for k in kernel]
+    depth = Choice({"d2": nn.Sequential(*blocks), "d1": nn.Sequential(blocks[0])}, "depth")
+    net = nn.Sequential(nn.Conv2d(1, 2, 1), depth)
+    deep = active_choices(net, {"depth": "d2", "kernel": "k1"})
+    assert [path for path, _ in deep] == ["1", "1.ops.d2.0.0", "1.ops.d2.1.0"]
+    assert [c for _, c in deep] == [depth, *kernel]
+    shallow = active_choices(net, {"depth": "d1", "kernel": "k1"})
+    assert [path for path, _ in shallow] == ["1", "1.ops.d1.0.0"]  # the second block does not run
