@@ -42,7 +42,7 @@ from gmgraph import data  # noqa: E402
 from gmgraph.data import infinite  # noqa: E402
 from gmgraph.passes import restrict  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
-from gmgraph.train import SupernetTrainer, TrainConfig, distributed  # noqa: E402
+from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distributed  # noqa: E402
 
 BATCH = 64
 MODES = ("alone", "flat", "flat-no-bn-sync", "ddp", "ddp-no-bn-sync")
@@ -86,7 +86,7 @@ def bench_root(mode: str, steps: int) -> float:
     """Seconds per data-parallel step of the whole supernet (global batch 64)."""
     trainer = SupernetTrainer(supernet(), data.load("digits", batch_size=BATCH), TrainConfig(epochs=2))
     if mode in ("flat", "flat-no-bn-sync"):
-        trainer.distribute(distributed.DataParallel(None, sync_batchnorm=mode == "flat"))
+        trainer.distribute(data_parallel.DataParallel(None, sync_batchnorm=mode == "flat"))
     step = ddp_step(trainer, sync_batchnorm=mode == "ddp") if mode.startswith("ddp") else None
     loader = infinite(trainer._train_loader() if step is None else trainer.parallel.loader(
         trainer.train_set, torch.utils.data.RandomSampler(trainer.train_set), BATCH, torch.Generator()))
@@ -108,7 +108,7 @@ def ddp_step(trainer: SupernetTrainer, sync_batchnorm: bool):
     """A training step with DistributedDataParallel doing the gradient all-reduce."""
     from torch.nn.parallel import DistributedDataParallel
 
-    parallel = distributed.DataParallel(None, sync_batchnorm=sync_batchnorm)
+    parallel = data_parallel.DataParallel(None, sync_batchnorm=sync_batchnorm)
     parallel.bind(trainer.gm)  # only for its BatchNorm routing and data slices
     trainer.parallel = parallel
     model = DistributedDataParallel(trainer.gm, find_unused_parameters=True, broadcast_buffers=False)

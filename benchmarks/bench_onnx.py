@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _table import save  # noqa: E402
 
 from gmgraph.nasbench import nb201 as table  # noqa: E402
-from gmgraph.passes.onnx import export_onnx  # noqa: E402
+from gmgraph.onnx_export import export_onnx  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
 
 THREADS = (1, 2)

@@ -50,7 +50,7 @@ from gmgraph.arch import format_nb201, parse_nb201
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.files import atomic_write
 from gmgraph.progress import Progress
-from gmgraph.search.ranking import kendall_tau, spearman
+from gmgraph.search.rank_correlation import kendall_tau, spearman
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "data" / "digits201.csv"
 """Where ``benchmarks/groundtruth.py`` writes the digits ground truth (its defaults' file)."""

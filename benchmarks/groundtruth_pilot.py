@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader
 from gmgraph import data
 from gmgraph.errors import ConfigError, GmGraphError
 from gmgraph.files import atomic_write
-from gmgraph.search.ranking import kendall_tau
+from gmgraph.search.rank_correlation import kendall_tau
 
 ROOT = Path(__file__).resolve().parent
 OUT_DIR = ROOT / "data" / "groundtruth_pilot"

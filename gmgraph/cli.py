@@ -19,7 +19,8 @@ import threading
 from gmgraph.commands import HELP
 from gmgraph.errors import GmGraphError
 
-# Each module has add_parser(subparsers), which registers its command and sets `func`.
+# Each module has add_parser(subparsers), which registers its command and sets `func` to the module's
+# handler, `run(args) -> exit code` in every command module.
 COMMANDS = tuple(HELP)
 
 

@@ -284,12 +284,17 @@ class SearchSettings:
     final_epochs: int = setting(10, "train the chosen arch from scratch for this many epochs, with the [train] "
                                     "settings (lr, lr-min, momentum, nesterov, weight-decay, grad-clip, "
                                     "steps-per-epoch, device, precision); 0: keep the supernet's weights")
+    export: bool = setting(True, "end the run by exporting the chosen network to best.onnx and checking it in "
+                                 "onnxruntime (a few seconds); false: skip it, `gmgraph export --run DIR` "
+                                 "writes it later from best.pt")
     train: TrainConfig = nested(TrainConfig)
     fewshot: FewShotConfig = nested(FewShotConfig)
     search: SearchConfig = nested(SearchConfig)
 
     def __post_init__(self):
         _check_name("space", self.space, SPACES)
+        if not isinstance(self.export, bool):
+            raise ConfigError(f"export must be true or false, got {self.export!r}")
         key = dataset_key(self.data)
         if key is None:
             raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
@@ -342,7 +347,7 @@ class SearchSettings:
     def shaping(self) -> dict:
         """The run-level settings that shape the supernets (a resume must match them).
 
-        Not among them: ``data_root`` (a dataset may move), ``final_epochs`` and the
+        Not among them: ``data_root`` (a dataset may move), ``final_epochs``, ``export`` and the
         search settings (they act after training), and the device and ``threads`` (a run may resume on
         another machine; see :meth:`TrainConfig.shaping`).
         """

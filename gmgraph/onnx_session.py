@@ -1,6 +1,6 @@
 """The one way gmgraph opens an ONNX model in onnxruntime: providers, threads and options in one place.
 
-Export checks (:mod:`gmgraph.passes.onnx`), latency timing (:mod:`gmgraph.latency.runtimes`) and
+Export checks (:mod:`gmgraph.onnx_export`), latency timing (:mod:`gmgraph.latency.runtimes`) and
 ``gmgraph predict`` all open their sessions here, so they log alike (errors only: the CLI's output stays
 readable) and a model onnxruntime cannot load is one clear gmgraph error::
 

@@ -1,6 +1,6 @@
 """How well a zero-cost proxy ranks NAS-Bench-201 architectures: the job behind ``gmgraph rank``.
 
-A driver of the runs layer (like :mod:`gmgraph.pipeline` behind ``gmgraph search``): it uses the spaces,
+A driver of the runs layer (like :mod:`gmgraph.search_job` behind ``gmgraph search``): it uses the spaces,
 the scores, the data and the NB201 table, so it sits above all of them.
 
 Each sampled architecture is scored with :func:`gmgraph.scores.zero_cost` on
@@ -49,7 +49,7 @@ from gmgraph.errors import ConfigError
 from gmgraph.files import atomic_write
 from gmgraph.nasbench import nb201 as table
 from gmgraph.scores.zero_cost import DATA_FREE, METRICS, Batch, zero_cost
-from gmgraph.search.ranking import kendall_tau, spearman
+from gmgraph.search.rank_correlation import kendall_tau, spearman
 
 BENCHMARKS = registry.NB201_BENCHMARKS
 """Accepted values of ``--against``."""

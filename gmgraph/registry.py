@@ -155,7 +155,7 @@ STRATEGIES = Table("search", {
 """name -> search strategy ``(SearchContext) -> SearchResult`` (``--search``)."""
 
 DATASETS = Table("dataset", {
-    name: f"gmgraph.data:BUILDERS[{name}]"
+    name: f"gmgraph.data.builders:BUILDERS[{name}]"
     for name in ("digits", "digits16", "clutter16", "synthetic", "cifar10", "cifar100", "mnist",
                  "fashion-mnist", "imagefolder")
 })
@@ -171,7 +171,7 @@ def dataset_key(name: object) -> str | None:
     key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
     return key if key in DATASETS else None
 
-SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]" for name in ("nb201", "darts", "mobilenet")})
+SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]" for name in ("nb201", "darts", "mobilenet", "ofa")})
 """name -> :class:`gmgraph.spaces.SpaceSpec` (``--space``)."""
 
 DISTANCES = ("cos", "per-filter-cos", "mse")

@@ -1,4 +1,4 @@
-"""The summary of a finished search run that a person reads (the run folder itself: :mod:`gmgraph.run`).
+"""The summary of a finished search run that a person reads (the run folder itself: :mod:`gmgraph.run_folder`).
 
 >>> print(summary({"arch": {"a": "x"}, "budget": {"supernet_epochs": 3, "epochs": 2},
 ...                "split_tree": [], "leaves": [{}], "search": {"evaluations": 5, "best_fitness": 0.5},

@@ -1,7 +1,7 @@
 """``report.html``: one self-contained page per search run (images embedded, no external assets).
 
 >>> import json, tempfile, pathlib
->>> from gmgraph.run import REPORT_KEYS
+>>> from gmgraph.run_folder import REPORT_KEYS
 >>> run = pathlib.Path(tempfile.mkdtemp())
 >>> report = {"arch": {"1<-0": "none"}, "arch_str": "1<-0=none", "settings": {"space": "toy"},
 ...           "split_tree": [], "leaves": [], "final": {"supernet_test_accuracy": 0.5},
@@ -25,7 +25,7 @@ from gmgraph import viz
 from gmgraph.config import SearchSettings
 from gmgraph.files import write_text
 from gmgraph.report import arch_line, summary
-from gmgraph.run import HTML, read_report
+from gmgraph.run_folder import HTML, read_report
 from gmgraph.settings import flag_text, flags
 from gmgraph.spaces import arch_to_str
 

@@ -345,7 +345,7 @@ def draw_search_progress(points: Sequence[tuple[Mapping[str, str], float]], leav
 def draw_ranking(estimated: Sequence[float], true: Sequence[float], path: str | Path, *, title: str = "",
                  size=(5, 5)) -> Path:
     """Estimated vs true accuracy, Kendall tau in the title."""
-    from gmgraph.search.ranking import kendall_tau
+    from gmgraph.search.rank_correlation import kendall_tau
 
     fig, ax = plt.subplots(figsize=size)
     ax.scatter(true, estimated, s=8, alpha=0.7)

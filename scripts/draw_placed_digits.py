@@ -18,12 +18,12 @@ from gmgraph import data  # noqa: E402
 from gmgraph.files import atomic_write  # noqa: E402
 
 OUT = Path(__file__).resolve().parent.parent / "docs" / "images" / "placed_digits.png"
-DATASETS = ("digits", "digits16", "clutter16")
+DRAWN = ("digits", "digits16", "clutter16")
 
 
 def draw(out: Path = OUT, per_row: int = 10) -> Path:
-    fig, axes = plt.subplots(len(DATASETS), per_row, figsize=(per_row * 0.9, len(DATASETS) * 1.1))
-    for row, name in zip(axes, DATASETS):
+    fig, axes = plt.subplots(len(DRAWN), per_row, figsize=(per_row * 0.9, len(DRAWN) * 1.1))
+    for row, name in zip(axes, DRAWN):
         x, y = data.load(name, batch_size=per_row).train.dataset[:per_row]
         for i, ax in enumerate(row):
             ax.imshow(x[i, 0].numpy(), cmap="gray", interpolation="nearest")

@@ -61,7 +61,7 @@ def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
     """Export with gmgraph's exporter, then compare onnxruntime with torch on ``x`` (1e-4)."""
     import onnxruntime as ort
 
-    from gmgraph.passes.onnx import export_onnx
+    from gmgraph.onnx_export import export_onnx
 
     net = net.eval()
     export_onnx(net, x, path, dynamic_batch=False)  # a fixed batch exports twice as fast

@@ -10,8 +10,8 @@ import torch
 
 from gmgraph.cli import main
 from gmgraph.errors import CheckpointError
-from gmgraph.passes.onnx import read_metadata
-from gmgraph.run import read_best
+from gmgraph.onnx_export import read_metadata
+from gmgraph.run_folder import read_best
 from gmgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.conftest import tiny_search
 

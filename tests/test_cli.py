@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gmgraph.cli import main
-from gmgraph.run import REPORT_KEYS
+from gmgraph.run_folder import REPORT_KEYS
 from gmgraph.spaces import nb201
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
@@ -27,7 +27,7 @@ def test_a_small_search_runs_end_to_end(finished_search):
     assert arch == report["arch"]
     best = torch.load(tmp_path / "best.pt", weights_only=True)
     assert best["arch"] == arch and best["model"]
-    from gmgraph.passes.onnx import read_metadata
+    from gmgraph.onnx_export import read_metadata
 
     assert read_metadata(tmp_path / "best.onnx")["arch"] == arch
     assert "<img" in (tmp_path / "report.html").read_text()
@@ -110,10 +110,10 @@ def test_resume_of_a_missing_run(tmp_path, capsys):
 
 
 def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    import gmgraph.pipeline as pipeline
+    import gmgraph.search_job as search_job
 
     calls = []
-    real = pipeline._search
+    real = search_job._search_architectures
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -121,7 +121,7 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_search", interrupted)
+    monkeypatch.setattr(search_job, "_search_architectures", interrupted)
     assert main(["search", *TINY, "--out", str(tmp_path)]) == 130
     assert not (tmp_path / "report.json").exists()
     assert capsys.readouterr().err == (
@@ -164,9 +164,9 @@ def test_sigterm_says_where_the_checkpoint_is_like_ctrl_c(tmp_path, monkeypatch,
     import os
     import signal
 
-    import gmgraph.pipeline as pipeline
+    import gmgraph.search_job as search_job
 
-    monkeypatch.setattr(pipeline, "_search", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    monkeypatch.setattr(search_job, "_search_architectures", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     handler = signal.getsignal(signal.SIGTERM)
     # after training (one-shot: no split scoring, which this claim does not need), with a checkpoint to name
     assert main(["search", *TINY, "--method", "oneshot", "--out", str(tmp_path)]) == 143

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # The claim at full epochs (no --steps-per-epoch): digits, 8x8 images, 17 steps an epoch.
 FULL_EPOCHS = ["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-               "--rounds", "1", "--evaluations", "4", "--final-epochs", "0", "--bn-batches", "1"]
+               "--rounds", "1", "--evaluations", "4", "--final-epochs", "0", "--bn-batches", "1", "--export", "false"]
 
 # What two workers promise against one process (tests/train/test_distributed.py derives it step by step): the same
 # DECISIONS exactly (split tree, groups, architecture, budget), since a data-parallel step only sums the global
@@ -80,7 +80,7 @@ def test_nproc_forwards_every_setting_as_flags(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "args, env, message",
     [
-        (["--nproc", "0"], {}, "--nproc must be 1 or more, got 0"),
+        (["--nproc", "0"], {}, "--nproc must be a positive integer, got 0"),
         (["--epochs", "0", "--nproc", "2"], {}, "epochs must be a positive integer, got 0"),
         (["--nproc", "2"], {"RANK": "0", "WORLD_SIZE": "1"}, "under torchrun leave it out"),
         ([], {"RANK": "0", "WORLD_SIZE": "2", "GMGRAPH_DIST_TIMEOUT": "soon"}, "GMGRAPH_DIST_TIMEOUT must be a"),

@@ -59,7 +59,7 @@ CASES = [
     (["search", "--config", "{ws}/none.toml"], "does not exist"),
     (["search", "--resume"], "no checkpoint in"),
     (["search", "--out", "{ws}/a-file/run"], "cannot write to --out"),
-    (["search", "--nproc", "0"], "--nproc must be 1 or more"),
+    (["search", "--nproc", "0"], "--nproc must be a positive integer, got 0"),
     # export, show, report, predict, rank: damaged files and bad flags
     (["export", "--checkpoint", "{ws}/text.pt", "--out", "{ws}/x.onnx"], "is corrupt or not a torch file"),
     (["export", "--checkpoint", "{ws}/random.pt", "--out", "{ws}/x.onnx"], "is corrupt or not a torch file"),

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import gmgraph
-import gmgraph.pipeline as pipeline
+import gmgraph.search_job as search_job
 from gmgraph import spaces
 from gmgraph.choice import Choice, Zero
 from gmgraph.cli import main
@@ -29,7 +29,7 @@ SMALL = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2",
 
 @pytest.fixture
 def no_training(monkeypatch):
-    monkeypatch.setattr(pipeline, "run_fewshot", lambda *a, **k: pytest.fail("trained before refusing"))
+    monkeypatch.setattr(search_job, "run_fewshot", lambda *a, **k: pytest.fail("trained before refusing"))
 
 
 def _refused(argv, capsys) -> str:
@@ -56,10 +56,10 @@ def test_a_limit_the_smallest_network_meets_is_not_refused():
     root = gmgraph.trace(spaces.get("nb201").build(width=4, cells=1, num_classes=10, in_channels=3))
     least = smallest_costs(root, (3, 32, 32))
     exact = SearchSettings(search=SearchConfig(max_params=least["params"], max_flops=least["flops"]))
-    pipeline.check_limits(exact, root, (3, 32, 32))  # the cheapest arch meets them
+    search_job.check_limits(exact, root, (3, 32, 32))  # the cheapest arch meets them
     under = SearchSettings(search=SearchConfig(max_flops=least["flops"] * 0.999))
     with pytest.raises(ConfigError, match="--max-flops .* cannot be met"):
-        pipeline.check_limits(under, root, (3, 32, 32))
+        search_job.check_limits(under, root, (3, 32, 32))
 
 
 def test_argmax_with_a_limit_is_refused_before_training(tmp_path, capsys, no_training):
@@ -70,7 +70,7 @@ def test_argmax_with_a_limit_is_refused_before_training(tmp_path, capsys, no_tra
 
 def test_a_latency_limit_under_the_fixed_part_is_refused_before_training(tmp_path, capsys, no_training, monkeypatch):
     table = LatencyTable(key={}, space={}, flow=[], fixed_ms=2.0, entries=[])  # every network runs 2 ms of stem+head
-    monkeypatch.setattr(pipeline, "_latency_table", lambda *a, **k: table)
+    monkeypatch.setattr(search_job, "_latency_table", lambda *a, **k: table)
     line = _refused(["search", *SMALL, "--max-latency-ms", "1.5", "--out", str(tmp_path / "run")], capsys)
     assert "--max-latency-ms 1.5 cannot be met: every network of this space takes at least 2 ms" in line
 
@@ -121,7 +121,7 @@ def _machine(monkeypatch, total: float, available: float | None = None) -> None:
 
 def test_a_supernet_too_big_for_the_machine_is_one_line_naming_the_width_that_fits(tmp_path, capsys, monkeypatch):
     _machine(monkeypatch, 8e9)
-    monkeypatch.setattr(pipeline, "build_supernet", lambda *a, **k: pytest.fail("allocated the supernet"))
+    monkeypatch.setattr(search_job, "build_supernet", lambda *a, **k: pytest.fail("allocated the supernet"))
     line = _refused(["search", *SMALL, "--width", "100000", "--out", str(tmp_path / "run")], capsys)
     assert "this run cannot fit in memory: training needs at least" in line and "this machine has 8.0 GB" in line
     width = int(re.search(r"--width ([\d,]+) or less fits", line)[1].replace(",", ""))

@@ -9,8 +9,8 @@ import shutil
 
 import pytest
 
-import gmgraph.pipeline as pipeline
-from gmgraph import run
+import gmgraph.search_job as search_job
+from gmgraph import run_folder
 from gmgraph.cli import main
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
@@ -22,7 +22,7 @@ def _interrupt_after_training(monkeypatch) -> None:
     """The next run stops with Ctrl-C once its supernets are trained (its checkpoint is at the last epoch)."""
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "_search", interrupted)
+    monkeypatch.setattr(search_job, "_search_architectures", interrupted)
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def killed_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as monkeypatch:
         _interrupt_after_training(monkeypatch)
         assert main(["search", *TINY, "--out", str(out)]) == 130
-    assert sorted(p.name for p in out.iterdir()) == [run.CHECKPOINT, run.SETTINGS]
+    assert sorted(p.name for p in out.iterdir()) == [run_folder.CHECKPOINT, run_folder.SETTINGS]
     return out
 
 
@@ -54,7 +54,7 @@ def killed(tmp_path, killed_run):
 @pytest.fixture
 def no_data(monkeypatch):
     """Loading data fails the test: what is checked must be checked before."""
-    monkeypatch.setattr(pipeline.datasets, "load", lambda *a, **k: pytest.fail("data were loaded"))
+    monkeypatch.setattr(search_job.datasets, "load", lambda *a, **k: pytest.fail("data were loaded"))
 
 
 def _one_error_line(capsys) -> str:
@@ -64,8 +64,8 @@ def _one_error_line(capsys) -> str:
 
 
 def test_resume_takes_every_setting_from_the_run(finished_run):
-    report = json.loads((finished_run / run.REPORT).read_text())
-    started = json.loads((finished_run / run.SETTINGS).read_text())
+    report = json.loads((finished_run / run_folder.REPORT).read_text())
+    started = json.loads((finished_run / run_folder.SETTINGS).read_text())
     assert report["settings"] == started  # nothing but --out and --resume was given
     assert (report["settings"]["width"], report["settings"]["train"]["epochs"]) == (4, 2)
     assert report["settings"]["search"]["evaluations"] == 4 and report["settings"]["final_epochs"] == 0
@@ -79,7 +79,7 @@ def test_a_flag_that_contradicts_the_run_names_it_with_both_values_before_the_da
     assert "--width 8 given, the run has 4; --lr 0.1 given, the run has 0.05" in err
     assert "leave those flags out" in err
     # the run's own values are no contradiction: a retyped command line resumes as before
-    settings, changed = run.resumed_settings(killed, {"width": 4, "lr": 0.05, "split-at": [1], "device": "auto"})
+    settings, changed = run_folder.resumed_settings(killed, {"width": 4, "lr": 0.05, "split-at": [1], "device": "auto"})
     assert changed == [] and settings.width == 4 and settings.fewshot.split_at == (1,)
 
 
@@ -90,16 +90,21 @@ def test_a_config_file_value_that_contradicts_the_run_is_refused_too(killed, tmp
     assert "--sampler pada given, the run has uniform" in _one_error_line(capsys)
 
 
-def test_settings_that_act_after_training_may_change_on_resume(killed):
-    assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--quiet"]) == 0
-    report = json.loads((killed / run.REPORT).read_text())
+def test_settings_that_act_after_training_may_change_on_resume(killed, capsys):
+    assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--export", "false"]) == 0
+    report = json.loads((killed / run_folder.REPORT).read_text())
     assert report["settings"]["search"]["evaluations"] == 2 and report["search"]["evaluations"] <= 2
     assert report["settings"]["width"] == 4  # the rest from the run
+    # --export false: every output but best.onnx, and the command that writes it later
+    assert report["settings"]["export"] is False and not (killed / run_folder.ONNX).exists()
+    out, err = capsys.readouterr()
+    assert f"`gmgraph export --run {killed}` writes it" in err and "best.onnx" not in out.splitlines()[-1]
+    assert main(["export", "--run", str(killed)]) == 0 and (killed / run_folder.ONNX).is_file()
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, capsys, monkeypatch):
     before = {p.name: p.read_bytes() for p in finished_run.iterdir() if p.is_file()}
-    monkeypatch.setattr(pipeline, "run_search", lambda *a, **k: pytest.fail("a finished run ran again"))
+    monkeypatch.setattr(search_job, "run_search", lambda *a, **k: pytest.fail("a finished run ran again"))
     assert main(["search", "--out", str(finished_run), "--resume"]) == 0
     assert f"{finished_run} is a finished run; nothing to resume" in capsys.readouterr().out
     assert main(["search", "--out", str(finished_run), "--resume", "--evaluations", "9"]) == 2
@@ -109,37 +114,37 @@ def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, caps
 
 
 def test_a_damaged_checkpoint_is_refused_before_the_data(killed, capsys, no_data):
-    (killed / run.CHECKPOINT).write_bytes(b"not a checkpoint")
+    (killed / run_folder.CHECKPOINT).write_bytes(b"not a checkpoint")
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 2
-    assert str(killed / run.CHECKPOINT) in _one_error_line(capsys)
-    (killed / run.SETTINGS).unlink()  # an older run: its settings come from the damaged checkpoint
+    assert str(killed / run_folder.CHECKPOINT) in _one_error_line(capsys)
+    (killed / run_folder.SETTINGS).unlink()  # an older run: its settings come from the damaged checkpoint
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 2
-    assert str(killed / run.CHECKPOINT) in _one_error_line(capsys)
+    assert str(killed / run_folder.CHECKPOINT) in _one_error_line(capsys)
 
 
 def test_a_run_older_than_settings_json_resumes_from_its_checkpoints_record(killed, capsys):
-    (killed / run.SETTINGS).unlink()
+    (killed / run_folder.SETTINGS).unlink()
     # the checkpoint records what shaped training; what acts after it comes from the flags (or defaults)
     assert main(["search", "--out", str(killed), "--resume", "--lr", "0.1", "--quiet"]) == 2
     assert "--lr 0.1 given, the run has 0.05" in _one_error_line(capsys)
     assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--final-epochs", "0",
                  "--quiet"]) == 0
-    settings = json.loads((killed / run.REPORT).read_text())["settings"]
+    settings = json.loads((killed / run_folder.REPORT).read_text())["settings"]
     assert (settings["width"], settings["train"]["steps_per_epoch"], settings["search"]["evaluations"]) == (4, 2, 2)
 
 
 def test_a_kill_while_writing_outputs_leaves_the_earlier_ones_whole(killed, finished_run, monkeypatch):
     for path in finished_run.iterdir():  # the earlier outputs, marked, in a folder that is unfinished again
-        if path.is_file() and path.name not in (run.REPORT, run.CHECKPOINT, run.SETTINGS):
+        if path.is_file() and path.name not in (run_folder.REPORT, run_folder.CHECKPOINT, run_folder.SETTINGS):
             (killed / path.name).write_bytes(b"old")
     earlier = sorted(p.name for p in killed.iterdir())
 
     def killed_while_drawing(*args):
         raise KeyboardInterrupt
-    monkeypatch.setattr(pipeline, "_render", killed_while_drawing)  # after report.json, best.pt and best.onnx
+    monkeypatch.setattr(search_job, "_render", killed_while_drawing)  # after report.json, best.pt and best.onnx
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 130
     assert sorted(p.name for p in killed.iterdir()) == earlier  # no new report.json or best.pt beside old ones
-    assert all(p.read_bytes() == b"old" for p in killed.iterdir() if p.name not in (run.CHECKPOINT, run.SETTINGS))
+    assert all(p.read_bytes() == b"old" for p in killed.iterdir() if p.name not in (run_folder.CHECKPOINT, run_folder.SETTINGS))
 
     monkeypatch.undo()
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 0
@@ -149,10 +154,10 @@ def test_a_kill_while_writing_outputs_leaves_the_earlier_ones_whole(killed, fini
 
 
 def test_outputs_are_replaced_as_a_set_even_when_the_move_is_cut(tmp_path, monkeypatch):
-    for name in (run.REPORT, run.BEST, run.ONNX, run.HTML):
+    for name in (run_folder.REPORT, run_folder.BEST, run_folder.ONNX, run_folder.HTML):
         (tmp_path / name).write_text("old")
     moves = []
-    real = run.os.replace
+    real = run_folder.os.replace
 
     def cut_after_one(src, dst):
         if moves:
@@ -160,10 +165,10 @@ def test_outputs_are_replaced_as_a_set_even_when_the_move_is_cut(tmp_path, monke
         moves.append(dst)
         real(src, dst)
 
-    monkeypatch.setattr(run.os, "replace", cut_after_one)
-    with pytest.raises(KeyboardInterrupt), run.replacing_outputs(tmp_path) as staging:
-        for name in (run.REPORT, run.BEST, run.ONNX, run.HTML):
+    monkeypatch.setattr(run_folder.os, "replace", cut_after_one)
+    with pytest.raises(KeyboardInterrupt), run_folder.replacing_outputs(tmp_path) as staging:
+        for name in (run_folder.REPORT, run_folder.BEST, run_folder.ONNX, run_folder.HTML):
             (staging / name).write_text("new")
     left = {p.name: p.read_text() for p in tmp_path.iterdir() if p.is_file()}
-    assert run.REPORT not in left  # unfinished: --resume completes it
+    assert run_folder.REPORT not in left  # unfinished: --resume completes it
     assert set(left.values()) == {"new"}  # the one file moved in; none of the earlier ones beside it

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import gmgraph.pipeline as pipeline
+import gmgraph.search_job as search_job
 from gmgraph.cli import main
-from gmgraph.passes.onnx import read_metadata
+from gmgraph.onnx_export import read_metadata
 from gmgraph.search.pareto import non_dominated
 from tests.conftest import tiny_search
 
@@ -22,7 +22,7 @@ def _report(out):
 
 def test_a_params_limit_is_kept_and_reported(tmp_path):
     # NB201 C=4 N=1 on digits: archs span about 0.004-0.010 M params; 0.006 rules out many
-    tiny_search(tmp_path, "digits", max_params=0.006, evaluations=8)
+    tiny_search(tmp_path, "digits", max_params=0.006, evaluations=8, export="false")
     report = _report(tmp_path)
     assert report["final"]["params_estimate"] <= 0.006
     assert report["final"]["params"] / 1e6 == pytest.approx(report["final"]["params_estimate"])
@@ -31,7 +31,7 @@ def test_a_params_limit_is_kept_and_reported(tmp_path):
 
 def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys, monkeypatch):
     # refused from the space alone, before any training: no checkpoint.pt, no run folder left behind
-    monkeypatch.setattr(pipeline, "run_fewshot", lambda *a, **k: pytest.fail("trained despite an impossible limit"))
+    monkeypatch.setattr(search_job, "run_fewshot", lambda *a, **k: pytest.fail("trained despite an impossible limit"))
     argv = ["search", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
             "--steps-per-epoch", "1", "--evaluations", "3", "--final-epochs", "0", "--max-flops", "1e-9",
             "--quiet", "--out", str(tmp_path / "run")]
@@ -79,7 +79,7 @@ class _FakeTable:
 
 def test_a_latency_limit_reads_the_table_and_checks_the_chosen_arch_end_to_end(tmp_path, monkeypatch):
     built, timed = [], []
-    monkeypatch.setattr(pipeline, "LatencyTable", SimpleNamespace(
+    monkeypatch.setattr(search_job, "LatencyTable", SimpleNamespace(
         build=lambda root, shape, quiet: built.append(shape) or _FakeTable(root)))
 
     def fake_measure(net, shape, **kw):
@@ -87,8 +87,8 @@ def test_a_latency_limit_reads_the_table_and_checks_the_chosen_arch_end_to_end(t
         ms = sum(p.numel() for p in net.parameters()) / 1000
         return SimpleNamespace(median_ms=ms, stable=True, spread=0.01, runs=kw.get("runs", 20))
 
-    monkeypatch.setattr(pipeline, "measure", fake_measure)
-    tiny_search(tmp_path, "digits", max_latency_ms=6.0, evaluations=8)
+    monkeypatch.setattr(search_job, "measure", fake_measure)
+    tiny_search(tmp_path, "digits", max_latency_ms=6.0, evaluations=8, export="false")
     final = _report(tmp_path)["final"]
     assert built == [(1, 8, 8)] and timed == [(1, 8, 8)]
     assert final["latency_estimate"] <= 6.0 and final["latency_ms_measured"] == pytest.approx(final["latency_estimate"])

@@ -13,7 +13,7 @@ from gmgraph import data
 from gmgraph.cli import main
 from gmgraph.config import SearchSettings
 from gmgraph.errors import ConfigError, DataError
-from gmgraph.passes.onnx import read_metadata
+from gmgraph.onnx_export import read_metadata
 from gmgraph.settings import from_mapping
 from tests.conftest import tiny_search
 

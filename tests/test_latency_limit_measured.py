@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import gmgraph.pipeline as pipeline
+import gmgraph.search_job as search_job
 from gmgraph.cli import main
 from gmgraph.errors import ConfigError
 from gmgraph.report import summary
@@ -45,15 +45,15 @@ def _timing(ms):
 @pytest.fixture
 def searched(monkeypatch):
     """Fakes the latency table; records what the search found (before the check) and each timing asked for."""
-    monkeypatch.setattr(pipeline, "LatencyTable", SimpleNamespace(build=lambda root, shape, quiet: _Table(root)))
+    monkeypatch.setattr(search_job, "LatencyTable", SimpleNamespace(build=lambda root, shape, quiet: _Table(root)))
     seen = SimpleNamespace(found=None, timed=0)
-    search = pipeline._search
+    search = search_job._search_architectures
 
     def recording_search(*args, **kwargs):
         seen.found = search(*args, **kwargs)
         return seen.found
 
-    monkeypatch.setattr(pipeline, "_search", recording_search)
+    monkeypatch.setattr(search_job, "_search_architectures", recording_search)
     return seen
 
 
@@ -62,7 +62,7 @@ def test_the_next_candidate_that_keeps_the_limit_when_measured_is_chosen(tmp_pat
         searched.timed += 1
         return _timing(2 * LIMIT if searched.timed == 1 else LIMIT / 2)
 
-    monkeypatch.setattr(pipeline, "measure", measure)
+    monkeypatch.setattr(search_job, "measure", measure)
     tiny_search(tmp_path, "digits", max_latency_ms=LIMIT, evaluations=6)
     report = json.loads((tmp_path / "report.json").read_text())
     ranked = sorted(searched.found.history, key=lambda point: -point[1])
@@ -76,7 +76,7 @@ def test_the_next_candidate_that_keeps_the_limit_when_measured_is_chosen(tmp_pat
 
 def test_when_no_candidate_keeps_the_limit_measured_the_run_fails_with_one_line(tmp_path, monkeypatch, searched,
                                                                                capsys):
-    monkeypatch.setattr(pipeline, "measure", lambda net, shape, **kw: _timing(2 * LIMIT))
+    monkeypatch.setattr(search_job, "measure", lambda net, shape, **kw: _timing(2 * LIMIT))
     argv = ["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
             "--rounds", "1", "--steps-per-epoch", "2", "--evaluations", "3", "--final-epochs", "0",
             "--bn-batches", "1", "--max-latency-ms", str(LIMIT), "--quiet", "--out", str(tmp_path)]

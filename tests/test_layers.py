@@ -29,11 +29,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "gmgraph"
 LAYERS = {  # module prefix (dotted, under gmgraph) -> layer; the longest prefix wins
     "errors": 0, "registry": 0, "settings": 0, "config": 0,
     "": 1,  # gmgraph/__init__.py and the tensor-level files: choice, graph, arch, device, data, samplers, ...
-    "kernels": 1,
+    "kernels": 1, "data": 1, "onnx_export": 1,
     "passes": 2,
     "scores": 3, "search": 3, "spaces": 3, "nasbench": 3, "viz": 3, "latency": 3,
     "train": 4,
-    "run": 5, "pipeline": 5, "report": 5, "report_html": 5, "rank_job": 5,
+    "run_folder": 5, "search_job": 5, "report": 5, "report_html": 5, "rank_job": 5,
     "cli": 6, "commands": 6, "__main__": 6,
 }
 NAMES = ["schema", "tensors", "passes", "analyses", "training", "runs", "CLI"]
@@ -228,9 +228,10 @@ def test_every_registry_reference_names_a_module_that_exists():
 
 @pytest.mark.parametrize("module, expected", [
     ("config", "schema"), ("registry", "schema"), ("device", "tensors"), ("samplers", "tensors"),
-    ("files", "tensors"), ("kernels.reference", "tensors"), ("passes.derive", "passes"),
-    ("scores.splitters", "analyses"), ("train.fewshot", "training"), ("run", "runs"), ("rank_job", "runs"),
-    ("commands.search", "CLI"),
+    ("files", "tensors"), ("kernels.reference", "tensors"), ("data.builders", "tensors"), ("onnx_export", "tensors"),
+    ("passes.derive", "passes"), ("train.data_parallel", "training"),
+    ("scores.splitters", "analyses"), ("train.fewshot", "training"), ("run_folder", "runs"), ("search_job", "runs"),
+    ("rank_job", "runs"), ("commands.search", "CLI"), ("spaces.ofa", "analyses"),
 ])
 def test_modules_sit_in_their_layers(module, expected):
     assert NAMES[layer(module)] == expected
@@ -250,9 +251,10 @@ REGISTRY = 'SPLITTERS = Table("method", {"gm": "gmgraph.scores.splitters:split_b
 
 
 def test_a_planted_module_level_import_is_seen():
-    sources = {"passes.probe": "from gmgraph import pipeline\nimport gmgraph.choice\n", "pipeline": "", "choice": "",
-               "passes.typed": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gmgraph import run\n"}
-    assert upward_edges(sources) == ["gmgraph.passes.probe:1 (passes) imports gmgraph.pipeline (runs)"]
+    sources = {"passes.probe": "from gmgraph import search_job\nimport gmgraph.choice\n", "search_job": "",
+               "choice": "",
+               "passes.typed": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from gmgraph import run_folder\n"}
+    assert upward_edges(sources) == ["gmgraph.passes.probe:1 (passes) imports gmgraph.search_job (runs)"]
 
 
 def test_a_planted_function_level_import_is_seen():

@@ -8,11 +8,11 @@ import pytest
 
 from gmgraph import data, spaces
 from gmgraph.errors import ConfigError
-from gmgraph.pipeline import SearchSettings
 from gmgraph.samplers import SAMPLERS, UniformSampler
 from gmgraph.scores.splitters import SPLITTERS, get_splitter, method_names, split_exhaustive
 from gmgraph.scores.zero_cost import METRICS
 from gmgraph.search.strategies import STRATEGIES, search_randomly
+from gmgraph.search_job import SearchSettings
 from gmgraph.settings import add_flags, from_mapping
 from gmgraph.train import FewShotConfig, TrainConfig
 

@@ -190,7 +190,7 @@ def test_data_parallel_training_is_refused_with_a_clear_error():
 
 
 def test_gmgraph_search_with_the_sandwich_sampler_on_nb201(tmp_path):
-    tiny_search(tmp_path / "run", "synthetic", sampler="sandwich", sandwich_random=1, batch_size=8, method="oneshot",
+    tiny_search(tmp_path / "run", "synthetic", export="false", sampler="sandwich", sandwich_random=1, batch_size=8, method="oneshot",
                 epochs=1, steps_per_epoch=1, evaluations=1)
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["settings"]["train"]["sampler"] == "sandwich"

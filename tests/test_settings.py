@@ -8,8 +8,8 @@ import dataclasses
 import pytest
 
 from gmgraph.errors import ConfigError
-from gmgraph.pipeline import SearchSettings
 from gmgraph.search import SearchConfig
+from gmgraph.search_job import SearchSettings
 from gmgraph.settings import add_flags, as_dict, flags, from_flags, from_mapping, to_flags
 from gmgraph.train import FewShotConfig, TrainConfig
 

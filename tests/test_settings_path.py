@@ -23,7 +23,7 @@ def test_settings_are_built_once_per_single_process_run(tmp_path, monkeypatch):
     def stop(*args, **kwargs):
         raise ConfigError("stopped before any work")
 
-    monkeypatch.setattr("gmgraph.pipeline.run_search", stop)
+    monkeypatch.setattr("gmgraph.search_job.run_search", stop)
     assert main(["search", "--epochs", "2", "--split-at", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
     assert len(built) == 1
 
@@ -55,7 +55,7 @@ def test_a_run_resolves_its_training_device_once(tmp_path, monkeypatch):
         return real(name)
 
     monkeypatch.setattr(gmgraph.device, "resolve_device", counting)
-    tiny_search(tmp_path, "digits", final_epochs=1)  # a split (two children) and a final training
+    tiny_search(tmp_path, "digits", export="false", final_epochs=1)  # a split (two children) and a final training
     assert asked.count("auto") == 1
 
 

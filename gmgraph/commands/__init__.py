@@ -1,5 +1,8 @@
 """The subcommands of ``gmgraph``, one module each; this table names them without importing them.
 
+Each module has ``add_parser(subparsers)`` and its handler ``run(args) -> exit code``, which
+:func:`gmgraph.cli.main` calls.
+
 >>> list(HELP)
 ['search', 'export', 'predict', 'rank', 'show', 'report']
 """

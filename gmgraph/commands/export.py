@@ -6,9 +6,9 @@ Two sources::
           --checkpoint best.pt --out model.onnx
     $ gmgraph export --run runs/search-1        # writes runs/search-1/best.onnx
 
-From Python, :func:`gmgraph.run.export_run` does the second; it is how a
+From Python, :func:`gmgraph.run_folder.export_run` does the second; it is how a
 search run gets its ``best.onnx``. A run's ``best.pt`` records its network's
-space, sizes and data (:func:`gmgraph.run.best_record`), so the first needs no
+space, sizes and data (:func:`gmgraph.run_folder.best_record`), so the first needs no
 size flags for it; a best.pt written before gmgraph recorded them takes
 ``--width/--cells/--num-classes/--in-channels/--image-size``.
 """
@@ -24,7 +24,7 @@ from gmgraph.commands import HELP
 from gmgraph.errors import ConfigError
 
 if TYPE_CHECKING:
-    from gmgraph.run import Shape
+    from gmgraph.run_folder import Shape
 
 # NB201's CIFAR-10 network (C=16, N=5, 3x32x32, 10 classes) when neither flags nor a run say otherwise.
 _DEFAULTS = {"num_classes": 10, "in_channels": 3, "image_size": 32, "width": 16, "cells": 5}
@@ -52,12 +52,12 @@ def add_parser(sub) -> None:
                    "export its most accurate front point predicted within X ms")
     p.add_argument("--opset", type=int, default=18, help="ONNX opset (default 18)")
     p.add_argument("--out", type=Path, help="the .onnx file to write (required unless --run)")
-    p.set_defaults(func=_run_export)
+    p.set_defaults(func=run)
 
 
-def _run_export(args: argparse.Namespace) -> int:
-    from gmgraph.passes.onnx import read_metadata
-    from gmgraph.run import BEST, FRONT, best_shape, export_run, read_best
+def run(args: argparse.Namespace) -> int:
+    from gmgraph.onnx_export import read_metadata
+    from gmgraph.run_folder import BEST, FRONT, best_shape, export_run, read_best
     from gmgraph.spaces import arch_to_str, parse_arch
 
     if args.run is not None:
@@ -95,8 +95,8 @@ def _export_space(shape: Shape, arch: dict, best: dict | None, checkpoint: Path 
                   recorded: bool) -> Path:
     import torch
 
-    from gmgraph.passes.onnx import export_onnx
-    from gmgraph.run import best_metadata, build_network, load_weights
+    from gmgraph.onnx_export import export_onnx
+    from gmgraph.run_folder import best_metadata, build_network, load_weights
 
     with torch.random.fork_rng():  # fresh weights are seeded, without touching the caller's RNG
         torch.manual_seed(0)
@@ -143,7 +143,7 @@ def _flag_value(value: object) -> str:
 
 def _flag_shape(args: argparse.Namespace, space: str) -> Shape:
     from gmgraph.config import check_positive_int
-    from gmgraph.run import Shape
+    from gmgraph.run_folder import Shape
 
     values = {}
     for name, default in _DEFAULTS.items():

@@ -72,12 +72,15 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda (onnxruntime's CUDA provider; needs onnxruntime-gpu) or auto "
                         "(cuda when onnxruntime offers it) (default cpu)")
-    p.set_defaults(func=_run_predict)
+    p.set_defaults(func=run)
 
 
-def _run_predict(args: argparse.Namespace) -> int:
-    if args.batch_size <= 0 or args.show < 0:
-        raise ConfigError("--batch-size must be positive and --show 0 or more")
+def run(args: argparse.Namespace) -> int:
+    from gmgraph.config import check_positive_int
+
+    check_positive_int("--batch-size", args.batch_size)
+    if args.show < 0:
+        raise ConfigError(f"--show must be 0 or more, got {args.show}")
     if args.normalize is not None and args.images is None:
         raise ConfigError("--normalize applies to --images; --data uses the dataset's own preprocessing")
     # The library names a setting by its parameter; ``option`` makes its errors name this command's flags.

@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N: where the network runs (default auto: a GPU when torch sees one)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    p.set_defaults(func=_run_rank)
+    p.set_defaults(func=run)
 
 
 def _describe_device(device) -> str:
@@ -58,7 +58,7 @@ def _describe_device(device) -> str:
     return f"cuda:{index} ({torch.cuda.get_device_name(index)})"
 
 
-def _run_rank(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from gmgraph.config import check_positive_int
     from gmgraph.device import resolve_device
     from gmgraph.errors import ConfigError

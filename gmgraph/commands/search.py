@@ -45,7 +45,7 @@ def add_parser(sub) -> None:
     p.add_argument("--nproc", type=int, metavar="N",
                    help="worker processes on this machine, via torch.distributed (default 1); "
                         "for several machines start `python -m gmgraph search` with torchrun instead")
-    p.set_defaults(func=_run_search)
+    p.set_defaults(func=run)
 
 
 def _read_config(path: Path) -> dict:
@@ -85,19 +85,23 @@ def _resumed(args: argparse.Namespace):
     Raises:
         ConfigError: no checkpoint in --out, or a given value that contradicts the run's training.
     """
-    from gmgraph import run
+    from gmgraph import run_folder
     from gmgraph.config import SearchSettings
     from gmgraph.settings import given
 
-    out = args.out or run.default_out()
-    run.check_resumable(out, given_out=args.out is not None)
-    return run.resumed_settings(out, given(SearchSettings, args, _read_config(args.config) if args.config else None))
+    out = args.out or run_folder.default_out()
+    run_folder.check_resumable(out, given_out=args.out is not None)
+    values = given(SearchSettings, args, _read_config(args.config) if args.config else None)
+    return run_folder.resumed_settings(out, values)
 
 
-def _run_search(args: argparse.Namespace) -> int:
-    """Build the settings once, resolve the device once, then run (a torchrun worker does both in :func:`_search`)."""
-    if args.nproc is not None and args.nproc < 1:
-        raise ConfigError(f"--nproc must be 1 or more, got {args.nproc}")
+def run(args: argparse.Namespace) -> int:
+    """``gmgraph search``: build the settings once, resolve the device once, then run (a torchrun worker
+    does both in :func:`_run_in_process`)."""
+    from gmgraph.config import check_positive_int
+
+    if args.nproc is not None:
+        check_positive_int("--nproc", args.nproc)
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:  # a torchrun worker: its rank 0 reports
         return _start(args, None)
     if args.resume:  # every resume error answers before any data is loaded
@@ -120,19 +124,19 @@ class _Run(NamedTuple):
 
 def _check_resume(args: argparse.Namespace) -> int:
     """``--resume``: refuse a run that cannot continue, say so of a finished one, else continue it."""
-    from gmgraph import run
+    from gmgraph import run_folder
 
     settings, changed = _resumed(args)
     this = _Run.of(settings)
-    if run.finished(args.out):
+    if run_folder.finished(args.out):
         if changed:
             raise ConfigError(f"--resume: {args.out} is a finished run, so there is nothing to change "
                               f"({'; '.join(changed)}); start a new run in another --out to search with other "
                               "settings")
-        print(f"{args.out} is a finished run; nothing to resume (its results: {args.out / run.REPORT}, "
-              f"{args.out / run.HTML}; `gmgraph show --run {args.out}` prints them)")
+        print(f"{args.out} is a finished run; nothing to resume (its results: {args.out / run_folder.REPORT}, "
+              f"{args.out / run_folder.HTML}; `gmgraph show --run {args.out}` prints them)")
         return 0
-    _check_checkpoint(args.out / run.CHECKPOINT)
+    _check_checkpoint(args.out / run_folder.CHECKPOINT)
     return _start(args, this)
 
 
@@ -146,7 +150,7 @@ def _check_checkpoint(path: Path) -> None:
 
 def _start(args: argparse.Namespace, this: _Run | None) -> int:
     """The run in this process, in ``--nproc`` workers, or as one worker of torchrun's (``this`` is None:
-    the worker builds its settings and resolves its own device, in :func:`_search`)."""
+    the worker builds its settings and resolves its own device, in :func:`_run_in_process`)."""
     from gmgraph.train import distributed
 
     if distributed.launched_by_torchrun():
@@ -154,32 +158,32 @@ def _start(args: argparse.Namespace, this: _Run | None) -> int:
             raise ConfigError("--nproc starts workers on this machine; under torchrun leave it out "
                               "(torchrun's --nproc-per-node sets the number of workers)")
         with distributed.session() as team:
-            return _search(args, team, None)
+            return _run_in_process(args, team, None)
     if args.nproc is not None and args.nproc > 1:
         return _launch(args, this.settings)
-    return _search(args, None, this)
+    return _run_in_process(args, None, this)
 
 
-def _search(args: argparse.Namespace, team: distributed.Team | None, this: _Run | None) -> int:
+def _run_in_process(args: argparse.Namespace, team: distributed.Team | None, this: _Run | None) -> int:
     """The run itself, in one process or in every worker of a distributed run.
 
-    ``this``: the settings and device :func:`_run_search` built and resolved; None in a worker, which builds
+    ``this``: the settings and device :func:`run` built and resolved; None in a worker, which builds
     its own here (each worker is a process of its own; its device is its GPU, known inside the session)."""
-    from gmgraph import run
-    from gmgraph.pipeline import run_search
+    from gmgraph import run_folder
     from gmgraph.report import summary
+    from gmgraph.search_job import run_search
     from gmgraph.train import distributed
 
     folder = contextlib.ExitStack()  # rank 0 (or the one process) holds the run folder until the end
 
     def claim(out: Path) -> Path:
-        return folder.enter_context(run.claim(out, args.resume))
+        return folder.enter_context(run_folder.claim(out, args.resume))
 
     out = None
     try:
         with folder:
             settings, device = (this.settings, this.device) if this is not None else (_settings(args), None)
-            out = args.out or run.default_out()
+            out = args.out or run_folder.default_out()
             if team is None:
                 out = claim(out)
             else:  # rank 0 checks, names and locks the folder; everyone uses its answer
@@ -201,23 +205,25 @@ def _search(args: argparse.Namespace, team: distributed.Team | None, this: _Run 
     if report is None:  # a worker other than rank 0: the report is rank 0's
         return 0
     print(summary(report))
-    print("wrote " + ", ".join(str(out / name) for name in (run.REPORT, run.HTML, run.ARCH, run.BEST, run.ONNX)))
+    written = (run_folder.REPORT, run_folder.HTML, run_folder.ARCH, run_folder.BEST,
+               *([run_folder.ONNX] if report["settings"]["export"] else []))
+    print("wrote " + ", ".join(str(out / name) for name in written))
     return 0
 
 
 def _resume_hint(out: Path | None) -> str:
     """Where the last checkpoint is and the command that continues from it."""
-    from gmgraph import run
+    from gmgraph import run_folder
 
-    if out is None or not (Path(out) / run.CHECKPOINT).exists():
+    if out is None or not (Path(out) / run_folder.CHECKPOINT).exists():
         return "no epoch had finished, so there is nothing to resume: start the run again"
-    return (f"the last checkpoint (written after every epoch) is {Path(out) / run.CHECKPOINT}; continue with: "
+    return (f"the last checkpoint (written after every epoch) is {Path(out) / run_folder.CHECKPOINT}; continue with: "
             f"gmgraph search --out {out} --resume (it takes the run's settings)")
 
 
 def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     """Start ``args.nproc`` workers on this machine, each running this command with the same settings."""
-    from gmgraph import run
+    from gmgraph import run_folder
     from gmgraph.errors import ConfigError
     from gmgraph.progress import log
     from gmgraph.registry import SAMPLERS
@@ -230,7 +236,7 @@ def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
                           "averaged across ranks); leave out --nproc")
     for note in check_workers(args.nproc):  # before any worker takes memory; each checks its training share
         log(note, quiet=args.quiet)
-    out = run.prepare(args.out or run.default_out(), args.resume).resolve()
+    out = run_folder.prepare(args.out or run_folder.default_out(), args.resume).resolve()
     flags = ["--out", str(out), *to_flags(settings)]  # every setting, so the workers need no config file
     flags += ["--resume"] * args.resume + ["--quiet"] * args.quiet
     return distributed.launch(["search", *flags], args.nproc)

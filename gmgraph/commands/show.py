@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gmgraph import registry
 from gmgraph.commands import HELP
 
-if TYPE_CHECKING:
-    import torch
 
 def add_parser(sub) -> None:
     p = sub.add_parser("show", help=HELP["show"],
@@ -59,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _from_run(args: argparse.Namespace):
-    from gmgraph.run import Shape, read_report
+    from gmgraph.run_folder import Shape, read_report
 
     shape = Shape.of_report(report := read_report(args.run))
     args.space, args.width, args.cells = shape.space, shape.width, shape.cells
@@ -82,25 +79,22 @@ def space_table(gm) -> str:
 
 
 def param_range(gm) -> tuple[int, int]:
-    """Fewest and most parameters of any architecture (a label's op applies to all its Choices)."""
-    from gmgraph.graph import choices
+    """Fewest and most parameters of any architecture (a label's op applies to all its Choices).
 
-    inside = {id(p) for group in choices(gm).values() for c in group for p in c.parameters()}
-    fixed = sum(p.numel() for p in gm.parameters() if id(p) not in inside)
+    As derived: an elastic view counts its slice of the shared tensor, a Choice nested in an op
+    counts only with that op (each nested Choice bounded on its own, so the range stays a true bound).
+    """
+    from gmgraph.search.cost_bounds import op_param_bounds, own_parameters
+
+    fixed, top = own_parameters(gm)
+    by_label: dict[str, list[dict[str, tuple[int, int]]]] = {}
+    for choice in top:
+        by_label.setdefault(choice.label, []).append(op_param_bounds(choice))
     low = high = fixed
-    for group in choices(gm).values():
-        per_op = [sum(_derived_params(c.ops[op]) for c in group) for op in group[0].ops]
-        low, high = low + min(per_op), high + max(per_op)
+    for bounds in by_label.values():
+        low += min(sum(b[op][0] for b in bounds) for op in bounds[0])
+        high += max(sum(b[op][1] for b in bounds) for op in bounds[0])
     return low, high
-
-
-def _derived_params(op: torch.nn.Module) -> int:
-    import torch
-
-    # derive gives non-affine BatchNorms a weight and a bias: count them as the derived network has them.
-    extra = sum(2 * m.num_features for m in op.modules()
-                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and not m.affine)
-    return sum(p.numel() for p in op.parameters()) + extra
 
 
 def arch_summary(gm, arch: dict[str, str], shape: tuple[int, int, int]) -> str:

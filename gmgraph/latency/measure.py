@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, LatencyError
 from gmgraph.latency.runtimes import RUNTIMES, Runner, check_runtime
 
@@ -104,7 +105,7 @@ def measure(
     """
     check_runtime(runtime)
     for name, value in (("threads", threads), ("batch", batch)):
-        _check_int(name, value, minimum=1)
+        check_positive_int(name, value)
     if isinstance(net_or_path, (str, Path)):
         if runtime != "onnxruntime":
             raise ConfigError(f"an .onnx file runs in runtime='onnxruntime', not {runtime!r}; "
@@ -243,10 +244,10 @@ def check_timing(*, warmup: int, runs: int, max_spread: float, attempts: int, th
     ...
     gmgraph.errors.ConfigError: runs must be a positive integer, got -1
     """
-    _check_int("warmup", warmup, minimum=0)
-    _check_int("runs", runs, minimum=1)
-    _check_int("attempts", attempts, minimum=1)
-    _check_int("threads", threads, minimum=1)
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ConfigError(f"warmup must be an integer of 0 or more, got {warmup!r}")
+    for name, value in (("runs", runs), ("attempts", attempts), ("threads", threads)):
+        check_positive_int(name, value)
     if isinstance(max_spread, bool) or not isinstance(max_spread, (int, float)) or not max_spread > 0:
         raise ConfigError(f"max_spread must be a positive number (IQR / median, e.g. 0.1), got {max_spread!r}")
 
@@ -262,12 +263,6 @@ def check_shape(shape: object) -> tuple[int, ...]:
         raise ConfigError(f"input_shape must be the shape of one input without the batch dimension, "
                           f"positive integers such as (1, 8, 8); got {shape!r}")
     return tuple(shape)
-
-
-def _check_int(name: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        kind = "a positive integer" if minimum == 1 else f"an integer of {minimum} or more"
-        raise ConfigError(f"{name} must be {kind}, got {value!r}")
 
 
 def _onnx_input_shape(path: Path, given: Sequence[int] | None) -> Sequence[int] | None:

@@ -187,7 +187,7 @@ def _torchscript_export(net: nn.Module, args: tuple[torch.Tensor, ...]) -> bytes
 def _dynamo_export(net: nn.Module, args: tuple[torch.Tensor, ...]) -> bytes:
     import tempfile
 
-    from gmgraph.passes.onnx import export_onnx
+    from gmgraph.onnx_export import export_onnx
 
     if len(args) != 1:
         raise ExportError("the dynamo fallback exports single-input models only")

@@ -52,7 +52,7 @@ _CANONICAL = re.compile(
     + r"\Z"
 )
 
-DATASETS = ("cifar10", "cifar100", "imagenet16-120", "cifar10-valid")
+TABLE_DATASETS = ("cifar10", "cifar100", "imagenet16-120", "cifar10-valid")
 SPLITS = ("test", "val")
 EPOCHS = (200, 12)
 
@@ -77,7 +77,7 @@ COLUMNS = ("index", "arch_str", *_ACCURACY_COLUMNS, "params_mb_c10", "flops_m_c1
 
 
 @dataclass(frozen=True)
-class Table:
+class NB201Table:
     """The whole benchmark in memory.
 
     Attributes:
@@ -94,7 +94,7 @@ class Table:
 
 
 @functools.cache
-def table() -> Table:
+def table() -> NB201Table:
     """The packaged table, read and checked on first use, then cached.
 
     Raises:
@@ -116,7 +116,7 @@ def table() -> Table:
         ) from error
 
 
-def parse_table(lines: Iterable[str]) -> Table:
+def parse_table(lines: Iterable[str]) -> NB201Table:
     """Parse and check the CSV text of the table (what :func:`table` reads).
 
     Args:
@@ -147,7 +147,7 @@ def parse_table(lines: Iterable[str]) -> Table:
     rows = _check_columns(columns)
     for array in columns.values():
         array.setflags(write=False)
-    return Table(columns=columns, rows=rows)
+    return NB201Table(columns=columns, rows=rows)
 
 
 def _check_shape(records: list[list[str]]) -> None:
@@ -345,8 +345,8 @@ def flops(arch: ArchLike) -> float:
 
 def _column(dataset: str, split: str, epochs: int) -> str:
     name = dataset.lower() if isinstance(dataset, str) else dataset
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; accepted: {', '.join(DATASETS)}")
+    if name not in TABLE_DATASETS:
+        raise DataError(f"unknown dataset {dataset!r}; accepted: {', '.join(TABLE_DATASETS)}")
     if split not in SPLITS:
         raise DataError(f"unknown split {split!r}; accepted: {', '.join(SPLITS)}")
     if isinstance(epochs, bool) or not isinstance(epochs, int | np.integer) or epochs not in EPOCHS:

@@ -5,7 +5,6 @@
 
 from gmgraph.passes.derive import derive
 from gmgraph.passes.fuse import fuse
-from gmgraph.passes.onnx import export_onnx
 from gmgraph.passes.restrict import lineage_id, restrict, split
 
-__all__ = ["derive", "export_onnx", "fuse", "lineage_id", "restrict", "split"]
+__all__ = ["derive", "fuse", "lineage_id", "restrict", "split"]

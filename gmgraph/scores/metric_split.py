@@ -31,7 +31,8 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from torch import fx
 
-from gmgraph.errors import ConfigError, DataError, SpaceError
+from gmgraph.config import check_positive_int
+from gmgraph.errors import DataError, SpaceError
 from gmgraph.graph import sample, space
 from gmgraph.scores.partition import best_partition, name_groups, partitions
 from gmgraph.scores.zero_cost import Batch, LossFn, zero_cost
@@ -91,8 +92,7 @@ def metric_distances(
         True
     """
     ops = splittable_ops(gm, label)
-    if isinstance(n_children, bool) or not isinstance(n_children, int) or n_children < 1:
-        raise ConfigError(f"n_children must be a positive int, got {n_children!r}")
+    check_positive_int("n_children", n_children)
     generator = torch.Generator().manual_seed(seed)
     stream = _batch_stream(batches)
     total = torch.zeros(len(ops), len(ops), dtype=torch.float64)

@@ -30,7 +30,7 @@ from gmgraph.search.from_alphas import argmax
 from gmgraph.search.multi_objective import Objective, ParetoResult, nsga2
 from gmgraph.search.pareto import crowding_distance, dominates, hypervolume, non_dominated, non_dominated_sort
 from gmgraph.search.random import random_search
-from gmgraph.search.ranking import kendall_tau, spearman, top_k_precision
+from gmgraph.search.rank_correlation import kendall_tau, spearman, top_k_precision
 from gmgraph.search.regularized_evolution import evolution
 from gmgraph.search.result import SearchResult
 from gmgraph.search.strategies import (

@@ -27,6 +27,7 @@ import torch
 from torch import fx, nn
 
 from gmgraph.arch import validate
+from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, DataError
 from gmgraph.graph import space
 from gmgraph.passes.derive import derive
@@ -235,7 +236,5 @@ def _device(gm: nn.Module) -> torch.device:
 def _check_counts(bn_batches: object, max_batches: object) -> None:
     if isinstance(bn_batches, bool) or not isinstance(bn_batches, int) or bn_batches < 0:
         raise ConfigError(f"bn_batches must be an integer >= 0 (0 skips recalibration), got {bn_batches!r}")
-    if max_batches is not None and (
-        isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1
-    ):
-        raise ConfigError(f"max_batches must be a positive integer or None (all), got {max_batches!r}")
+    if max_batches is not None:  # None: all
+        check_positive_int("max_batches", max_batches)

@@ -43,7 +43,7 @@ from gmgraph.search.pareto import (
     non_dominated_sort,
     to_minimisation,
 )
-from gmgraph.search.random import check_int, check_space, distinct_archs, space_size
+from gmgraph.search.random import check_int, check_space, count_archs, distinct_archs
 from gmgraph.search.regularized_evolution import mutate
 from gmgraph.search.result import SearchResult
 
@@ -195,7 +195,7 @@ def nsga2(
 
     first = screen.feasible(distinct_networks(distinct_archs(space, population, rng), canonical))
     members = [evaluate(arch) for arch in itertools.islice(first, min(population, budget))]
-    size = space_size(space)
+    size = count_archs(space)
 
     def more() -> bool:  # budget left, and architectures neither evaluated nor known to break a limit
         return len(seen) < min(budget, size - screen.refused)

@@ -24,7 +24,7 @@ import numpy as np
 from gmgraph.arch import Arch, key
 from gmgraph.search.canonical import Canonical
 from gmgraph.search.constraints import Screen
-from gmgraph.search.random import random_arch, space_size
+from gmgraph.search.random import count_archs, random_arch
 
 NOVELTY_TRIES = 50
 """Varied candidates drawn in a row before one that repeats an evaluated network is replaced by a uniform draw."""
@@ -56,7 +56,7 @@ def novel(make: Callable[[], Arch], tries: int, space: Mapping[str, Sequence[str
         arch = same(make())
         if key(arch) not in seen and screen.allows(arch):
             return arch
-    size = space_size(space)
+    size = count_archs(space)
     for _ in range(max(screen.max_draws, UNIFORM_TRIES)):
         if len(seen) + screen.refused >= size:
             return None  # every architecture is evaluated or known to break a limit

@@ -104,7 +104,7 @@ def distinct_archs(space: Mapping[str, Sequence[str]], n: int, rng: np.random.Ge
         >>> sorted(arch["a"] for arch in archs)
         ['x', 'y', 'z']
     """
-    size = space_size(space)
+    size = count_archs(space)
     if n >= size:
         yield from enumerate_archs(space)
         return
@@ -126,7 +126,7 @@ def random_arch(space: Mapping[str, Sequence[str]], rng: np.random.Generator) ->
     return {label: ops[int(rng.integers(len(ops)))] for label, ops in space.items()}
 
 
-def space_size(space: Mapping[str, Sequence[str]]) -> int:
+def count_archs(space: Mapping[str, Sequence[str]]) -> int:
     """Number of architectures in ``space`` (a Python int: no overflow)."""
     return math.prod(len(ops) for ops in space.values())
 

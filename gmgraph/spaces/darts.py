@@ -35,6 +35,7 @@ from torch import fx, nn
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice, Zero
+from gmgraph.config import check_positive_int
 from gmgraph.errors import ArchError, SpaceError
 from gmgraph.graph import choices, space
 from gmgraph.spaces.nb201 import ReLUConvBN
@@ -184,8 +185,8 @@ def supernet(
     unknown = [op for op in ops if op not in OPS]
     if unknown or not ops or len(set(ops)) != len(ops):
         raise SpaceError(f"DARTS ops must be distinct names among {', '.join(OPS)}; got {list(ops)}")
-    if layers < 1 or C < 1:
-        raise SpaceError(f"DARTS needs C >= 1 and layers >= 1, got C={C}, layers={layers}")
+    check_positive_int("DARTS's C", C, error=SpaceError)
+    check_positive_int("DARTS's layers", layers, error=SpaceError)
     return Network(C, layers, num_classes, tuple(ops), in_channels, affine, pool_bn, stem_multiplier)
 
 

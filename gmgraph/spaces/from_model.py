@@ -39,6 +39,7 @@ from torchvision.ops import MLP, SqueezeExcitation
 
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
+from gmgraph.config import check_positive_int
 from gmgraph.elastic import ConvView, NormView
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
@@ -393,8 +394,7 @@ def elastic_depth(min_depth: int = 1) -> Rule:
         >>> list(ops), ops["d1"][0] is ops["d2"][0]
         (['d2', 'd1'], True)
     """
-    if isinstance(min_depth, bool) or not isinstance(min_depth, int) or min_depth < 1:
-        raise SpaceError(f"elastic_depth needs min_depth >= 1; got {min_depth!r}")
+    check_positive_int("elastic_depth's min_depth", min_depth, error=SpaceError)
 
     def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
         if not isinstance(module, nn.Sequential) or len(module) < 2 or not all(

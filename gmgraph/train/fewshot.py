@@ -46,7 +46,7 @@ from gmgraph.scores.splitters import (
 )
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict, replace_settings
-from gmgraph.train import distributed
+from gmgraph.train import data_parallel, distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
 from gmgraph.train.loop import ArchPenalty, SupernetTrainer
 
@@ -256,7 +256,7 @@ def _place(result: FewShotResult, team: distributed.Team | None) -> list[tuple[i
         return [(0,)] * len(result.leaves)
     ranks = team.assign(len(result.leaves))
     for node, owners in zip(result.leaves, ranks):
-        node.trainer.distribute(team.data_parallel(owners))
+        node.trainer.distribute(data_parallel.over(team, owners))
     return ranks
 
 

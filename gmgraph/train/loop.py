@@ -18,7 +18,7 @@ architecture parameters, optimizer, scheduler, sampler, RNG streams) goes
 into a checkpoint each epoch, so a resumed run ends bit-for-bit where an
 uninterrupted one would. Few-shot children start with :meth:`SupernetTrainer.fork`;
 :meth:`SupernetTrainer.distribute` makes a group of ranks train one supernet
-data-parallel (``gmgraph.train.distributed``).
+data-parallel (``gmgraph.train.data_parallel``).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from gmgraph.train.cuda_graphs import GraphedStep, capture
 from gmgraph.train.sandwich import sandwich_pass
 
 if TYPE_CHECKING:
-    from gmgraph.train.distributed import DataParallel
+    from gmgraph.train.data_parallel import DataParallel
 
 
 class _Indexed(Dataset):
@@ -132,7 +132,7 @@ class SupernetTrainer:
         """Train data-parallel with ``parallel``'s group of ranks from now on (None: alone).
 
         Every rank of the group must call it at the same point; they start from
-        the first rank's weights. See :mod:`gmgraph.train.distributed`.
+        the first rank's weights. See :mod:`gmgraph.train.data_parallel`.
         """
         if parallel is not None and self.sampler.multi_path:
             raise TrainError(f"the {self.sampler.name} sampler trains in one process (its paths' losses are not "

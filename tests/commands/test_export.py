@@ -13,8 +13,8 @@ from PIL import Image
 
 from gmgraph import data
 from gmgraph.cli import main
-from gmgraph.passes.onnx import read_metadata
-from gmgraph.run import export_run
+from gmgraph.onnx_export import read_metadata
+from gmgraph.run_folder import export_run
 from gmgraph.spaces import nb201
 
 ARCH = "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|nor_conv_1x1~0|none~1|avg_pool_3x3~2|"

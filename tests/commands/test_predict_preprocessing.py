@@ -25,8 +25,8 @@ from sklearn.datasets import load_digits
 from gmgraph import data
 from gmgraph.cli import main
 from gmgraph.errors import DataError
-from gmgraph.passes.onnx import PREPROCESSING_KEY, export_onnx, read_metadata
-from gmgraph.run import export_run
+from gmgraph.onnx_export import PREPROCESSING_KEY, export_onnx, read_metadata
+from gmgraph.run_folder import export_run
 from tests.conftest import tiny_search
 
 ACCURACY = re.compile(r"^accuracy: (\d\.\d{4}) \((\d+)/(\d+) (.+)\)$", re.M)
@@ -275,7 +275,7 @@ def test_digits_preprocessing_is_what_load_normalises_with():
 
 
 def test_export_run_of_a_dataset_gmgraph_cannot_describe_records_none(monkeypatch):
-    from gmgraph.run import Shape, _preprocessing
+    from gmgraph.run_folder import Shape, _preprocessing
 
     monkeypatch.setitem(data.DATASETS, "noise", data.DATASETS["synthetic"])  # added from outside, as README shows
     with pytest.raises(DataError, match="does not know how dataset 'noise' prepares its images"):

@@ -10,7 +10,7 @@ from gmgraph.errors import ConfigError
 from gmgraph.latency import LatencyError, measure, measure_model
 from gmgraph.latency.measure import time_runs
 from gmgraph.latency.runtimes import Runner
-from gmgraph.passes.onnx import export_onnx
+from gmgraph.onnx_export import export_onnx
 from tests.latency.fake_runtime import OVERHEAD, leaf_cost
 
 

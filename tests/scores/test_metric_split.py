@@ -160,7 +160,7 @@ def test_a_single_op_label_cannot_be_split(tiny_nb201):
 
 
 def test_bad_settings(tiny_nb201):
-    with pytest.raises(ConfigError, match="n_children must be a positive int, got 0"):
+    with pytest.raises(ConfigError, match="n_children must be a positive integer, got 0"):
         metric_distances(tiny_nb201, "1<-0", "params", batches(1), n_children=0)
     with pytest.raises(ConfigError, match="unknown zero-cost metric 'ntk'"):
         metric_distances(tiny_nb201, "1<-0", "ntk", batches(1), n_children=1)

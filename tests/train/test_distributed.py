@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # started as a worker script
     sys.path.insert(0, str(ROOT))
 
-from gmgraph.train import SupernetTrainer, TrainConfig, distributed  # noqa: E402
+from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distributed  # noqa: E402
 from gmgraph.train.fewshot import FewShotConfig, run_fewshot  # noqa: E402
 
 FEWSHOT = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
@@ -71,7 +71,7 @@ def train_steps(case: str, parallel: bool) -> dict:
                                                               steps_per_epoch=steps), seed=3,
                               arch_penalty=first_op_penalty if case == "darts-penalty" else None)
     if parallel:
-        trainer.distribute(distributed.team().data_parallel((0, 1)))
+        trainer.distribute(data_parallel.over(distributed.team(), (0, 1)))
     paths, context = [], trainer.sampler.context
 
     def recording(*args):
@@ -94,7 +94,7 @@ def fewshot(**kwargs) -> dict:
 def lose_contact() -> dict:
     """A data-parallel BatchNorm step whose partner is gone."""
     try:
-        parallel = distributed.team().data_parallel((0, 1))
+        parallel = data_parallel.over(distributed.team(), (0, 1))
         net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)).train()
         parallel.bind(net)
         with parallel.batchnorm():
@@ -227,9 +227,9 @@ def test_placement_of_leaves_on_ranks():
     assert distributed.placement(2, 2) == [(0,), (1,)]
     assert distributed.placement(3, 2) == [(0,), (1,), (0,)]
     assert distributed.placement(2, 5) == [(0, 1), (2, 3, 4)]
-    assert distributed.bounds(64, 0, 2) == (0, 32) and distributed.bounds(64, 1, 2) == (32, 64)
-    assert [distributed.bounds(5, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 5)]
-    assert distributed.bounds(1, 1, 2) == (1, 1)
+    assert data_parallel.bounds(64, 0, 2) == (0, 32) and data_parallel.bounds(64, 1, 2) == (32, 64)
+    assert [data_parallel.bounds(5, r, 3) for r in range(3)] == [(0, 2), (2, 4), (4, 5)]
+    assert data_parallel.bounds(1, 1, 2) == (1, 1)
 
 
 def test_one_process_never_touches_torch_distributed():

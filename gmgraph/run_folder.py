@@ -24,8 +24,8 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -329,10 +329,35 @@ class Shape:
 
     @classmethod
     def of_report(cls, report: Mapping[str, Any]) -> Shape:
-        """The network a finished run trained (report.json records the input shape and classes)."""
-        settings, shape = report["settings"], report["input_shape"]
-        return cls(space=settings["space"], width=settings["width"], cells=settings["cells"],
-                   num_classes=report["num_classes"], in_channels=shape[0], image_size=tuple(shape[1:]))
+        """The network a finished run trained: :meth:`of_settings` of the settings report.json records (read
+        as ``--resume`` reads settings.json) for the input shape and classes it records.
+
+        Raises:
+            RunError: the report's settings or input do not describe a network this gmgraph builds.
+        """
+        from gmgraph.config import SearchSettings
+        from gmgraph.settings import from_mapping
+
+        try:
+            settings = from_mapping(SearchSettings, _flat_record(report["settings"]))
+            return cls.of_settings(settings, report["input_shape"], report["num_classes"])
+        except (ConfigError, TypeError, ValueError) as exc:
+            raise RunError(f"{REPORT} does not describe a network this gmgraph builds ({exc})") from exc
+
+    @classmethod
+    def of_settings(cls, settings: Any, input_shape: Sequence[int], num_classes: int) -> Shape:
+        """The network ``settings`` (a :class:`~gmgraph.config.SearchSettings`) build for ``num_classes`` and
+        images of ``input_shape`` (channels, height, width): the settings that shape the run
+        (:meth:`~gmgraph.config.SearchSettings.shaping`) that are fields of a Shape, and the input's size.
+
+        >>> from gmgraph.config import SearchSettings
+        >>> Shape.of_settings(SearchSettings(width=4, cells=1, image_size=12), [1, 12, 12], 10)
+        Shape(space='nb201', width=4, cells=1, num_classes=10, in_channels=1, image_size=(12, 12))
+        """
+        names = {f.name for f in fields(cls)}
+        knobs = {name: value for name, value in settings.shaping().items() if name in names}
+        return cls.of_record({**knobs, "num_classes": num_classes, "in_channels": input_shape[0],
+                              "image_size": list(input_shape[1:])})  # the input's size, not the resize setting
 
     def as_record(self) -> dict:
         """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back.
@@ -431,7 +456,7 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
         >>> export_run("runs/search-1")  # doctest: +SKIP
         PosixPath('runs/search-1/best.onnx')
     """
-    from gmgraph.passes.onnx import export_onnx
+    from gmgraph.onnx_export import export_onnx
 
     out = Path(out)
     report = read_report(out)

@@ -13,7 +13,7 @@ import pytest
 
 from gmgraph.cli import main
 from gmgraph.errors import RunError
-from gmgraph.run import LOCK, REPORT_KEYS, locked, read_report
+from gmgraph.run_folder import BEST, LOCK, REPORT_KEYS, Shape, locked, read_best, read_report
 
 
 def test_a_lock_is_held_for_the_run_and_released_on_any_exit(tmp_path):
@@ -72,3 +72,16 @@ def test_a_report_missing_one_key_names_it(tmp_path):
     (tmp_path / "report.json").write_text(json.dumps(report))
     with pytest.raises(RunError, match="missing hardware"):
         read_report(tmp_path)
+
+
+def test_a_reports_network_is_read_from_its_settings_record_and_input(finished_search):
+    report = read_report(finished_search.out)
+    shape = Shape.of_report(report)
+    assert shape == Shape(space="nb201", width=4, cells=1, num_classes=10, in_channels=3, image_size=(32, 32))
+    assert read_best(finished_search.out / BEST)["network"] == shape.as_record()  # what the run itself recorded
+    refused = {**report, "settings": {**report["settings"], "space": "nope"}}
+    with pytest.raises(RunError, match=r"report.json does not describe a network .*unknown space 'nope'"):
+        Shape.of_report(refused)
+    flat = {**report, "input_shape": [3, 32]}
+    with pytest.raises(RunError, match="not a network record"):
+        Shape.of_report(flat)

@@ -34,7 +34,7 @@ from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
 from gmgraph.report import PHASES, count
-from gmgraph.run import (
+from gmgraph.run_folder import (
     CHECKPOINT,
     HTML,
     ONNX,
@@ -69,7 +69,7 @@ def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes
 
 def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = False, quiet: bool = False,
                device: torch.device | None = None) -> dict | None:
-    """Run the whole job; write the run folder (:mod:`gmgraph.run`) and return the report.
+    """Run the whole job; write the run folder (:mod:`gmgraph.run_folder`) and return the report.
 
     In a distributed run every rank calls it: the ranks share the supernet
     training (see :func:`gmgraph.train.fewshot.run_fewshot`); the search, the
@@ -83,11 +83,12 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     if device is None:
         device = training_device(settings.train.device, settings.train.precision)
     with _long_lived_objects_frozen() as freeze, torch_threads(settings.threads):
-        return _run_search(settings, Path(out), resume, quiet, freeze, device)
+        return _run_job(settings, Path(out), resume, quiet, freeze, device)
 
 
-def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, freeze,
-                device: torch.device) -> dict | None:
+def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, freeze,
+             device: torch.device) -> dict | None:
+    """:func:`run_search`'s phases in order: data, supernet, latency, training, search, final training, outputs."""
     team = distributed.team()
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     clock = Clock()
@@ -123,7 +124,7 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
     with clock.phase("search"):
         calib = _calibration(loaders, settings)  # drawn once: search and final evaluation share them
         measures = arch_measures(gm, info.shape, latency=table)
-        found = _search(settings, gm, result, loaders, calib, measures, quiet)
+        found = _search_architectures(settings, gm, result, loaders, calib, measures, quiet)
         found, pick = _keep_latency_limit_measured(settings, result, found, info.shape, quiet)
     with clock.phase("final"):
         final = _final(settings, result, found, loaders, calib, device, quiet)
@@ -137,11 +138,15 @@ def _run_search(settings: SearchSettings, out: Path, resume: bool, quiet: bool, 
             write_report(staging, report, final.pop("model"))
             if isinstance(found, ParetoResult):
                 write_front(staging, [(arch, _front_net(result, arch, calib)) for arch, _ in found.front])
-            export_run(staging)
+            if settings.export:
+                export_run(staging)
         report["timings"] = run_timings(clock, earlier)
         write_report(staging, report)  # report.json again, now with the export timed too
         _render(staging)  # drawn from the finished report.json (well under a second, not in the timings)
-    log(f"wrote {out / ONNX} (checked in onnxruntime) and {out / HTML}", quiet=quiet)
+    if settings.export:
+        log(f"wrote {out / ONNX} (checked in onnxruntime) and {out / HTML}", quiet=quiet)
+    else:
+        log(f"wrote {out / HTML}; no best.onnx (--export false): `gmgraph export --run {out}` writes it", quiet=quiet)
     return report
 
 
@@ -411,8 +416,9 @@ def _keep_latency_limit_measured(settings: SearchSettings, result: FewShotResult
     return found, pick
 
 
-def _search(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders, calib: list,
-            measures: dict, quiet: bool):
+def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result: FewShotResult, loaders,
+                          calib: list, measures: dict, quiet: bool):
+    """The search strategy over the trained sub-supernets: each candidate scored on its leaf's shared weights."""
     # Read once, not per candidate: each leaf's space (what `locate` recomputes from the graph every call).
     leaves = [(leaf, leaf.space) for leaf in result.leaves]
     val = _held(loaders.val)

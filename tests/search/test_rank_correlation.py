@@ -1,4 +1,4 @@
-"""Tests of gmgraph.search.ranking (ranking-quality measures)."""
+"""Tests of gmgraph.search.rank_correlation (ranking-quality measures)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from gmgraph.errors import GmGraphError
-from gmgraph.search.ranking import kendall_tau, spearman, summarize, top_k_precision
+from gmgraph.search.rank_correlation import kendall_tau, spearman, summarize, top_k_precision
 
 # ------------------------------------------------------------------ correlations
 

@@ -18,6 +18,10 @@ architecture and the gmgraph version in its metadata::
 The exported graph takes one input named ``input`` (its first dimension, the
 batch, symbolic unless ``dynamic_batch=False``) and names its outputs ``output``
 (or ``output_0``, ``output_1``, ... for a tuple).
+
+It writes a file, so it is not one of the passes (:mod:`gmgraph.passes`: a
+GraphModule in, a new GraphModule out); it sits beside the onnxruntime
+sessions it checks the file with (:mod:`gmgraph.onnx_session`).
 """
 
 from __future__ import annotations

@@ -20,8 +20,8 @@ from torch import nn
 
 import gmgraph
 from gmgraph.errors import ExportError
-from gmgraph.passes import derive, export_onnx
-from gmgraph.passes.onnx import read_metadata
+from gmgraph.onnx_export import export_onnx, read_metadata
+from gmgraph.passes import derive
 from gmgraph.spaces import nb201
 from tests.conftest import randomize_batchnorm
 
