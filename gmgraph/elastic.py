@@ -70,13 +70,16 @@ class ConvView(nn.Module):
         conv: the shared conv (square odd kernel, zero padding); it stays a submodule of every view.
         kernel: odd size <= the conv's (default: the conv's own).
         out_channels, in_channels: how many leading channels run (default: all).
+        transform: OFA's learned kernel transform (:class:`KernelTransform`), shared by every view of the
+            conv: a smaller kernel is the transformed centre instead of the plain centre.
 
     Raises:
         SpaceError: a kernel, channel count or padding the shared conv cannot give.
     """
 
     def __init__(self, conv: nn.Conv2d, kernel: int | None = None,
-                 out_channels: int | None = None, in_channels: int | None = None):
+                 out_channels: int | None = None, in_channels: int | None = None,
+                 transform: KernelTransform | None = None):
         super().__init__()
         if not isinstance(conv, nn.Conv2d):
             raise SpaceError(f"ConvView needs an nn.Conv2d to share, got {type(conv).__name__}")
@@ -96,6 +99,9 @@ class ConvView(nn.Module):
         self.in_channels = self.out_channels if self.depthwise else _count(in_channels, conv.in_channels,
                                                                            "in_channels")
         self.padding = self._padding()
+        if transform is not None:
+            transform.check(size, self.kernel)
+        self.transform = transform
 
     def _padding(self) -> str | tuple[int, int]:
         if self.conv.padding == "same":
@@ -111,10 +117,13 @@ class ConvView(nn.Module):
         return self.out_channels if self.depthwise else self.conv.groups
 
     def weight(self) -> torch.Tensor:
-        """The slice of the shared weight this view runs (a view of it, not a copy)."""
+        """The slice of the shared weight this view runs (a view of it, not a copy; with a transform,
+        computed from it)."""
         start = (self.conv.kernel_size[0] - self.kernel) // 2
         inputs = 1 if self.depthwise else self.in_channels // self.conv.groups if self.conv.groups > 1 \
             else self.in_channels
+        if self.transform is not None and self.kernel < self.conv.kernel_size[0]:
+            return self.transform(self.conv.weight[:self.out_channels, :inputs], self.kernel)
         return self.conv.weight[:self.out_channels, :inputs, start:start + self.kernel, start:start + self.kernel]
 
     def bias(self) -> torch.Tensor | None:
@@ -145,11 +154,61 @@ class ConvView(nn.Module):
         return f"kernel={self.kernel}, out_channels={self.out_channels}, in_channels={self.in_channels}"
 
 
+class KernelTransform(nn.Module):
+    """Once-for-All's kernel transform: one learned ``k^2 x k^2`` matrix per smaller size ``k`` of a shared conv.
+
+    A ``k x k`` kernel is computed from the next larger size's: take its centre ``k x k``, flatten it,
+    and multiply by that size's matrix; the same matrix serves every (output, input) channel pair of
+    the conv. So the 3x3 of a 7x7 goes 7 -> 5 -> 3 through two matrices. The matrices start as the
+    identity (the plain centre) and train with the network; give ONE transform to every view of the
+    conv (:class:`ConvView` ``transform=``). ``derive`` folds them into the materialised kernel.
+
+    >>> shared = nn.Conv2d(2, 4, 7, padding=3)
+    >>> transform = KernelTransform(7, (3, 5))
+    >>> sorted(name for name, _ in transform.named_parameters())
+    ['matrices.3', 'matrices.5']
+    >>> view = ConvView(shared, kernel=3, transform=transform)
+    >>> torch.equal(view.weight(), shared.weight[:, :, 2:5, 2:5])    # the identity at the start
+    True
+
+    Args:
+        size: the shared conv's kernel size.
+        kernels: the smaller sizes views may ask for (odd, below ``size``).
+    """
+
+    def __init__(self, size: int, kernels):
+        super().__init__()
+        sizes = sorted(set(kernels))
+        if not sizes or any(not isinstance(k, int) or k % 2 == 0 or not 1 <= k < size for k in sizes):
+            raise SpaceError(f"a kernel transform needs odd sizes below the shared {size}, got {list(kernels)}")
+        self.size = size
+        self.sizes = sizes
+        self.matrices = nn.ParameterDict({str(k): nn.Parameter(torch.eye(k * k)) for k in sizes})
+
+    def check(self, size: int, kernel: int) -> None:
+        """Raise SpaceError unless this transform serves a ``size`` conv's ``kernel`` view."""
+        if size != self.size or (kernel != size and kernel not in self.sizes):
+            raise SpaceError(f"the kernel transform is for a {self.size}x{self.size} conv and sizes {self.sizes}; "
+                             f"a {kernel}x{kernel} view of a {size}x{size} conv cannot use it")
+
+    def forward(self, weight: torch.Tensor, kernel: int) -> torch.Tensor:
+        """The ``kernel x kernel`` weight computed from ``weight`` (full size, channels already sliced)."""
+        current, size = weight, self.size
+        for k in reversed([k for k in self.sizes if k >= kernel]):
+            start = (size - k) // 2
+            centre = current[:, :, start:start + k, start:start + k]
+            flat = centre.reshape(-1, k * k) @ self.matrices[str(k)].T
+            current, size = flat.reshape(centre.shape), k
+        return current
+
+
 class NormView(nn.Module):
     """Runs the first ``channels`` channels of a shared BatchNorm (weights and running statistics).
 
-    In training mode the running statistics of those channels are updated in place in the shared
-    buffers, as the full BN would update them.
+    The view follows the shared BN's mode (``bn.training``), so code that switches BatchNorms alone
+    (:func:`~gmgraph.search.evaluation.recalibrate_bn`) reaches the views too. In training mode the
+    running statistics of those channels are updated in place in the shared buffers, as the full BN
+    would update them.
     """
 
     def __init__(self, bn: nn.modules.batchnorm._BatchNorm, channels: int | None = None):
@@ -165,14 +224,15 @@ class NormView(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bn = self.bn
+        training = bn.training
         factor = 0.0 if bn.momentum is None else bn.momentum
         # The same bookkeeping as _BatchNorm.forward, on the shared counters.
-        if self.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        if training and bn.track_running_stats and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
             if bn.momentum is None:
                 factor = 1.0 / float(bn.num_batches_tracked)
-        use_batch = self.training or bn.running_mean is None
-        tracked = not self.training or bn.track_running_stats
+        use_batch = training or bn.running_mean is None
+        tracked = not training or bn.track_running_stats
         return F.batch_norm(x, self._sliced("running_mean") if tracked else None,
                             self._sliced("running_var") if tracked else None,
                             self._sliced("weight"), self._sliced("bias"), use_batch, factor, bn.eps)
@@ -190,7 +250,7 @@ class NormView(nn.Module):
             for name, tensor in [*plain.named_parameters(), *plain.named_buffers()]:
                 source = getattr(bn, name)
                 tensor.copy_(source if name == "num_batches_tracked" else source[:self.channels])
-        plain.train(self.training)
+        plain.train(bn.training)
         return plain
 
     def extra_repr(self) -> str:

@@ -50,7 +50,8 @@ def derive(
 
     Args:
         gm: a traced (sub-)supernet.
-        arch: label -> op name, one entry per label of ``gm``'s space.
+        arch: label -> op name, one entry per label of ``gm``'s space (it may also name labels a
+            restriction took out of it, ``gm.meta["dropped_labels"]``: they are ignored).
         inherit: copy the supernet's weights (True) or initialise afresh (False).
         prune: delete ops whose output never reaches the network's output (True),
             or keep every chosen op that holds parameters (False), which is how
@@ -60,7 +61,8 @@ def derive(
         ArchError: when ``arch`` does not fit the graph's space.
         SpaceError: when a Choice sits inside a leaf module and cannot be replaced.
     """
-    validate(arch, space(gm))
+    dropped = gm.meta.get("dropped_labels", {})  # labels a restriction took out of the space (restrict)
+    validate({label: op for label, op in arch.items() if label not in dropped}, space(gm))
     graph = fx.Graph()
     graph.output(graph.graph_copy(gm.graph, {}))
     chosen: dict[str, nn.Module] = {}  # target -> the supernet module it will run (not yet copied)
@@ -71,7 +73,7 @@ def derive(
     _fold_zero_sums(graph, zeros)
     # Prune before copying so that dead ops are never copied.
     graph.eliminate_dead_code(_pure_unless(prune, chosen))
-    root = {node.target: _copy(chosen[node.target]) for node in graph.nodes if node.op == "call_module"}
+    root = {node.target: _copy(chosen[node.target], arch) for node in graph.nodes if node.op == "call_module"}
     root.update({n.target: copy.deepcopy(_get_attr(gm, n.target)) for n in graph.nodes if n.op == "get_attr"})
     derived = fx.GraphModule(root, graph, class_name=f"Derived{type(gm).__name__}")
     derived.graph.lint()
@@ -132,19 +134,38 @@ def _get_attr(gm: nn.Module, target: str):
     return getattr(gm.get_submodule(owner) if owner else gm, name)
 
 
-def _copy(module: nn.Module) -> nn.Module:
+def _copy(module: nn.Module, arch: Mapping[str, str]) -> nn.Module:
     """A deep copy whose non-affine BatchNorms become affine ones computing the same function.
 
     Elastic views (:mod:`gmgraph.elastic`), the module itself or any inside it, become the plain
     modules their ``materialize()`` gives: sliced copies, so the shared tensor is never copied whole.
+    A Choice inside it (a nested decision) becomes a copy of the op ``arch`` names for its label,
+    resolved the same way (an identity stays an ``nn.Identity`` module, a zero a ``Zero``); the ops
+    it did not choose are never copied.
     """
-    # The memo hands deepcopy the materialised module wherever it meets a view.
-    memo = {id(view): view.materialize() for view in module.modules() if is_view(view)}
-    module = memo[id(module)] if id(module) in memo else copy.deepcopy(module, memo)
+    # The memo hands deepcopy the materialised module (or the resolved op) wherever it meets a view
+    # (or a Choice).
+    memo: dict[int, object] = {}
+    module = _resolved(module, arch, memo)
     for bn in module.modules():
         if isinstance(bn, nn.modules.batchnorm._BatchNorm) and not bn.affine:
             _make_affine(bn)
     return module
+
+
+def _resolved(module: nn.Module, arch: Mapping[str, str], memo: dict) -> nn.Module:
+    """``module`` deep-copied through ``memo``, after filling ``memo`` for the views and Choices it runs."""
+    if id(module) in memo:
+        return memo[id(module)]
+    if is_view(module):
+        memo[id(module)] = module.materialize()
+    elif isinstance(module, Choice):
+        memo[id(module)] = _resolved(module.ops[arch[module.label]], arch, memo)
+    else:
+        for child in module.children():
+            _resolved(child, arch, memo)
+        return copy.deepcopy(module, memo)
+    return memo[id(module)]
 
 
 def _make_affine(bn: nn.modules.batchnorm._BatchNorm) -> None:

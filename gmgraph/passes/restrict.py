@@ -15,7 +15,11 @@ never changed::
 
 Lineage lives in ``gm.meta``: ``meta["lineage"]`` is the list of restrictions
 from the root (``{"label": ..., "ops": [...]}``), ``meta["parent"]`` the id of
-the graph it was cut from (see :func:`lineage_id`).
+the graph it was cut from (see :func:`lineage_id`). With nested Choices a
+restriction can take labels out of the space (restricting a stage's depth
+drops the blocks no kept depth runs, and their decisions): ``meta["dropped_labels"]``
+maps them to the ops they had, and ``derive`` accepts an architecture that
+still names them (it ignores them: they run nothing in the child).
 """
 
 from __future__ import annotations
@@ -52,6 +56,10 @@ def restrict(gm: fx.GraphModule, keep: Mapping[str, Sequence[str]]) -> fx.GraphM
         if label in kept:
             for module in group:
                 module.ops = nn.ModuleDict({n: op for n, op in module.ops.items() if n in kept[label]})
+    # Labels whose every Choice sat in dropped ops (the blocks of a dropped depth) leave the space; the
+    # child remembers them, so an arch of the root still derives on it (see derive).
+    lost = {label: ops for label, ops in current.items() if label not in space(child)}
+    child.meta["dropped_labels"] = {**gm.meta.get("dropped_labels", {}), **lost}
     child.meta["parent"] = lineage_id(gm)
     child.meta["lineage"] = list(gm.meta.get("lineage", [])) + [
         {"label": label, "ops": list(ops)} for label, ops in kept.items()

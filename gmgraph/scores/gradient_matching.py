@@ -31,10 +31,11 @@ import torch.nn.functional as F
 from torch import fx
 
 from gmgraph import registry
+from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
 from gmgraph.device import scoring_device, to_device
 from gmgraph.errors import ConfigError, DataError, SpaceError
-from gmgraph.graph import choices, running, space
+from gmgraph.graph import active_choices, choices, running, space
 from gmgraph.samplers import Sampler, borrowed, make_sampler
 
 DISTANCES = registry.DISTANCES
@@ -166,15 +167,45 @@ def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[d
     # op runs, so the others are skipped without reading the weights back from a GPU.
     one_hots = torch.eye(len(ops), device=x.device)
     randomness = _rng_state(x.device)
-    with borrowed(sampler, generator):
+    with borrowed(sampler, generator) as drawn:
+        reach = _reaching(gm, label, drawn)
         for k in range(len(ops)):
             keep = [i == k for i in range(len(ops))]
             _set_rng_state(x.device, randomness)  # every candidate sees the same dropout masks (and the like)
-            with running(groups, weights={label: one_hots[k]}, keep={label: keep}):
+            with running(groups, arch=reach, weights={label: one_hots[k]}, keep={label: keep}):
                 loss = F.cross_entropy(gm(x), y)
             grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             out.append({n: g for n, g in zip(names, grads) if g is not None})
     return out
+
+
+def _reaching(gm: fx.GraphModule, label: str, drawn: dict[str, str] | None) -> dict[str, str]:
+    """The enclosing decisions to change so that ``label`` runs under the drawn path (nested Choices).
+
+    A Choice inside another Choice's candidate (an OFA block's kernel inside its stage's depth) runs
+    only where the enclosing op holds it; forcing it on a path that leaves it off would score K equal
+    gradients. Each enclosing Choice that runs and whose drawn op does not hold ``label`` takes its
+    first op that does. Empty for a top-level label, or a sampler without a single path (weights).
+    """
+    if drawn is None:
+        return {}
+    arch, changed = dict(drawn), {}
+    while True:
+        running_now = active_choices(gm, arch)
+        if any(choice.label == label for _, choice in running_now):
+            return changed
+        for _, choice in running_now:
+            if not _holds(choice.ops[arch[choice.label]], label):
+                op = next((name for name, candidate in choice.ops.items() if _holds(candidate, label)), None)
+                if op is not None:
+                    arch[choice.label] = changed[choice.label] = op
+                    break
+        else:
+            return changed
+
+
+def _holds(module: torch.nn.Module, label: str) -> bool:
+    return any(isinstance(m, Choice) and m.label == label for m in module.modules())
 
 
 def _rng_state(device: torch.device) -> tuple:

@@ -31,7 +31,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from torch import fx
 
 from gmgraph.arch import Arch, key
-from gmgraph.graph import space
+from gmgraph.choice import Choice
+from gmgraph.graph import active_choices, space
 from gmgraph.latency.liveness import dataflow, live_nodes
 
 Canonical = Callable[[Arch], Arch]
@@ -51,13 +52,21 @@ class CanonicalForm:
     architectures derive the same network exactly when their canonical forms
     are equal. Results are remembered (by architecture and by network).
 
+    A Choice node whose ops hold Choices (nested decisions: an OFA stage's depth holding blocks that
+    choose their kernel) also names, in its entry of the network, the nested decisions its chosen op
+    runs (:func:`~gmgraph.graph.active_choices`): those change the network; the decisions of blocks
+    the chosen depth leaves off do not.
+
     Args:
         flow: the supernet's :func:`~gmgraph.latency.liveness.dataflow`.
         space: label -> op names (the supernet's :func:`~gmgraph.graph.space`).
+        nested: Choice node name -> its Choice module, for the Choice nodes whose ops hold Choices.
     """
 
-    def __init__(self, flow: list[dict], space: Mapping[str, Sequence[str]]):
+    def __init__(self, flow: list[dict], space: Mapping[str, Sequence[str]],
+                 nested: Mapping[str, Choice] | None = None):
         self.flow = flow
+        self.nested = dict(nested or {})
         self.first_op = {label: ops[0] for label, ops in space.items()}
         self._labels = {n["name"]: n["label"] for n in flow if n["kind"] == "choice"}
         self._by_arch: dict[str, Arch] = {}
@@ -67,8 +76,16 @@ class CanonicalForm:
         """The derived network of ``arch``, as hashable data (equal for equal networks)."""
         live = live_nodes(self.flow, arch)
         labels = self._labels
-        return tuple((name, arch[labels[name]] if name in labels else "", reads)
+        return tuple((name, self._op(name, arch) if name in labels else "", reads)
                      for name, reads in live.reads.items())
+
+    def _op(self, name: str, arch: Mapping[str, str]) -> str | tuple:
+        """The op a kept Choice node runs: its name, or with nested Choices ``(name, (label, op), ...)``."""
+        op = arch[self._labels[name]]
+        if name not in self.nested:
+            return op
+        inner = active_choices(self.nested[name].ops[op], arch)
+        return (op, *sorted({(choice.label, arch[choice.label]) for _, choice in inner}))
 
     def __call__(self, arch: Mapping[str, str]) -> Arch:
         k = key(arch)
@@ -82,6 +99,7 @@ class CanonicalForm:
     def _free_decisions_set(self, arch: Mapping[str, str], network: Network) -> Arch:
         """``arch`` with each decision that leaves ``network`` as it is set to its first op."""
         kept = {self._labels[name] for name, op, _ in network if op}  # a kept Choice's op is the network's
+        kept |= {label for _, op, _ in network if isinstance(op, tuple) for label, _ in op[1:]}
         out = dict(arch)
         for label, op in self.first_op.items():
             if label in kept or out[label] == op:
@@ -94,7 +112,11 @@ class CanonicalForm:
 
 def canonical_form(gm: fx.GraphModule) -> CanonicalForm:
     """The :class:`CanonicalForm` of the supernet ``gm``'s architectures (those of its space)."""
-    return CanonicalForm(dataflow(gm), space(gm))
+    flow = dataflow(gm)
+    modules = {node.name: gm.get_submodule(node.target) for node in gm.graph.nodes if node.op == "call_module"}
+    nested = {n["name"]: modules[n["name"]] for n in flow if n["kind"] == "choice"
+              and any(isinstance(m, Choice) for op in modules[n["name"]].ops.values() for m in op.modules())}
+    return CanonicalForm(flow, space(gm), nested)
 
 
 def distinct_networks(archs: Iterable[Arch], canonical: Canonical | None) -> Iterator[Arch]:

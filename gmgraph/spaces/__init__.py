@@ -6,7 +6,7 @@
 >>> spec.to_str({label: "none" for label in nb201.LABELS})
 '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'
 >>> sorted(REGISTRY)
-['darts', 'mobilenet', 'nb201']
+['darts', 'mobilenet', 'nb201', 'ofa']
 >>> arch_to_str(None, {"a": "x"})      # no named space: label=op pairs
 'a=x'
 >>> parse_arch(None, "a=x;b=y")
@@ -28,7 +28,7 @@ from torch import nn
 from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.errors import ConfigError
-from gmgraph.spaces import darts, mobilenet, nb201
+from gmgraph.spaces import darts, mobilenet, nb201, ofa
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,14 @@ def _mobilenet(width: int, cells: int, num_classes: int, in_channels: int) -> nn
     return mobilenet.supernet(num_classes=num_classes, width_mult=width / 16, in_channels=in_channels)
 
 
+def _ofa(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+    # `width` is the stem's channels (16 at OFA's width 1.0, which sets the multiplier); `cells` is how many of
+    # OFA's five stride-2 layers keep their stride (5: OFA's own; small images keep fewer). Below width 16 the
+    # widths round to multiples of 4 instead of 8, so a CPU-sized supernet stays small.
+    return ofa.supernet(num_classes=num_classes, width_mult=width / 16, in_channels=in_channels,
+                        strides=ofa.strides_for(cells), divisor=8 if width >= 16 else 4)
+
+
 def _nb201_oracle(arch: Mapping[str, str]) -> dict:
     from gmgraph.nasbench import nb201 as table
 
@@ -76,6 +84,7 @@ BUILTIN: dict[str, SpaceSpec] = {
     "nb201": SpaceSpec("nb201", _nb201, nb201.shared_parameters, nb201.to_str, nb201.parse, _nb201_oracle),
     "darts": SpaceSpec("darts", _darts, darts.shared_parameters, darts.to_str, darts.parse),
     "mobilenet": SpaceSpec("mobilenet", _mobilenet, mobilenet.shared_parameters, mobilenet.to_str, mobilenet.parse),
+    "ofa": SpaceSpec("ofa", _ofa, ofa.shared_parameters, ofa.to_str, ofa.parse),
 }
 """The ready spaces (what :data:`REGISTRY` resolves its built-in names to)."""
 
@@ -141,6 +150,7 @@ __all__ = [
     "mlp_ratios",
     "mobilenet",
     "nb201",
+    "ofa",
     "original_arch",
     "parse_arch",
     "supernetify",
