@@ -24,6 +24,10 @@ a baseline measured in the same run:
    report.json must say where it ran.
 5. single-path: a uniform (SPOS) supernet step against the step of derived
    networks of random architectures (median over them).
+6. elastic: a step of one subnet of MobileNetV2 with elastic kernels (3, 5, 7),
+   run through the shared 7x7 weights (the supernet restricted to that subnet),
+   against the same subnet derived as a plain network (benchmarks/bench_elastic.py
+   is the CPU version).
 
 Timings are wall-clock milliseconds per step over ``--steps`` steps after a
 warm-up, the GPU synchronised only at the ends, median of ``--repeats`` runs.
@@ -285,6 +289,30 @@ def single_path_steps(args) -> None:
                 row("single-path", f"batch {batch} {precision}", ok=False, error=f"{type(exc).__name__}: {exc}")
 
 
+def elastic_steps(args) -> None:
+    import torchvision
+
+    from gmgraph.passes import restrict
+    from gmgraph.spaces import from_model
+
+    for batch in args.sizes.batches:
+        case = f"batch {batch} mobilenet_v2 elastic kernels"
+        if out_of_time(args, "elastic", case):
+            continue
+        try:
+            torch.manual_seed(0)
+            gm = gmgraph.trace(from_model.supernetify(torchvision.models.mobilenet_v2(num_classes=10),
+                                                      from_model.elastic_kernels((3, 5, 7))))
+            arch = gmgraph.sample(gm, torch.Generator().manual_seed(1))
+            data = batches(args, batch, 4)
+            one = restrict(gm, {label: [op] for label, op in arch.items()})  # its only arch: this subnet
+            ms = time_steps(trainer_for(args, one, "uniform", batch), data, args.steps, args.repeats)
+            plain = time_steps(trainer_for(args, derive(gm, arch), "uniform", batch), data, args.steps, args.repeats)
+            row("elastic", case, ms=ms, plain_ms=plain, ratio=ms / plain)
+        except Exception as exc:
+            row("elastic", case, ok=False, error=f"{type(exc).__name__}: {exc}")
+
+
 def sync_check(args) -> None:
     data = batches(args, args.sizes.batches[0], 6)
     for sampler in ("uniform", "darts", "gdas", "pada"):
@@ -362,7 +390,7 @@ def _fmt(value) -> str:
 
 
 SECTIONS = (("kernel", check_kernels), ("sync", sync_check), ("darts", darts_steps), ("search", search_run),
-            ("single-path", single_path_steps))
+            ("single-path", single_path_steps), ("elastic", elastic_steps))
 """Cheap correctness checks first, so that a run cut short still returns them."""
 
 
@@ -376,7 +404,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported (default 3)")
     p.add_argument("--budget", type=float, default=270.0,
                    help="seconds: step cases that would start later are skipped and listed as such (default 270; inf: none)")
-    p.add_argument("--skip", default="", help="sections to skip, comma separated (kernel,darts,single-path,sync,search)")
+    p.add_argument("--skip", default="",
+                   help="sections to skip, comma separated (kernel,darts,single-path,sync,search,elastic)")
     args = p.parse_args(argv)
     args.sizes = SMOKE if args.smoke else FULL
     if args.quick or args.smoke:

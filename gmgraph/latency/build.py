@@ -32,14 +32,15 @@ from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 import torch
-from torch import fx
+from torch import fx, nn
 
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
-from gmgraph.graph import sample, space
+from gmgraph.graph import choices, sample, space
 from gmgraph.latency import cache
 from gmgraph.latency.liveness import dataflow
 from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
+from gmgraph.latency.nested import inner_runs, nested_choices, plain_copy
 from gmgraph.latency.ops import marginal_ms, marginal_sum_ms, node_shapes
 from gmgraph.latency.runtimes import RUNTIMES, check_runtime, runtime_version
 from gmgraph.passes.derive import derive
@@ -141,11 +142,11 @@ def _measure(table_class: type[LatencyTable], gm, shapes, fields, timing, calibr
              stream) -> LatencyTable:
     start = time.perf_counter()
     flow = _annotated_flow(gm, shapes)
-    signatures, ops = _signatures(gm, flow)
+    signatures, ops, inner = _signatures(gm, flow)
     sums = sorted({tuple(tuple(s) for s in n["shapes"]) for n in flow if n["kind"] == "sum" and n.get("shapes")})
     bar = Progress(f"latency table ({timing['runtime']}, {timing['threads']} thread(s), batch {fields['batch']})",
                    total=len(ops) + len(sums) + calibration, stream=stream, quiet=quiet)
-    entries = _time_ops(signatures, ops, timing, bar)
+    entries = _time_ops(signatures, ops, inner, timing, bar)
     sum_entries = _time_sums(sums, timing, bar)
     shares = timing["runtime"] == "onnxruntime"  # its common-subexpression elimination merges equal pure ops
     raw = table_class(key=fields, space={k: list(v) for k, v in space(gm).items()}, flow=flow, fixed_ms=0.0,
@@ -158,15 +159,21 @@ def _measure(table_class: type[LatencyTable], gm, shapes, fields, timing, calibr
                         build_seconds=time.perf_counter() - start)
 
 
-def _time_ops(signatures: dict, ops: dict, timing: dict, bar: Progress) -> list[dict]:
-    """The table's entries: each distinct op timed once, its time given to every (label, op, shape) it runs as."""
+def _time_ops(signatures: dict, ops: dict, inner: dict, timing: dict, bar: Progress) -> list[dict]:
+    """The table's entries: each distinct op timed once, its time given to every (label, op, shape) it runs as.
+
+    An op holding nested Choices gets its own part: its time less its nested Choices' times at the
+    reference (``inner``: (label, op, shape) -> the keys of the Choices nested directly in it).
+    """
     timed: dict[tuple, tuple[float, bool]] = {}
     for signature, (module, in_shape) in ops.items():
         x = torch.randn(in_shape, generator=torch.Generator().manual_seed(0))
         timed[signature] = marginal_ms(module, x, **timing)
         bar.update(op=signature[0][:24])
-    return [{"label": label, "op": op, "shape": list(in_shape), "ms": timed[sig][0], "stable": timed[sig][1],
-             "signature": cache.key_hash({"signature": str(sig)})}
+    total = {key: timed[sig][0] for key, sig in signatures.items()}
+    own = {key: max(0.0, ms - sum(total[k] for k in inner.get(key, ()))) for key, ms in total.items()}
+    return [{"label": label, "op": op, "shape": list(in_shape), "ms": own[(label, op, in_shape)],
+             "stable": timed[sig][1], "signature": cache.key_hash({"signature": str(sig)})}
             for (label, op, in_shape), sig in signatures.items()]
 
 
@@ -211,41 +218,65 @@ def fit_correction(runs: Sequence[dict]) -> dict | None:
 
 
 def _annotated_flow(gm: fx.GraphModule, shapes: dict) -> list[dict]:
-    """:func:`dataflow` with each Choice's input shape and each sum's operand shapes."""
+    """:func:`dataflow` with each Choice's input shape, each sum's operand shapes, and the Choices
+    nested in a Choice's ops (``nested``, :func:`~gmgraph.latency.nested.nested_choices`), if any."""
     flow = dataflow(gm)
+    targets = {n.name: n.target for n in gm.graph.nodes}
+    reference = _reference(gm)
     for node in flow:
         if node["kind"] == "choice":
             node["shape"] = list(shapes[node["inputs"][0]])
+            nested = nested_choices(gm.get_submodule(targets[node["name"]]), node["shape"], reference)
+            if nested:
+                node["nested"] = nested
         elif node["kind"] == "sum" and all(o in shapes for o in node["operands"]):
             node["shapes"] = [list(shapes[o]) for o in node["operands"]]
     return flow
 
 
-def _signatures(gm: fx.GraphModule, flow: list[dict]) -> tuple[dict[tuple, tuple], dict[tuple, tuple]]:
-    """(label, op, input shape) -> signature, and signature -> (a module with it, its input shape).
+def _reference(gm: nn.Module) -> dict[str, str]:
+    """Every label at its first op: the arch :func:`node_shapes` runs, and nested Choices' reference."""
+    return {label: group[0].names[0] for label, group in choices(gm).items()}
+
+
+def _signatures(gm: fx.GraphModule, flow: list[dict]) -> tuple[dict[tuple, tuple], dict[tuple, tuple], dict]:
+    """(label, op, input shape) -> signature; signature -> (the plain module to time, its input shape);
+    and (label, op, input shape) -> the keys of the Choices nested directly in that op at the reference.
 
     The signature of an op is what decides its time: (module text, input shape, output shape). Each
-    distinct signature is timed once (NB201 repeats its 6 decisions in every cell of a stage).
+    distinct signature is timed once (NB201 repeats its 6 decisions in every cell of a stage). The
+    module timed is what derive makes of the op (:func:`~gmgraph.latency.nested.plain_copy`): a view
+    materialised, nested Choices at the reference (every label's first op). Nested Choices get
+    entries of their own, at the input shape they have in that reference.
 
     Raises:
         SpaceError: two Choices share a label, an op name and an input shape but run different ops.
     """
     entries: dict[tuple, tuple] = {}
     ops: dict[tuple, tuple] = {}
+    inner: dict[tuple, list] = {}
+    reference = _reference(gm)
     targets = {n.name: n.target for n in gm.graph.nodes}
     for node in flow:
         if node["kind"] != "choice":
             continue
-        shape = tuple(node["shape"])
-        for op, module in gm.get_submodule(targets[node["name"]]).ops.items():
-            if op in node["identity"]:
-                continue
-            signature = (repr(module), shape, _output_shape(module, shape))
-            if entries.setdefault((node["label"], op, shape), signature) != signature:
-                raise SpaceError(f"Choices labelled {node['label']!r} run different {op!r} ops at input shape "
-                                 f"{shape}; a latency table keys ops by (label, op, input shape)")
-            ops.setdefault(signature, (module, shape))
-    return entries, ops
+        top = gm.get_submodule(targets[node["name"]])
+        found = [(top, node["label"], tuple(node["shape"]), set(node["identity"]))]
+        found += [(top.get_submodule(m["path"]), m["label"], tuple(m["shape"]), set())
+                  for m in node.get("nested", ())]
+        for choice, label, shape, folded in found:
+            for op, module in choice.ops.items():
+                if op in folded:
+                    continue
+                key = (label, op, shape)
+                plain = plain_copy(module, reference)
+                signature = (repr(module), shape, _output_shape(plain, shape))
+                if entries.setdefault(key, signature) != signature:
+                    raise SpaceError(f"Choices labelled {label!r} run different {op!r} ops at input shape "
+                                     f"{shape}; a latency table keys ops by (label, op, input shape)")
+                ops.setdefault(signature, (plain, shape))
+                inner[key] = [(c.label, reference[c.label], s) for _, c, s in inner_runs(module, shape, reference)]
+    return entries, ops, inner
 
 
 @torch.no_grad()

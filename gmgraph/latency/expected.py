@@ -22,7 +22,9 @@ architecture loss sends gradient to the alphas::
     >>> e.backward(); alpha.grad.tolist()                   # p * (lat - E[lat of the op])
     [0.5, -0.5]
 
-The expectation counts every Choice as live: it does not follow dead code
+A Choice nested in another's ops (:mod:`gmgraph.latency.nested`) counts with the
+probability that an op holding it is drawn. The expectation counts every
+top-level Choice as live: it does not follow dead code
 (an NB201 node whose outgoing edges are all ``none``), so for a one-hot alpha it
 equals ``table.predict(arch)`` where the arch has no ``none`` and no dead op.
 """
@@ -66,12 +68,38 @@ def expected_latency(
                           f"missing {missing}, unknown {unknown}")
     sums = sum(table.sum_ms(n) for n in table.flow if n["kind"] == "sum")
     total = None
+    probs: dict[str, dict[str, torch.Tensor]] = {}
     for label, alpha in alphas.items():
         label_ops = _ops_of(table, label, names, alpha)
+        p = alpha.softmax(0)
+        probs[label] = dict(zip(label_ops, p))
         costs = torch.tensor([_cost(table, label, op) for op in label_ops], dtype=alpha.dtype, device=alpha.device)
-        term = (alpha.softmax(0) * costs).sum()
+        term = (p * costs).sum()
         total = term if total is None else total + term
+    for node in table.flow:
+        if node["kind"] == "choice" and node.get("nested"):
+            total = total + _nested_cost(table, node, probs)
     return table.corrected(total + sums, corrected)
+
+
+def _nested_cost(table: LatencyTable, node: dict, probs: Mapping[str, Mapping[str, torch.Tensor]]) -> torch.Tensor:
+    """Expected time of the Choices nested in ``node``'s ops: each one's expected op time times the
+    probability that an op holding it runs (its enclosing Choice runs and draws such an op; labels
+    drawn independently, several holders combined as independent events)."""
+    run = {"": 1.0}  # path -> probability that the Choice there runs
+    labels = {"": node["label"]}
+    total = 0.0
+    for inner in node["nested"]:
+        absent = 1.0
+        for parent, ops in inner["parents"].items():
+            if parent in run:
+                held = sum(probs[labels[parent]][op] for op in ops if op in probs[labels[parent]])
+                absent = absent * (1 - run[parent] * held)
+        run[inner["path"]], labels[inner["path"]] = 1 - absent, inner["label"]
+        mine = probs[inner["label"]]
+        total = total + run[inner["path"]] * sum(p * table.entry(inner["label"], op, inner["shape"])
+                                                 for op, p in mine.items())
+    return total
 
 
 def _ops_of(table: LatencyTable, label: str, names: Mapping[str, Sequence[str]], alpha: torch.Tensor) -> list[str]:

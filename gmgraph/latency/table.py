@@ -5,7 +5,10 @@ their chosen op's time + Σ over the sums it keeps of a sum's time``; by default
 a line fitted to end-to-end timings corrects that sum (``offset + scale * Σ``,
 see :attr:`LatencyTable.correction`). Ops that ``derive`` folds
 away (identities, ``none`` terms, whatever no longer reaches the output) cost
-nothing. A table is plain data: it holds the few facts of the graph that
+nothing. A Choice nested in a kept Choice's op (an OFA stage's depth Choice holding
+blocks that choose their kernel) adds its chosen op's entry when the op enclosing it
+runs, and each op's entry is its own part, without the Choices nested in it
+(:mod:`gmgraph.latency.nested`). A table is plain data: it holds the few facts of the graph that
 liveness needs, so it predicts without the supernet::
 
     >>> flow = [
@@ -33,6 +36,7 @@ from pathlib import Path
 from gmgraph.arch import validate
 from gmgraph.errors import ConfigError, FileError
 from gmgraph.latency.liveness import live_nodes
+from gmgraph.latency.nested import running_nested
 
 
 @dataclass(frozen=True)
@@ -116,6 +120,8 @@ class LatencyTable:
                     continue
                 shared.add(twin)
             ops += self._op_ms[key]
+            for inner in running_nested(node["label"], node.get("nested", ()), arch):
+                ops += self._op_ms[(inner["label"], arch[inner["label"]], tuple(inner["shape"]))]
         sums = sum(self.sum_ms(self._nodes[n]) for n in live.sums)
         return {"fixed_ms": self.fixed_ms, "ops_ms": ops, "sums_ms": sums, "total_ms": self.fixed_ms + ops + sums}
 
@@ -175,6 +181,9 @@ class LatencyTable:
                 for op in self.space[node["label"]]:
                     key = (node["label"], op, tuple(node["shape"]))
                     table[key] = 0.0 if op in node["identity"] else table[key]
+                for inner in node.get("nested", ()):  # nested Choices are never folded
+                    for op in self.space[inner["label"]]:
+                        table[(inner["label"], op, tuple(inner["shape"]))]  # noqa: B018 - KeyError when absent
         return table
 
     def sum_ms(self, node: dict) -> float:

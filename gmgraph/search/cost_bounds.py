@@ -22,6 +22,13 @@ dropped: every input of a plain node or a Choice, an operand of a sum that can n
 zero, and what both operands of a sum of maybe-zero terms need (one of them always stays).
 The bound is the cost of those nodes, each Choice at its cheapest op (per label: a label's
 op applies to all its Choices).
+
+Elastic candidates (:mod:`gmgraph.elastic`) count what derive makes of them: a view its slice of
+the shared tensor, never the whole tensor. A Choice may hold Choices inside its candidates
+(nested: an OFA stage's depth Choice holding blocks that choose their kernel); a nested Choice
+costs only where the op its enclosing Choice runs holds it, so an op's bounds are its own part
+plus, per nested Choice, that Choice's cheapest (dearest) op (:func:`op_param_bounds`). Nested
+labels are bounded per Choice, which can only widen the range: the bounds stay true bounds.
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ import torch
 from torch import fx, nn
 
 from gmgraph.choice import Choice
+from gmgraph.elastic import ConvView, is_view
+from gmgraph.graph import choices, running
 from gmgraph.latency.liveness import dataflow
 from gmgraph.scores.zero_cost import _layer_macs
 
@@ -99,11 +108,66 @@ def needed_in_every_arch(flow: list[dict]) -> list[str]:
     return [node["name"] for node in flow if everywhere & bit[node["name"]]]
 
 
-def derived_params(module: nn.Module) -> int:
-    """Parameters ``module`` has in a derived network: derive makes non-affine BatchNorms affine."""
-    extra = sum(2 * m.num_features for m in module.modules()
-                if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.affine)
-    return sum(p.numel() for p in module.parameters()) + extra
+def op_param_bounds(choice: Choice) -> dict[str, tuple[int, int]]:
+    """op name -> (fewest, most) parameters that op has in a derived network.
+
+    Views count their slices; a Choice nested inside the op counts at its cheapest (dearest) op,
+    recursively; a Choice the op does not hold costs nothing.
+
+    >>> from gmgraph.elastic import ConvView
+    >>> shared = nn.Conv2d(1, 1, 5, padding=2, bias=False)
+    >>> kernel = Choice({"k3": ConvView(shared, kernel=3), "k5": ConvView(shared, kernel=5)}, "kernel")
+    >>> depth = Choice({"deep": nn.Sequential(nn.Linear(2, 2), kernel), "shallow": nn.Identity()}, "depth")
+    >>> op_param_bounds(depth)
+    {'deep': (15, 31), 'shallow': (0, 0)}
+    """
+    return {name: _param_bounds(op) for name, op in choice.ops.items()}
+
+
+def _param_bounds(module: nn.Module) -> tuple[int, int]:
+    own, inner = own_parameters(module)
+    low = high = own
+    for nested in inner:
+        bounds = op_param_bounds(nested).values()
+        low += min(b[0] for b in bounds)
+        high += max(b[1] for b in bounds)
+    return low, high
+
+
+def own_parameters(module: nn.Module) -> tuple[int, list[Choice]]:
+    """(parameters ``module`` has in a derived network outside the Choices it holds, those Choices).
+
+    As :func:`~gmgraph.elastic.plain_parameters` (a view counts its slice, a non-affine BatchNorm
+    the weight and bias derive gives it), but a Choice inside ``module`` (or ``module`` itself, if
+    it is one) is not entered: it is returned, in module order, each once.
+    """
+    views, plain, inner, seen = [], [], [], set()
+
+    def visit(m: nn.Module) -> None:
+        if id(m) in seen:
+            return
+        seen.add(id(m))
+        if isinstance(m, Choice):
+            inner.append(m)
+        elif is_view(m):
+            views.append(m)
+        else:
+            plain.append(m)
+            for child in m.children():
+                visit(child)
+
+    visit(module)
+    in_views = {id(p) for view in views for p in view.parameters()}
+    counted: set[int] = set()
+    total = sum(view.plain_parameters() for view in views)
+    for m in plain:
+        for p in m.parameters(recurse=False):
+            if id(p) not in in_views and id(p) not in counted:
+                counted.add(id(p))
+                total += p.numel()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.affine:
+            total += 2 * m.num_features
+    return total, inner
 
 
 def _cheapest(root: fx.GraphModule, needed: list[fx.Node], fixed: float,
@@ -133,9 +197,10 @@ def _param_costs(root: fx.GraphModule, needed: list[fx.Node]) -> tuple[float, di
             continue
         module = root.get_submodule(node.target)
         if isinstance(module, Choice):
-            per_op[node.name] = lambda op, m=module: derived_params(m.ops[op])
+            bounds = op_param_bounds(module)
+            per_op[node.name] = lambda op, bounds=bounds: bounds[op][0]
         else:
-            fixed += derived_params(module)
+            fixed += _param_bounds(module)[0]
     return fixed, per_op
 
 
@@ -145,30 +210,69 @@ def _flop_costs(root: fx.GraphModule, needed: list[fx.Node], input_shape: Sequen
     counter.count(torch.zeros((1, *input_shape)))
     names = {node.name for node in needed}
     fixed = sum(macs for name, macs in counter.plain.items() if name in names)
-    per_op = {name: (lambda op, ops=counter.choices[name]: ops[op]) for name in names if name in counter.choices}
+    per_op = {name: (lambda op, ops=counter.choices[name]: ops[op][0]) for name in names if name in counter.choices}
     return fixed, per_op
 
 
+class _Tally:
+    """Multiply-adds of one run of an op: its own layers', and per nested Choice it called, each op's tally."""
+
+    def __init__(self):
+        self.own = 0
+        self.calls: list[dict[str, _Tally]] = []
+
+    def bounds(self) -> tuple[int, int]:
+        """(fewest, most) multiply-adds: each nested call at its cheapest (dearest) op."""
+        low = high = self.own
+        for per_op in self.calls:
+            inner = [tally.bounds() for tally in per_op.values()]
+            low += min(b[0] for b in inner)
+            high += max(b[1] for b in inner)
+        return low, high
+
+
 class _MacCounter(fx.Interpreter):
-    """Runs a supernet once, every candidate op of every Choice on the Choice's input, and counts
-    each node's multiply-adds (``plain``: node -> MACs; ``choices``: node -> op -> MACs)."""
+    """Runs a supernet and counts each node's multiply-adds (``plain``: node -> MACs;
+    ``choices``: node -> op -> (fewest, most) MACs).
+
+    One pass per op index, every label at its ``i``-th op (its last where it has fewer), so each
+    Choice of the graph runs each of its ops on an input of the shape that op's label gives
+    (a width sliced over several Choices of one label stays consistent). A Choice nested inside an
+    op runs every one of its ops on its input (each counted apart, see :class:`_Tally`) and passes
+    on the output of the op the pass names.
+    """
 
     def __init__(self, root: fx.GraphModule):
         super().__init__(root)
         self.plain: dict[str, int] = {}
-        self.choices: dict[str, dict[str, int]] = {}
+        self.choices: dict[str, dict[str, tuple[int, int]]] = {}
         self._node: fx.Node | None = None
+        self._stack: list[_Tally] = []
 
     def count(self, x: torch.Tensor) -> None:
         modes = {m: m.training for m in self.module.modules()}
         param = next(self.module.parameters(), None)
         if param is not None:
             x = x.to(device=param.device, dtype=param.dtype)
+        groups = choices(self.module)
+        top = {id(self.module.get_submodule(n.target)) for n in self.graph.nodes if n.op == "call_module"}
+        nested = [c for group in groups.values() for c in group if id(c) not in top]
+        layers = [m for m in self.module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, ConvView))]
+        handles = [m.register_forward_hook(self._add) for m in layers]
         try:
             self.module.eval()  # no batch statistics are updated
-            with torch.no_grad():
-                self.run(x)
+            for choice in nested:
+                choice.forward = lambda x, choice=choice: self._every_op(choice, x)
+            passes = max((len(group[0].names) for group in groups.values()), default=1)
+            for i in range(passes):
+                arch = {label: group[0].names[min(i, len(group[0].names) - 1)] for label, group in groups.items()}
+                with torch.no_grad(), running(groups, arch=arch):
+                    self.run(x)
         finally:
+            for handle in handles:
+                handle.remove()
+            for choice in nested:
+                del choice.forward
             for m, training in modes.items():
                 m.training = training
 
@@ -178,30 +282,50 @@ class _MacCounter(fx.Interpreter):
 
     def call_module(self, target, args, kwargs):
         module = self.fetch_attr(target)
-        if not isinstance(module, Choice):
-            macs, out = _macs(module, args, kwargs)
-            self.plain[self._node.name] = self.plain.get(self._node.name, 0) + macs
-            return out
-        per_op, out = {}, None
-        for name, op in module.ops.items():
-            per_op[name], y = _macs(op, args, kwargs)
-            out = y if out is None else out
-        self.choices[self._node.name] = per_op
+        name = self._node.name
+        op = module.active if isinstance(module, Choice) else None
+        tally = _Tally()
+        self._stack.append(tally)
+        try:
+            out = module.ops[op](*args, **kwargs) if op is not None else module(*args, **kwargs)
+        finally:
+            self._stack.pop()
+        if op is None:
+            self.plain.setdefault(name, tally.bounds()[0])
+        else:
+            self.choices.setdefault(name, {}).setdefault(op, tally.bounds())
         return out
 
+    def _every_op(self, choice: Choice, x: torch.Tensor) -> torch.Tensor:
+        per_op, out = {}, None
+        for name, op in choice.ops.items():
+            tally = _Tally()
+            self._stack.append(tally)
+            try:
+                y = op(x)
+            finally:
+                self._stack.pop()
+            per_op[name] = tally
+            out = y if name == choice.active or out is None else out
+        self._stack[-1].calls.append(per_op)
+        return out
 
-def _macs(module: nn.Module, args, kwargs) -> tuple[int, object]:
-    """``module(*args, **kwargs)`` and the multiply-adds of its Conv and Linear layers."""
-    total = [0]
+    def _add(self, layer: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if self._stack:
+            self._stack[-1].own += layer_macs(layer, inputs[0], output)
 
-    def count(layer, inputs, output):
-        total[0] += _layer_macs(layer, inputs[0], output)
 
-    layers = [m for m in module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd))]
-    handles = [m.register_forward_hook(count) for m in layers]
-    try:
-        out = module(*args, **kwargs)
-    finally:
-        for handle in handles:
-            handle.remove()
-    return total[0], out
+def layer_macs(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
+    """Multiply-adds of one Conv or Linear layer (zero_cost's ``flops`` convention); a conv view
+    counts the conv it materialises to.
+
+    >>> from gmgraph.elastic import ConvView
+    >>> view = ConvView(nn.Conv2d(1, 2, 5, padding=2), kernel=3)
+    >>> x = torch.zeros(1, 1, 4, 4)
+    >>> layer_macs(view, x, view(x)) == layer_macs(view.materialize(), x, view(x)) == 2 * 16 * 9 + 2 * 16
+    True
+    """
+    if isinstance(layer, ConvView):
+        bias = out.numel() if layer.conv.bias is not None else 0
+        return out.numel() * layer.weight()[0].numel() + bias
+    return _layer_macs(layer, x, out)

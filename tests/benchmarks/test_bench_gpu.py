@@ -15,7 +15,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_gpu.py"
-SECTIONS = ("kernel", "darts", "single-path", "sync", "search")
+SECTIONS = ("kernel", "darts", "single-path", "sync", "search", "elastic")
 
 
 def rehearse(*flags: str, **env: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
@@ -58,7 +58,7 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(tmp_path):
 
 
 def test_the_kernel_section_checks_the_triton_kernels_in_the_interpreter(tmp_path):
-    done, rows = rehearse("--skip", "darts,single-path,sync,search", "--out", str(tmp_path / "gpu.md"),
+    done, rows = rehearse("--skip", "darts,single-path,sync,search,elastic", "--out", str(tmp_path / "gpu.md"),
                           TRITON_INTERPRET="1", GMGRAPH_KERNELS="triton")
 
     assert done.returncode == 0, done.stderr[-3000:]
@@ -83,7 +83,7 @@ def bench(monkeypatch):
 
 def test_a_cpu_run_without_out_is_refused_so_the_gpu_table_holds_gpu_figures_only(bench, capsys):
     code = bench.main(["--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf",
-                       "--skip", "kernel,darts,single-path,sync,search"])
+                       "--skip", "kernel,darts,single-path,sync,search,elastic"])
 
     assert code == 2 and bench.ROWS == []
     captured = capsys.readouterr()
@@ -101,7 +101,7 @@ def test_an_unknown_section_is_a_usage_error(bench, tmp_path, capsys):
 
 def test_cases_past_the_budget_are_listed_as_skipped_not_dropped(bench, tmp_path):
     out = tmp_path / "gpu.md"
-    code = bench.main(["--device", "cpu", "--smoke", "--budget", "0", "--skip", "kernel,sync,search", "--out", str(out)])
+    code = bench.main(["--device", "cpu", "--smoke", "--budget", "0", "--skip", "kernel,sync,search,elastic", "--out", str(out)])
 
     assert code == 0
     assert [(r["section"], r.get("skipped")) for r in bench.ROWS] == (
@@ -150,7 +150,7 @@ def test_without_its_baseline_a_darts_row_has_no_ratio(bench, tmp_path, monkeypa
         return 10.0
 
     monkeypatch.setattr(bench, "time_steps", time_steps)
-    bench.main(["--device", "cpu", "--smoke", "--budget", "inf", "--skip", "kernel,sync,search,single-path",
+    bench.main(["--device", "cpu", "--smoke", "--budget", "inf", "--skip", "kernel,sync,search,single-path,elastic",
                 "--out", str(tmp_path / "g.md")])
 
     first_batch = [r for r in bench.ROWS if r["case"].startswith("batch 4 ")]
@@ -162,7 +162,7 @@ def test_the_budget_runs_the_cases_that_start_before_it_and_lists_the_rest(bench
     ticks = iter(range(0, 10_000, 10))  # a fake clock: every reading is 10 s after the one before
     monkeypatch.setattr(bench, "clock", lambda: float(next(ticks)))
     monkeypatch.setattr(bench, "time_steps", lambda trainer, data, steps, repeats: 10.0)
-    bench.main(["--device", "cpu", "--smoke", "--budget", "45", "--skip", "kernel,sync,search,single-path",
+    bench.main(["--device", "cpu", "--smoke", "--budget", "45", "--skip", "kernel,sync,search,single-path,elastic",
                 "--out", str(tmp_path / "g.md")])
 
     skipped = [bool(r.get("skipped")) for r in bench.ROWS]
