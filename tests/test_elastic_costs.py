@@ -129,7 +129,7 @@ def test_smallest_costs_are_the_least_any_derived_arch_costs(truth, name):
 def test_measures_are_the_derived_networks_counts(truth, name):
     gm, rows = truth[name]
     measures = arch_measures(gm, SHAPE)
-    for arch, params, flops in rows:
+    for arch, params, flops in rows[::7]:  # every 7th arch in enumeration order: each label takes every value
         assert measures["params"](arch) * 1e6 == pytest.approx(params, abs=1e-6)
         assert measures["flops"](arch) * 1e6 == pytest.approx(flops, abs=1e-6)
 
