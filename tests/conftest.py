@@ -85,8 +85,9 @@ def tiny_search(out, data: str, **overrides) -> None:
     assert main(["search", *argv, "--quiet", "--out", str(out)]) == 0
 
 
-# One finished tiny search per test session (per xdist worker), for the tests that only read a run's outputs:
-# each of them used to run its own (about 10 s each).
+# One finished tiny search per test session, shared by the xdist workers (the first to ask runs it under a file
+# lock, the others read its folder), for the tests that only read a run's outputs: each of them used to run its own
+# (about 10 s each).
 FINISHED_SEARCH_ARGV = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3",
                         "--split-at", "1,2", "--rounds", "1", "--evaluations", "4", "--final-epochs", "1",
                         "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16"]
@@ -107,17 +108,27 @@ class FinishedSearch:
 
 
 @pytest.fixture(scope="session")
-def finished_search(tmp_path_factory) -> FinishedSearch:
+def finished_search(tmp_path_factory, worker_id) -> FinishedSearch:
     """NB201 C=4 N=1 on synthetic 3x32x32 data: 3 epochs split at 1 and 2 (4 leaves, 7 supernet-epochs),
     4 evaluations, 1 final epoch; printed as a user sees it (not --quiet). Read it; copy it to write."""
     import contextlib
     import io
+    import json
+
+    from filelock import FileLock
 
     from gmgraph.cli import main
 
-    out = tmp_path_factory.mktemp("finished-search") / "run"
-    stdout, stderr = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = main([*FINISHED_SEARCH_ARGV, "--out", str(out)])
-    assert code == 0, stderr.getvalue()[-2000:]
-    return FinishedSearch(out, list(FINISHED_SEARCH_ARGV), stdout.getvalue(), stderr.getvalue())
+    # Under xdist the base temp's parent is this session's and every worker's; alone, the base temp is the session's.
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    folder = shared / "finished-search"
+    with FileLock(str(shared / "finished-search.lock")):
+        printed = folder / "printed.json"
+        if not printed.exists():
+            stdout, stderr = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+                code = main([*FINISHED_SEARCH_ARGV, "--out", str(folder / "run")])
+            assert code == 0, stderr.getvalue()[-2000:]
+            printed.write_text(json.dumps({"stdout": stdout.getvalue(), "stderr": stderr.getvalue()}))
+        texts = json.loads(printed.read_text())
+    return FinishedSearch(folder / "run", list(FINISHED_SEARCH_ARGV), texts["stdout"], texts["stderr"])
