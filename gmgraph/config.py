@@ -276,6 +276,9 @@ class SearchSettings:
                                       f"{SMALL_TASK_SIZE[0]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[0]} elsewhere")
     cells: int | None = setting(None, "cells per stage (NB201's N); none: the data's size, "
                                       f"{SMALL_TASK_SIZE[1]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[1]} elsewhere")
+    kernel_transform: bool = setting(False, "OFA's learned kernel transform matrices: a smaller elastic kernel is "
+                                            "the larger one's centre times a learned matrix (spaces with elastic "
+                                            "kernels only: ofa)")
     batch_size: int = setting(64, "training batch size")
     seed: int = setting(0, "seeds data order, training, scoring and search")
     threads: int | None = setting(None, "torch threads per process for CPU work (torch.set_num_threads); fewer "
@@ -295,6 +298,7 @@ class SearchSettings:
         _check_name("space", self.space, SPACES)
         if not isinstance(self.export, bool):
             raise ConfigError(f"export must be true or false, got {self.export!r}")
+        _check_kernel_transform(self.space, self.kernel_transform)
         key = dataset_key(self.data)
         if key is None:
             raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
@@ -352,7 +356,7 @@ class SearchSettings:
         another machine; see :meth:`TrainConfig.shaping`).
         """
         return {"space": self.space, "data": self.data, "image_size": self.image_size, "width": self.width,
-                "cells": self.cells, "batch_size": self.batch_size}
+                "cells": self.cells, "kernel_transform": self.kernel_transform, "batch_size": self.batch_size}
 
 
 # ------------------------------------------------------------------ checks shared by the classes
@@ -393,6 +397,9 @@ def _bilevel(sampler: str) -> bool:
 
 
 _SPLITTING = ("exhaustive", "gm", "random")
+
+KERNEL_TRANSFORM_SPACES = ("ofa",)
+"""The built-in spaces with elastic kernels, which take ``--kernel-transform`` (``SpaceSpec.kernel_transform``)."""
 
 
 def check_device(name: str) -> str:
@@ -487,6 +494,17 @@ def parse_shrink(text: object) -> tuple[tuple[str, tuple[int, ...]], ...]:
             raise ConfigError(f"shrink phase {name!r} appears twice in {text!r}")
         phases.append((name, tuple(int(s) for s in stages)))
     return tuple(phases)
+
+
+def _check_kernel_transform(space: str, value: object) -> None:
+    """``--kernel-transform``: a bool, true only for a space with elastic kernels (no space is imported)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"kernel-transform must be true or false, got {value!r}")
+    entry = SPACES.loaded(space)  # a loaded spec says itself (SpaceSpec.kernel_transform); else the built-ins' list
+    takes = space in KERNEL_TRANSFORM_SPACES if entry is None else bool(getattr(entry, "kernel_transform", False))
+    if value and not takes:
+        raise ConfigError(f"--kernel-transform acts on elastic kernels; the {space} space has none "
+                          "(use it with --space ofa)")
 
 
 def _check_name(kind: str, name: object, table: Mapping) -> None:

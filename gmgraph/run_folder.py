@@ -326,6 +326,7 @@ class Shape:
     num_classes: int
     in_channels: int
     image_size: tuple[int, int]
+    kernel_transform: bool = False
 
     @classmethod
     def of_report(cls, report: Mapping[str, Any]) -> Shape:
@@ -351,8 +352,11 @@ class Shape:
         (:meth:`~gmgraph.config.SearchSettings.shaping`) that are fields of a Shape, and the input's size.
 
         >>> from gmgraph.config import SearchSettings
-        >>> Shape.of_settings(SearchSettings(width=4, cells=1, image_size=12), [1, 12, 12], 10)
-        Shape(space='nb201', width=4, cells=1, num_classes=10, in_channels=1, image_size=(12, 12))
+        >>> shape = Shape.of_settings(SearchSettings(width=4, cells=1, image_size=12), [1, 12, 12], 10)
+        >>> shape.space, shape.width, shape.cells, shape.num_classes, shape.in_channels, shape.image_size
+        ('nb201', 4, 1, 10, 1, (12, 12))
+        >>> shape.kernel_transform
+        False
         """
         names = {f.name for f in fields(cls)}
         knobs = {name: value for name, value in settings.shaping().items() if name in names}
@@ -360,13 +364,17 @@ class Shape:
                               "image_size": list(input_shape[1:])})  # the input's size, not the resize setting
 
     def as_record(self) -> dict:
-        """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back.
+        """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back. ``kernel_transform`` is
+        written only when set (a record without it, as every record before the setting, builds without).
 
         >>> Shape("nb201", 4, 1, 10, 1, (16, 16)).as_record()["image_size"]
         [16, 16]
+        >>> Shape("ofa", 4, 1, 10, 1, (8, 8), kernel_transform=True).as_record()["kernel_transform"]
+        True
         """
-        return {"space": self.space, "width": self.width, "cells": self.cells, "num_classes": self.num_classes,
-                "in_channels": self.in_channels, "image_size": list(self.image_size)}
+        record = {"space": self.space, "width": self.width, "cells": self.cells, "num_classes": self.num_classes,
+                  "in_channels": self.in_channels, "image_size": list(self.image_size)}
+        return {**record, "kernel_transform": True} if self.kernel_transform else record
 
     @classmethod
     def of_record(cls, record: Mapping[str, Any]) -> Shape:
@@ -379,11 +387,13 @@ class Shape:
             raise TypeError(f"expected a table, got {type(record).__name__}")
         size = tuple(record["image_size"])
         counts = [record[k] for k in ("width", "cells", "num_classes", "in_channels")] + list(size)
-        if not isinstance(record["space"], str) or len(size) != 2 or not all(
+        transform = record.get("kernel_transform", False)  # absent from records written before the setting
+        if not isinstance(record["space"], str) or len(size) != 2 or not isinstance(transform, bool) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts):
             raise ValueError(f"not a network record: {dict(record)}")
         return cls(space=record["space"], width=record["width"], cells=record["cells"],
-                   num_classes=record["num_classes"], in_channels=record["in_channels"], image_size=size)
+                   num_classes=record["num_classes"], in_channels=record["in_channels"], image_size=size,
+                   kernel_transform=transform)
 
 
 def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
@@ -392,8 +402,8 @@ def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
     from gmgraph.passes.derive import derive
     from gmgraph.spaces import get
 
-    model = get(shape.space).build(width=shape.width, cells=shape.cells, num_classes=shape.num_classes,
-                                   in_channels=shape.in_channels)
+    model = get(shape.space).make(shape.width, shape.cells, shape.num_classes, shape.in_channels,
+                                  kernel_transform=shape.kernel_transform)
     return derive(trace(model), arch, inherit=False)
 
 

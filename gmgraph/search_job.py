@@ -62,8 +62,8 @@ from gmgraph.train.penalty import LatencyPenalty
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
     """The root supernet of ``settings.space`` for images of ``shape`` and ``num_classes``."""
     torch.manual_seed(settings.seed)
-    model = spaces.get(settings.space).build(width=settings.width, cells=settings.cells,
-                                             num_classes=num_classes, in_channels=shape[0])
+    model = spaces.get(settings.space).make(settings.width, settings.cells, num_classes, shape[0],
+                                            kernel_transform=settings.kernel_transform)
     return trace(model)
 
 
@@ -114,7 +114,8 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
         result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
                              shared=spaces.get(settings.space).shared, checkpoint=checkpoint,
                              resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze,
-                             arch_penalty=penalty, device=device)
+                             arch_penalty=penalty, device=device,
+                             before_phase=spaces.get(settings.space).before_phase)
     # The few-shot timings add up over every invocation of a resumed run: this one's is the difference.
     clock.seconds["scoring"] = result.timings.get("scoring_seconds", 0.0) - (earlier or {}).get("scoring_seconds", 0.0)
     clock.seconds["train"] -= clock.seconds["scoring"]
@@ -170,7 +171,8 @@ def _check_memory(settings: SearchSettings, info: datasets.DataInfo, device: tor
     spec = spaces.get(settings.space)
 
     def build(width: int) -> torch.nn.Module:
-        return spec.build(width=width, cells=settings.cells, num_classes=info.num_classes, in_channels=info.shape[0])
+        return spec.make(width, settings.cells, info.num_classes, info.shape[0],
+                         kernel_transform=settings.kernel_transform)
 
     t = settings.train
     note = check_training(build, settings.width, info.shape, min(settings.batch_size, info.sizes[0]),

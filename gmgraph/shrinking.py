@@ -60,6 +60,21 @@ class ShrinkSchedule:
                 start += length
         return shares
 
+    def starting(self, epoch: int) -> str | None:
+        """The phase whose first epoch is ``epoch`` (0-based); None when no phase starts then.
+
+        The trainer runs its space's ``before_phase`` hook then (OFA re-sorts channels before ``width``).
+
+        >>> [ShrinkSchedule("full:1,width:2", {}).starting(epoch) for epoch in range(4)]
+        ['full', 'width', None, None]
+        """
+        start = 0
+        for kind, stages in self.phases:
+            if epoch == start:
+                return kind
+            start += sum(stages)
+        return None
+
     def allowed(self, epoch: int) -> dict[str, tuple[str, ...]]:
         """label -> the ops it may take in ``epoch`` (0-based), in the label's own order."""
         shares = self.unlocked(epoch)

@@ -40,6 +40,11 @@ class SpaceSpec:
         shared: the gradient-matching shared-parameter preset ``(gm, label) -> names`` (None: automatic).
         to_str / parse: the space's architecture text codec (default ``label=op;...``).
         oracle: ``arch -> dict`` looking the arch up in a benchmark table (reported as a reference only).
+        before_phase: ``(gm, phase, optimizer) -> note | None``, run by the trainer on each (sub-)supernet when
+            a ``--shrink`` schedule starts a phase, before its first epoch (OFA re-sorts channels before
+            ``width``); the note goes into the epoch's history. None: nothing to do.
+        kernel_transform: ``build`` takes ``kernel_transform=True`` (OFA's kernel transform matrices on its
+            elastic kernels, ``--kernel-transform``); spaces without elastic kernels refuse the setting.
     """
 
     name: str
@@ -48,6 +53,21 @@ class SpaceSpec:
     to_str: Callable[[Mapping[str, str]], str] = format_pairs
     parse: Callable[[str], Arch] = parse_pairs
     oracle: Callable[[Mapping[str, str]], dict] | None = None
+    before_phase: Callable[..., str | None] | None = None
+    kernel_transform: bool = False
+
+    def make(self, width: int, cells: int, num_classes: int, in_channels: int, *,
+             kernel_transform: bool = False) -> nn.Module:
+        """``build`` with the space's options set (an option left at its default is not passed).
+
+        Raises:
+            ConfigError: ``kernel_transform`` for a space without elastic kernels.
+        """
+        if kernel_transform and not self.kernel_transform:
+            raise ConfigError(f"--kernel-transform acts on elastic kernels; the {self.name} space has none "
+                              f"(spaces with them: {', '.join(n for n, s in BUILTIN.items() if s.kernel_transform)})")
+        options = {"kernel_transform": True} if kernel_transform else {}
+        return self.build(width=width, cells=cells, num_classes=num_classes, in_channels=in_channels, **options)
 
 
 def _nb201(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
@@ -64,12 +84,13 @@ def _mobilenet(width: int, cells: int, num_classes: int, in_channels: int) -> nn
     return mobilenet.supernet(num_classes=num_classes, width_mult=width / 16, in_channels=in_channels)
 
 
-def _ofa(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+def _ofa(width: int, cells: int, num_classes: int, in_channels: int, kernel_transform: bool = False) -> nn.Module:
     # `width` is the stem's channels (16 at OFA's width 1.0, which sets the multiplier); `cells` is how many of
     # OFA's five stride-2 layers keep their stride (5: OFA's own; small images keep fewer). Below width 16 the
     # widths round to multiples of 4 instead of 8, so a CPU-sized supernet stays small.
     return ofa.supernet(num_classes=num_classes, width_mult=width / 16, in_channels=in_channels,
-                        strides=ofa.strides_for(cells), divisor=8 if width >= 16 else 4)
+                        strides=ofa.strides_for(cells), divisor=8 if width >= 16 else 4,
+                        kernel_transform=kernel_transform)
 
 
 def _nb201_oracle(arch: Mapping[str, str]) -> dict:
@@ -84,7 +105,8 @@ BUILTIN: dict[str, SpaceSpec] = {
     "nb201": SpaceSpec("nb201", _nb201, nb201.shared_parameters, nb201.to_str, nb201.parse, _nb201_oracle),
     "darts": SpaceSpec("darts", _darts, darts.shared_parameters, darts.to_str, darts.parse),
     "mobilenet": SpaceSpec("mobilenet", _mobilenet, mobilenet.shared_parameters, mobilenet.to_str, mobilenet.parse),
-    "ofa": SpaceSpec("ofa", _ofa, ofa.shared_parameters, ofa.to_str, ofa.parse),
+    "ofa": SpaceSpec("ofa", _ofa, ofa.shared_parameters, ofa.to_str, ofa.parse, before_phase=ofa.before_phase,
+                     kernel_transform=True),
 }
 """The ready spaces (what :data:`REGISTRY` resolves its built-in names to)."""
 

@@ -38,7 +38,8 @@ The supernet holds the parameters of its largest subnet and nothing more::
 still part of the space, set to their smallest op.)
 
 OFA's learned kernel transform matrices are ``supernet(kernel_transform=True)``;
-its channel re-sorting before the width phase is :func:`sort_channels`.
+its channel re-sorting before the width phase is :func:`sort_channels`, which
+:func:`before_phase` runs when a ``--shrink`` schedule starts its ``width`` phase.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def smallest(gm: nn.Module) -> Arch:
     return {label: smallest_op(group) for label, group in choices(gm).items()}
 
 
-def sort_channels(gm: nn.Module) -> int:
+def sort_channels(gm: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
     """Reorder every block's hidden channels (and SE squeeze channels) by importance, largest first (OFA).
 
     A narrower expansion runs the first ``c`` hidden channels; before OFA's width phase they are
@@ -249,8 +250,9 @@ def sort_channels(gm: nn.Module) -> int:
     read each channel (the squeeze channels by the SE excite weights that read them). The
     permutation is applied consistently to every module that holds the channel (expand conv, both
     BNs with their statistics, the depthwise conv, SE, projection), so the widest subnet computes
-    the same function. Optimizer state (momentum) is not permuted: sort before building the
-    optimizer, or start a fresh one. Works on a traced supernet or a restricted child.
+    the same function. ``optimizer``'s state of those parameters (SGD's momentum buffers, every
+    tensor of the parameter's shape) is permuted with them, so training goes on as if the channels
+    had always been in this order. Works on a traced supernet or a restricted child.
 
     >>> import gmgraph
     >>> gm = gmgraph.trace(supernet(num_classes=10, width_mult=0.25, divisor=4))
@@ -260,34 +262,58 @@ def sort_channels(gm: nn.Module) -> int:
     Returns:
         The number of blocks sorted.
     """
+    state = optimizer.state if optimizer is not None else {}
     blocks = [m for m in gm.modules() if isinstance(m, Block)]
     for block in blocks:
-        _sort_block(next(iter(block.body.ops.values())))
+        _sort_block(next(iter(block.body.ops.values())), state)
     return len(blocks)
 
 
+def before_phase(gm: nn.Module, phase: str, optimizer: torch.optim.Optimizer | None = None) -> str | None:
+    """The OFA space's progressive-shrinking hook (``SpaceSpec.before_phase``): before the ``width`` phase,
+    :func:`sort_channels` (momentum permuted too); other phases change nothing.
+
+    >>> import gmgraph
+    >>> gm = gmgraph.trace(supernet(num_classes=10, width_mult=0.25, divisor=4))
+    >>> before_phase(gm, "kernel") is None, before_phase(gm, "width")
+    (True, 'sorted the hidden channels of 20 blocks by importance')
+    """
+    if phase != "width":
+        return None
+    return f"sorted the hidden channels of {sort_channels(gm, optimizer)} blocks by importance"
+
+
 @torch.no_grad()
-def _sort_block(body: nn.Sequential) -> None:
+def _permute(tensor: torch.Tensor | None, order: torch.Tensor, dim: int, state: Mapping) -> None:
+    """``tensor``'s entries along ``dim`` in ``order``, in place, and so its optimizer state's tensors of its shape."""
+    if tensor is None:
+        return
+    for value in (tensor, *state.get(tensor, {}).values()):
+        if torch.is_tensor(value) and value.shape == tensor.shape:
+            value.copy_(value.index_select(dim, order.to(value.device)))
+
+
+@torch.no_grad()
+def _sort_block(body: nn.Sequential, state: Mapping) -> None:
     expand, bn1, kernel, bn2 = body[0].conv, body[1].bn, body[3], body[4].bn
     depthwise = next(iter(kernel.ops.values())).conv
     project = body[-2].conv
     order = project.weight.abs().sum((0, 2, 3)).argsort(descending=True)
-    expand.weight.copy_(expand.weight[order])
-    depthwise.weight.copy_(depthwise.weight[order])
+    for tensor in (expand.weight, depthwise.weight):
+        _permute(tensor, order, 0, state)
     for bn in (bn1, bn2):
         for tensor in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-            if tensor is not None:
-                tensor.copy_(tensor[order])
+            _permute(tensor, order, 0, state)
     if isinstance(body[6], SqueezeExcite):
         reduce, excite = body[6].reduce.conv, body[6].expand.conv
-        reduce.weight.copy_(reduce.weight[:, order])
-        excite.weight.copy_(excite.weight[order])
-        excite.bias.copy_(excite.bias[order])
+        _permute(reduce.weight, order, 1, state)
+        _permute(excite.weight, order, 0, state)
+        _permute(excite.bias, order, 0, state)
         squeeze = excite.weight.abs().sum((0, 2, 3)).argsort(descending=True)
-        reduce.weight.copy_(reduce.weight[squeeze])
-        reduce.bias.copy_(reduce.bias[squeeze])
-        excite.weight.copy_(excite.weight[:, squeeze])
-    project.weight.copy_(project.weight[:, order])
+        _permute(reduce.weight, squeeze, 0, state)
+        _permute(reduce.bias, squeeze, 0, state)
+        _permute(excite.weight, squeeze, 1, state)
+    _permute(project.weight, order, 1, state)
 
 
 def shared_parameters(gm: fx.GraphModule, label: str) -> list[str]:

@@ -48,7 +48,7 @@ from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict, replace_settings
 from gmgraph.train import data_parallel, distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
-from gmgraph.train.loop import ArchPenalty, SupernetTrainer
+from gmgraph.train.loop import ArchPenalty, PhaseHook, SupernetTrainer
 
 
 @dataclass
@@ -107,6 +107,7 @@ def run_fewshot(
     record: Mapping[str, Any] | None = None,
     arch_penalty: ArchPenalty | None = None,
     device: torch.device | None = None,
+    before_phase: PhaseHook | None = None,
 ) -> FewShotResult:
     """Run the few-shot schedule on ``gm`` (trained in place; children are new graphs).
 
@@ -127,6 +128,8 @@ def run_fewshot(
             (sub-)supernet's trainer (e.g. :class:`~gmgraph.train.penalty.LatencyPenalty`).
         device: where every (sub-)supernet trains, as the run resolved it
             (:func:`gmgraph.device.training_device`); default ``train.device`` resolved by the root's trainer.
+        before_phase: the space's step when a ``--shrink`` phase starts, run by every (sub-)supernet's
+            trainer on its own graph (:attr:`gmgraph.spaces.SpaceSpec.before_phase`).
 
     In a distributed run (a process group of several ranks, see
     :mod:`gmgraph.train.distributed`) every rank calls it with the same
@@ -142,7 +145,8 @@ def run_fewshot(
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed,
                                                                            arch_penalty=arch_penalty,
-                                                                           device=device))])
+                                                                           device=device,
+                                                                           before_phase=before_phase))])
     first = 0
     state = _load(checkpoint, team) if resume and checkpoint is not None else None
     if state is not None:
@@ -405,7 +409,8 @@ def _restore(result: FewShotResult, root: fx.GraphModule, data, settings: dict, 
         trainer = SupernetTrainer(gm, data, train, seed=entry["trainer"]["seed"],
                                   total_epochs=entry["trainer"]["total_epochs"],
                                   arch_penalty=result.leaves[0].trainer.arch_penalty,
-                                  device=result.leaves[0].trainer.device)
+                                  device=result.leaves[0].trainer.device,
+                                  before_phase=result.leaves[0].trainer.before_phase)
         trainer.load_state_dict(entry["trainer"])
         nodes.append(SubSupernet(entry["id"], gm, trainer))
     result.leaves, result.tree, result.budget = nodes, state["tree"], state["budget"]

@@ -45,7 +45,7 @@ from gmgraph.device import (
 from gmgraph.errors import CheckpointError, DataError, TrainError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id
-from gmgraph.progress import Progress
+from gmgraph.progress import Progress, log
 from gmgraph.samplers import SAMPLERS, Sampler, borrowed, make_sampler
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
@@ -73,6 +73,10 @@ class _Indexed(Dataset):
 ArchPenalty = Callable[[Mapping[str, torch.Tensor], Mapping[str, Sequence[str]]], torch.Tensor]
 """An extra architecture-loss term ``(alphas, space) -> scalar`` (:class:`gmgraph.train.penalty.LatencyPenalty`)."""
 
+PhaseHook = Callable[[fx.GraphModule, str, torch.optim.Optimizer], "str | None"]
+"""A space's step when a progressive-shrinking phase starts: ``(gm, phase, optimizer) -> note | None``
+(:attr:`gmgraph.spaces.SpaceSpec.before_phase`; OFA re-sorts channels before ``width``)."""
+
 
 class SupernetTrainer:
     """Trains one (sub-)supernet in place, epoch by epoch.
@@ -86,12 +90,17 @@ class SupernetTrainer:
         total_epochs: length of the cosine schedule (defaults to ``config.epochs``).
         device: where to train, as a run resolved it once (:func:`gmgraph.device.training_device`);
             default ``config.device`` resolved here. Children (:meth:`fork`) train where their parent does.
+        before_phase: run on ``gm`` (with the optimizer, whose state it must keep in step with any weights it
+            moves) before the first epoch of each phase of the sampler's ``--shrink`` schedule; a note it
+            returns is printed and kept in that epoch's history (``before_phase``). Children inherit it.
     """
 
     def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
                  *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None,
-                 arch_penalty: ArchPenalty | None = None, device: torch.device | None = None):
+                 arch_penalty: ArchPenalty | None = None, device: torch.device | None = None,
+                 before_phase: PhaseHook | None = None):
         self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
+        self.before_phase = before_phase
         self.arch_penalty, self._space = arch_penalty, space(gm)
         self.device = training_device(self.config.device if device is None else device, self.config.precision)
         self.train_set, self.val_loader = data[0].dataset, data[1]
@@ -157,6 +166,7 @@ class SupernetTrainer:
         step never waits for the GPU. A non-finite loss stops training at the
         next read with :class:`~gmgraph.errors.TrainError`.
         """
+        note = self._phase_starts(quiet, title)
         self.sampler.start_epoch(self.epoch, self.total_epochs)
         if self.parallel is not None:
             self.parallel.start_epoch(self.sampler)
@@ -190,9 +200,21 @@ class SupernetTrainer:
                  "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - start}
         if val_accuracy is not None:
             stats["val_accuracy"] = val_accuracy
+        if note is not None:
+            stats["before_phase"] = note
         progress.close(**means)  # the epoch's means (not the last live reading), fixed decimals
         self.history.append(stats)
         return stats
+
+    def _phase_starts(self, quiet: bool, title: str) -> str | None:
+        """Run ``before_phase`` if the sampler's shrinking schedule starts a phase this epoch: ``phase: note``."""
+        schedule = getattr(self.sampler, "shrink", None)
+        phase = schedule.starting(self.epoch) if schedule is not None and self.before_phase is not None else None
+        note = self.before_phase(self.gm, phase, self.optimizer) if phase is not None else None
+        if note is None:
+            return None
+        log(f"{title}before the {phase} phase (epoch {self.epoch + 1}): {note}", quiet=quiet)
+        return f"{phase}: {note}"
 
     def _val_accuracy(self, batches: int) -> float | None:
         """Accuracy of sampled paths on the first ``batches`` validation batches (the report's validation curve).
@@ -434,10 +456,10 @@ class SupernetTrainer:
         data = (_Loader(self.train_set, self.batch_size), self.val_loader)
         if not inherit:
             return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch,
-                                   arch_penalty=self.arch_penalty, device=self.device)
+                                   arch_penalty=self.arch_penalty, device=self.device, before_phase=self.before_phase)
         trainer = SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs,
                                   sampler=self.sampler.fork(child, seed=seed), arch_penalty=self.arch_penalty,
-                                  device=self.device)
+                                  device=self.device, before_phase=self.before_phase)
         trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), _places(self.gm), trainer.param_names))
         if trainer.arch_optimizer is not None:
             trainer.arch_optimizer.load_state_dict(_restricted_arch_state(self, trainer))
