@@ -108,7 +108,7 @@ class FinishedSearch:
 
 
 @pytest.fixture(scope="session")
-def finished_search(tmp_path_factory, worker_id) -> FinishedSearch:
+def finished_search(tmp_path_factory, request) -> FinishedSearch:
     """NB201 C=4 N=1 on synthetic 3x32x32 data: 3 epochs split at 1 and 2 (4 leaves, 7 supernet-epochs),
     4 evaluations, 1 final epoch; printed as a user sees it (not --quiet). Read it; copy it to write."""
     import contextlib
@@ -120,7 +120,8 @@ def finished_search(tmp_path_factory, worker_id) -> FinishedSearch:
     from gmgraph.cli import main
 
     # Under xdist the base temp's parent is this session's and every worker's; alone, the base temp is the session's.
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    worker = hasattr(request.config, "workerinput")  # an xdist worker (also works with -p no:xdist)
+    shared = tmp_path_factory.getbasetemp().parent if worker else tmp_path_factory.getbasetemp()
     folder = shared / "finished-search"
     with FileLock(str(shared / "finished-search.lock")):
         printed = folder / "printed.json"
