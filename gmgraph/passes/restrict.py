@@ -58,7 +58,8 @@ def restrict(gm: fx.GraphModule, keep: Mapping[str, Sequence[str]]) -> fx.GraphM
                 module.ops = nn.ModuleDict({n: op for n, op in module.ops.items() if n in kept[label]})
     # Labels whose every Choice sat in dropped ops (the blocks of a dropped depth) leave the space; the
     # child remembers them, so an arch of the root still derives on it (see derive).
-    lost = {label: ops for label, ops in current.items() if label not in space(child)}
+    remaining = space(child)
+    lost = {label: ops for label, ops in current.items() if label not in remaining}
     child.meta["dropped_labels"] = {**gm.meta.get("dropped_labels", {}), **lost}
     child.meta["parent"] = lineage_id(gm)
     child.meta["lineage"] = list(gm.meta.get("lineage", [])) + [
