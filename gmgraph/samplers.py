@@ -40,6 +40,7 @@ class Sampler:
     scores_data = False  # True: it keeps a score per training sample (give it dataset_size=)
     static_graph = False  # True: every step runs the same ops (a CUDA graph can replay it)
     multi_path = False  # True: a weight step trains several paths (step_archs), gradients added
+    joint = False  # True: the weight step's loss also trains the architecture parameters (SNAS)
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         self.space = space(gm)
@@ -74,6 +75,19 @@ class Sampler:
     def arch_parameters(self) -> dict[str, nn.Parameter]:
         """Trainable architecture parameters, keyed ``alpha/<label>``."""
         return {}
+
+    def arch_pass(self, trainer, val: tuple[torch.Tensor, torch.Tensor],
+                  train: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor | None:
+        """An architecture step's forward and backward of this sampler's own, or None for the standard one.
+
+        Bilevel samplers that need more than the validation loss's gradient
+        (second-order DARTS reads the training batch too; ProxylessNAS samples
+        two paths) compute the architecture gradients here into
+        ``trainer.arch_optimizer``'s parameters and return the loss (a device
+        tensor); the trainer then steps the optimizer. The default returns None:
+        the trainer's standard pass (validation loss through ``context()``) runs.
+        """
+        return None
 
     def start_epoch(self, epoch: int, total: int) -> None:
         """Called before epoch ``epoch`` (0-based) of ``total``."""

@@ -263,7 +263,7 @@ class SupernetTrainer:
         """
         x, y = to_device((x, y), self.device)
         if val_batch is not None and self.arch_optimizer is not None:
-            self._arch_step(*to_device(tuple(val_batch[:2]), self.device))
+            self._arch_step(*to_device(tuple(val_batch[:2]), self.device), train=(x, y))
         if index is None:  # no dataset positions: sample 0 stands in (made on the device, nothing to copy)
             index = torch.zeros(len(y), dtype=torch.long, device=self.device)
         return self._weight_step(x, y, index)
@@ -354,7 +354,11 @@ class SupernetTrainer:
                 "(the last checkpoint holds the last good epoch). Try a lower lr or gradient clipping."
             )
 
-    def _arch_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def _arch_step(self, x: torch.Tensor, y: torch.Tensor,
+                   train: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        if self.parallel is None and train is not None and self.sampler.arch_pass(self, (x, y), train) is not None:
+            self.arch_optimizer.step()  # the sampler's own architecture gradient (see Sampler.arch_pass)
+            return
         if self.parallel is not None:  # every rank loaded the same validation batch: each takes its slice
             self.arch_optimizer.zero_grad(set_to_none=True)
             x, y = self.parallel.shard(x, y)

@@ -48,7 +48,7 @@ def test_darts_updates_alphas_only_on_validation_batches(digits):
     val_images = digits.val.dataset.tensors[0]
     seen = []
     original = trainer._arch_step
-    trainer._arch_step = lambda xb, yb: (seen.append(xb), original(xb, yb))
+    trainer._arch_step = lambda xb, yb, train=None: (seen.append(xb), original(xb, yb, train))
     trainer.train_epoch(quiet=True)
     assert len(seen) == 3
     for batch in seen:
