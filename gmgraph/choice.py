@@ -71,7 +71,12 @@ class Choice(nn.Module):
       computes one op but still passes gradient to every weight: ``keep`` (a
       host-side list of which ops to run) says so without reading ``w``; weights
       on the CPU are checked directly, weights on a GPU are never read back
-      (every op runs, since the read would stall the GPU each step).
+      (every op runs, since the read would stall the GPU each step). ``none``
+      (:class:`Zero`) adds ``w * 0`` and is left out, unless no other op runs.
+
+    In single-path mode inside a traced supernet, :mod:`gmgraph.live_run` may
+    tell a Choice to *skip* for one run (nothing live reads its output): it then
+    returns a 0-dimensional zero and runs no op.
     """
 
     def __init__(self, ops: Mapping[str, nn.Module], label: str):
@@ -121,7 +126,11 @@ class Choice(nn.Module):
         self.weights, self.keep = weights, keep
         self.active = None
 
+    skip = False  # set for one run by gmgraph.live_run: nothing live reads this Choice's output
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.skip:  # a zero that needs no autograd; the sums it joins broadcast it away
+            return x.new_zeros(()) if isinstance(x, torch.Tensor) else torch.zeros(())
         if self.active is not None:
             return self.ops[self.active](x)
         if self.weights is not None:
@@ -138,6 +147,11 @@ class Choice(nn.Module):
         nonzero = self.keep
         if nonzero is None:
             nonzero = (self.weights != 0).tolist() if self.weights.device.type == "cpu" else [True] * len(self.ops)
+        # `none` adds w * 0: left out of the sum (its weight's gradient, 0, comes from the
+        # weights' own backward), unless it is the only op that runs.
+        zero = [isinstance(op, Zero) for op in self.ops.values()]
+        if any(keep and not z for keep, z in zip(nonzero, zero)):
+            nonzero = [keep and not z for keep, z in zip(nonzero, zero)]
         out = None
         for i, (op, keep) in enumerate(zip(self.ops.values(), nonzero)):
             if keep:
@@ -150,7 +164,7 @@ class Choice(nn.Module):
     def __getstate__(self) -> dict:
         # The running mode is transient: copies and pickles start with none, which
         # also keeps deepcopy away from non-leaf weight tensors.
-        return {**self.__dict__, "active": None, "weights": None, "keep": None}
+        return {**self.__dict__, "active": None, "weights": None, "keep": None, "skip": False}
 
     def extra_repr(self) -> str:
         return f"label={self.label!r}"

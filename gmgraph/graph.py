@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 import torch
 from torch import fx, nn
 
+from gmgraph import live_run
 from gmgraph.arch import Arch, Space, validate
 from gmgraph.choice import Choice
 from gmgraph.errors import SpaceError, TraceError
@@ -158,6 +159,7 @@ def trace(
     _resolve_string_annotations(graph, model)
     gm = fx.GraphModule(model, graph, class_name=type(model).__name__)
     gm.meta["lineage"] = []
+    live_run.install(gm)
     return gm
 
 
@@ -231,7 +233,12 @@ def _check_can_be_mode_leaf(model: nn.Module, path: str, module: nn.Module) -> N
 
 
 def choices(gm: nn.Module) -> dict[str, list[Choice]]:
-    """label -> the Choice modules of that decision, in module order."""
+    """label -> the Choice modules of that decision, in module order.
+
+    A traced ``gm`` (its copies too) also gets its single-path runs pruned to the live graph here
+    (:func:`gmgraph.live_run.install`): samplers and :func:`use` collect Choices through this.
+    """
+    live_run.install(gm)
     out: dict[str, list[Choice]] = {}
     for module in gm.modules():
         if isinstance(module, Choice):
@@ -280,8 +287,12 @@ def space(gm: nn.Module) -> Space:
     Raises:
         SpaceError: when Choices sharing a label disagree on their candidates.
     """
+    return _space_of(choices(gm))
+
+
+def _space_of(groups: Mapping[str, Sequence[Choice]]) -> Space:
     out: dict[str, tuple[str, ...]] = {}
-    for label, group in choices(gm).items():
+    for label, group in groups.items():
         names = group[0].names
         for other in group[1:]:
             if other.names != names:
@@ -305,8 +316,9 @@ def use(gm: nn.Module, arch: Arch) -> Iterator[nn.Module]:
     The arch must name exactly the graph's labels with allowed ops (ArchError
     otherwise). The previous mode of each Choice is restored on exit.
     """
-    validate(arch, space(gm))
-    with running(choices(gm), arch=arch):
+    groups = choices(gm)  # one walk of the modules: a training loop may call this every step
+    validate(arch, _space_of(groups))
+    with running(groups, arch=arch):
         yield gm
 
 

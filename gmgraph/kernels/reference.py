@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from gmgraph.errors import ChoiceError
+from gmgraph.pooling import avg_pool2d_exclude_pad
 
 
 def mixed_op(
@@ -92,6 +93,8 @@ def mixed_op_loop(
 
 def pool3x3(x: torch.Tensor) -> torch.Tensor:
     """3x3 average pooling, stride 1, padding 1, padded positions not counted."""
+    if x.device.type == "cpu" and not torch.onnx.is_in_onnx_export() and not torch.compiler.is_compiling():
+        return avg_pool2d_exclude_pad(x, 3, 1, 1)  # the same numbers, several times faster on the CPU
     return F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
 
 

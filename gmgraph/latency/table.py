@@ -35,8 +35,8 @@ from pathlib import Path
 
 from gmgraph.arch import validate
 from gmgraph.errors import ConfigError, FileError
-from gmgraph.latency.liveness import live_nodes
 from gmgraph.latency.nested import running_nested
+from gmgraph.liveness import live_nodes
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class LatencyTable:
     Attributes:
         key: what the table was measured for (:func:`gmgraph.latency.cache.key_fields`).
         space: label -> op names.
-        flow: the supernet's :func:`~gmgraph.latency.liveness.dataflow`, Choice nodes with
+        flow: the supernet's :func:`~gmgraph.liveness.dataflow`, Choice nodes with
             their input ``shape`` and sums with their operand ``shapes``.
         fixed_ms: the part every network of the space runs (stem, reductions, head).
         entries: one per (label, op, input shape): ``{"label", "op", "shape", "ms", "stable"}`` and

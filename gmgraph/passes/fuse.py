@@ -44,7 +44,8 @@ step, sample a single path (``gmgraph.use``), or train the unfused graph.
 
 What fuses: ``nn.Identity`` (skip), ``Zero`` with stride 1 (contributes
 nothing and is never computed) and ``nn.AvgPool2d(3, 1, 1,
-count_include_pad=False)`` (pool), matched by exact type and settings. Any
+count_include_pad=False)`` or :class:`gmgraph.pooling.AvgPool2d` with those
+settings (pool), matched by exact type and settings. Any
 other candidate, including ``Zero`` with a stride or a pooling with other
 settings, runs as a module and joins the sum as a parametric output. A Choice
 runs unfused when its input is not 4-D (NCHW) or a parametric output is not
@@ -63,6 +64,7 @@ from torch import fx, nn
 
 from gmgraph.choice import Choice, Zero
 from gmgraph.kernels import mixed_op
+from gmgraph.pooling import AvgPool2d
 
 ROLES = ("param", "skip", "pool", "zero")
 
@@ -169,7 +171,7 @@ def _role(op: nn.Module) -> str:
         return "skip"
     if type(op) is Zero and op.stride == 1:
         return "zero"
-    if type(op) is nn.AvgPool2d and _is_pool3x3(op):
+    if type(op) in (nn.AvgPool2d, AvgPool2d) and _is_pool3x3(op):
         return "pool"
     return "param"
 

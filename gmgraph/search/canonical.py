@@ -19,7 +19,7 @@ first op::
     >>> canonical(b) == canonical(a)
     True
 
-The network of an architecture is read off :func:`~gmgraph.latency.liveness.live_nodes`
+The network of an architecture is read off :func:`~gmgraph.liveness.live_nodes`
 (the replay of ``derive``'s folding rules on the graph's dataflow), so no
 network is built: a canonical form costs a few replays over the graph's nodes.
 """
@@ -33,7 +33,7 @@ from torch import fx
 from gmgraph.arch import Arch, key
 from gmgraph.choice import Choice
 from gmgraph.graph import active_choices, space
-from gmgraph.latency.liveness import dataflow, live_nodes
+from gmgraph.liveness import dataflow, live_nodes
 
 Canonical = Callable[[Arch], Arch]
 """Maps an architecture to the one that stands for its derived network (equal networks, equal results)."""
@@ -58,7 +58,7 @@ class CanonicalForm:
     the chosen depth leaves off do not.
 
     Args:
-        flow: the supernet's :func:`~gmgraph.latency.liveness.dataflow`.
+        flow: the supernet's :func:`~gmgraph.liveness.dataflow`.
         space: label -> op names (the supernet's :func:`~gmgraph.graph.space`).
         nested: Choice node name -> its Choice module, for the Choice nodes whose ops hold Choices.
     """

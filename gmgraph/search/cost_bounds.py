@@ -16,7 +16,7 @@ the derived network, dead ops pruned), so a limit they refuse is truly impossibl
     (True, True)
 
 How: ``derive`` drops an op only by folding a zero (``none``) term out of a sum, which may
-leave what fed it unused (:mod:`gmgraph.latency.liveness` replays those rules). A node is
+leave what fed it unused (:mod:`gmgraph.liveness` replays those rules). A node is
 *needed* in every architecture when the output reads it through nodes that cannot all be
 dropped: every input of a plain node or a Choice, an operand of a sum that can never be
 zero, and what both operands of a sum of maybe-zero terms need (one of them always stays).
@@ -42,7 +42,7 @@ from torch import fx, nn
 from gmgraph.choice import Choice
 from gmgraph.elastic import ConvView, is_view
 from gmgraph.graph import choices, running
-from gmgraph.latency.liveness import dataflow
+from gmgraph.liveness import dataflow
 from gmgraph.scores.zero_cost import _layer_macs
 
 
@@ -65,7 +65,7 @@ def smallest_costs(root: fx.GraphModule, input_shape: Sequence[int], *,
 
 
 def needed_in_every_arch(flow: list[dict]) -> list[str]:
-    """Names of the nodes of ``flow`` (:func:`~gmgraph.latency.liveness.dataflow`) that every
+    """Names of the nodes of ``flow`` (:func:`~gmgraph.liveness.dataflow`) that every
     architecture's derived network keeps (a Choice among them runs some op of its label).
 
     >>> flow = [{"name": "x", "kind": "kept", "inputs": []},

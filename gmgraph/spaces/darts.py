@@ -38,6 +38,7 @@ from gmgraph.choice import Choice, Zero
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ArchError, SpaceError
 from gmgraph.graph import choices, space
+from gmgraph.pooling import AvgPool2d
 from gmgraph.spaces.nb201 import ReLUConvBN
 
 OPS = (
@@ -81,8 +82,9 @@ def sep_conv(c: int, kernel: int, stride: int, affine: bool) -> nn.Sequential:
     return nn.Sequential(*dil_conv(c, kernel, stride, 1, affine), *dil_conv(c, kernel, 1, 1, affine))
 
 
-def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn: bool) -> dict[str, nn.Module]:
-    """The DARTS candidates named in ``ops`` for one edge of width C."""
+def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn: bool,
+                  fast_pool: bool = False) -> dict[str, nn.Module]:
+    """The DARTS candidates named in ``ops`` for one edge of width C (``fast_pool``: see :func:`supernet`)."""
 
     def pool(kind: type[nn.Module], **kw) -> nn.Module:
         p = kind(3, stride=stride, padding=1, **kw)
@@ -92,7 +94,7 @@ def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn
     build = {
         "none": lambda: Zero(stride),
         "max_pool_3x3": lambda: pool(nn.MaxPool2d),
-        "avg_pool_3x3": lambda: pool(nn.AvgPool2d, count_include_pad=False),
+        "avg_pool_3x3": lambda: pool(AvgPool2d if fast_pool else nn.AvgPool2d, count_include_pad=False),
         "skip_connect": lambda: nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine),
         "sep_conv_3x3": lambda: sep_conv(C, 3, stride, affine),
         "sep_conv_5x5": lambda: sep_conv(C, 5, stride, affine),
@@ -105,14 +107,16 @@ def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn
 class Cell(nn.Module):
     """Two preprocessed inputs, four summed nodes, their concatenation as output."""
 
-    def __init__(self, c_pp: int, c_p: int, C: int, reduction: bool, reduction_prev: bool, ops, affine, pool_bn):
+    def __init__(self, c_pp: int, c_p: int, C: int, reduction: bool, reduction_prev: bool, ops, affine, pool_bn,
+                 fast_pool: bool = False):
         super().__init__()
         kind = "reduce" if reduction else "normal"
         # The cell two back is twice as large when the previous cell reduced.
         self.preprocess0 = FactorizedReduce(c_pp, C, affine) if reduction_prev else ReLUConvBN(c_pp, C, 1, affine=affine)
         self.preprocess1 = ReLUConvBN(c_p, C, 1, affine=affine)
         self.edges = nn.ModuleList(
-            Choice(candidate_ops(C, 2 if reduction and j < 2 else 1, ops, affine, pool_bn), f"{kind}/{i}<-{j}")
+            Choice(candidate_ops(C, 2 if reduction and j < 2 else 1, ops, affine, pool_bn, fast_pool),
+                   f"{kind}/{i}<-{j}")
             for i in NODES for j in range(i)
         )
 
@@ -131,7 +135,7 @@ class Cell(nn.Module):
 class Network(nn.Module):
     """The DARTS search network: stem, ``layers`` cells, global pooling, linear classifier."""
 
-    def __init__(self, C, layers, num_classes, ops, in_channels, affine, pool_bn, stem_multiplier):
+    def __init__(self, C, layers, num_classes, ops, in_channels, affine, pool_bn, stem_multiplier, fast_pool=False):
         super().__init__()
         c_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
@@ -140,7 +144,7 @@ class Network(nn.Module):
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             c = 2 * c if reduction else c
-            cells.append(Cell(c_pp, c_p, c, reduction, reduction_prev, ops, affine, pool_bn))
+            cells.append(Cell(c_pp, c_p, c, reduction, reduction_prev, ops, affine, pool_bn, fast_pool))
             c_pp, c_p, reduction_prev = c_p, 4 * c, reduction
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -163,6 +167,7 @@ def supernet(
     affine: bool = False,
     pool_bn: bool = True,
     stem_multiplier: int = 3,
+    fast_pool: bool = False,
 ) -> nn.Module:
     """The DARTS supernet (untraced; ``gmgraph.trace`` turns it into the graph).
 
@@ -178,6 +183,8 @@ def supernet(
         pool_bn: a BN after each pooling op, as the DARTS search code adds (derived
             networks keep it; :func:`network` builds the evaluation net without).
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
+        fast_pool: ``avg_pool_3x3`` as :class:`gmgraph.pooling.AvgPool2d` (faster on the CPU, equal within
+            float32 rounding; off by default, see :func:`gmgraph.spaces.nb201.supernet`).
 
     Raises:
         SpaceError: unknown or repeated ops, or too few layers.
@@ -187,7 +194,7 @@ def supernet(
         raise SpaceError(f"DARTS ops must be distinct names among {', '.join(OPS)}; got {list(ops)}")
     check_positive_int("DARTS's C", C, error=SpaceError)
     check_positive_int("DARTS's layers", layers, error=SpaceError)
-    return Network(C, layers, num_classes, tuple(ops), in_channels, affine, pool_bn, stem_multiplier)
+    return Network(C, layers, num_classes, tuple(ops), in_channels, affine, pool_bn, stem_multiplier, fast_pool)
 
 
 def _edge(label: str) -> tuple[str, int, int]:

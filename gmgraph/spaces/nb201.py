@@ -24,6 +24,7 @@ from torch import fx, nn
 
 from gmgraph.arch import NB201_LABELS, NB201_OPS, Arch, format_nb201, parse_nb201
 from gmgraph.choice import Choice, Zero
+from gmgraph.pooling import AvgPool2d
 
 LABELS = NB201_LABELS
 OPS = NB201_OPS
@@ -42,23 +43,23 @@ class ReLUConvBN(nn.Sequential):
         )
 
 
-def candidate_ops(C: int, affine: bool = True) -> dict[str, nn.Module]:
-    """The five NB201 candidates for an edge inside a cell of width C."""
+def candidate_ops(C: int, affine: bool = True, fast_pool: bool = False) -> dict[str, nn.Module]:
+    """The five NB201 candidates for an edge inside a cell of width C (``fast_pool``: see :func:`supernet`)."""
     return {
         "none": Zero(),
         "skip_connect": nn.Identity(),
         "nor_conv_1x1": ReLUConvBN(C, C, 1, affine=affine),
         "nor_conv_3x3": ReLUConvBN(C, C, 3, affine=affine),
-        "avg_pool_3x3": nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
+        "avg_pool_3x3": (AvgPool2d if fast_pool else nn.AvgPool2d)(3, stride=1, padding=1, count_include_pad=False),
     }
 
 
 class Cell(nn.Module):
     """One NB201 cell: six edge Choices over four nodes."""
 
-    def __init__(self, C: int, affine: bool = True):
+    def __init__(self, C: int, affine: bool = True, fast_pool: bool = False):
         super().__init__()
-        self.edges = nn.ModuleList(Choice(candidate_ops(C, affine), label) for label in LABELS)
+        self.edges = nn.ModuleList(Choice(candidate_ops(C, affine, fast_pool), label) for label in LABELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -91,7 +92,7 @@ class ResidualBlock(nn.Module):
 class Network(nn.Module):
     """The NB201 macro skeleton around cells that hold Choices."""
 
-    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, affine: bool):
+    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, affine: bool, fast_pool: bool = False):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C)
@@ -100,7 +101,7 @@ class Network(nn.Module):
         for stage, width in enumerate((C, 2 * C, 4 * C)):
             if stage:
                 blocks.append(ResidualBlock(width // 2, width))
-            blocks.extend(Cell(width, affine) for _ in range(N))
+            blocks.extend(Cell(width, affine, fast_pool) for _ in range(N))
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -115,7 +116,8 @@ class Network(nn.Module):
 
 
 def supernet(
-    C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3, *, affine: bool = False
+    C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3, *, affine: bool = False,
+    fast_pool: bool = False,
 ) -> nn.Module:
     """The NB201 supernet (untraced; ``gmgraph.trace`` turns it into the graph).
 
@@ -127,8 +129,12 @@ def supernet(
         affine: affine BatchNorm inside the cells' conv ops. The reference search
             code uses non-affine BN there (the default); a derived network always
             gets affine BN, identity-initialised where the supernet had none.
+        fast_pool: ``avg_pool_3x3`` as :class:`gmgraph.pooling.AvgPool2d` (several times faster on the CPU,
+            forward and backward; equal to torch's pooling within float32 rounding). Off by default: rounding
+            differences grow over a run's training, and the default run would choose another architecture
+            than the one the README names (``benchmarks/results/single_path.md`` measures both).
     """
-    return Network(C, N, num_classes, in_channels, affine)
+    return Network(C, N, num_classes, in_channels, affine, fast_pool)
 
 
 def network(arch: Arch | str, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3) -> fx.GraphModule:

@@ -9,7 +9,7 @@ import torch
 
 import gmgraph
 from gmgraph.choice import Choice
-from gmgraph.latency.liveness import dataflow, live_nodes
+from gmgraph.liveness import dataflow, live_nodes
 from gmgraph.passes.derive import derive
 from gmgraph.spaces import darts, mobilenet, nb201
 

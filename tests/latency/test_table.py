@@ -10,7 +10,7 @@ import torch
 import gmgraph
 from gmgraph.errors import ArchError, ConfigError
 from gmgraph.latency import LatencyTable, cache
-from gmgraph.latency.liveness import live_nodes
+from gmgraph.liveness import live_nodes
 from gmgraph.passes.derive import derive
 from gmgraph.spaces import nb201
 from tests.latency.fake_runtime import SUM, model_cost

@@ -13,7 +13,7 @@ from gmgraph import data
 from gmgraph.choice import Choice, Neg, Zero
 from gmgraph.passes import derive, fuse, restrict
 from gmgraph.passes.fuse import FusedChoice
-from gmgraph.samplers import make_sampler
+from gmgraph.sampler_table import make_sampler
 from gmgraph.spaces import nb201
 from gmgraph.train import train_supernet
 from tests.conftest import randomize_batchnorm

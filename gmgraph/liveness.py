@@ -113,14 +113,28 @@ def live_nodes(flow: list[dict], arch: Mapping[str, str]) -> Live:
                 reads={n["name"]: tuple(resolve(i) for i in n["inputs"]) for n in flow if n["name"] in live})
 
 
+def reached(flow: list[dict]) -> set[str]:
+    """Nodes whose values reach the output when the whole supernet runs (nothing folded, zeros included).
+
+    A node reached here but not kept by :func:`live_nodes` fed the output only through a zero:
+    its parameters got zero gradients.
+
+    >>> flow = [{"name": "x", "kind": "kept", "inputs": []}, {"name": "y", "kind": "node", "inputs": ["x"]},
+    ...         {"name": "unused", "kind": "node", "inputs": ["x"]}, {"name": "out", "kind": "output", "inputs": ["y"]}]
+    >>> sorted(reached(flow))
+    ['out', 'x', 'y']
+    """
+    return _reachable(flow, lambda name: name, roots=("output",))
+
+
 def _stateless(op: nn.Module) -> bool:
     return next(op.parameters(), None) is None and next(op.buffers(), None) is None
 
 
-def _reachable(flow: list[dict], resolve) -> set[str]:
+def _reachable(flow: list[dict], resolve, roots: tuple[str, ...] = ("output", "kept")) -> set[str]:
     """Nodes the output or a kept node reads, through folded nodes to what stands for them."""
     inputs = {n["name"]: n["inputs"] for n in flow}
-    stack = [n["name"] for n in flow if n["kind"] in ("output", "kept")]
+    stack = [n["name"] for n in flow if n["kind"] in roots]
     seen: set[str] = set()
     while stack:
         name = stack.pop()
