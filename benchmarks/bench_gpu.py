@@ -315,9 +315,10 @@ def elastic_steps(args) -> None:
 
 def sync_check(args) -> None:
     data = batches(args, args.sizes.batches[0], 6)
-    for sampler in ("uniform", "darts", "gdas", "pada"):
+    cases = [(name, name, {}) for name in ("uniform", "darts", "gdas", "pada", "snas")]
+    for case, sampler, config in [*cases, ("darts-order-2", "darts", {"darts_order": 2})]:
         try:
-            trainer = trainer_for(args, supernet(args), sampler, args.sizes.batches[0])
+            trainer = trainer_for(args, supernet(args), sampler, args.sizes.batches[0], **config)
             for x, y in data[:2]:
                 trainer.train_step(x, y, None, data[-1])
             with no_host_sync(trainer.device):
@@ -325,9 +326,9 @@ def sync_check(args) -> None:
                     trainer.train_step(x, y, None, data[-1])
             synchronize(trainer.device)
             # On the CPU no_host_sync checks nothing: the row says the steps ran, not that they are sync-free.
-            row("sync", sampler, ok=True, checked=trainer.device.type == "cuda")
+            row("sync", case, ok=True, checked=trainer.device.type == "cuda")
         except Exception as exc:
-            row("sync", sampler, ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
+            row("sync", case, ok=False, error=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
 
 
 def search_flags(args) -> list[str]:

@@ -185,6 +185,12 @@ class KernelTransform(nn.Module):
         self.sizes = sizes
         self.matrices = nn.ParameterDict({str(k): nn.Parameter(torch.eye(k * k)) for k in sizes})
 
+    def reset_parameters(self) -> None:
+        """Every matrix back to the identity, as built (``--leaf-restart weights``)."""
+        with torch.no_grad():
+            for matrix in self.matrices.values():
+                matrix.copy_(torch.eye(matrix.shape[0]))
+
     def check(self, size: int, kernel: int) -> None:
         """Raise SpaceError unless this transform serves a ``size`` conv's ``kernel`` view."""
         if size != self.size or (kernel != size and kernel not in self.sizes):

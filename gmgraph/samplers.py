@@ -7,13 +7,14 @@ architecture parameters (``darts``) or a hard Gumbel sample of them (``gdas``)::
     >>> import gmgraph
     >>> from gmgraph.spaces import nb201
     >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1))
-    >>> sampler = make_sampler("uniform", gm, seed=0)
+    >>> sampler = UniformSampler(gm, seed=0)
     >>> with sampler.context():
     ...     sampler.last_arch["1<-0"] in nb201.OPS
     True
 
 Every random draw goes through the sampler's own ``torch.Generator`` (or one
 passed in, so that scoring can borrow a sampler without moving its stream).
+A sampler by name: :func:`gmgraph.sampler_table.make_sampler`.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class Sampler:
     static_graph = False  # True: every step runs the same ops (a CUDA graph can replay it)
     multi_path = False  # True: a weight step trains several paths (step_archs), gradients added
     joint = False  # True: the weight step's loss also trains the architecture parameters (SNAS)
+    single_process = False  # True: its own architecture step (arch_pass) is not data-parallel: --nproc refused
 
     def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
         self.space = space(gm)
@@ -252,18 +254,33 @@ class SandwichSampler(UniformSampler):
 
 
 class DartsSampler(Sampler):
-    """Weighted: every op runs, weighted by softmax(alpha) (first-order DARTS)."""
+    """Weighted: every op runs, weighted by softmax(alpha) (DARTS).
+
+    ``order=1`` trains the alphas on the validation loss's gradient (first-order
+    DARTS); ``order=2`` (``--darts-order 2``) on the gradient through one unrolled
+    weight step, which the trainer computes (:mod:`gmgraph.train.unrolled`).
+    """
 
     name = "darts"
     bilevel = True
     static_graph = True
 
-    def __init__(self, gm: fx.GraphModule, *, seed: int = 0):
+    def __init__(self, gm: fx.GraphModule, *, seed: int = 0, order: int = 1):
         super().__init__(gm, seed=seed)
+        if order not in (1, 2) or isinstance(order, bool):
+            raise ConfigError(f"darts order must be 1 or 2, got {order!r}")
+        self.order = order
+        self.single_process = order == 2  # the unrolled step is not data-parallel
         init = torch.Generator().manual_seed(seed)
         self.alphas = {
             label: nn.Parameter(1e-3 * torch.randn(len(ops), generator=init)) for label, ops in self.space.items()
         }
+
+    def _options(self):
+        return {} if self.order == 1 else {"order": self.order}
+
+    def arch_pass(self, trainer, val, train):
+        return trainer.second_order_pass(val, train) if self.order == 2 else None
 
     def _move(self, device):
         for alpha in self.alphas.values():
@@ -546,20 +563,6 @@ def _exponential(like: torch.Tensor, generator: torch.Generator) -> torch.Tensor
 SAMPLERS = registry.SAMPLERS
 """The sampler table (:data:`gmgraph.registry.SAMPLERS`): name -> class. A new sampler is a
 :class:`Sampler` subclass and one entry; ``gmgraph search --sampler`` and every check read their names from it."""
-
-
-def make_sampler(name: str, gm: fx.GraphModule, *, seed: int = 0, **options) -> Sampler:
-    """Build sampler ``name`` (a key of :data:`SAMPLERS`) bound to ``gm``.
-
-    Raises:
-        ConfigError: for an unknown name or option.
-    """
-    if name not in SAMPLERS:
-        raise ConfigError(f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    try:
-        return SAMPLERS[name](gm, seed=seed, **options)
-    except TypeError as exc:
-        raise ConfigError(f"bad option for sampler {name!r}: {exc}") from exc
 
 
 @contextlib.contextmanager

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from gmgraph import data
 from gmgraph.errors import ConfigError
-from gmgraph.samplers import make_sampler
+from gmgraph.sampler_table import make_sampler
 from gmgraph.spaces import nb201
 from gmgraph.train import SupernetTrainer, TrainConfig
 from tests.train.conftest import tiny_supernet

@@ -5,7 +5,7 @@ import pytest
 import gmgraph
 from gmgraph.config import SearchSettings, TrainConfig, parse_shrink
 from gmgraph.errors import ConfigError
-from gmgraph.samplers import make_sampler
+from gmgraph.sampler_table import make_sampler
 from gmgraph.settings import from_mapping
 from gmgraph.shrinking import ShrinkSchedule
 from tests.test_sandwich import elastic_graph, loaders, record_paths

@@ -3,7 +3,8 @@ import torch
 
 from gmgraph.errors import ConfigError
 from gmgraph.passes import restrict
-from gmgraph.samplers import PadaSampler, borrowed, make_sampler
+from gmgraph.sampler_table import make_sampler
+from gmgraph.samplers import PadaSampler, borrowed
 from gmgraph.spaces import nb201
 from tests.train.conftest import tiny_supernet
 

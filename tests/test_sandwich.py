@@ -14,7 +14,8 @@ from gmgraph.config import TrainConfig
 from gmgraph.elastic import ConvView, NormView
 from gmgraph.errors import ConfigError, TrainError
 from gmgraph.label_sizes import label_kind, largest_first
-from gmgraph.samplers import SandwichSampler, make_sampler
+from gmgraph.sampler_table import make_sampler
+from gmgraph.samplers import SandwichSampler
 from gmgraph.spaces import nb201
 from gmgraph.train.loop import SupernetTrainer
 from gmgraph.train.sandwich import sandwich_loss, sandwich_pass

@@ -72,6 +72,9 @@ def test_the_schema_knows_the_bilevel_samplers_without_importing_them():
     from gmgraph.registry import BILEVEL, SAMPLERS
 
     assert BILEVEL == tuple(name for name in SAMPLERS if SAMPLERS[name].bilevel)
+    from gmgraph.registry import ARCH_TRAINED
+
+    assert ARCH_TRAINED == tuple(name for name in SAMPLERS if SAMPLERS[name].bilevel or SAMPLERS[name].joint)
     code = ("import sys; from gmgraph.config import SearchSettings, TrainConfig, SearchConfig, FewShotConfig; "
             "SearchSettings(train=TrainConfig(sampler='darts', latency_weight=1.0), search=SearchConfig("
             "strategy='argmax')); FewShotConfig(method='oneshot').splits(5); "

@@ -234,6 +234,12 @@ def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     if SAMPLERS[settings.train.sampler].multi_path:  # refused here, before any worker starts
         raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its paths' losses are not "
                           "averaged across ranks); leave out --nproc")
+    if SAMPLERS[settings.train.sampler].single_process:  # its own architecture step (proxyless), not averaged
+        raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its own architecture step is "
+                          "not averaged across ranks); leave out --nproc")
+    if settings.train.darts_order != 1:  # the unrolled step reads whole batches on one process
+        raise ConfigError("--darts-order 2 trains in one process (its unrolled architecture step is not averaged "
+                          "across ranks); leave out --nproc")
     for note in check_workers(args.nproc):  # before any worker takes memory; each checks its training share
         log(note, quiet=args.quiet)
     out = run_folder.prepare(args.out or run_folder.default_out(), args.resume).resolve()

@@ -13,6 +13,10 @@ where ``total`` is the sum of ``D[i, j]`` over all pairs ``i < j`` and
 ``within(p)`` the same sum restricted to pairs that share a group of ``p``.
 Enumeration is brute force, so at most 8 candidates are supported.
 
+Which partitions are candidates is an option: balanced sizes (NAS-Bench-201's
+2|3 splits of 5 ops) or a smallest group size (``min_size=2``: GM-NAS on the
+DARTS space, 2|5 or 3|4 of 7 ops, see :func:`partitions`).
+
     >>> part, score = best_partition([[0, 2, 0], [2, 0, 2], [0, 2, 0]])
     >>> part, score
     (((0, 2), (1,)), 4.0)
@@ -46,13 +50,14 @@ SYMMETRY_RTOL = 1e-6
 """Accepted asymmetry: ``max|D - D.T| <= SYMMETRY_RTOL * max|D|``."""
 
 
-def partitions(k: int, groups: int = 2, balanced: bool = True) -> list[Partition]:
+def partitions(k: int, groups: int = 2, balanced: bool = True, min_size: int = 1) -> list[Partition]:
     """Enumerate every partition of ``range(k)`` into ``groups`` non-empty groups.
 
     Each unordered partition appears once. Every group is a sorted tuple of
     indices and the groups are ordered by their smallest index. With
     ``balanced=True`` only partitions whose group sizes differ by at most one
-    are kept.
+    are kept; with ``min_size=m`` only those whose every group holds at least
+    ``m`` ops (both conditions apply when both are given).
 
     Order: op ``i`` gets the label of its group, groups being numbered in the
     order they first appear (op 0 is always in group 0). Partitions are listed
@@ -63,23 +68,26 @@ def partitions(k: int, groups: int = 2, balanced: bool = True) -> list[Partition
         k: Number of candidate ops, 2..8.
         groups: Number of groups, 2 or 3 (and at most ``k``).
         balanced: Keep only partitions with group sizes differing by <= 1.
+        min_size: Keep only partitions whose groups all hold at least this many ops.
 
     Returns:
         A new list of partitions.
 
     Raises:
-        SpaceError: ``k`` or ``groups`` out of range.
+        SpaceError: ``k``, ``groups`` or ``min_size`` out of range (``groups x min_size`` more than ``k``).
 
     Example:
         >>> partitions(4)
         [((0, 1), (2, 3)), ((0, 2), (1, 3)), ((0, 3), (1, 2))]
         >>> len(partitions(5, 2)), len(partitions(5, 2, balanced=False))
         (10, 15)
+        >>> sorted({tuple(len(g) for g in p) for p in partitions(7, 2, balanced=False, min_size=2)})
+        [(2, 5), (3, 4), (4, 3), (5, 2)]
     """
     k = _check_count(k, "k")
     groups = _check_count(groups, "groups")
-    _check_sizes(k, groups)
-    return list(_cached_partitions(k, groups, bool(balanced)))
+    min_size = _check_min_size(min_size, k, groups)
+    return list(_cached_partitions(k, groups, bool(balanced), min_size))
 
 
 def within_distance(distances: ArrayLike, partition: Sequence[Sequence[int]]) -> float:
@@ -114,6 +122,7 @@ def best_partition(
     balanced: bool = True,
     *,
     similarity: bool = False,
+    min_size: int = 1,
 ) -> tuple[Partition, float]:
     """Find the split of K ops with the smallest within-group distance.
 
@@ -133,6 +142,7 @@ def best_partition(
         groups: Number of groups, 2 or 3.
         balanced: Only consider splits whose group sizes differ by <= 1.
         similarity: The matrix holds similarities instead of distances.
+        min_size: Only consider splits whose groups all hold at least this many ops.
 
     Returns:
         ``(partition, score)`` where ``score = total - within(partition)`` is
@@ -140,7 +150,7 @@ def best_partition(
 
     Raises:
         SpaceError: Non-square, asymmetric or non-finite matrix; K outside
-            2..8; ``groups`` not 2 or 3 or larger than K.
+            2..8; ``groups`` not 2 or 3 or larger than K; ``groups x min_size`` more than K.
 
     Example:
         >>> d = [[0, 1, 4, 4], [1, 0, 4, 4], [4, 4, 0, 1], [4, 4, 1, 0]]
@@ -154,12 +164,12 @@ def best_partition(
     k = matrix.shape[0]
     _check_matrix_size(k)
     groups = _check_count(groups, "groups")
-    _check_sizes(k, groups)
+    min_size = _check_min_size(min_size, k, groups)
     if similarity:
         matrix = _similarity_to_distance(matrix)
     best: Partition | None = None
     best_within = math.inf
-    for part in _cached_partitions(k, groups, bool(balanced)):
+    for part in _cached_partitions(k, groups, bool(balanced), min_size):
         within = _within(matrix, part)  # fresh value for every partition
         if within < best_within:
             best, best_within = part, within
@@ -195,12 +205,12 @@ def name_groups(partition: Sequence[Sequence[int]], ops: Sequence[str]) -> list[
 
 
 @cache
-def _cached_partitions(k: int, groups: int, balanced: bool) -> tuple[Partition, ...]:
+def _cached_partitions(k: int, groups: int, balanced: bool, min_size: int = 1) -> tuple[Partition, ...]:
     found = []
     for labels in _label_vectors(k, groups):
         part = tuple(tuple(i for i in range(k) if labels[i] == g) for g in range(groups))
         sizes = [len(group) for group in part]
-        if not balanced or max(sizes) - min(sizes) <= 1:
+        if (not balanced or max(sizes) - min(sizes) <= 1) and min(sizes) >= min_size:
             found.append(part)
     return tuple(found)
 
@@ -286,6 +296,17 @@ def _check_sizes(k: int, groups: int) -> None:
         raise SpaceError(f"groups must be 2 or 3, got {groups}")
     if groups > k:
         raise SpaceError(f"cannot split K={k} candidate ops into {groups} non-empty groups")
+
+
+def _check_min_size(min_size: Any, k: int, groups: int) -> int:
+    """Check K and ``groups`` (:func:`_check_sizes`) and that ``groups`` groups of ``min_size`` ops fit in K."""
+    _check_sizes(k, groups)
+    min_size = _check_count(min_size, "min_size")
+    if min_size < 1:
+        raise SpaceError(f"min_size must be 1 or more, got {min_size}")
+    if groups * min_size > k:
+        raise SpaceError(f"cannot split K={k} candidate ops into {groups} groups of at least {min_size} ops")
+    return min_size
 
 
 def _check_partition(partition: Sequence[Sequence[int]], k: int) -> Partition:

@@ -114,7 +114,8 @@ def search_by_argmax(ctx: SearchContext) -> SearchResult:
     Leaves whose argmax derives a network an earlier leaf's already gave are not evaluated again.
     """
     if not ctx.alphas:
-        raise ConfigError("--search argmax reads architecture parameters: use a weighted sampler (darts, gdas)")
+        raise ConfigError("--search argmax reads architecture parameters: use a sampler that trains them "
+                          "(darts, gdas, snas, proxyless)")
     if ctx.constraints:
         raise ConfigError("--search argmax cannot honour --max-params/--max-flops/--max-latency-ms: it takes "
                           "each leaf's argmax as it is; use --search evolution, random or pareto")

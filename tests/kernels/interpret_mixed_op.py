@@ -204,7 +204,7 @@ def run_nb201_fused() -> float:
 
     import gmgraph
     from gmgraph.passes import fuse
-    from gmgraph.samplers import make_sampler
+    from gmgraph.sampler_table import make_sampler
     from gmgraph.spaces import nb201
 
     torch.manual_seed(0)

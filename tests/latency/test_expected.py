@@ -8,7 +8,7 @@ import torch
 import gmgraph
 from gmgraph.errors import ConfigError
 from gmgraph.latency import LatencyTable, expected_latency
-from gmgraph.samplers import make_sampler
+from gmgraph.sampler_table import make_sampler
 from gmgraph.spaces import nb201
 
 

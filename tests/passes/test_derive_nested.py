@@ -12,7 +12,7 @@ from gmgraph.elastic import ConvView, NormView, is_view
 from gmgraph.errors import ArchError
 from gmgraph.graph import active_choices
 from gmgraph.passes import derive, restrict, split
-from gmgraph.samplers import make_sampler
+from gmgraph.sampler_table import make_sampler
 from tests.conftest import assert_derived_matches, assert_onnx_parity, randomize_batchnorm
 
 C, WIDTHS, KERNELS = 4, (4, 8), (3, 5)

@@ -1,0 +1,48 @@
+"""What the sampler tests run through the CLI: a GM + argmax search, and the same search killed and resumed."""
+
+import json
+
+from gmgraph.cli import main
+
+MOBILENET = ["--space", "mobilenet", "--batch-size", "4", "--labels", "block1,block2"]
+"""``--space mobilenet`` with GM scoring 2 of its 21 labels (scoring all is slow and checks nothing more)."""
+
+
+def assert_a_gm_argmax_run(report: dict, sampler: str) -> None:
+    """``report`` is a finished ``--method gm --search argmax`` run of ``sampler``: one split, argmax per leaf."""
+    assert report["settings"]["train"]["sampler"] == sampler and len(report["leaves"]) == 2
+    assert report["search"]["evaluations"] <= 2
+    assert any(leaf["best_arch"] == report["arch"] for leaf in report["leaves"])
+
+
+def search(flags: list[str], out) -> dict:
+    """``gmgraph search FLAGS --out OUT``; its report."""
+    assert main(["search", *flags, "--out", str(out)]) == 0
+    return json.loads((out / "report.json").read_text())
+
+
+def killed_and_resumed(flags: list[str], tmp_path, monkeypatch) -> tuple[dict, dict]:
+    """The reports of a straight run and of the same run killed in a child's first epoch, then ``--resume``d."""
+    import gmgraph.train.loop as loop
+
+    straight = search(flags, tmp_path / "straight")
+    real, calls = loop.SupernetTrainer.train_epoch, []
+
+    def killed_at_the_second_epoch(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:  # after the root's epoch and the split: a child's first epoch
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(loop.SupernetTrainer, "train_epoch", killed_at_the_second_epoch)
+    assert main(["search", *flags, "--out", str(tmp_path / "run")]) == 130
+    monkeypatch.setattr(loop.SupernetTrainer, "train_epoch", real)
+    assert main(["search", "--out", str(tmp_path / "run"), "--resume", "--quiet"]) == 0
+    resumed = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert resumed["arch"] == straight["arch"] and resumed["split_tree"] == straight["split_tree"]
+    for leaves in (straight["leaves"], resumed["leaves"]):
+        for leaf in leaves:
+            for epoch in leaf["history"]:
+                del epoch["seconds"]  # the one thing a resume may change
+    assert resumed["leaves"] == straight["leaves"]
+    return straight, resumed
