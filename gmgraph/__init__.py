@@ -11,7 +11,8 @@ import importlib
 
 __version__ = "0.1.0"
 
-_WHERE = {"Choice": "gmgraph.choice", **{name: "gmgraph.graph" for name in
+_WHERE = {"Choice": "gmgraph.choice", "InputChoice": "gmgraph.input_choice", "Repeat": "gmgraph.input_choice",
+          **{name: "gmgraph.graph" for name in
                                          ("choices", "sample", "space", "space_size", "trace", "use", "use_weights")}}
 
 
@@ -25,6 +26,8 @@ def __getattr__(name: str):
 
 __all__ = [
     "Choice",
+    "InputChoice",
+    "Repeat",
     "__version__",
     "choices",
     "sample",

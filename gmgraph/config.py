@@ -28,15 +28,17 @@ from dataclasses import dataclass, replace
 
 from gmgraph.errors import ConfigError, GmGraphError
 from gmgraph.registry import (
-    BILEVEL,
+    ARCH_TRAINED,
     DATASETS,
     DISTANCES,
     METRICS,
     PRECISIONS,
+    RULES,
     SAMPLERS,
     SPACES,
     SPLITTERS,
     STRATEGIES,
+    TASKS,
     dataset_key,
 )
 from gmgraph.settings import as_dict, nested, setting
@@ -49,6 +51,12 @@ OBJECTIVES = {"accuracy": "max", "latency": "min", "params": "min", "flops": "mi
 
 LIMITS = {"params": "max_params", "flops": "max_flops", "latency": "max_latency_ms"}
 """Measure name -> the SearchConfig field that limits it."""
+
+PARTITION_RULES = ("largest-cut", "smallest-within")
+"""How ``--method gm`` picks a label's partition and the label to split (GM-NAS on NB201, on DARTS)."""
+
+LEAF_RESTARTS = ("none", "weights")
+"""``--leaf-restart``: keep the final leaves as the split left them, or re-initialise their weights."""
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
@@ -75,15 +83,22 @@ class TrainConfig:
     nesterov: bool = setting(True, "Nesterov momentum")
     weight_decay: float = setting(5e-4, "SGD weight decay")
     grad_clip: float | None = setting(5.0, "clip the gradient norm to this (none: no clipping)")
-    arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas)")
+    arch_lr: float = setting(3e-4, "architecture-parameter learning rate (Adam; darts, gdas, snas, proxyless)")
     arch_weight_decay: float = setting(1e-3, "architecture-parameter weight decay")
     steps_per_epoch: int | None = setting(None, "cap training steps per epoch (quick runs)")
     device: str = setting("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
     precision: str = setting("fp32", "fp32, bf16 or fp16 (autocast for forward passes; fp16 needs CUDA)",
                              choices=lambda: PRECISIONS)
-    latency_weight: float = setting(0.0, "darts/gdas: add this x the expected latency (ms, onnxruntime) to the "
-                                          "architecture loss, as ProxylessNAS does (0: off)")
+    task: str | None = setting(None, "what is learned: classification (cross-entropy, accuracy), regression (MSE, "
+                                     "R²) or segmentation (per-pixel cross-entropy, mean IoU); none: the data's "
+                                     "own (segmentation on digits16-seg, classification elsewhere)",
+                               choices=lambda: TASKS)
+    latency_weight: float = setting(0.0, "darts/gdas/snas/proxyless: add this x the expected latency (ms, "
+                                          "onnxruntime) to the architecture loss (snas: the training loss), as "
+                                          "ProxylessNAS does (0: off)")
     cuda_graphs: bool = setting(True, "on CUDA, capture weighted (darts) steps as CUDA graphs")
+    darts_order: int = setting(1, "darts: 1 first-order architecture gradient, 2 second-order (the unrolled "
+                                  "weight step, finite-difference Hessian-vector product; ~3x the arch step)")
     sampler_options: dict = setting({}, "sampler keyword options", cli=False)
     sandwich_random: int = setting(2, "sandwich: random subnets trained with the largest and the smallest each step")
     distill: float = setting(1.0, "sandwich: weight w of in-place distillation; every subnet but the largest "
@@ -93,6 +108,8 @@ class TrainConfig:
 
     def __post_init__(self):
         _check_name("sampler", self.sampler, SAMPLERS)
+        if self.task is not None:
+            _check_name("task", self.task, TASKS)
         check_positive_int("epochs", self.epochs)
         for name in ("lr", "arch_lr"):
             if not getattr(self, name) > 0:
@@ -109,6 +126,11 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         self._check_sandwich()
+        if self.darts_order not in (1, 2) or isinstance(self.darts_order, bool):
+            raise ConfigError(f"darts-order must be 1 or 2, got {self.darts_order!r}")
+        if self.darts_order == 2 and self.sampler != "darts":
+            raise ConfigError(f"--darts-order 2 is the second-order architecture gradient of DARTS: add "
+                              f"--sampler darts (not {self.sampler!r})")
 
     def _check_sandwich(self) -> None:
         """The sandwich and shrinking settings: in range, and only where the sampler reads them."""
@@ -140,6 +162,8 @@ class TrainConfig:
             options.setdefault("distill", self.distill)
         if self.shrink is not None:
             options.setdefault("shrink", self.shrink)
+        if self.darts_order != 1:
+            options.setdefault("order", self.darts_order)
         return options
 
     def shaping(self) -> dict:
@@ -159,11 +183,15 @@ class FewShotConfig:
         split_at: epochs (0-based, before that epoch's training) at which every leaf splits.
         groups: groups per split (2 or 3; ``exhaustive`` ignores it).
         balanced: group sizes differ by at most one.
+        partition_rule: how ``gm`` picks a label's partition and the label to split (:data:`PARTITION_RULES`).
         rounds: R, batches averaged by gradient matching.
         distance: gradient distance (``cos``, ``per-filter-cos``, ``mse``).
         metric_children: sampled children per metric distance (``metric:*``).
         inherit: children continue the parent's optimizer, schedule and sampler
             state (True) or restart them (False); weights are inherited either way.
+        leaf_restart: ``weights`` re-initialises the final leaves (the sub-supernets after the last
+            split) and trains them afresh: new weights, optimizer, sampler state and a cosine schedule over
+            the remaining epochs (GM-NAS's ``--restart final``); ``none`` leaves them as ``inherit`` says.
         labels: label order for the in-order splitters (default: the space's order).
 
     >>> FewShotConfig(split_at=[20, 10]).split_at
@@ -174,10 +202,16 @@ class FewShotConfig:
     split_at: tuple[int, ...] = setting((10, 20), "epochs at which every leaf splits, e.g. 10,20")
     groups: int = setting(2, "groups per split (2 or 3)")
     balanced: bool = setting(True, "balanced groups")
+    partition_rule: str = setting("largest-cut", "gm: largest-cut (GM-NAS on NB201: the label whose balanced "
+                                  "split cuts most) or smallest-within (GM-NAS on DARTS: the label whose split, "
+                                  "groups of 2+ ops, keeps least inside)", choices=lambda: PARTITION_RULES)
     rounds: int = setting(10, "gradient-matching batches per label")
     distance: str = setting("cos", "gradient distance", choices=lambda: DISTANCES)
     metric_children: int = setting(4, "sampled children per metric distance (metric:* methods)")
     inherit: bool = setting(True, "children inherit optimizer/schedule/sampler state")
+    leaf_restart: str = setting("none", "weights: re-initialise the final leaves and train them with a fresh "
+                                "cosine over the remaining epochs (GM-NAS --restart final); none: keep them",
+                                choices=lambda: LEAF_RESTARTS)
     labels: tuple[str, ...] | None = setting(None, "label order of the in-order splitters (default: the space's)")
 
     def __post_init__(self):
@@ -190,8 +224,20 @@ class FewShotConfig:
             raise ConfigError(f"groups must be 2 or 3, got {self.groups!r}")
         if self.distance not in DISTANCES:
             raise ConfigError(f"unknown distance {self.distance!r}; choose one of {', '.join(DISTANCES)}")
+        self._check_rules()
         for name in ("rounds", "metric_children"):
             check_positive_int(name.replace("_", "-"), getattr(self, name))
+
+    def _check_rules(self) -> None:
+        """The partition rule and the leaf restart: known names, and only where they act."""
+        _check_name("partition-rule", self.partition_rule, PARTITION_RULES)
+        _check_name("leaf-restart", self.leaf_restart, LEAF_RESTARTS)
+        if self.partition_rule != "largest-cut" and self.method != "gm":
+            raise ConfigError(f"--partition-rule {self.partition_rule} picks gradient matching's split: use "
+                              f"--method gm (not {self.method!r})")
+        if self.leaf_restart != "none" and not _splits(self.method):
+            raise ConfigError(f"--leaf-restart {self.leaf_restart} restarts the leaves of a split: "
+                              f"--method {self.method} never splits")
 
     def splits(self, epochs: int) -> tuple[int, ...]:
         """The epochs at which this schedule splits, checked against its length.
@@ -268,7 +314,16 @@ class SearchSettings:
     (:mod:`gmgraph.settings`). Checked once, when built."""
 
     space: str = setting("nb201", "search space", choices=lambda: tuple(SPACES))
-    data: str = setting("digits16", "dataset", choices=lambda: tuple(DATASETS))
+    model: str | None = setting(None, "your own network instead of a ready space: module:function (or "
+                                      "path/to/file.py:function) returning an nn.Module with Choices, or a plain "
+                                      "model with --rules; called with num_classes/in_channels/width/cells where "
+                                      "its signature names them")
+    rules: str | None = setting(None, "turn --model's plain network into a supernet by these rules, comma-separated: "
+                                      "conv_kernels, depthwise_kernels, elastic_depth, elastic_expansions, "
+                                      "elastic_kernels, inverted_residual_expansions, mlp_ratios")
+    data: str = setting("digits16", "dataset, or your own: module:function (or path/to/file.py:function) "
+                                    "returning (train, val, test) DataLoaders, Datasets or lists of batches",
+                        choices=lambda: tuple(DATASETS))
     data_root: str | None = setting(None, "folder holding the dataset files (not needed for digits/synthetic)")
     image_size: int | None = setting(None, "resize every image to N x N (bilinear) before it reaches the network; "
                                            "none: the data's own size (an imagefolder's images must then share one)")
@@ -290,18 +345,23 @@ class SearchSettings:
     export: bool = setting(True, "end the run by exporting the chosen network to best.onnx and checking it in "
                                  "onnxruntime (a few seconds); false: skip it, `gmgraph export --run DIR` "
                                  "writes it later from best.pt")
+    log_dir: str | None = setting(None, "also write the run's curves here: epochs.csv and splits.csv, and "
+                                        "TensorBoard events under tensorboard/ when tensorboard is installed")
     train: TrainConfig = nested(TrainConfig)
     fewshot: FewShotConfig = nested(FewShotConfig)
     search: SearchConfig = nested(SearchConfig)
 
     def __post_init__(self):
-        _check_name("space", self.space, SPACES)
+        _check_model(self)
+        if not is_reference(self.space):
+            _check_name("space", self.space, SPACES)
         if not isinstance(self.export, bool):
             raise ConfigError(f"export must be true or false, got {self.export!r}")
         _check_kernel_transform(self.space, self.kernel_transform)
-        key = dataset_key(self.data)
+        key = self.data if is_reference(self.data) else dataset_key(self.data)
         if key is None:
-            raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}")
+            raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}, or give your "
+                              "own as --data module:function")
         object.__setattr__(self, "data", key)  # frozen: one spelling in records, resume checks and workers
         width, cells = supernet_size(key)
         if self.width is None:  # the data's size is filled in once, here
@@ -321,11 +381,12 @@ class SearchSettings:
             raise ConfigError(f"seed must be an integer of 0 or more, got {self.seed!r}")
         if not isinstance(self.final_epochs, int) or isinstance(self.final_epochs, bool) or self.final_epochs < 0:
             raise ConfigError(f"final-epochs must be 0 or more, got {self.final_epochs!r}")
-        if self.train.latency_weight > 0 and not _bilevel(self.train.sampler):
-            raise ConfigError("--latency-weight acts on architecture parameters: use --sampler darts or gdas "
-                              "(or limit latency with --max-latency-ms)")
-        if self.search.strategy == "argmax" and not _bilevel(self.train.sampler):
-            raise ConfigError("--search argmax reads architecture parameters: use --sampler darts or gdas")
+        if self.train.latency_weight > 0 and not _trains_arch(self.train.sampler):
+            raise ConfigError(f"--latency-weight acts on architecture parameters: use --sampler "
+                              f"{' or '.join(ARCH_TRAINED)} (or limit latency with --max-latency-ms)")
+        if self.search.strategy == "argmax" and not _trains_arch(self.train.sampler):
+            raise ConfigError(f"--search argmax reads architecture parameters: use --sampler "
+                              f"{' or '.join(ARCH_TRAINED)}")
         self.fewshot.splits(self.train.epochs)  # split epochs must fall inside the schedule
         # Whether this machine has the device is not a setting: a run resolves it once, when it starts
         # (gmgraph.device.training_device), so settings built on one machine mean the same on another.
@@ -344,7 +405,8 @@ class SearchSettings:
         """
         if self.final_epochs == 0:
             return None
-        plain = {name: _default(TrainConfig, name) for name in (*SANDWICH_ONLY, "shrink")}  # one path, no schedule
+        plain = {name: _default(TrainConfig, name)  # one path, no schedule, no architecture gradient
+                 for name in (*SANDWICH_ONLY, "shrink", "darts_order")}
         return replace(self.train, epochs=self.final_epochs, sampler="uniform", sampler_options={}, latency_weight=0.0,
                        **plain)
 
@@ -355,8 +417,9 @@ class SearchSettings:
         search settings (they act after training), and the device and ``threads`` (a run may resume on
         another machine; see :meth:`TrainConfig.shaping`).
         """
-        return {"space": self.space, "data": self.data, "image_size": self.image_size, "width": self.width,
-                "cells": self.cells, "kernel_transform": self.kernel_transform, "batch_size": self.batch_size}
+        return {"space": self.space, "rules": self.rules, "data": self.data, "image_size": self.image_size,
+                "width": self.width, "cells": self.cells, "kernel_transform": self.kernel_transform,
+                "batch_size": self.batch_size}
 
 
 # ------------------------------------------------------------------ checks shared by the classes
@@ -390,10 +453,13 @@ def _splits(method: str) -> bool:
     return entry is None or never is None or entry is not never
 
 
-def _bilevel(sampler: str) -> bool:
-    """Whether ``sampler`` trains architecture parameters (darts, gdas), without importing any sampler."""
+def _trains_arch(sampler: str) -> bool:
+    """Whether ``sampler`` trains architecture parameters (:data:`~gmgraph.registry.ARCH_TRAINED`: bilevel
+    or joint), without importing any sampler."""
     entry = SAMPLERS.loaded(sampler)
-    return sampler in BILEVEL if entry is None else bool(getattr(entry, "bilevel", False))
+    if entry is None:
+        return sampler in ARCH_TRAINED
+    return bool(getattr(entry, "bilevel", False) or getattr(entry, "joint", False))
 
 
 _SPLITTING = ("exhaustive", "gm", "random")
@@ -505,6 +571,58 @@ def _check_kernel_transform(space: str, value: object) -> None:
     if value and not takes:
         raise ConfigError(f"--kernel-transform acts on elastic kernels; the {space} space has none "
                           "(use it with --space ofa)")
+
+
+def is_reference(name: object) -> bool:
+    """Whether ``name`` reads as ``module:function`` (a user's model, ``--model``) rather than a space's name.
+
+    >>> is_reference("nb201"), is_reference("mynets:tiny"), is_reference("nets/tiny.py:build")
+    (False, True, True)
+    """
+    if not isinstance(name, str) or name.count(":") != 1:
+        return False
+    module, function = name.split(":")
+    return bool(module.strip()) and function.isidentifier()
+
+
+def parse_rules(value: object) -> tuple[str, ...]:
+    """``--rules``: ``"conv_kernels, mlp_ratios"`` (or a sequence of names) as a checked tuple; None is no rule.
+
+    >>> parse_rules(" conv_kernels, depthwise_kernels ")
+    ('conv_kernels', 'depthwise_kernels')
+
+    Raises:
+        ConfigError: an unknown rule, naming the known ones.
+    """
+    if value is None:
+        return ()
+    names = tuple(p.strip() for p in value.split(",") if p.strip()) if isinstance(value, str) else tuple(value)
+    unknown = [n for n in names if n not in RULES]
+    if unknown:
+        raise ConfigError(f"unknown rule(s) {', '.join(map(str, unknown))} in --rules; choose from {', '.join(RULES)}")
+    return names
+
+
+def _check_model(settings: SearchSettings) -> None:
+    """``--model`` names the space (its reference becomes ``space``); ``--rules`` need a model (nothing imported).
+
+    >>> SearchSettings(model="mynets:tiny", rules="conv_kernels").space
+    'mynets:tiny'
+    >>> SearchSettings(rules="conv_kernels")
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: --rules turn your own model into a supernet: give it with --model module:function
+    """
+    if settings.model is not None:
+        if not is_reference(settings.model):
+            raise ConfigError(f"--model takes module:function (or path/to/file.py:function), got {settings.model!r}")
+        if settings.space not in (_default(SearchSettings, "space"), settings.model):
+            raise ConfigError(f"give --space or --model, not both (--space {settings.space}, --model {settings.model})")
+        object.__setattr__(settings, "space", settings.model)  # the run's space is the model: codecs, records
+    if settings.rules is not None:
+        if not is_reference(settings.space):
+            raise ConfigError("--rules turn your own model into a supernet: give it with --model module:function")
+        object.__setattr__(settings, "rules", ",".join(parse_rules(settings.rules)) or None)
 
 
 def _check_name(kind: str, name: object, table: Mapping) -> None:

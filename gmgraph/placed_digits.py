@@ -20,6 +20,12 @@ from disjoint source images (those of the ``digits`` split)::
     >>> clean = place(images, torch.arange(4), Placement(noise=0.0), torch.Generator().manual_seed(0), copies=1)[0]
     >>> [float(img.sum()) for img in clean]            # each digit lands whole on the canvas
     [8.0, 8.0, 8.0, 8.0]
+    >>> masks = place(images, torch.arange(4), Placement(), torch.Generator().manual_seed(0), copies=1, masks=True)[2]
+    >>> [sorted(m.unique().tolist()) for m in masks], int((masks[0] > 0).sum())   # each digit's 8 ink pixels
+    ([[0, 1], [0, 2], [0, 3], [0, 4]], 8)
+
+``digits16-seg`` is digits16 with those masks as targets (11 classes: background
+and the ten digits), a segmentation task of the same images.
 """
 
 from __future__ import annotations
@@ -70,9 +76,15 @@ PLACEMENTS: dict[str, Placement] = {
 }
 """The placed-digits datasets ``gmgraph.data.load`` and ``--data`` know, by name."""
 
+SEGMENTED: dict[str, str] = {"digits16-seg": "digits16"}
+"""Segmentation datasets: name -> the placed-digits dataset whose images they share (targets: the digits' masks)."""
+
+SEGMENT_CLASSES = 11
+"""Classes of a segmented placed-digits pixel: 0 background, ``d + 1`` digit ``d``."""
+
 
 def place(images: torch.Tensor, labels: torch.Tensor, spec: Placement, generator: torch.Generator,
-          *, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+          *, copies: int, masks: bool = False) -> tuple[torch.Tensor, ...]:
     """Put each of ``images`` (``(n, 8, 8)``, ink in [0, 1]) ``copies`` times on a canvas.
 
     Each copy gets its own position, clutter and noise; clutter pieces are cut
@@ -81,18 +93,33 @@ def place(images: torch.Tensor, labels: torch.Tensor, spec: Placement, generator
 
     Returns:
         ``(x, y)``: images ``(n * copies, 1, canvas, canvas)`` and their labels,
-        copy-major (all images once, then all again, ...).
+        copy-major (all images once, then all again, ...). With ``masks=True`` also
+        the segmentation targets ``(n * copies, canvas, canvas)``: ``label + 1`` on
+        the digit's pixels (ink at least half), 0 elsewhere (clutter and noise
+        included). The images are the same draws either way.
     """
     n, side = images.shape[0], images.shape[-1]
     total = n * copies
     source = torch.arange(total) % n
     canvas = torch.zeros(total, spec.canvas, spec.canvas)
-    _paste(canvas, images[source], _positions(total, spec.canvas - side, generator))
+    corners = _positions(total, spec.canvas - side, generator)
+    _paste(canvas, images[source], corners)
+    target = _masks(images[source], labels[source], corners, spec.canvas) if masks else None
     for _ in range(spec.fragments):
         _paste_fragments(canvas, images, source, spec, generator)
     if spec.noise > 0:
         canvas += spec.noise * torch.randn(canvas.shape, generator=generator)
-    return canvas.unsqueeze(1), labels[source]
+    out = (canvas.unsqueeze(1), labels[source])
+    return out if target is None else (*out, target)
+
+
+def _masks(pieces: torch.Tensor, labels: torch.Tensor, corners: torch.Tensor, canvas: int) -> torch.Tensor:
+    """Per-pixel classes of pasted digits: ``label + 1`` where a digit's ink is at least 0.5, else 0."""
+    size = pieces.shape[-1]
+    out = torch.zeros(len(pieces), canvas, canvas, dtype=torch.long)
+    for i, (r, c) in enumerate(corners.tolist()):
+        out[i, r:r + size, c:c + size] = torch.where(pieces[i] >= 0.5, labels[i] + 1, 0)
+    return out
 
 
 def _positions(count: int, free: int, generator: torch.Generator) -> torch.Tensor:

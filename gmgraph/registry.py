@@ -119,12 +119,19 @@ SAMPLERS = Table("sampler", {
     "gdas": "gmgraph.samplers:GdasSampler",
     "pada": "gmgraph.samplers:PadaSampler",
     "sandwich": "gmgraph.samplers:SandwichSampler",
+    "snas": "gmgraph.snas:SnasSampler",
+    "proxyless": "gmgraph.proxyless:ProxylessSampler",
 })
 """name -> :class:`gmgraph.samplers.Sampler` subclass (``--sampler``)."""
 
-BILEVEL = ("darts", "gdas")
-"""The built-in samplers that train architecture parameters (their classes say ``bilevel = True``); the
-settings schema reads it here, so that checking a setting imports no sampler."""
+BILEVEL = ("darts", "gdas", "proxyless")
+"""The built-in samplers that train architecture parameters on validation batches (their classes say
+``bilevel = True``); the settings schema reads it here, so that checking a setting imports no sampler."""
+
+ARCH_TRAINED = ("darts", "gdas", "snas", "proxyless")
+"""The built-in samplers that train architecture parameters at all: the bilevel ones and those whose
+weight step's loss trains them too (``joint = True``: snas). ``--search argmax`` and ``--latency-weight``
+need one of them; the settings schema reads it here (imports no sampler)."""
 
 SPLITTERS = Table("method", {
     "oneshot": "gmgraph.scores.splitters:never",
@@ -156,7 +163,7 @@ STRATEGIES = Table("search", {
 
 DATASETS = Table("dataset", {
     name: f"gmgraph.data.builders:BUILDERS[{name}]"
-    for name in ("digits", "digits16", "clutter16", "synthetic", "cifar10", "cifar100", "mnist",
+    for name in ("digits", "digits16", "clutter16", "digits16-seg", "synthetic", "cifar10", "cifar100", "mnist",
                  "fashion-mnist", "imagefolder")
 })
 """name -> dataset builder ``(DataRequest) -> ((train, val, test), classes)`` (``--data``)."""
@@ -171,8 +178,29 @@ def dataset_key(name: object) -> str | None:
     key = name.strip().lower().replace("_", "-") if isinstance(name, str) else None
     return key if key in DATASETS else None
 
-SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]" for name in ("nb201", "darts", "mobilenet", "ofa")})
+SPACES = Table("space", {name: f"gmgraph.spaces:BUILTIN[{name}]"
+                         for name in ("nb201", "darts", "mobilenet", "ofa", "encdec")})
 """name -> :class:`gmgraph.spaces.SpaceSpec` (``--space``)."""
+
+TASKS = ("classification", "regression", "segmentation")
+"""The built-in tasks (``--task``; :data:`gmgraph.task.TASKS` holds them)."""
+
+DATASET_TASKS = {"digits16-seg": "segmentation"}
+"""The task of a dataset that is not classification (``--task`` defaults to it)."""
+
+
+def task_of(task: str | None, data: object) -> str:
+    """The task a run learns: ``task`` if given, else the dataset's own.
+
+    >>> task_of(None, "digits16-seg"), task_of(None, "cifar10"), task_of("regression", "digits16")
+    ('segmentation', 'classification', 'regression')
+    """
+    return task if task is not None else DATASET_TASKS.get(dataset_key(data) or "", "classification")
+
+
+RULES = ("conv_kernels", "depthwise_kernels", "elastic_depth", "elastic_expansions", "elastic_kernels",
+         "inverted_residual_expansions", "mlp_ratios")
+"""The rules ``--rules`` names: functions of :mod:`gmgraph.spaces.from_model`, each with its defaults."""
 
 DISTANCES = ("cos", "per-filter-cos", "mse")
 """Gradient distances of gradient matching (``--distance``)."""

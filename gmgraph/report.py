@@ -26,6 +26,10 @@ def arch_line(report: dict) -> str:
     return report.get("arch_str") or format_pairs(report["arch"])
 
 
+_METRIC_WORDS = {"accuracy": "accuracy", "r2": "R²", "miou": "mean IoU"}
+"""How a summary names a task's metric (:mod:`gmgraph.task`; report.json keeps the ``*_accuracy`` keys for it)."""
+
+
 def summary(report: dict) -> str:
     """A short human summary of a finished run."""
     final, budget = report["final"], report["budget"]
@@ -36,12 +40,13 @@ def summary(report: dict) -> str:
                      f" (score {split['score']:.4g})")
     lines.append(f"leaves: {len(report['leaves'])}; budget: {count(budget['supernet_epochs'], 'supernet-epoch')} "
                  f"over {count(budget['epochs'], 'epoch')}; search: {search_count(report['search'])}")
-    line = f"supernet-estimated accuracy: test {final['supernet_test_accuracy']:.4f}"
+    metric = _METRIC_WORDS.get(final.get("metric", "accuracy"), final.get("metric", "accuracy"))
+    line = f"supernet-estimated {metric}: test {final['supernet_test_accuracy']:.4f}"
     if "supernet_val_accuracy" in final:
         line += f", val {final['supernet_val_accuracy']:.4f}"
     lines.append(line)
     if "standalone_test_accuracy" in final:
-        lines.append(f"trained from scratch for {count(final['standalone_epochs'], 'epoch')}: test accuracy "
+        lines.append(f"trained from scratch for {count(final['standalone_epochs'], 'epoch')}: test {metric} "
                      f"{final['standalone_test_accuracy']:.4f}; {final['params']} parameters")
     if "nb201_cifar10_test" in report.get("oracle", {}):
         lines.append(f"NAS-Bench-201 CIFAR-10 test accuracy of this arch (reference only): "

@@ -327,6 +327,7 @@ class Shape:
     in_channels: int
     image_size: tuple[int, int]
     kernel_transform: bool = False
+    rules: str | None = None  # --rules that made a user's model (--model) a supernet
 
     @classmethod
     def of_report(cls, report: Mapping[str, Any]) -> Shape:
@@ -364,8 +365,9 @@ class Shape:
                               "image_size": list(input_shape[1:])})  # the input's size, not the resize setting
 
     def as_record(self) -> dict:
-        """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back. ``kernel_transform`` is
-        written only when set (a record without it, as every record before the setting, builds without).
+        """Plain data for a checkpoint (best.pt); :meth:`of_record` reads it back. ``kernel_transform`` and
+        ``rules`` are written only when set (a record without them, as every record before the settings, builds
+        without).
 
         >>> Shape("nb201", 4, 1, 10, 1, (16, 16)).as_record()["image_size"]
         [16, 16]
@@ -374,7 +376,8 @@ class Shape:
         """
         record = {"space": self.space, "width": self.width, "cells": self.cells, "num_classes": self.num_classes,
                   "in_channels": self.in_channels, "image_size": list(self.image_size)}
-        return {**record, "kernel_transform": True} if self.kernel_transform else record
+        optional = {"kernel_transform": True} if self.kernel_transform else {}
+        return {**record, **optional, **({"rules": self.rules} if self.rules else {})}
 
     @classmethod
     def of_record(cls, record: Mapping[str, Any]) -> Shape:
@@ -388,12 +391,13 @@ class Shape:
         size = tuple(record["image_size"])
         counts = [record[k] for k in ("width", "cells", "num_classes", "in_channels")] + list(size)
         transform = record.get("kernel_transform", False)  # absent from records written before the setting
+        rules = record.get("rules")  # absent unless a user's model was made a supernet by rules
         if not isinstance(record["space"], str) or len(size) != 2 or not isinstance(transform, bool) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in counts):
             raise ValueError(f"not a network record: {dict(record)}")
         return cls(space=record["space"], width=record["width"], cells=record["cells"],
                    num_classes=record["num_classes"], in_channels=record["in_channels"], image_size=size,
-                   kernel_transform=transform)
+                   kernel_transform=transform, rules=rules if isinstance(rules, str) else None)
 
 
 def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
@@ -402,7 +406,7 @@ def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
     from gmgraph.passes.derive import derive
     from gmgraph.spaces import get
 
-    model = get(shape.space).make(shape.width, shape.cells, shape.num_classes, shape.in_channels,
+    model = get(shape.space, shape.rules).make(shape.width, shape.cells, shape.num_classes, shape.in_channels,
                                   kernel_transform=shape.kernel_transform)
     return derive(trace(model), arch, inherit=False)
 

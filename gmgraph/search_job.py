@@ -26,13 +26,15 @@ from torch import fx
 import gmgraph
 from gmgraph import data as datasets
 from gmgraph import spaces
-from gmgraph.config import LIMITS, SearchSettings
+from gmgraph.config import LIMITS, SearchSettings, is_reference
+from gmgraph.data.user_data import load_user_data
 from gmgraph.device import torch_threads, training_device
 from gmgraph.errors import ConfigError, first_line
 from gmgraph.graph import space, space_size, trace
 from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
-from gmgraph.progress import Progress, log
+from gmgraph.progress import JobEstimate, Progress, active_job, epoch_steps, estimating, log
+from gmgraph.registry import task_of
 from gmgraph.report import PHASES, count
 from gmgraph.run_folder import (
     CHECKPOINT,
@@ -44,6 +46,7 @@ from gmgraph.run_folder import (
     write_report,
     write_settings,
 )
+from gmgraph.run_log import RunLog
 from gmgraph.search import STRATEGIES, SearchContext, evaluate
 from gmgraph.search.canonical import canonical_form
 from gmgraph.search.cost_bounds import smallest_costs
@@ -53,16 +56,26 @@ from gmgraph.search.measures import arch_measures, needed
 from gmgraph.search.multi_objective import ParetoResult
 from gmgraph.search.strategies import constraints_for, objectives_for
 from gmgraph.settings import as_dict
+from gmgraph.task import Task, get_task, split_batch
 from gmgraph.train import distributed
 from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
 from gmgraph.train.loop import SupernetTrainer
 from gmgraph.train.penalty import LatencyPenalty
 
 
+def load_data(settings: SearchSettings) -> tuple[datasets.Loaders, datasets.DataInfo]:
+    """The run's loaders and their description: a dataset of the table, or the user's (``--data module:function``)."""
+    if is_reference(settings.data):
+        return load_user_data(settings.data, batch_size=settings.batch_size, seed=settings.seed)
+    loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size,
+                            seed=settings.seed, image_size=settings.image_size)
+    return loaders, datasets.info(loaders)
+
+
 def build_supernet(settings: SearchSettings, shape: tuple[int, ...], num_classes: int) -> fx.GraphModule:
     """The root supernet of ``settings.space`` for images of ``shape`` and ``num_classes``."""
     torch.manual_seed(settings.seed)
-    model = spaces.get(settings.space).make(settings.width, settings.cells, num_classes, shape[0],
+    model = spaces.get(settings.space, settings.rules).make(settings.width, settings.cells, num_classes, shape[0],
                                             kernel_transform=settings.kernel_transform)
     return trace(model)
 
@@ -82,7 +95,7 @@ def run_search(settings: SearchSettings, out: str | Path, *, resume: bool = Fals
     """
     if device is None:
         device = training_device(settings.train.device, settings.train.precision)
-    with _long_lived_objects_frozen() as freeze, torch_threads(settings.threads):
+    with _long_lived_objects_frozen() as freeze, torch_threads(settings.threads), estimating(JobEstimate()):
         return _run_job(settings, Path(out), resume, quiet, freeze, device)
 
 
@@ -93,9 +106,7 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     clock = Clock()
     with clock.phase("data"):
-        loaders = datasets.load(settings.data, root=settings.data_root, batch_size=settings.batch_size,
-                                seed=settings.seed, image_size=settings.image_size)
-        info = datasets.info(loaders)
+        loaders, info = load_data(settings)
     _check_memory(settings, info, device, quiet)  # before the supernet takes any: a run that cannot fit says so here
     with clock.phase("data"):
         gm = _built_supernet(settings, info)
@@ -106,16 +117,26 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
         table = _latency_table(settings, gm, info.shape, quiet)
     check_latency_limit(settings, table)
     penalty = LatencyPenalty(table, settings.train.latency_weight) if settings.train.latency_weight > 0 else None
+    _plan_job(settings, loaders)
     if team is None or team.is_root:
         write_settings(out, settings)  # what --resume takes back
     checkpoint = out / CHECKPOINT
     earlier = _checkpoint_timings(checkpoint) if resume and (team is None or team.is_root) else None
+    run_log = RunLog(settings.log_dir, quiet=quiet) if settings.log_dir and (team is None or team.is_root) else None
+
+    def after_epoch(epochs: int, result: FewShotResult) -> None:
+        freeze()
+        if run_log is not None:
+            run_log.fewshot(epochs, result)
+            run_log.flush()
+
     with clock.phase("train"):  # training, checkpoints and (taken out below) split scoring
         result = run_fewshot(gm, loaders, settings.fewshot, settings.train, seed=settings.seed,
-                             shared=spaces.get(settings.space).shared, checkpoint=checkpoint,
-                             resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=freeze,
+                             shared=spaces.get(settings.space, settings.rules).shared, checkpoint=checkpoint,
+                             resume=resume, quiet=quiet, record=settings.shaping(), on_epoch=after_epoch,
                              arch_penalty=penalty, device=device,
-                             before_phase=spaces.get(settings.space).before_phase)
+                             before_phase=spaces.get(settings.space, settings.rules).before_phase,
+                             task=run_task(settings))
     # The few-shot timings add up over every invocation of a resumed run: this one's is the difference.
     clock.seconds["scoring"] = result.timings.get("scoring_seconds", 0.0) - (earlier or {}).get("scoring_seconds", 0.0)
     clock.seconds["train"] -= clock.seconds["scoring"]
@@ -130,6 +151,12 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
     with clock.phase("final"):
         final = _final(settings, result, found, loaders, calib, device, quiet)
         final.update(_costs(settings, found.best, measures, final["model"], info.shape, pick))
+    if run_log is not None:
+        if run_log.first_epoch is None:  # a finished run resumed: its curves are complete, nothing new to draw
+            run_log.first_epoch = settings.train.epochs
+        run_log.fewshot(settings.train.epochs, result)
+        run_log.rows("final", "final", final.get("history", []))
+        run_log.close()
     # This invocation's outputs replace the folder's as a set: written aside, moved in together at the end.
     with replacing_outputs(out) as staging:
         with clock.phase("export"):
@@ -168,14 +195,15 @@ def _check_memory(settings: SearchSettings, info: datasets.DataInfo, device: tor
     Built on the meta device: the estimate allocates nothing (:mod:`gmgraph.train.memory`)."""
     from gmgraph.train.memory import check_training, element_bytes
 
-    spec = spaces.get(settings.space)
+    spec = spaces.get(settings.space, settings.rules)
 
     def build(width: int) -> torch.nn.Module:
         return spec.make(width, settings.cells, info.num_classes, info.shape[0],
                          kernel_transform=settings.kernel_transform)
 
     t = settings.train
-    note = check_training(build, settings.width, info.shape, min(settings.batch_size, info.sizes[0]),
+    batch = min(settings.batch_size, info.sizes[0] or settings.batch_size)  # a size of 0: not known
+    note = check_training(build, settings.width, info.shape, batch,
                           device, every_op=t.sampler == "darts",  # darts weighs every op; gdas one
                           momentum=t.momentum > 0, element_bytes=element_bytes(t.precision),
                           workers=int(os.environ.get("LOCAL_WORLD_SIZE", "1")))  # --nproc workers of this machine
@@ -429,9 +457,11 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
         leaf = next((leaf for leaf, ops in leaves if all(arch[label] in ops[label] for label in ops)), None)
         if leaf is None:
             leaf = locate(result, arch)  # raises the SpaceError that names the leaves
-        return evaluate(leaf.gm, arch, val, calib_loader=calib, bn_batches=settings.search.bn_batches)
+        return evaluate(leaf.gm, arch, val, calib_loader=calib, bn_batches=settings.search.bn_batches,
+                        task=run_task(settings))
 
-    bar = Progress("search", total=settings.search.evaluations, quiet=quiet)
+    bar = Progress("search", total=settings.search.evaluations, quiet=quiet,
+                   job_steps=evaluation_steps(settings, val))
     best = [0.0]
 
     def progress(step, arch, value):
@@ -446,8 +476,29 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
                             objectives=objectives_for(settings.search, fitness, measures),
                             canonical=canonical_form(root))  # each derived network evaluated once
     found = STRATEGIES[settings.search.strategy](context)
+    active_job().plan("search", 0)  # a search that stopped early (a small space) leaves nothing planned
     bar.close(evaluations=found.evaluations)
     return found
+
+
+def run_task(settings: SearchSettings) -> Task:
+    """The task the run learns: ``--task``, else its data's own (:func:`gmgraph.registry.task_of`)."""
+    return get_task(task_of(settings.train.task, settings.data))
+
+
+def _plan_job(settings: SearchSettings, loaders) -> None:
+    """The run's work ahead for its ETA, in training steps (:class:`~gmgraph.progress.JobEstimate`): the supernets'
+    (planned by :func:`~gmgraph.train.fewshot.run_fewshot` each epoch), the search's and the final training's."""
+    job, steps = active_job(), epoch_steps(len(loaders.train), settings.train.steps_per_epoch)
+    job.plan("supernets", 0)
+    job.plan("search", settings.search.evaluations * evaluation_steps(settings, loaders.val))
+    job.plan("final", settings.final_epochs * steps)
+
+
+def evaluation_steps(settings: SearchSettings, val) -> float:
+    """What one candidate's evaluation costs in training steps: its BN recalibration and validation batches,
+    forward only (about a third of a training step each)."""
+    return (settings.search.bn_batches + len(val)) / 3
 
 
 def _held(loader, limit: int = 512 * 2**20):
@@ -456,9 +507,10 @@ def _held(loader, limit: int = 512 * 2**20):
     Validation and test loaders neither shuffle nor augment: every pass yields the same batches, so
     holding them changes no number, and saves decoding the images again for each of the search's candidates.
     """
-    x, _ = next(iter(loader))[:2]
-    if x.element_size() * x[0].numel() * len(loader.dataset) > limit:
-        return loader
+    x, _ = split_batch(next(iter(loader)))
+    size = len(loader.dataset) if hasattr(loader, "dataset") and hasattr(loader.dataset, "__len__") else None
+    if size is None or x.element_size() * x[0].numel() * size > limit:
+        return loader  # too large to hold, or an iterable that does not say how large
     return list(loader)
 
 
@@ -471,7 +523,8 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     final = {
         "leaf": leaf.id,
         "supernet_val_accuracy": found.best_fitness,  # the search measured it on the same calibration batches
-        "supernet_test_accuracy": evaluate(leaf.gm, arch, test, calib_loader=calib,
+        "metric": run_task(settings).metric,  # what the *_accuracy numbers measure (accuracy, r2, miou)
+        "supernet_test_accuracy": evaluate(leaf.gm, arch, test, calib_loader=calib, task=run_task(settings),
                                            bn_batches=settings.search.bn_batches),
         "standalone_epochs": settings.final_epochs,
     }
@@ -480,10 +533,12 @@ def _final(settings: SearchSettings, result: FewShotResult, found, loaders, cali
     config = settings.final_train()  # the [train] settings, epochs from --final-epochs
     final["train_settings"] = None if config is None else as_dict(config)
     if config is not None:
-        trainer = SupernetTrainer(net, loaders, config, seed=settings.seed, device=device)
+        trainer = SupernetTrainer(net, loaders, config, seed=settings.seed, device=device, task=run_task(settings))
         for _ in range(config.epochs):
             trainer.train_epoch(quiet=quiet, title="[final] ")
-        final["standalone_test_accuracy"] = accuracy(net.eval(), test)
+        # The curve without its wall times: the same run gives the same report (the times are in `timings`).
+        final["history"] = [{k: v for k, v in h.items() if k != "seconds"} for h in trainer.history]
+        final["standalone_test_accuracy"] = accuracy(net.eval(), test, task=run_task(settings))
     final["model"] = net
     return final
 
@@ -513,7 +568,7 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         report["pareto"] = _front_report(settings, found)
     else:  # every evaluation in order: report.html's search-progress plot
         report["search"]["history"] = [{"arch": dict(a), "fitness": f} for a, f in found.history]
-    oracle = spaces.get(settings.space).oracle
+    oracle = spaces.get(settings.space, settings.rules).oracle
     if oracle is not None:
         report["oracle"] = oracle(arch)
     return report

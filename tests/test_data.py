@@ -165,6 +165,7 @@ def test_names_and_unknown_name():
         "digits",
         "digits16",
         "clutter16",
+        "digits16-seg",
         "synthetic",
         "cifar10",
         "cifar100",

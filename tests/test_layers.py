@@ -33,7 +33,7 @@ LAYERS = {  # module prefix (dotted, under gmgraph) -> layer; the longest prefix
     "passes": 2,
     "scores": 3, "search": 3, "spaces": 3, "nasbench": 3, "viz": 3, "latency": 3,
     "train": 4,
-    "run_folder": 5, "search_job": 5, "report": 5, "report_html": 5, "rank_job": 5,
+    "run_folder": 5, "search_job": 5, "report": 5, "report_html": 5, "rank_job": 5, "run_log": 5,
     "cli": 6, "commands": 6, "__main__": 6,
 }
 NAMES = ["schema", "tensors", "passes", "analyses", "training", "runs", "CLI"]
@@ -228,7 +228,7 @@ def test_every_registry_reference_names_a_module_that_exists():
 
 @pytest.mark.parametrize("module, expected", [
     ("config", "schema"), ("registry", "schema"), ("device", "tensors"), ("samplers", "tensors"),
-    ("files", "tensors"), ("kernels.reference", "tensors"), ("data.builders", "tensors"), ("onnx_export", "tensors"),
+    ("proxyless", "tensors"), ("snas", "tensors"), ("train.unrolled", "training"), ("files", "tensors"), ("kernels.reference", "tensors"), ("data.builders", "tensors"), ("onnx_export", "tensors"),
     ("passes.derive", "passes"), ("train.data_parallel", "training"),
     ("scores.splitters", "analyses"), ("train.fewshot", "training"), ("run_folder", "runs"), ("search_job", "runs"),
     ("rank_job", "runs"), ("commands.search", "CLI"), ("spaces.ofa", "analyses"),

@@ -26,7 +26,7 @@ from gmgraph.data.catalogue import FILES
 from gmgraph.data.file_backed import imagefolder, torchvision_splits
 from gmgraph.data.in_memory import digits, placed_images, synthetic
 from gmgraph.errors import DataError
-from gmgraph.placed_digits import PLACEMENTS
+from gmgraph.placed_digits import PLACEMENTS, SEGMENT_CLASSES, SEGMENTED
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,19 @@ def _build_placed(name: str):
     return build
 
 
+def _build_segmented(name: str):
+    def build(r: DataRequest):
+        _refuse_augment(r, name)
+        if r.adapt.image_size is not None:
+            raise DataError(f"{name} keeps its {PLACEMENTS[SEGMENTED[name]].canvas}x"
+                            f"{PLACEMENTS[SEGMENTED[name]].canvas} size (its targets are per-pixel); "
+                            "leave out image_size")
+        splits, mean, std = placed_images(SEGMENTED[name], r.split_seed, r.adapt, masks=True)
+        return tuple(TensorDataset((x - mean) / std, y) for x, y in splits), SEGMENT_CLASSES
+
+    return build
+
+
 def _build_synthetic(r: DataRequest):
     _refuse_augment(r, "synthetic")
     if not r.adapt.is_noop:
@@ -85,6 +98,7 @@ def _build_torchvision(name: str):
 BUILDERS: dict[str, Any] = {
     "digits": _build_digits,
     **{name: _build_placed(name) for name in PLACEMENTS},
+    **{name: _build_segmented(name) for name in SEGMENTED},
     "synthetic": _build_synthetic,
     **{name: _build_torchvision(name) for name in ("cifar10", "cifar100", "mnist", "fashion-mnist")},
     "imagefolder": _build_imagefolder,

@@ -59,12 +59,13 @@ def digits(split_seed: int, adapt: Adapt) -> tuple[tuple[Dataset, ...], int]:
     return tuple(TensorDataset(x[i], labels[i]) for i in splits), 10
 
 
-def placed_images(name: str, split_seed: int, adapt: Adapt):
+def placed_images(name: str, split_seed: int, adapt: Adapt, *, masks: bool = False):
     """The (train, val, test) ``(x, y)`` of a placed-digits dataset, unnormalised, and the train mean/std.
 
     Source images are those of the ``digits`` split, so no digit image feeds two
     splits; each split is placed with its own generator seeded from ``split_seed``.
     Shared by :func:`gmgraph.data.load` and :func:`gmgraph.data.preprocessing`.
+    ``masks=True``: ``y`` is each pixel's class (:func:`gmgraph.placed_digits.place`), the images the same.
     """
     spec = PLACEMENTS[name]
     raw, y, splits, _, _ = digits_images(split_seed, Adapt(None, None))
@@ -73,8 +74,8 @@ def placed_images(name: str, split_seed: int, adapt: Adapt):
     out = []
     for part, (index, copies) in enumerate(zip(splits, spec.copies)):
         generator = torch.Generator().manual_seed(1_000 * split_seed + part)
-        x, lab = place(ink[index], labels[index], spec, generator, copies=copies)
-        out.append((adapt(x), lab))
+        x, lab, *mask = place(ink[index], labels[index], spec, generator, copies=copies, masks=masks)
+        out.append((adapt(x), mask[0] if masks else lab))
     train = out[0][0]
     return out, train.mean(), train.std()
 

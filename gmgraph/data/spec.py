@@ -11,7 +11,7 @@ from gmgraph.data.adapt import Adapt
 from gmgraph.data.catalogue import FILES, canonical
 from gmgraph.data.in_memory import DIGITS_RANGE, digits_images, placed_images
 from gmgraph.errors import DataError
-from gmgraph.placed_digits import PLACEMENTS
+from gmgraph.placed_digits import PLACEMENTS, SEGMENTED
 from gmgraph.preprocessing import IMAGENET_MEAN, IMAGENET_STD, record
 
 
@@ -82,8 +82,8 @@ def preprocessing(
         x, _, _, mean, std = digits_images(split_seed, adapt)
         return record(key, "grey", DIGITS_RANGE, [float(mean)], [float(std)], tuple(x.shape[-2:]),
                       x.shape[1])
-    if key in PLACEMENTS:
-        splits, mean, std = placed_images(key, split_seed, adapt)
+    if key in PLACEMENTS or key in SEGMENTED:
+        splits, mean, std = placed_images(SEGMENTED.get(key, key), split_seed, adapt)
         x = splits[0][0]
         return record(key, "grey", (0.0, 1.0), [float(mean)], [float(std)], tuple(x.shape[-2:]),
                       x.shape[1])

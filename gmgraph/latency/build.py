@@ -37,12 +37,13 @@ from torch import fx, nn
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
 from gmgraph.graph import choices, sample, space
+from gmgraph.input_choice import InputChoice
 from gmgraph.latency import cache
-from gmgraph.latency.liveness import dataflow
 from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
 from gmgraph.latency.nested import inner_runs, nested_choices, plain_copy
 from gmgraph.latency.ops import marginal_ms, marginal_sum_ms, node_shapes
 from gmgraph.latency.runtimes import RUNTIMES, check_runtime, runtime_version
+from gmgraph.liveness import dataflow
 from gmgraph.passes.derive import derive
 from gmgraph.progress import Progress, log
 
@@ -93,8 +94,13 @@ def build_table(
 
     Raises:
         ConfigError: a bad argument. SpaceError: Choices sharing a label, op and input
-        shape that differ (the table keys ops by those three).
+        shape that differ (the table keys ops by those three); an InputChoice (a table times ops of
+        one input, and which inputs a node reads changes which ops upstream are live).
     """
+    inputs = next((m.label for m in supernet.modules() if isinstance(m, InputChoice)), None)
+    if inputs is not None:
+        raise SpaceError(f"latency tables do not cover InputChoice decisions yet ({inputs!r} chooses a node's "
+                         "inputs); limit or search this space by params or flops instead")
     check_timing(warmup=warmup, runs=runs, max_spread=max_spread, attempts=attempts, threads=threads)
     clock = resolve_clock(clock, check_runtime(runtime), threads)
     shape = check_shape(input_shape)

@@ -36,7 +36,9 @@ from gmgraph.config import check_positive_int
 from gmgraph.device import scoring_device, to_device
 from gmgraph.errors import ConfigError, DataError, SpaceError
 from gmgraph.graph import active_choices, choices, running, space
-from gmgraph.samplers import Sampler, borrowed, make_sampler
+from gmgraph.sampler_table import make_sampler
+from gmgraph.samplers import Sampler, borrowed
+from gmgraph.task import Task, get_task, split_batch
 
 DISTANCES = registry.DISTANCES
 SharedRule = Callable[[fx.GraphModule, str], Sequence[str]]
@@ -53,6 +55,7 @@ def gradient_matching(
     distance: str = "cos",
     seed: int = 0,
     device: str | torch.device | None = None,
+    task: Task | str = "classification",
 ) -> torch.Tensor:
     """The K x K gradient distance matrix of ``label``'s ops (``space(gm)[label]`` order).
 
@@ -76,6 +79,7 @@ def gradient_matching(
             live (the CPU for a graph without any); a name (``cpu``, ``cuda``,
             ``cuda:N``, ``auto``) must be that same device, since scoring never
             moves the caller's graph. Batches are moved there.
+        task: whose loss the gradients are of (:mod:`gmgraph.task`; batches split by its rule too).
 
     Returns:
         A float32 CPU tensor, whatever the device: the distances are summed
@@ -95,6 +99,7 @@ def gradient_matching(
         device(type='cpu')
     """
     ops = _check(gm, label, rounds, distance)
+    task = get_task(task)
     device = _unmoved_device(gm, device)
     if isinstance(sampler, str):  # a sampler of our own keeps its state (DARTS alphas) with the graph
         sampler = make_sampler(sampler, gm, seed=seed).to(device)
@@ -106,7 +111,7 @@ def gradient_matching(
     done = 0
     with _untouched(gm, device):
         for x, y in _take(batches, rounds, device):
-            grads = _child_gradients(gm, label, ops, sampler, generator, params, x, y)
+            grads = _child_gradients(gm, label, ops, sampler, generator, params, x, y, task.loss)
             if fixed is None:
                 names = _shared_in_all(grads, _outside(gm, label, params))
             else:  # a parameter no child touched adds zeros to every vector: it cannot change a distance
@@ -155,10 +160,11 @@ def _take(batches: Iterable, rounds: int, device: torch.device) -> Iterator[tupl
             batch = next(it)
         except StopIteration:
             raise DataError(f"gradient matching needs {rounds} batches but the data gave only {i}") from None
-        yield to_device(batch[0], device), to_device(batch[1], device)
+        x, y = split_batch(batch)
+        yield to_device(x, device), to_device(y, device)
 
 
-def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[dict[str, torch.Tensor]]:
+def _child_gradients(gm, label, ops, sampler, generator, params, x, y, loss_fn) -> list[dict[str, torch.Tensor]]:
     """One round: the other decisions fixed by one sampler draw, ``label`` forced to each op."""
     groups = choices(gm)
     names = list(params)
@@ -173,7 +179,7 @@ def _child_gradients(gm, label, ops, sampler, generator, params, x, y) -> list[d
             keep = [i == k for i in range(len(ops))]
             _set_rng_state(x.device, randomness)  # every candidate sees the same dropout masks (and the like)
             with running(groups, arch=reach, weights={label: one_hots[k]}, keep={label: keep}):
-                loss = F.cross_entropy(gm(x), y)
+                loss = loss_fn(gm(x), y)
             grads = torch.autograd.grad(loss, [params[n] for n in names], allow_unused=True)
             out.append({n: g for n, g in zip(names, grads) if g is not None})
     return out

@@ -15,6 +15,18 @@ metric of :data:`~gmgraph.scores.zero_cost.METRICS`::
     >>> "metric:synflow" in method_names() and get_splitter("oneshot")(request) is None
     True
 
+The ``gm`` splitter follows one of two partition rules (:data:`gmgraph.config.PARTITION_RULES`,
+``--partition-rule``): ``largest-cut`` (GM-NAS on NAS-Bench-201, the default)
+splits the label whose best partition cuts the most distance, over the
+partitions ``groups`` and ``balanced`` allow; ``smallest-within`` (GM-NAS on
+the DARTS space) splits the label whose best partition keeps the least
+distance inside its groups, over unbalanced partitions whose groups hold two
+ops or more (2|5 or 3|4 of DARTS's 7 ops)::
+
+    >>> d = [[0, 1, 4, 4], [1, 0, 4, 4], [4, 4, 0, 1], [4, 4, 1, 0]]
+    >>> label_split(d, "smallest-within", groups=2, balanced=True)
+    (((0, 1), (2, 3)), 2.0)
+
 Adding a splitter is one function ``(request) -> decision | None`` and one entry
 in :data:`SPLITTERS`; ``gmgraph search --method`` reads its names from there.
 """
@@ -28,14 +40,18 @@ import torch
 from torch import fx
 
 from gmgraph import registry
-from gmgraph.config import METRIC_PREFIX, method_names
+from gmgraph.config import METRIC_PREFIX, PARTITION_RULES, method_names
 from gmgraph.errors import ConfigError
 from gmgraph.graph import space
 from gmgraph.samplers import Sampler
 from gmgraph.scores.gradient_matching import SharedRule, gradient_matching
 from gmgraph.scores.metric_split import exhaustive_partition, metric_split, random_partition
-from gmgraph.scores.partition import best_partition, name_groups
+from gmgraph.scores.partition import Partition, best_partition, name_groups, within_distance
 from gmgraph.scores.zero_cost import METRICS
+from gmgraph.task import Task, get_task
+
+SMALLEST_WITHIN = "smallest-within"
+"""The partition rule whose label is the one with the smallest score (the other rules: the largest)."""
 
 Scored = tuple[torch.Tensor, list[list[str]], float]
 """One label's ``(distance matrix, best groups, score)``."""
@@ -58,12 +74,15 @@ class SplitRequest:
         labels: its unsplit labels with two or more ops, in split order.
         batches: a stream of fresh ``(x, y)`` training batches for scoring.
         groups, balanced: partition options (2 or 3 groups; sizes differ by at most one).
+        partition_rule: how gradient matching picks the partition and the label
+            (:data:`~gmgraph.config.PARTITION_RULES`).
         rounds: batches per label for gradient matching; ``distance``: its gradient distance.
         metric_children: sampled children per metric distance.
         seed: seeds scoring draws and random partitions.
         shared: gradient matching's shared-parameter rule (None: automatic).
         sampler: how gradient matching runs the other decisions (the node's own sampler).
         score_labels: how several labels are scored (a distributed run spreads them over ranks).
+        task: whose loss the scores' gradients are of (:mod:`gmgraph.task`).
     """
 
     gm: fx.GraphModule
@@ -71,6 +90,7 @@ class SplitRequest:
     batches: Iterator
     groups: int = 2
     balanced: bool = True
+    partition_rule: str = "largest-cut"
     rounds: int = 10
     distance: str = "cos"
     metric_children: int = 4
@@ -78,6 +98,7 @@ class SplitRequest:
     shared: SharedRule | None = None
     sampler: Sampler | str = "uniform"
     score_labels: LabelScorer = field(default=score_serially)
+    task: Task | str = "classification"
 
     def skip(self, label: str) -> None:
         """Draw the batches ``label`` would have used (another rank scores it)."""
@@ -108,17 +129,45 @@ def split_randomly(request: SplitRequest) -> dict:
 
 
 def split_by_gradient_matching(request: SplitRequest) -> dict:
-    """GM-NAS: score every unsplit label by gradient matching; split the one with the largest cut."""
+    """GM-NAS: score every unsplit label by gradient matching; split the one its partition rule prefers."""
     def score_one(label: str) -> Scored:
         distances = gradient_matching(request.gm, label, request.batches, rounds=request.rounds,
                                       sampler=request.sampler, shared=request.shared,
-                                      distance=request.distance, seed=request.seed)
+                                      distance=request.distance, seed=request.seed, task=request.task)
         ops = space(request.gm)[label]
-        partition, score = best_partition(distances, groups=min(request.groups, len(ops)),
-                                          balanced=request.balanced)
+        partition, score = label_split(distances, request.partition_rule, groups=min(request.groups, len(ops)),
+                                       balanced=request.balanced)
         return distances, [list(g) for g in name_groups(partition, ops)], score
 
-    return decide(request.gm, request.score_labels(request, request.labels, score_one))
+    scored = request.score_labels(request, request.labels, score_one)
+    return decide(request.gm, scored, smallest=request.partition_rule == SMALLEST_WITHIN)
+
+
+def label_split(distances, rule: str, *, groups: int, balanced: bool) -> tuple[Partition, float]:
+    """One label's partition and score under partition rule ``rule``.
+
+    ``largest-cut``: the partition ``groups``/``balanced`` allow with the smallest within-group distance;
+    the score is the distance it cuts (the label with the largest score is split).
+    ``smallest-within``: unbalanced partitions whose groups hold two ops or more (one, where the
+    label has fewer than ``2 x groups`` ops; ``balanced`` is not read); the score is the best one's
+    within-group distance (the label with the smallest score is split).
+
+    Raises:
+        ConfigError: an unknown rule. SpaceError: a bad distance matrix.
+
+    Example:
+        >>> d = [[0, .1, .9, .9, .9], [.1, 0, .9, .9, .9], [.9, .9, 0, .2, .2], [.9, .9, .2, 0, .2],
+        ...      [.9, .9, .2, .2, 0]]
+        >>> label_split(d, "largest-cut", groups=2, balanced=True)
+        (((0, 1), (2, 3, 4)), 5.4)
+    """
+    if rule not in PARTITION_RULES:
+        raise ConfigError(f"unknown partition rule {rule!r}; choose one of {', '.join(PARTITION_RULES)}")
+    if rule != SMALLEST_WITHIN:
+        return best_partition(distances, groups=groups, balanced=balanced)
+    k = len(distances)
+    partition, _ = best_partition(distances, groups=groups, balanced=False, min_size=2 if k >= 2 * groups else 1)
+    return partition, within_distance(distances, partition)
 
 
 def split_by_metric(metric: str) -> Splitter:
@@ -128,7 +177,8 @@ def split_by_metric(metric: str) -> Splitter:
             ops = space(request.gm)[label]
             groups, score, distances = metric_split(
                 request.gm, label, metric, request.batches, groups=min(request.groups, len(ops)),
-                balanced=request.balanced, n_children=request.metric_children, seed=request.seed)
+                balanced=request.balanced, n_children=request.metric_children, seed=request.seed,
+                loss_fn=get_task(request.task).loss)
             return distances, [list(g) for g in groups], score
 
         return decide(request.gm, request.score_labels(request, request.labels[:1], score_one))
@@ -137,9 +187,11 @@ def split_by_metric(metric: str) -> Splitter:
     return splitter
 
 
-def decide(gm: fx.GraphModule, scored: dict[str, Scored]) -> dict:
-    """The decision for the label with the largest score (ties: the first label in order)."""
-    best = max(scored, key=lambda label: scored[label][2])
+def decide(gm: fx.GraphModule, scored: dict[str, Scored], *, smallest: bool = False) -> dict:
+    """The decision for the label with the largest score, or the smallest with ``smallest`` (ties: the
+    first label in order)."""
+    pick = min if smallest else max
+    best = pick(scored, key=lambda label: scored[label][2])
     distances, groups, score = scored[best]
     return {
         "label": best, "ops": list(space(gm)[best]), "groups": groups, "score": score,

@@ -32,6 +32,7 @@ from gmgraph.errors import ConfigError, DataError
 from gmgraph.graph import space
 from gmgraph.passes.derive import derive
 from gmgraph.search.result import OnStep
+from gmgraph.task import Task, get_task, split_batch
 
 _BatchNorm = nn.modules.batchnorm._BatchNorm
 
@@ -45,8 +46,9 @@ def evaluate(
     bn_batches: int = 4,
     max_batches: int | None = None,
     device: torch.device | str | None = None,
+    task: Task | str = "classification",
 ) -> float:
-    """Top-1 accuracy of ``arch`` on the supernet ``gm``'s weights, BN recalibrated.
+    """Top-1 accuracy (``task``'s metric) of ``arch`` on the supernet ``gm``'s weights, BN recalibrated.
 
     The architecture is derived (only its ops are copied), every BatchNorm's
     running statistics are re-estimated on the first ``bn_batches`` batches of
@@ -66,9 +68,10 @@ def evaluate(
             0 keeps the supernet's running statistics as they are.
         max_batches: measure on at most this many batches of ``loader``.
         device: where to run; default: the device of ``gm``'s parameters.
+        task: what is measured (:mod:`gmgraph.task`): classification's accuracy, or another task's metric.
 
     Returns:
-        The fraction of correctly classified samples, in [0, 1].
+        The fraction of correctly classified samples, in [0, 1] (another task: its metric).
 
     Raises:
         ArchError: ``arch`` does not fit ``gm``'s space.
@@ -91,7 +94,7 @@ def evaluate(
         batches = itertools.islice(loader if calib_loader is None else calib_loader, bn_batches)
         if recalibrate_bn(net, batches, device=device) == 0:
             raise DataError("evaluate: the calibration loader yielded no batch; pass training batches")
-    return accuracy(net, itertools.islice(loader, max_batches), device=device)
+    return accuracy(net, itertools.islice(loader, max_batches), device=device, task=task)
 
 
 def evaluate_many(
@@ -104,6 +107,7 @@ def evaluate_many(
     max_batches: int | None = None,
     device: torch.device | str | None = None,
     progress: OnStep | None = None,
+    task: Task | str = "classification",
 ) -> list[float]:
     """:func:`evaluate` for many architectures, all calibrated on the same batches.
 
@@ -111,7 +115,7 @@ def evaluate_many(
     a shuffling training loader does not add noise to the comparison.
 
     Args:
-        gm, loader, calib_loader, bn_batches, max_batches, device: as for :func:`evaluate`.
+        gm, loader, calib_loader, bn_batches, max_batches, device, task: as for :func:`evaluate`.
         archs: the architectures; all are validated before any is evaluated.
         progress: called as ``progress(done, arch, accuracy)`` after each one.
 
@@ -141,6 +145,7 @@ def evaluate_many(
             bn_batches=bn_batches,
             max_batches=max_batches,
             device=device,
+            task=task,
         )
         out.append(acc)
         if progress is not None:
@@ -162,7 +167,7 @@ def recalibrate_bn(
 
     Args:
         module: a network, changed in place (a derived child, not the supernet).
-        batches: tensors ``x`` or tuples ``(x, ...)``.
+        batches: tensors ``x``, tuples ``(x, ...)`` or dicts (:func:`gmgraph.task.split_batch`).
         device: where to move each ``x``; default: leave it where it is.
 
     Returns:
@@ -197,33 +202,43 @@ def recalibrate_bn(
 
 
 @torch.inference_mode()
-def accuracy(net: nn.Module, batches: Iterable[Any], *, device: torch.device | str | None = None) -> float:
-    """Top-1 accuracy of ``net`` (in eval mode) over ``(x, y)`` batches; the mode is restored.
+def accuracy(net: nn.Module, batches: Iterable[Any], *, device: torch.device | str | None = None,
+             task: Task | str = "classification") -> float:
+    """Top-1 accuracy of ``net`` (in eval mode) over ``(x, y)`` batches (another ``task``: its metric over
+    them, from statistics summed on the device and read once); the mode is restored.
+
+    >>> net = nn.Linear(1, 1, bias=False)
+    >>> _ = net.weight.data.fill_(2.0)
+    >>> accuracy(net, [(torch.tensor([[1.0], [2.0]]), torch.tensor([2.0, 5.0]))], task="regression")  # R²
+    0.7777777777777778
 
     Raises:
-        DataError: no batch, or a batch is not ``(x, y)``.
+        DataError: no batch, or a batch is neither ``(x, y)`` nor a dict of them.
     """
+    task = get_task(task)
     training = net.training
     net.eval()
-    correct, total = None, 0
+    stats = None
     try:
         for batch in batches:
-            if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                raise DataError("evaluate needs batches (x, y) with class labels y")
-            y = batch[1].to(device) if device is not None else batch[1]
-            logits = net(_inputs(batch, device))
-            hits = (logits.argmax(dim=1) == y).sum()  # stays on the device: one read at the end
-            correct = hits if correct is None else correct + hits
-            total += y.numel()
+            x, y = split_batch(batch)
+            y = y.to(device) if device is not None else y
+            out = net(_moved(x, device))
+            part = task.statistics(out, y)  # stays on the device: one read at the end
+            stats = part if stats is None else stats + part
     finally:
         net.train(training)
-    if total == 0:
-        raise DataError("evaluate: the loader yielded no samples; accuracy is undefined")
-    return int(correct) / total
+    if stats is None:
+        raise DataError(f"evaluate: the loader yielded no samples; the {task.metric} is undefined")
+    return task.value(stats)
 
 
 def _inputs(batch: Any, device: torch.device | str | None) -> torch.Tensor:
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    x = batch if isinstance(batch, torch.Tensor) else split_batch(batch)[0]
+    return _moved(x, device)
+
+
+def _moved(x: torch.Tensor, device: torch.device | str | None) -> torch.Tensor:
     return x.to(device, non_blocking=x.is_pinned()) if device is not None else x
 
 

@@ -6,7 +6,7 @@
 >>> spec.to_str({label: "none" for label in nb201.LABELS})
 '|none~0|+|none~0|none~1|+|none~0|none~1|none~2|'
 >>> sorted(REGISTRY)
-['darts', 'mobilenet', 'nb201', 'ofa']
+['darts', 'encdec', 'mobilenet', 'nb201', 'ofa']
 >>> arch_to_str(None, {"a": "x"})      # no named space: label=op pairs
 'a=x'
 >>> parse_arch(None, "a=x;b=y")
@@ -27,8 +27,9 @@ from torch import nn
 
 from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
+from gmgraph.config import is_reference
 from gmgraph.errors import ConfigError
-from gmgraph.spaces import darts, mobilenet, nb201, ofa
+from gmgraph.spaces import darts, encdec, mobilenet, nb201, ofa, user_model
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,11 @@ def _ofa(width: int, cells: int, num_classes: int, in_channels: int, kernel_tran
                         kernel_transform=kernel_transform)
 
 
+def _encdec(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+    # `width` is the full-resolution blocks' channels (the half-resolution ones have twice); `cells` is unused.
+    return encdec.supernet(num_classes=num_classes, in_channels=in_channels, width=width)
+
+
 def _nb201_oracle(arch: Mapping[str, str]) -> dict:
     from gmgraph.nasbench import nb201 as table
 
@@ -107,6 +113,7 @@ BUILTIN: dict[str, SpaceSpec] = {
     "mobilenet": SpaceSpec("mobilenet", _mobilenet, mobilenet.shared_parameters, mobilenet.to_str, mobilenet.parse),
     "ofa": SpaceSpec("ofa", _ofa, ofa.shared_parameters, ofa.to_str, ofa.parse, before_phase=ofa.before_phase,
                      kernel_transform=True),
+    "encdec": SpaceSpec("encdec", _encdec, encdec.shared_parameters),
 }
 """The ready spaces (what :data:`REGISTRY` resolves its built-in names to)."""
 
@@ -114,14 +121,20 @@ REGISTRY = registry.SPACES
 """The space table (:data:`gmgraph.registry.SPACES`): name -> :class:`SpaceSpec` (``--space``)."""
 
 
-def get(name: str) -> SpaceSpec:
-    """The registered space ``name``.
+def get(name: str, rules: str | tuple[str, ...] | None = None) -> SpaceSpec:
+    """The registered space ``name``, or the user's model a ``module:function`` name refers to (``--model``),
+    made a supernet by ``rules`` (``--rules``; see :mod:`gmgraph.spaces.user_model`).
 
     Raises:
-        ConfigError: naming the registered spaces.
+        ConfigError: naming the registered spaces; rules given for a registered space.
     """
+    if is_reference(name):
+        return SpaceSpec(name, user_model.model_builder(name, rules))
     if name not in REGISTRY:
-        raise ConfigError(f"unknown space {name!r}; choose one of {', '.join(REGISTRY)}")
+        raise ConfigError(f"unknown space {name!r}; choose one of {', '.join(REGISTRY)}, "
+                          "or give your own model as --model module:function")
+    if rules:
+        raise ConfigError(f"--rules turn your own model into a supernet (--model); the {name} space is one already")
     return REGISTRY[name]
 
 
@@ -167,6 +180,7 @@ __all__ = [
     "elastic_depth",
     "elastic_expansions",
     "elastic_kernels",
+    "encdec",
     "get",
     "inverted_residual_expansions",
     "mlp_ratios",

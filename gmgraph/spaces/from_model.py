@@ -40,9 +40,10 @@ from torchvision.ops import MLP, SqueezeExcitation
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
-from gmgraph.elastic import ConvView, NormView
+from gmgraph.elastic import ConvView
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
+from gmgraph.spaces import timm_blocks
 
 Rule = Callable[[str, nn.Module], Mapping[str, nn.Module] | None]
 
@@ -290,11 +291,12 @@ def _resized(conv: nn.Conv2d, k: int) -> nn.Conv2d:
 
 
 def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: bool = True) -> Rule:
-    """Rule: every torchvision inverted-residual block chooses its expansion ratio, or to be skipped.
+    """Rule: every torchvision (or timm) inverted-residual block chooses its expansion ratio, or to be skipped.
 
     Blocks: MobileNetV2's and MobileNetV3's ``InvertedResidual``, MNASNet's
     ``_InvertedResidual``, EfficientNet's ``MBConv`` and EfficientNetV2's
-    ``FusedMBConv``. Ops are named ``e<ratio>`` (the original block keeps its
+    ``FusedMBConv``; and timm's ``InvertedResidual`` (its MobileNetV3, EfficientNet, MNASNet; see
+    :mod:`gmgraph.spaces.timm_blocks`). Ops are named ``e<ratio>`` (the original block keeps its
     own ratio's name, ``expanded / input`` channels to 3 digits: ``e3p67`` is
     88/24); new blocks are of the original's type and copy its kernel, stride,
     dilation, widths, BN settings, activation, squeeze-excitation and
@@ -314,7 +316,7 @@ def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: b
     """
 
     def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
-        if not isinstance(module, _BLOCKS):
+        if not _is_block(module):
             return None
         shape = _Shape(module)
         ops: dict[str, nn.Module] = {_ratio_name(shape.expanded / shape.c_in): module}
@@ -330,6 +332,10 @@ def inverted_residual_expansions(ratios: Sequence[float] = (3, 6), allow_skip: b
 
 
 _BLOCKS = (InvertedResidual, mobilenetv3.InvertedResidual, mnasnet._InvertedResidual, MBConv, FusedMBConv)
+
+
+def _is_block(module: nn.Module) -> bool:
+    return isinstance(module, _BLOCKS) or timm_blocks.is_inverted_residual(module)
 
 
 def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
@@ -357,7 +363,7 @@ def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
         raise SpaceError(f"elastic_expansions needs positive ratios; got {list(ratios)}")
 
     def rule(name: str, module: nn.Module) -> SharedCandidates | None:
-        if not isinstance(module, _BLOCKS):
+        if not _is_block(module):
             return None
         shape = _Shape(module)
         if shape.expanded in (shape.c_in, shape.c_out):
@@ -382,7 +388,8 @@ def elastic_depth(min_depth: int = 1) -> Rule:
     its first blocks run, all depths sharing the same block objects (Once-for-All's elastic depth).
 
     Stages: ResNet's ``layerN`` (``BasicBlock``/``Bottleneck``), EfficientNet's and MNASNet's
-    stages of ``MBConv``/``FusedMBConv``/inverted-residual blocks. Op ``d<k>`` runs the first
+    stages of ``MBConv``/``FusedMBConv``/inverted-residual blocks, timm's MobileNetV3/EfficientNet
+    stages (``model.blocks[i]``, see :mod:`gmgraph.spaces.timm_blocks`). Op ``d<k>`` runs the first
     ``k`` blocks; the original (all blocks) comes first. Only blocks that keep their input's shape
     (a residual block without a projection) may be left off the end, and at least ``min_depth``
     blocks always run. A block held by several depths is one module: parameters count it once,
@@ -398,7 +405,7 @@ def elastic_depth(min_depth: int = 1) -> Rule:
 
     def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
         if not isinstance(module, nn.Sequential) or len(module) < 2 or not all(
-                isinstance(block, _STAGE_BLOCKS) for block in module):
+                isinstance(block, _STAGE_BLOCKS) or timm_blocks.is_stage_block(block) for block in module):
             return None
         blocks = list(module)
         shallowest = next(d for d in range(min_depth, len(blocks) + 1)
@@ -422,6 +429,8 @@ def _keeps_shape(block: nn.Module) -> bool:
         return block.downsample is None
     if isinstance(block, mnasnet._InvertedResidual):
         return block.apply_residual
+    if timm_blocks.is_stage_block(block):
+        return timm_blocks.keeps_shape(block)
     return block.use_res_connect
 
 
@@ -439,18 +448,7 @@ def _widened(block: nn.Module, hidden: int, wide: int) -> nn.Module:
 
 def _grown(module: nn.Module, hidden: int, wide: int) -> nn.Module | None:
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == hidden:
-        bn = type(module)(wide, module.eps, module.momentum, module.affine, module.track_running_stats)
-        reference = next(iter([*module.parameters(), *module.buffers()]), None)
-        if reference is not None:
-            bn.to(reference.device, reference.dtype)  # a dtype moves only the floating tensors
-        with torch.no_grad():
-            for key, tensor in [*bn.named_parameters(), *bn.named_buffers()]:
-                source = getattr(module, key)
-                if key == "num_batches_tracked":
-                    tensor.copy_(source)
-                else:
-                    tensor[:hidden] = source
-        return bn
+        return timm_blocks.norm_of_width(module, wide, keep=hidden)  # any BN type (timm's BatchNormAct2d too)
     if not isinstance(module, nn.Conv2d) or hidden not in (module.in_channels, module.out_channels):
         return None
     depthwise = module.groups == module.in_channels == module.out_channels > 1
@@ -473,7 +471,7 @@ def _hidden_view(shared: nn.Module, wide: int, width: int) -> nn.Module:
     memo: dict[int, nn.Module] = {}
     for module in shared.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == wide:
-            memo[id(module)] = NormView(module, width)
+            memo[id(module)] = timm_blocks.norm_view(module, width)
         elif isinstance(module, nn.Conv2d) and wide in (module.in_channels, module.out_channels):
             depthwise = module.groups == module.in_channels == module.out_channels > 1
             memo[id(module)] = ConvView(
@@ -508,6 +506,8 @@ def _ratio_name(ratio: float) -> str:
 def _like(name: str, block: nn.Module, shape: _Shape, ratio: float) -> nn.Module:
     """A fresh block of ``block``'s type and shape with expansion ``ratio``."""
     c_in, c_out = shape.c_in, shape.c_out
+    if timm_blocks.is_inverted_residual(block):
+        return timm_blocks.block_of_ratio(block, ratio)
     if isinstance(block, InvertedResidual):
         return InvertedResidual(c_in, c_out, shape.stride, ratio, norm_layer=shape.norm)
     if isinstance(block, mobilenetv3.InvertedResidual):
@@ -538,7 +538,8 @@ def mlp_ratios(ratios: Sequence[float] = (2, 3, 4)) -> Rule:
 
     Matches torchvision's two-layer ``torchvision.ops.MLP``: ViT's ``MLPBlock``,
     Swin's MLP and any ``MLP(d, [h, out])`` without a norm layer
-    (``Linear(d, h)``, activation, dropout, ``Linear(h, out)``, dropout). Ops are
+    (``Linear(d, h)``, activation, dropout, ``Linear(h, out)``, dropout), and timm's
+    ``timm.layers.Mlp`` (its ViTs' MLPs) without a norm layer. Ops are
     named ``e<ratio>`` as :func:`inverted_residual_expansions` names them (the
     original keeps its own ratio's name, ``h / d``: ``e4`` for ViT-B's 3072/768);
     a candidate is a copy of the original (type, activation, dropout) with the
@@ -583,9 +584,9 @@ def mlp_ratios(ratios: Sequence[float] = (2, 3, 4)) -> Rule:
 
 
 def _mlp_linears(module: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
-    """A two-layer torchvision MLP's two Linears, when nothing else in it has parameters."""
+    """A two-layer torchvision MLP's (or timm ``Mlp``'s) two Linears, when nothing else in it has parameters."""
     if not isinstance(module, MLP):
-        return None
+        return timm_blocks.mlp_linears(module)
     with_params = [i for i, child in enumerate(module) if any(True for _ in child.parameters())]
     if len(with_params) != 2 or not all(isinstance(module[i], nn.Linear) for i in with_params):
         return None  # a norm layer between, or more than one hidden layer
@@ -596,7 +597,7 @@ def _mlp_linears(module: nn.Module) -> tuple[nn.Linear, nn.Linear] | None:
 def _mlp_of_width(mlp: nn.Module, width: int) -> nn.Module:
     """A copy of a two-layer MLP with ``width`` hidden units, warm-started from its weights."""
     first, second = _mlp_linears(mlp)
-    i, j = (k for k, child in enumerate(mlp) if child is first or child is second)
+    i, j = (k for k, child in mlp.named_children() if child is first or child is second)
     h = min(width, first.out_features)
     # The copy shares nothing; its Linears are replaced (the memo keeps the old ones from being copied).
     new = copy.deepcopy(mlp, memo={id(first): first, id(second): second})
@@ -611,5 +612,6 @@ def _mlp_of_width(mlp: nn.Module, width: int) -> nn.Module:
             wide_in.bias[:h] = first.bias[:h]
         if second.bias is not None:
             wide_out.bias.copy_(second.bias)
-    new[i], new[j] = wide_in, wide_out
+    setattr(new, i, wide_in)
+    setattr(new, j, wide_out)
     return new

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, default_collate
 
+from gmgraph.task import Task, get_task
 from gmgraph.train.distributed import collective
 
 if TYPE_CHECKING:
@@ -85,15 +85,27 @@ class _Shards(torch.utils.data.Sampler):
 
 
 class _Collate:
-    """Default collation that also turns an empty slice (a last batch smaller than the group) into empty tensors."""
+    """A collation (default: torch's) that also turns an empty slice (a last batch smaller than the group) into
+    empty tensors of the right shapes."""
 
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
+    def __init__(self, dataset: Dataset, collate=default_collate):
+        self.dataset, self.collate = dataset, collate
 
     def __call__(self, samples: list):
         if samples:
-            return default_collate(samples)
-        return [t[:0] for t in default_collate([self.dataset[0]])]
+            return self.collate(samples)
+        return _emptied(self.collate([self.dataset[0]]))
+
+
+def _emptied(batch):
+    """``batch`` with every tensor cut to length 0 (tuples, lists and dicts of them too)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[:0]
+    if isinstance(batch, dict):
+        return {k: _emptied(v) for k, v in batch.items()}
+    if isinstance(batch, tuple | list):
+        return type(batch)(_emptied(v) for v in batch)
+    return batch
 
 
 class DataParallel:
@@ -126,10 +138,12 @@ class DataParallel:
                 dist.broadcast(tensor.data, src=self.src, group=self.group)
         self._bns = [m for m in gm.modules() if isinstance(m, _BatchNorm)]
 
-    def loader(self, dataset: Dataset, order, batch_size: int, generator: torch.Generator) -> DataLoader:
-        """The rank's slices of the global batches ``order`` yields in chunks of ``batch_size``."""
+    def loader(self, dataset: Dataset, order, batch_size: int, generator: torch.Generator,
+               collate=default_collate) -> DataLoader:
+        """The rank's slices of the global batches ``order`` yields in chunks of ``batch_size``, collated by
+        ``collate``."""
         shards = _Shards(BatchSampler(order, batch_size, drop_last=False), self.rank, self.size)
-        return DataLoader(dataset, batch_sampler=shards, generator=generator, collate_fn=_Collate(dataset))
+        return DataLoader(dataset, batch_sampler=shards, generator=generator, collate_fn=_Collate(dataset, collate))
 
     def shard(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """This rank's slice of one global batch (e.g. a validation batch every rank loaded)."""
@@ -142,26 +156,31 @@ class DataParallel:
             return contextlib.nullcontext()
         return synced_batchnorm(self._bns, self.group)
 
-    def backward(self, logits: torch.Tensor, y: torch.Tensor, params: Sequence[torch.Tensor]) -> tuple[float, int]:
-        """Backward of the local loss, then one all-reduce: mean gradients, loss and hits of the global batch.
+    def backward(self, logits: torch.Tensor, y: torch.Tensor, params: Sequence[torch.Tensor],
+                 task: Task | str = "classification") -> tuple[float, torch.Tensor]:
+        """Backward of the local loss, then one all-reduce: mean gradients, loss and the task's metric statistics
+        (hits, for classification) of the global batch.
 
-        Each rank differentiates the *sum* of its losses; the reduced sum divided
-        by the global count is the gradient one process gets from the mean loss.
+        Each rank differentiates the *sum* of its losses over the target's elements; the reduced sum divided
+        by the global count of elements is the gradient one process gets from the mean loss.
         """
-        loss = F.cross_entropy(logits, y, reduction="sum")
+        task = get_task(task)
+        loss = task.loss(logits, y, reduction="sum")
         loss.backward(inputs=[p for p in params if p.requires_grad] or None)  # only what this step updates
         grads = [p.grad for p in params if p.grad is not None]  # same set on every rank: same path
         like = grads[0] if grads else logits
-        tail = torch.tensor([loss.item(), float((logits.argmax(1) == y).sum()), float(len(y))],
-                            dtype=like.dtype, device=like.device)
+        stats = task.statistics(logits.detach(), y)
+        counts = loss.new_tensor([float(y.numel()), float(len(y))], dtype=torch.float64)  # elements, samples
+        tail = torch.cat([loss.detach().double().reshape(1), counts, stats]).to(like.dtype)
         flat = torch.cat([g.reshape(-1) for g in grads] + [tail])
         _all_reduce(flat, self.group, "averaging gradients")
-        count = flat[-1].item()
-        flat[:-3].div_(count)
-        for g, new in zip(grads, flat[:-3].split([g.numel() for g in grads])):
+        head = sum(g.numel() for g in grads)
+        loss_sum, elements, samples = flat[head:head + 3].tolist()
+        flat[:head].div_(elements)
+        for g, new in zip(grads, flat[:head].split([g.numel() for g in grads])):
             g.copy_(new.view_as(g))
-        self.count = int(round(count))
-        return flat[-3].item() / count, int(round(flat[-2].item()))
+        self.count = int(round(samples))  # the global batch (the epoch's mean loss weighs steps by it)
+        return loss_sum / elements, flat[head + 3:].double()
 
     # PA&DA's per-sample scores: each rank scores its own slices; at epoch end the
     # score written last in the global order wins, as in one process.

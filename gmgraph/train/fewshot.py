@@ -17,6 +17,11 @@ from a zero-cost metric, labels in a fixed order), ``random`` (a random
 partition of the next label in order). The budget counts supernet-epochs: one
 epoch of one (sub-)supernet is one. :func:`train_supernet` is the one-shot
 entry point to the same engine.
+
+Children inherit their parent's weights; with ``leaf_restart="weights"`` the
+final leaves (every sub-supernet after the last split) start again instead:
+fresh weights (:func:`gmgraph.train.restart.reinitialise`, seeded by the leaf's
+own seed), optimizer, sampler state and a cosine schedule over the epochs left.
 """
 
 from __future__ import annotations
@@ -33,10 +38,10 @@ from torch.utils.data import DataLoader
 
 from gmgraph.config import FewShotConfig, TrainConfig
 from gmgraph.data import infinite
-from gmgraph.errors import CheckpointError, SpaceError
+from gmgraph.errors import CheckpointError, ConfigError, SpaceError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id, restrict, split
-from gmgraph.progress import log
+from gmgraph.progress import Progress, active_job, epoch_steps, log
 from gmgraph.scores.gradient_matching import SharedRule
 from gmgraph.scores.splitters import (
     SplitRequest,
@@ -46,9 +51,11 @@ from gmgraph.scores.splitters import (
 )
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict, replace_settings
+from gmgraph.task import Task
 from gmgraph.train import data_parallel, distributed
 from gmgraph.train.checkpoint import check_same_settings, load_checkpoint, save_checkpoint
 from gmgraph.train.loop import ArchPenalty, PhaseHook, SupernetTrainer
+from gmgraph.train.restart import reinitialise
 
 
 @dataclass
@@ -108,6 +115,7 @@ def run_fewshot(
     arch_penalty: ArchPenalty | None = None,
     device: torch.device | None = None,
     before_phase: PhaseHook | None = None,
+    task: Task | str | None = None,
 ) -> FewShotResult:
     """Run the few-shot schedule on ``gm`` (trained in place; children are new graphs).
 
@@ -130,6 +138,8 @@ def run_fewshot(
             (:func:`gmgraph.device.training_device`); default ``train.device`` resolved by the root's trainer.
         before_phase: the space's step when a ``--shrink`` phase starts, run by every (sub-)supernet's
             trainer on its own graph (:attr:`gmgraph.spaces.SpaceSpec.before_phase`).
+        task: what the supernets learn (:mod:`gmgraph.task`; default: ``train.task``, else classification):
+            its loss trains them and scores their splits.
 
     In a distributed run (a process group of several ranks, see
     :mod:`gmgraph.train.distributed`) every rank calls it with the same
@@ -140,13 +150,17 @@ def run_fewshot(
     """
     config, train = config or FewShotConfig(), train or TrainConfig()
     splits = config.splits(train.epochs)
+    if config.leaf_restart != "none" and train.shrink is not None:
+        raise ConfigError(f"--leaf-restart {config.leaf_restart} starts the final leaves' sampler schedule again, "
+                          f"and --shrink {train.shrink} lays its phases over the whole run: use one of them")
     settings = _settings_record(config, train, seed, record)
     team = distributed.team()  # None: this process works alone
     quiet = quiet or (team is not None and not team.is_root)  # only rank 0 prints
     result = FewShotResult(leaves=[SubSupernet("root", gm, SupernetTrainer(gm, data, train, seed=seed,
                                                                            arch_penalty=arch_penalty,
                                                                            device=device,
-                                                                           before_phase=before_phase))])
+                                                                           before_phase=before_phase,
+                                                                           task=task))])
     first = 0
     state = _load(checkpoint, team) if resume and checkpoint is not None else None
     if state is not None:
@@ -157,11 +171,16 @@ def run_fewshot(
         if epoch in splits:
             t = time.perf_counter()
             result.leaves = _split_leaves(result, epoch, config, seed, shared, quiet, team)
+            if config.leaf_restart == "weights" and epoch == splits[-1]:
+                result.leaves = [restart(node) for node in result.leaves]
+                log(f"epoch {epoch}: the {len(result.leaves)} final leaves restart from fresh weights", quiet=quiet)
             result.timings["scoring_seconds"] = result.timings.get("scoring_seconds", 0.0) + time.perf_counter() - t
             ranks = _place(result, team)
+        _plan_steps(result, ranks, team, train.epochs - epoch)
         for node, owners in zip(result.leaves, ranks):
             if team is None or team.rank in owners:
                 node.trainer.train_epoch(quiet=quiet, title=f"[{node.id}] " if len(result.leaves) > 1 else "")
+                node.trainer.history[-1]["epoch"] = epoch + 1  # the run's epoch (a restarted leaf counts from 0)
         result.budget += len(result.leaves)
         if team is not None:
             everyone = epoch + 1 in splits or epoch + 1 == train.epochs  # a split or the end is next
@@ -174,6 +193,18 @@ def run_fewshot(
             on_epoch(epoch + 1, result)
     result.timings["total_seconds"] = before + time.perf_counter() - start
     return result
+
+
+def _plan_steps(result: FewShotResult, ranks: list, team: distributed.Team | None, epochs_left: int) -> None:
+    """Tell the active job estimate (:mod:`gmgraph.progress`) the training steps this process has ahead."""
+    job = active_job()
+    if job is None:
+        return
+    mine = sum(1 for owners in ranks if team is None or team.rank in owners)
+    trainer = result.leaves[0].trainer
+    steps = epoch_steps(trainer.data.batches_per_epoch(), trainer.config.steps_per_epoch)
+    if steps is not None:  # an iterable that does not say its length: no plan, no ETA
+        job.plan("supernets", mine * epochs_left * steps)
 
 
 @dataclass
@@ -197,6 +228,7 @@ def train_supernet(
     resume: bool = False,
     quiet: bool = False,
     on_epoch: Callable[[dict], None] | None = None,
+    task: Task | str | None = None,
     **settings,
 ) -> TrainResult:
     """Train a supernet in place (one-shot: no split) and return its per-epoch history.
@@ -213,6 +245,8 @@ def train_supernet(
         resume: continue from ``checkpoint_dir/last.pt`` if it exists (same settings only).
         quiet: no progress display.
         on_epoch: called with each epoch's statistics after its checkpoint is written.
+        task: what is learned: a :class:`~gmgraph.task.Task` of your own, or a built-in's name (default
+            ``train.task``, else classification); the history's ``accuracy`` is its metric.
         **settings: any other :class:`TrainConfig` field (lr, weight_decay, ...); an unknown one is a
             ConfigError naming it.
 
@@ -241,9 +275,33 @@ def train_supernet(
             on_epoch(stats)
 
     result = run_fewshot(gm, data, FewShotConfig(method="oneshot"), train, seed=seed, checkpoint=last,
-                         resume=resume, quiet=quiet, on_epoch=report)
+                         resume=resume, quiet=quiet, on_epoch=report, task=task)
     trainer = result.leaves[0].trainer
     return TrainResult(trainer.gm, trainer.history, trainer)
+
+
+def restart(node: SubSupernet) -> SubSupernet:
+    """``node`` trained afresh from here: re-initialised weights (seeded by the seed its trainer got), a new
+    optimizer, sampler and cosine schedule over the epochs its trainer has left (``--leaf-restart weights``).
+
+    The history of the epochs its lineage trained stays (as an inheriting child's does); the run numbers
+    the epochs after it on (:func:`run_fewshot`), while the trainer counts its own from 0.
+
+    >>> import gmgraph
+    >>> from gmgraph import data
+    >>> from gmgraph.spaces import nb201
+    >>> gm = gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1))
+    >>> node = SubSupernet("root", gm, SupernetTrainer(gm, data.load("digits"),
+    ...                                                     TrainConfig(epochs=3, lr=0.1, steps_per_epoch=2)))
+    >>> _ = node.trainer.train_epoch(quiet=True)
+    >>> fresh = restart(node)
+    >>> fresh.trainer.total_epochs, fresh.trainer.epoch, fresh.trainer.optimizer.param_groups[0]["lr"]
+    (2, 0, 0.1)
+    """
+    trainer = node.trainer.fork(node.gm, inherit=False)
+    reinitialise(node.gm, seed=trainer.seed)
+    trainer.history = [dict(h) for h in node.trainer.history]
+    return SubSupernet(node.id, node.gm, trainer)
 
 
 def _load(path: str | Path, team: distributed.Team | None) -> dict | None:
@@ -288,7 +346,7 @@ def _share(result: FewShotResult, ranks: list[tuple[int, ...]], team: distribute
         if team.rank not in ranks[i]:
             node.trainer.load_state_dict(states[node.id])
             stats = node.trainer.history[-1]
-            log(f"[{node.id}] epoch {stats['epoch']}/{node.trainer.total_epochs} (rank {ranks[i][0]})  "
+            log(f"[{node.id}] epoch {stats['epoch']}/{node.trainer.config.epochs} (rank {ranks[i][0]})  "
                 f"loss={stats['loss']:.4g}  acc={stats['accuracy']:.4g}", quiet=quiet)
 
 
@@ -304,7 +362,7 @@ def _split_leaves(result: FewShotResult, epoch: int, config: FewShotConfig, seed
 
 def _split_node(node: SubSupernet, epoch: int, config: FewShotConfig, seed: int, shared, result: FewShotResult,
                 quiet: bool, team: distributed.Team | None, offset: int) -> tuple[list[SubSupernet], int]:
-    decision = _decide(node, epoch, config, seed, shared, team, offset)
+    decision = _decide(node, epoch, config, seed, shared, team, offset, quiet)
     if decision is None:
         log(f"[{node.id}] nothing left to split", quiet=quiet)
         return [node], 0
@@ -317,17 +375,41 @@ def _split_node(node: SubSupernet, epoch: int, config: FewShotConfig, seed: int,
 
 
 def _decide(node: SubSupernet, epoch: int, config: FewShotConfig, seed: int, shared,
-            team: distributed.Team | None, offset: int) -> dict | None:
-    """The splitter's decision for ``node``; None when it has nothing left to split."""
+            team: distributed.Team | None, offset: int, quiet: bool = True) -> dict | None:
+    """The splitter's decision for ``node``; None when it has nothing left to split. Scoring shows its
+    progress, one step per label this process scores."""
     labels = unsplit_labels(node.gm, config.labels)
     if not labels:
         return None
-    batches = scoring_batches(node.trainer.train_set, node.trainer.batch_size,
-                              seed=derived_seed(seed, f"{node.id}@{epoch}"))
+    batches = node.trainer.data.scoring_batches(seed=derived_seed(seed, f"{node.id}@{epoch}"))
     request = SplitRequest(node.gm, labels, batches, **split_options(config), seed=seed, shared=shared,
                            sampler=node.trainer.sampler,
-                           score_labels=_over_ranks(team, offset) if team is not None else score_serially)
+                           score_labels=_shown(_over_ranks(team, offset) if team is not None else score_serially,
+                                               f"[{node.id}] scoring ({config.method})", quiet),
+                           task=node.trainer.task)
     return get_splitter(config.method)(request)
+
+
+def _shown(score_labels, title: str, quiet: bool):
+    """``score_labels`` with a progress line: one step per label scored here (the labels of other ranks are
+    theirs to show), closed when the scoring ends."""
+
+    def scored(request, labels, score_one):
+        bar = Progress(title, total=len(labels), quiet=quiet)
+        done = []
+
+        def one(label):
+            out = score_one(label)
+            done.append(label)
+            bar.update(label=label)
+            return out
+
+        result = score_labels(request, labels, one)
+        bar.total = len(done)
+        bar.close()
+        return result
+
+    return scored
 
 
 def split_options(config: FewShotConfig) -> dict:
@@ -339,7 +421,7 @@ def split_options(config: FewShotConfig) -> dict:
     request's the node's labels not yet split), so it is not passed.
 
     >>> split_options(FewShotConfig(rounds=3))
-    {'balanced': True, 'distance': 'cos', 'groups': 2, 'metric_children': 4, 'rounds': 3}
+    {'balanced': True, 'distance': 'cos', 'groups': 2, 'metric_children': 4, 'partition_rule': 'largest-cut', 'rounds': 3}
     """
     shared = {f.name for f in fields(SplitRequest)} & {f.name for f in fields(config)}
     return {name: getattr(config, name) for name in sorted(shared - {"labels"})}
@@ -410,7 +492,8 @@ def _restore(result: FewShotResult, root: fx.GraphModule, data, settings: dict, 
                                   total_epochs=entry["trainer"]["total_epochs"],
                                   arch_penalty=result.leaves[0].trainer.arch_penalty,
                                   device=result.leaves[0].trainer.device,
-                                  before_phase=result.leaves[0].trainer.before_phase)
+                                  before_phase=result.leaves[0].trainer.before_phase,
+                                  task=result.leaves[0].trainer.task)
         trainer.load_state_dict(entry["trainer"])
         nodes.append(SubSupernet(entry["id"], gm, trainer))
     result.leaves, result.tree, result.budget = nodes, state["tree"], state["budget"]

@@ -31,9 +31,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import fx, nn
-from torch.utils.data import DataLoader, Dataset, RandomSampler, WeightedRandomSampler
+from torch.utils.data import DataLoader
 
 from gmgraph.config import TrainConfig
 from gmgraph.device import (
@@ -42,32 +41,22 @@ from gmgraph.device import (
     to_device,
     training_device,
 )
-from gmgraph.errors import CheckpointError, DataError, TrainError
+from gmgraph.errors import CheckpointError, ConfigError, DataError, TrainError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id
-from gmgraph.progress import Progress, log
-from gmgraph.samplers import SAMPLERS, Sampler, borrowed, make_sampler
+from gmgraph.progress import Progress, epoch_steps, log
+from gmgraph.sampler_table import make_sampler
+from gmgraph.samplers import SAMPLERS, Sampler, borrowed
 from gmgraph.seeding import derived_seed
 from gmgraph.settings import as_dict
+from gmgraph.task import Task, get_task, split_batch
 from gmgraph.train.cuda_graphs import GraphedStep, capture
 from gmgraph.train.sandwich import sandwich_pass
+from gmgraph.train.training_data import TrainingData, cycled
+from gmgraph.train.unrolled import second_order_pass
 
 if TYPE_CHECKING:
     from gmgraph.train.data_parallel import DataParallel
-
-
-class _Indexed(Dataset):
-    """Yields ``(x, y, index)`` so samplers can score individual training samples."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, i: int):
-        x, y = self.dataset[i]
-        return x, y, i
 
 
 ArchPenalty = Callable[[Mapping[str, torch.Tensor], Mapping[str, Sequence[str]]], torch.Tensor]
@@ -98,15 +87,14 @@ class SupernetTrainer:
     def __init__(self, gm: fx.GraphModule, data: Sequence[DataLoader], config: TrainConfig | None = None,
                  *, seed: int = 0, total_epochs: int | None = None, sampler: Sampler | None = None,
                  arch_penalty: ArchPenalty | None = None, device: torch.device | None = None,
-                 before_phase: PhaseHook | None = None):
+                 before_phase: PhaseHook | None = None, task: Task | str | None = None):
         self.gm, self.config, self.seed = gm, config or TrainConfig(), seed
+        self.task = get_task(task if task is not None else self.config.task or "classification")
         self.before_phase = before_phase
         self.arch_penalty, self._space = arch_penalty, space(gm)
         self.device = training_device(self.config.device if device is None else device, self.config.precision)
-        self.train_set, self.val_loader = data[0].dataset, data[1]
-        self.batch_size = data[0].batch_size
-        if len(self.train_set) == 0:
-            raise DataError("the training set is empty")
+        self.data = TrainingData(data[0])  # the user's loader honoured (gmgraph.train.training_data)
+        self.val_loader = data[1] if len(data) > 1 else None
         self.total_epochs = total_epochs or self.config.epochs
         gm.to(self.device)
         self.sampler = sampler or self._make_sampler(self.config)
@@ -146,6 +134,9 @@ class SupernetTrainer:
         if parallel is not None and self.sampler.multi_path:
             raise TrainError(f"the {self.sampler.name} sampler trains in one process (its paths' losses are not "
                              "averaged across ranks); run without --nproc")
+        if parallel is not None and self.sampler.single_process:
+            raise TrainError(f"the {self.sampler.name} sampler trains in one process (its own architecture step is "
+                             "not averaged across ranks); run without --nproc")
         self.parallel = parallel
         if parallel is not None:
             parallel.bind(self.gm, list(self.sampler.arch_parameters().values()))
@@ -153,7 +144,11 @@ class SupernetTrainer:
     def _make_sampler(self, config: TrainConfig) -> Sampler:
         options = config.sampler_kwargs()
         if SAMPLERS[config.sampler].scores_data:  # it keeps a score per training sample
-            options.setdefault("dataset_size", len(self.train_set))
+            if not self.data.indexed:
+                raise ConfigError(f"the {config.sampler} sampler keeps a score per training sample, which needs a "
+                                  "map-style training dataset loaded in gmgraph's order (not an IterableDataset, "
+                                  "a list of batches or a loader with a sampler of its own)")
+            options.setdefault("dataset_size", self.data.size)
         return make_sampler(config.sampler, self.gm, seed=self.seed, **options)
 
     # -- one epoch -----------------------------------------------------------------
@@ -161,7 +156,8 @@ class SupernetTrainer:
     def train_epoch(self, *, quiet: bool = False, title: str = "") -> dict:
         """Train one epoch and return its statistics (also appended to ``history``).
 
-        Losses and hits add up on the device; they are read back at most once a
+        Losses and the task's metric statistics (hits, for classification) add up on the device; they are
+        read back at most once a
         second for the progress line and once at the end of the epoch, so a
         step never waits for the GPU. A non-finite loss stops training at the
         next read with :class:`~gmgraph.errors.TrainError`.
@@ -171,33 +167,38 @@ class SupernetTrainer:
         if self.parallel is not None:
             self.parallel.start_epoch(self.sampler)
         loader = self._train_loader()
-        steps = len(loader) if self.config.steps_per_epoch is None else min(len(loader), self.config.steps_per_epoch)
-        progress = Progress(f"{title}epoch {self.epoch + 1}/{self.total_epochs}", total=steps, quiet=quiet)
+        steps = epoch_steps(self.data.batches_per_epoch(), self.config.steps_per_epoch)
+        progress = Progress(f"{title}epoch {self.epoch + 1}/{self.total_epochs}", total=steps, quiet=quiet,
+                            job_steps=1)  # a step of a planned job (gmgraph.progress.JobEstimate)
         val_batches = _cycle(self.val_loader) if self.sampler.bilevel else None
         self.gm.train()
-        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss * n, hits, n
-        start = time.perf_counter()
+        totals = torch.zeros(2, dtype=torch.float64, device=self.device)  # loss * n, n
+        stats = None  # the task's metric statistics, summed
+        start, ran = time.perf_counter(), 0
         for step, (x, y, index) in enumerate(loader):
-            if step >= steps:
+            if steps is not None and step >= steps:
                 break
-            loss, hits = self.train_step(x, y, index, next(val_batches) if val_batches is not None else None)
+            ran = step + 1
+            loss, part = self.train_step(x, y, index, next(val_batches) if val_batches is not None else None)
             n = len(y) if self.parallel is None else self.parallel.count  # the global batch
             totals[0] += loss.double() * n  # device ops with Python scalars: nothing is read back
-            totals[1] += hits
-            totals[2] += n
+            totals[1] += n
+            stats = part if stats is None else stats + part
             if progress.due():
-                progress.update(**self._read(totals))
+                progress.update(**self._read(totals, stats))
             else:
                 progress.update()
-        means = self._read(totals)  # the epoch's one read back; a non-finite loss stops here
+        if ran == 0:
+            raise DataError("the training data yielded no batch this epoch")
+        means = self._read(totals, stats)  # the epoch's one read back; a non-finite loss stops here
         self.scheduler.step()
         if self.parallel is not None:
             self.parallel.end_epoch(self.sampler)
         self.sampler.end_epoch(self.epoch, self.total_epochs)
         self.epoch += 1
-        val_accuracy = self._val_accuracy(batches=max(1, steps // 10))  # ~3% of the epoch's work: forward only
-        stats = {"epoch": self.epoch, "loss": means["loss"], "accuracy": means["acc"],
-                 "lr": self.optimizer.param_groups[0]["lr"], "steps": steps, "seconds": time.perf_counter() - start}
+        val_accuracy = self._val_accuracy(batches=max(1, ran // 10))  # ~3% of the epoch's work: forward only
+        stats = {"epoch": self.epoch, "loss": means["loss"], "accuracy": means[self._metric_field],
+                 "lr": self.optimizer.param_groups[0]["lr"], "steps": ran, "seconds": time.perf_counter() - start}
         if val_accuracy is not None:
             stats["val_accuracy"] = val_accuracy
         if note is not None:
@@ -227,32 +228,43 @@ class SupernetTrainer:
         if self.val_loader is None:
             return None
         paths = torch.Generator().manual_seed(derived_seed(self.seed, f"val@{self.epoch}"))
-        hits, seen = torch.zeros((), dtype=torch.long, device=self.device), 0
+        stats = None
         with torch.no_grad(), _batch_statistics(self.gm):
             for batch in itertools.islice(self.val_loader, batches):
-                x, y = to_device((batch[0], batch[1]), self.device)
+                x, y = to_device(split_batch(batch), self.device)
                 with borrowed(self.sampler, paths), autocast(self.device, self.config.precision):
-                    hits += (self.gm(x).argmax(1) == y).sum()
-                seen += len(y)
-        return int(hits) / seen if seen else None  # the one read back
+                    part = self.task.statistics(self.gm(x), y)
+                stats = part if stats is None else stats + part
+        return self.task.value(stats) if stats is not None else None  # the one read back
 
-    def _read(self, totals: torch.Tensor) -> dict:
-        """Mean loss and accuracy so far: the one read back from the device."""
-        loss_sum, hits, seen = totals.tolist()
+    def _read(self, totals: torch.Tensor, stats: torch.Tensor | None) -> dict:
+        """Mean loss and the task's metric so far: the one read back."""
+        both = torch.cat([totals, stats]) if stats is not None else totals
+        loss_sum, seen, *rest = both.tolist()
         self._check_loss(loss_sum / seen)
-        return {"loss": loss_sum / seen, "acc": hits / seen}
+        return {"loss": loss_sum / seen,
+                self._metric_field: self.task.value(torch.tensor(rest, dtype=torch.float64))}
 
-    def _train_loader(self) -> DataLoader:
-        weights = self.sampler.data_weights()
-        if weights is None:
-            order = RandomSampler(self.train_set, generator=self.data_generator)
-        else:
-            order = WeightedRandomSampler(weights.double(), len(self.train_set), replacement=True,
-                                          generator=self.data_generator)
-        if self.parallel is not None:  # the same global order on every rank; each loads its own slices
-            return self.parallel.loader(_Indexed(self.train_set), order, self.batch_size, self.data_generator)
-        return DataLoader(_Indexed(self.train_set), batch_size=self.batch_size, sampler=order,
-                          generator=self.data_generator, pin_memory=self.device.type == "cuda")
+    @property
+    def _metric_field(self) -> str:
+        """The progress line's name of the task's metric: ``acc`` for accuracy, else the metric's own (``miou``).
+        The history keeps it as ``accuracy`` whatever the task (the report names the metric)."""
+        return "acc" if self.task.metric == "accuracy" else self.task.metric
+
+    def _train_loader(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+        """This epoch's ``(x, y, positions)`` in the trainer's seeded order (PA&DA's weights, when it has them);
+        in a data-parallel group, the same global order on every rank, each loading its own slices."""
+        return self.data.epoch(self.data_generator, self.sampler.data_weights(), self.parallel)
+
+    @property
+    def train_set(self):
+        """The training dataset (None for data given as a list of batches)."""
+        return self.data.dataset
+
+    @property
+    def batch_size(self) -> int | None:
+        """Samples per training batch (the user's loader's)."""
+        return self.data.batch_size
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor | None = None,
                    val_batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -262,7 +274,7 @@ class SupernetTrainer:
         device tensors (reading them back is the caller's choice).
         """
         x, y = to_device((x, y), self.device)
-        if val_batch is not None and self.arch_optimizer is not None:
+        if val_batch is not None and self.arch_optimizer is not None and self.sampler.bilevel:
             self._arch_step(*to_device(tuple(val_batch[:2]), self.device), train=(x, y))
         if index is None:  # no dataset positions: sample 0 stands in (made on the device, nothing to copy)
             index = torch.zeros(len(y), dtype=torch.long, device=self.device)
@@ -270,17 +282,25 @@ class SupernetTrainer:
 
     def _weight_step(self, x: torch.Tensor, y: torch.Tensor, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         params = self.optimizer.param_groups[0]["params"]
+        joint = self._joint
         if self.parallel is not None:
             self.optimizer.zero_grad(set_to_none=True)
+            if joint:
+                self.arch_optimizer.zero_grad(set_to_none=True)
             with self._alphas_fixed(), self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
-            value, hits = self.parallel.backward(logits, y, params)
+            arch = self.arch_optimizer.param_groups[0]["params"] if joint else []
+            value, stats = self.parallel.backward(logits, y, [*params, *arch], self.task)
+            if joint and self.arch_penalty is not None:  # the same alphas on every rank: the same gradient
+                self._penalty().backward()
             self._check_loss(value)  # the global loss: every rank stops together
-            loss, hits = torch.tensor(value, device=self.device), torch.tensor(hits, device=self.device)
+            loss = torch.tensor(value, device=self.device)
         else:
-            loss, hits, logits = self._run("weights", self._weight_pass, x, y)
+            loss, stats, logits = self._run("weights", self._weight_pass, x, y)
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+            if joint:
+                self.scaler.unscale_(self.arch_optimizer)
         if self.config.grad_clip is not None:
             nn.utils.clip_grad_norm_([p for p in params if p.grad is not None], self.config.grad_clip)
         self.sampler.after_backward()
@@ -289,21 +309,35 @@ class SupernetTrainer:
             self.parallel.observed(index)
         if self.scaler is not None:
             self.scaler.step(self.optimizer)  # fp16: skips steps with inf gradients (one host read inside)
+            if joint:
+                self.scaler.step(self.arch_optimizer)
             self.scaler.update()
         else:
             self.optimizer.step()
-        return loss, hits
+            if joint:  # a joint sampler's alphas learn from the same loss, after the weights (SNAS)
+                self.arch_optimizer.step()
+        return loss, stats
+
+    @property
+    def _joint(self) -> bool:
+        """Whether the weight step's loss also trains the architecture parameters (``Sampler.joint``: SNAS)."""
+        return self.sampler.joint and self.arch_optimizer is not None
 
     def _weight_pass(self, x: torch.Tensor, y: torch.Tensor):
-        """Forward and backward of the weight step: ``(loss, hits, logits)`` as device tensors."""
+        """Forward and backward of the weight step: ``(loss, metric statistics, logits)`` as device tensors."""
         if self.sampler.multi_path:  # sandwich: several paths, gradients added
             return sandwich_pass(self, x, y)
         self.optimizer.zero_grad(set_to_none=not self.graphed)  # a graph writes into the same .grad tensors
+        optimizers = [self.optimizer]
+        if self._joint:
+            self.arch_optimizer.zero_grad(set_to_none=not self.graphed)
+            optimizers.append(self.arch_optimizer)
         with self._alphas_fixed(), self.sampler.context(), autocast(self.device, self.config.precision):
             logits = self._forward(x, y)
-            loss = F.cross_entropy(logits.float(), y)
-        self._backward(self.scaler.scale(loss) if self.scaler is not None else loss, self.optimizer)
-        return loss.detach(), (logits.argmax(1) == y).sum(), logits.detach()
+            loss = self.task.loss(logits.float(), y)
+        total = loss + self._penalty() if self._joint and self.arch_penalty is not None else loss
+        self._backward(self.scaler.scale(total) if self.scaler is not None else total, *optimizers)
+        return loss.detach(), self.task.statistics(logits.detach(), y), logits.detach()
 
     @contextlib.contextmanager
     def _alphas_fixed(self) -> Iterator[None]:
@@ -313,6 +347,9 @@ class SupernetTrainer:
         no candidate outputs for an alpha gradient, and the fused kernel's
         backward skips its weight gradient (one read of every candidate output).
         """
+        if self.sampler.joint:  # the weight step's loss trains them too
+            yield
+            return
         alphas = [a for a in self.sampler.arch_parameters().values() if a.requires_grad]
         for alpha in alphas:
             alpha.requires_grad_(False)
@@ -323,8 +360,8 @@ class SupernetTrainer:
                 alpha.requires_grad_(True)
 
     @staticmethod
-    def _backward(loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
-        """``loss.backward()`` into the parameters ``optimizer`` steps, and no others.
+    def _backward(loss: torch.Tensor, *optimizers: torch.optim.Optimizer) -> None:
+        """``loss.backward()`` into the parameters ``optimizers`` step, and no others.
 
         The architecture step then computes no weight gradients (every conv's
         weight gradient), and the weight step, whose alphas are constants
@@ -332,7 +369,8 @@ class SupernetTrainer:
         with fewer kernels. Measured by ``benchmarks/bench_backward.py`` against a
         full backward.
         """
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+        params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]
+                  if p.requires_grad]
         loss.backward(inputs=params or None)
 
     def _run(self, name: str, fn, x: torch.Tensor, y: torch.Tensor):
@@ -364,17 +402,22 @@ class SupernetTrainer:
             x, y = self.parallel.shard(x, y)
             with self.sampler.context(), self.parallel.batchnorm():
                 logits = self._forward(x, y)
-            self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"])
+            self.parallel.backward(logits, y, self.arch_optimizer.param_groups[0]["params"], self.task)
             if self.arch_penalty is not None:  # the same alphas on every rank: the same gradient
                 self._penalty().backward()
         else:
             self._run("arch", self._arch_pass, x, y)
         self.arch_optimizer.step()
 
+    def second_order_pass(self, val: tuple[torch.Tensor, torch.Tensor],
+                          train: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Second-order DARTS's architecture gradient into the alphas (:mod:`gmgraph.train.unrolled`)."""
+        return second_order_pass(self, val, train)
+
     def _arch_pass(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.arch_optimizer.zero_grad(set_to_none=not self.graphed)
         with self.sampler.context(), autocast(self.device, self.config.precision):
-            loss = F.cross_entropy(self._forward(x, y).float(), y)
+            loss = self.task.loss(self._forward(x, y).float(), y)
         if self.arch_penalty is not None:
             loss = loss + self._penalty()
         self._backward(loss, self.arch_optimizer)
@@ -394,11 +437,7 @@ class SupernetTrainer:
                 f"the supernet cannot run on this data (batches of shape {tuple(x.shape)}): {exc}. "
                 "Build the space for the data's channels and classes (e.g. in_channels=, num_classes=)."
             ) from exc
-        if logits.dim() != 2 or (len(y) and logits.shape[1] <= int(y.max())):
-            raise DataError(
-                f"the supernet outputs shape {tuple(logits.shape)} but the data has labels up to {int(y.max())}; "
-                "build the space with num_classes matching the data"
-            )
+        self.task.check(logits, y)  # the first batch: shapes, dtype and target range, said in one line
         self._checked = True
         return logits
 
@@ -457,26 +496,20 @@ class SupernetTrainer:
         so the result does not depend on the order children are trained in.
         """
         seed = derived_seed(self.seed, lineage_id(child))
-        data = (_Loader(self.train_set, self.batch_size), self.val_loader)
+        data = (self.data, self.val_loader)
         if not inherit:
             return SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs - self.epoch,
-                                   arch_penalty=self.arch_penalty, device=self.device, before_phase=self.before_phase)
+                                   arch_penalty=self.arch_penalty, device=self.device, before_phase=self.before_phase,
+                                   task=self.task)
         trainer = SupernetTrainer(child, data, self.config, seed=seed, total_epochs=self.total_epochs,
                                   sampler=self.sampler.fork(child, seed=seed), arch_penalty=self.arch_penalty,
-                                  device=self.device, before_phase=self.before_phase)
+                                  device=self.device, before_phase=self.before_phase, task=self.task)
         trainer.optimizer.load_state_dict(_by_name(self.optimizer.state_dict(), _places(self.gm), trainer.param_names))
         if trainer.arch_optimizer is not None:
             trainer.arch_optimizer.load_state_dict(_restricted_arch_state(self, trainer))
         trainer.scheduler.load_state_dict(self.scheduler.state_dict())
         trainer.epoch, trainer.history = self.epoch, [dict(h) for h in self.history]
         return trainer
-
-
-class _Loader:
-    """What a trainer reads from a training loader: its dataset and batch size."""
-
-    def __init__(self, dataset: Dataset, batch_size: int):
-        self.dataset, self.batch_size = dataset, batch_size
 
 
 @contextlib.contextmanager
@@ -498,13 +531,7 @@ def _batch_statistics(gm: nn.Module) -> Iterator[None]:
 
 
 def _cycle(loader) -> Iterator:
-    while True:
-        empty = True
-        for batch in loader:
-            empty = False
-            yield batch[0], batch[1]
-        if empty:
-            raise DataError("the validation set is empty; bilevel samplers (darts, gdas) need it")
+    return cycled(loader, "the validation set is empty; bilevel samplers (darts, gdas) need it")
 
 
 def _places(gm: nn.Module) -> dict[str, int]:
@@ -537,7 +564,8 @@ def _restricted_arch_state(parent: SupernetTrainer, child: SupernetTrainer) -> d
         if i in state["state"]:
             label = name.split("/", 1)[1]
             keep = [parent.sampler.space[label].index(op) for op in child.sampler.space[label]]
-            out[j] = {k: v[keep].clone() if torch.is_tensor(v) and v.dim() == 1 else v
+            # every tensor copied: Adam's 0-d ``step`` too, or the siblings would count each other's steps
+            out[j] = {k: (v[keep].clone() if v.dim() == 1 else v.clone()) if torch.is_tensor(v) else v
                       for k, v in state["state"][i].items()}
     return {"state": out, "param_groups": [{**group, "params": list(range(len(child.sampler.arch_parameters())))}]}
 
