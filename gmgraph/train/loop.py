@@ -254,7 +254,8 @@ class SupernetTrainer:
     def _train_loader(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """This epoch's ``(x, y, positions)`` in the trainer's seeded order (PA&DA's weights, when it has them);
         in a data-parallel group, the same global order on every rank, each loading its own slices."""
-        return self.data.epoch(self.data_generator, self.sampler.data_weights(), self.parallel)
+        return self.data.epoch(self.data_generator, self.sampler.data_weights(), self.parallel,
+                               pin_memory=self.device.type == "cuda")
 
     @property
     def train_set(self):

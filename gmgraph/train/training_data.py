@@ -109,12 +109,13 @@ class TrainingData:
         except TypeError:
             return None
 
-    def epoch(self, generator: torch.Generator, weights: torch.Tensor | None = None,
-              parallel=None) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    def epoch(self, generator: torch.Generator, weights: torch.Tensor | None = None, parallel=None,
+              *, pin_memory: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
         """One epoch's batches as ``(x, y, positions or None)``, in the order ``generator`` draws.
 
         ``weights``: draw samples with replacement by these weights (PA&DA). ``parallel``: this rank's
-        slices of the global batches (:class:`~gmgraph.train.data_parallel.DataParallel`).
+        slices of the global batches (:class:`~gmgraph.train.data_parallel.DataParallel`). ``pin_memory``:
+        pin the batches (training on a GPU) even where the user's loader does not.
         """
         if weights is not None and not self.indexed:
             raise ConfigError("this sampler draws training samples by weight, which needs a map-style dataset "
@@ -133,8 +134,10 @@ class TrainingData:
         if parallel is not None:
             loader = parallel.loader(_WithPosition(self.dataset), order, self.batch_size, generator, collate)
         else:
+            options = self._options()
+            options["pin_memory"] = bool(options.get("pin_memory")) or pin_memory
             loader = DataLoader(_WithPosition(self.dataset), batch_size=self.batch_size, sampler=order,
-                                generator=generator, collate_fn=collate, **self._options())
+                                generator=generator, collate_fn=collate, **options)
         for samples, positions in loader:
             x, y = split_batch(samples)
             yield x, y, positions
