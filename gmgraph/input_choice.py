@@ -7,8 +7,8 @@ are built for them:
 * **InputChoice** — which ``k`` of ``n`` inputs a node combines (summed or
   concatenated), as DARTS's "two strongest inputs" rule and NNI's
   ``InputChoice``. The Choice is called with the list of inputs; a candidate
-  named ``"0+2"`` combines inputs 0 and 2. ``derive`` leaves a plain module that
-  reads only those inputs::
+  named ``"0+2"`` combines inputs 0 and 2. ``derive`` leaves a node that reads
+  only those inputs, so what only the others needed is removed::
 
     >>> import torch, gmgraph
     >>> from torch import nn

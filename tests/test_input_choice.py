@@ -111,3 +111,19 @@ def test_params_and_flops_measure_them_and_a_latency_table_refuses_them_in_one_l
     assert measures["flops"](deep) > measures["flops"](shallow)
     with pytest.raises(SpaceError, match="latency tables do not cover InputChoice decisions yet.*params or flops"):
         LatencyTable.build(gm, (1, 8, 8), quiet=True)
+
+
+def test_derive_drops_what_only_the_inputs_not_picked_needed(gm):
+    # inputs 0+1 leave s2 = b(s1) unread: derive removes b; a single summed input is the input itself
+    x = torch.randn(2, 1, 8, 8)
+    both = assert_derived_matches(gm, {"a": "conv", "inputs": "0+1", "depth": "d1"}, x, atol=0)
+    with_b = gmgraph.passes.derive(gm, {"a": "conv", "inputs": "0+2", "depth": "d1"})
+    assert not any(name.startswith("b.") for name, _ in both.named_parameters())
+    assert (sum(p.numel() for p in with_b.parameters()) - sum(p.numel() for p in both.parameters())
+            == sum(p.numel() for p in conv(4).parameters()))
+    torch.manual_seed(0)
+    node = Cell()
+    node.pick = InputChoice(3, k=1, label="inputs")
+    single = gmgraph.trace(node).eval()
+    plain = assert_derived_matches(single, {"a": "skip", "inputs": "2", "depth": "d1"}, x, atol=0)
+    assert not any("pick" in name for name, _ in plain.named_modules())

@@ -39,6 +39,7 @@ from gmgraph.choice import Choice, Zero
 from gmgraph.elastic import is_view
 from gmgraph.errors import SpaceError
 from gmgraph.graph import space
+from gmgraph.input_choice import PickInputs
 
 _ADDS = (operator.add, torch.add)
 
@@ -90,6 +91,10 @@ def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set) -
     module = gm.get_submodule(node.target)
     if isinstance(module, Choice):
         module = module.ops[arch[module.label]]
+        if isinstance(module, PickInputs) and isinstance(node.args[0], list | tuple):
+            module = _read_only_picked(node, module)  # the inputs not picked become dead code
+            if module is None:
+                return
         if isinstance(module, nn.Identity):
             node.replace_all_uses_with(node.args[0])
             node.graph.erase_node(node)
@@ -97,6 +102,18 @@ def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set) -
         if isinstance(module, Zero):
             zeros.add(node)
     chosen[node.target] = module
+
+
+def _read_only_picked(node: fx.Node, pick: PickInputs) -> PickInputs | None:
+    """Make an InputChoice's node read only the inputs ``pick`` combines (the others then feed nothing and
+    dead-code elimination removes what computes them); a single summed input replaces the node (None)."""
+    picked = [node.args[0][i] for i in pick.indices]
+    if len(picked) == 1:
+        node.replace_all_uses_with(picked[0])
+        node.graph.erase_node(node)
+        return None
+    node.args = (picked, *node.args[1:])
+    return PickInputs(range(len(picked)), pick.reduction, pick.dim)
 
 
 def _pure_unless(prune: bool, chosen: dict):
