@@ -23,11 +23,10 @@ from gmgraph import data  # noqa: E402
 from gmgraph.scores import gradient_matching  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
 from gmgraph.train import SupernetTrainer, TrainConfig  # noqa: E402
-from gmgraph.train.fewshot import scoring_batches  # noqa: E402
 
 
 def score_all(gm, trainer, rounds: int, shared) -> float:
-    batches = scoring_batches(trainer.train_set, trainer.batch_size, seed=0)
+    batches = trainer.data.scoring_batches(seed=0)
     start = time.perf_counter()
     for label in nb201.LABELS:
         gradient_matching(gm, label, batches, rounds=rounds, sampler=trainer.sampler, shared=shared)

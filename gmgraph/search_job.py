@@ -61,6 +61,7 @@ from gmgraph.train import distributed
 from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
 from gmgraph.train.loop import SupernetTrainer
 from gmgraph.train.penalty import LatencyPenalty
+from gmgraph.train.training_data import TrainingData
 
 
 def load_data(settings: SearchSettings) -> tuple[datasets.Loaders, datasets.DataInfo]:
@@ -476,7 +477,9 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
                             objectives=objectives_for(settings.search, fitness, measures),
                             canonical=canonical_form(root))  # each derived network evaluated once
     found = STRATEGIES[settings.search.strategy](context)
-    active_job().plan("search", 0)  # a search that stopped early (a small space) leaves nothing planned
+    job = active_job()
+    if job is not None:  # a search that stopped early (a small space) leaves nothing planned
+        job.plan("search", 0)
     bar.close(evaluations=found.evaluations)
     return found
 
@@ -489,7 +492,10 @@ def run_task(settings: SearchSettings) -> Task:
 def _plan_job(settings: SearchSettings, loaders) -> None:
     """The run's work ahead for its ETA, in training steps (:class:`~gmgraph.progress.JobEstimate`): the supernets'
     (planned by :func:`~gmgraph.train.fewshot.run_fewshot` each epoch), the search's and the final training's."""
-    job, steps = active_job(), epoch_steps(len(loaders.train), settings.train.steps_per_epoch)
+    job = active_job()
+    if job is None:
+        return
+    steps = epoch_steps(TrainingData(loaders.train).batches_per_epoch(), settings.train.steps_per_epoch) or 0
     job.plan("supernets", 0)
     job.plan("search", settings.search.evaluations * evaluation_steps(settings, loaders.val))
     job.plan("final", settings.final_epochs * steps)
@@ -498,7 +504,11 @@ def _plan_job(settings: SearchSettings, loaders) -> None:
 def evaluation_steps(settings: SearchSettings, val) -> float:
     """What one candidate's evaluation costs in training steps: its BN recalibration and validation batches,
     forward only (about a third of a training step each)."""
-    return (settings.search.bn_batches + len(val)) / 3
+    try:
+        batches = len(val)
+    except TypeError:  # an iterable that does not say its length: its evaluations are left out of the ETA
+        return 0.0
+    return (settings.search.bn_batches + batches) / 3
 
 
 def _held(loader, limit: int = 512 * 2**20):

@@ -4,6 +4,15 @@ import json
 
 from gmgraph.cli import main
 
+
+def gm_argmax(sampler: str, steps_per_epoch: int = 1) -> list[str]:
+    """``gmgraph search`` flags of a tiny GM + argmax run of ``sampler``: 2 epochs split at 1, no final training."""
+    return ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
+            "--rounds", "1", "--final-epochs", "0", "--sampler", sampler, "--method", "gm", "--search", "argmax",
+            "--steps-per-epoch", str(steps_per_epoch), "--bn-batches", "1", "--batch-size", "16",
+            "--export", "false", "--quiet"]
+
+
 MOBILENET = ["--space", "mobilenet", "--batch-size", "4", "--labels", "block1,block2"]
 """``--space mobilenet`` with GM scoring 2 of its 21 labels (scoring all is slow and checks nothing more)."""
 

@@ -22,7 +22,7 @@ from gmgraph.proxyless import ProxylessSampler
 from gmgraph.spaces import nb201
 from gmgraph.train import SupernetTrainer, TrainConfig, load_checkpoint, train_supernet
 from gmgraph.train.penalty import LatencyPenalty
-from tests.sampler_runs import MOBILENET, assert_a_gm_argmax_run, killed_and_resumed, search
+from tests.sampler_runs import MOBILENET, assert_a_gm_argmax_run, gm_argmax, killed_and_resumed, search
 
 
 def loaders(shape=(1, 8, 8), n=32, classes=10, batch=8, seed=0):
@@ -335,9 +335,7 @@ def test_each_step_trains_one_path_and_moves_every_labels_alphas_on_other_spaces
 # ------------------------------------------------------------------ the command
 
 
-FLAGS = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
-         "--final-epochs", "0", "--sampler", "proxyless", "--method", "gm", "--search", "argmax",
-         "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet"]
+FLAGS = gm_argmax("proxyless", steps_per_epoch=2)
 
 
 def test_gm_with_proxyless_and_argmax_runs_end_to_end_on_mobilenet(tmp_path):

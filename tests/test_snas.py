@@ -13,9 +13,9 @@ from gmgraph.passes import restrict
 from gmgraph.snas import TAU_MAX, TAU_MIN, SnasSampler, temperature
 from gmgraph.spaces import nb201
 from gmgraph.train import SupernetTrainer
-from gmgraph.train.fewshot import FewShotConfig, run_fewshot
-from tests.sampler_runs import MOBILENET, assert_a_gm_argmax_run, killed_and_resumed, search
-from tests.train.conftest import tiny_supernet
+from gmgraph.train.fewshot import FewShotConfig
+from tests.sampler_runs import MOBILENET, assert_a_gm_argmax_run, gm_argmax, killed_and_resumed, search
+from tests.train.conftest import straight_and_resumed, tiny_supernet
 
 
 @pytest.fixture(scope="module")
@@ -128,20 +128,7 @@ def test_a_fork_carries_the_alphas_restricted_and_renormalised_and_the_temperatu
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
     config, train = FewShotConfig(method="gm", split_at=(1, 2), rounds=1), TrainConfig(
         sampler="snas", epochs=3, steps_per_epoch=2)
-    straight = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
-
-    class Killed(Exception):
-        pass
-
-    def kill(epoch, _):
-        if epoch == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
-    torch.manual_seed(12345)  # a resumed process starts with some other global RNG state
-    resumed = run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt",
-                          resume=True)
+    straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=2)
     assert resumed.tree == straight.tree
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):
         assert a.trainer.sampler.tau == b.trainer.sampler.tau
@@ -158,9 +145,7 @@ def test_argmax_search_and_the_latency_weight_accept_it():
 
 # ------------------------------------------------------------------ the command
 
-FLAGS = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
-         "--final-epochs", "0", "--sampler", "snas", "--method", "gm", "--search", "argmax",
-         "--steps-per-epoch", "1", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet"]
+FLAGS = gm_argmax("snas")
 
 
 def test_gm_with_snas_and_argmax_runs_end_to_end_on_mobilenet(tmp_path):

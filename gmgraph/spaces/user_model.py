@@ -26,9 +26,6 @@ from gmgraph.errors import SpaceError
 from gmgraph.references import call_with, load_function
 from gmgraph.registry import RULES
 
-OFFERED = ("num_classes", "in_channels", "width", "cells")
-"""What a model function is given, where its signature names it."""
-
 
 def model_builder(reference: str, rules: str | Sequence[str] | None = None) -> Callable[..., nn.Module]:
     """``build(width, cells, num_classes, in_channels)`` of the model ``reference`` names, with ``rules``

@@ -27,7 +27,7 @@ own seed), optimizer, sampler state and a cosine schedule over the epochs left.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ from torch import fx
 from torch.utils.data import DataLoader
 
 from gmgraph.config import FewShotConfig, TrainConfig
-from gmgraph.data import infinite
 from gmgraph.errors import CheckpointError, ConfigError, SpaceError
 from gmgraph.graph import space
 from gmgraph.passes.restrict import lineage_id, restrict, split
@@ -425,17 +424,6 @@ def split_options(config: FewShotConfig) -> dict:
     """
     shared = {f.name for f in fields(SplitRequest)} & {f.name for f in fields(config)}
     return {name: getattr(config, name) for name in sorted(shared - {"labels"})}
-
-
-def scoring_batches(dataset, batch_size: int, *, seed: int) -> Iterator:
-    """Fresh random training batches for scoring, from a stream of their own.
-
-    Seeded per sub-supernet and epoch, so a decision never depends on what was
-    drawn before it (resumed runs and any order of sub-supernets decide the same).
-    """
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                        generator=torch.Generator().manual_seed(seed))
-    return infinite(loader)
 
 
 def _over_ranks(team: distributed.Team, offset: int):

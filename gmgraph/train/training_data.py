@@ -143,7 +143,12 @@ class TrainingData:
             yield x, y, positions
 
     def scoring_batches(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """An endless stream of fresh ``(x, y)`` batches for split scoring, seeded by ``seed`` alone."""
+        """An endless stream of fresh ``(x, y)`` batches for split scoring, seeded by ``seed`` alone.
+
+        The few-shot driver seeds it per sub-supernet and epoch, so a decision never depends on what was drawn
+        before it (resumed runs and any order of sub-supernets decide the same). Data the trainer cannot
+        reorder (an iterable, a list of batches) is read in its own order.
+        """
         if self.indexed:
             batches = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True,
                                  generator=torch.Generator().manual_seed(seed),

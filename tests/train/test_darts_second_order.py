@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -15,9 +13,10 @@ from gmgraph.errors import ConfigError, TrainError
 from gmgraph.passes import restrict
 from gmgraph.spaces import nb201
 from gmgraph.train import SupernetTrainer
-from gmgraph.train.fewshot import FewShotConfig, run_fewshot
+from gmgraph.train.fewshot import FewShotConfig
 from gmgraph.train.unrolled import hypergradient
-from tests.train.conftest import tiny_supernet
+from tests.sampler_runs import MOBILENET, assert_a_gm_argmax_run, gm_argmax, search
+from tests.train.conftest import straight_and_resumed, tiny_supernet
 from tests.train.test_device import HostReads
 
 
@@ -130,37 +129,18 @@ def test_a_fork_keeps_the_order_and_the_restricted_alphas(digits):
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
     config, train = FewShotConfig(method="gm", split_at=(1,), rounds=1), TrainConfig(
         sampler="darts", darts_order=2, epochs=2, steps_per_epoch=2)
-    straight = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
-
-    class Killed(Exception):
-        pass
-
-    def kill(epoch, _):
-        if epoch == 1:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
-    resumed = run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt",
-                          resume=True)
+    straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=1)
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):
         assert all(torch.equal(a.trainer.sampler.alphas[k], b.trainer.sampler.alphas[k]) for k in a.space)
         sa, sb = a.gm.state_dict(), b.gm.state_dict()
         assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("space", ["nb201", "mobilenet"])
+@pytest.mark.parametrize("space", [[], MOBILENET], ids=["nb201", "mobilenet"])
 def test_gm_with_second_order_darts_and_argmax_runs_end_to_end(tmp_path, space):
-    flags = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
-             "--rounds", "1", "--final-epochs", "0", "--sampler", "darts", "--darts-order", "2", "--method", "gm",
-             "--search", "argmax", "--steps-per-epoch", "1", "--bn-batches", "1", "--export", "false", "--quiet",
-             "--batch-size", "4" if space == "mobilenet" else "16", "--space", space, "--out", str(tmp_path)]
-    if space == "mobilenet":  # gm scores 2 of its 21 labels (all of them is slow and checks nothing more)
-        flags += ["--labels", "block1,block2"]
-    assert main(["search", *flags]) == 0
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["settings"]["train"]["darts_order"] == 2 and len(report["leaves"]) == 2
-    assert any(leaf["best_arch"] == report["arch"] for leaf in report["leaves"])
+    report = search([*gm_argmax("darts"), "--darts-order", "2", *space], tmp_path)
+    assert report["settings"]["train"]["darts_order"] == 2
+    assert_a_gm_argmax_run(report, "darts")
 
 
 def test_the_command_refuses_it_with_another_sampler_in_one_line(tmp_path, capsys):

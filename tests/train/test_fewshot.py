@@ -5,7 +5,7 @@ import gmgraph
 from gmgraph.errors import ConfigError, SpaceError
 from gmgraph.train import TrainConfig
 from gmgraph.train.fewshot import FewShotConfig, locate, run_fewshot
-from tests.train.conftest import tiny_supernet
+from tests.train.conftest import straight_and_resumed, tiny_supernet
 
 TRAIN = TrainConfig(steps_per_epoch=2)
 
@@ -63,23 +63,11 @@ def test_each_child_scores_its_own_labels(digits):
         assert set(record["scores"]) == set(gmgraph.space(tiny_supernet())) - {first}
 
 
-class Killed(Exception):
-    pass
-
-
 def test_resume_after_a_kill_continues_from_the_last_checkpoint(digits, tmp_path):
     config = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
-    straight = run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True)
-
-    def kill(epoch, _):
-        if epoch == 2:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
     epochs_seen = []
-    resumed = run_fewshot(tiny_supernet(), digits, config, train(3), quiet=True, checkpoint=tmp_path / "ck.pt", resume=True,
-                  on_epoch=lambda e, _: epochs_seen.append(e))
+    straight, resumed = straight_and_resumed(digits, config, train(3), tmp_path, kill_at=2,
+                                             on_epoch=lambda e, _: epochs_seen.append(e))
     assert epochs_seen == [3]
     assert [leaf.id for leaf in resumed.leaves] == [leaf.id for leaf in straight.leaves]
     assert resumed.tree == straight.tree and resumed.budget == straight.budget

@@ -15,7 +15,7 @@ from gmgraph.train.checkpoint import load_checkpoint
 from gmgraph.train.fewshot import FewShotConfig, SubSupernet, restart, run_fewshot
 from gmgraph.train.loop import SupernetTrainer
 from gmgraph.train.restart import reinitialise
-from tests.train.conftest import tiny_supernet
+from tests.train.conftest import straight_and_resumed, tiny_supernet
 
 OPS = ("fc", "deep", "skip")
 
@@ -111,19 +111,7 @@ def test_run_restarts_only_the_final_leaves(digits):
 def test_restarted_run_resumes_after_a_kill_to_the_same_result(digits, tmp_path):
     train = TrainConfig(epochs=4, steps_per_epoch=2)
     config = FewShotConfig(method="random", split_at=(1, 2), leaf_restart="weights")
-    straight = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
-
-    class Killed(Exception):
-        pass
-
-    def kill(epoch, _):
-        if epoch == 3:
-            raise Killed
-
-    with pytest.raises(Killed):
-        run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt", on_epoch=kill)
-    resumed = run_fewshot(tiny_supernet(), digits, config, train, quiet=True, checkpoint=tmp_path / "ck.pt",
-                          resume=True)
+    straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=3)
     assert [leaf.id for leaf in resumed.leaves] == [leaf.id for leaf in straight.leaves]
     for a, b in zip(straight.leaves, resumed.leaves):
         assert equal_states(a.gm, b.gm)
