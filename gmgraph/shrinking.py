@@ -87,3 +87,27 @@ class ShrinkSchedule:
             keep = set(order[:1 + extra])
             out[label] = tuple(op for op in self.names[label] if op in keep)
         return out
+
+
+def trained_space(gm, shrink: str | None, epochs: int) -> dict[str, tuple[str, ...]]:
+    """label -> the ops a run's supernets were trained on: every op, or under a ``shrink`` schedule what
+    its last epoch allowed (a kind the schedule never unlocked keeps its largest value only).
+
+    The search runs over this, as OFA searches what progressive shrinking trained: a width no step
+    ever ran has never been trained, so its accuracy on the shared weights means nothing.
+
+    >>> import torch, gmgraph
+    >>> from gmgraph.spaces import ofa
+    >>> gm = gmgraph.trace(ofa.supernet(num_classes=10, width_mult=0.25, divisor=4))
+    >>> trained = trained_space(gm, "full:1,kernel:2", epochs=3)
+    >>> trained["s1.b1.kernel"], trained["s1.b1.expand"], trained["s1.depth"]
+    (('k3', 'k5', 'k7'), ('e6',), ('d4',))
+    >>> len(trained_space(gm, None, epochs=3)["s1.b1.expand"])
+    3
+    """
+    from gmgraph.graph import choices, space
+
+    if shrink is None:
+        return space(gm)
+    return ShrinkSchedule(shrink, choices(gm)).allowed(epochs - 1)
+

@@ -29,7 +29,7 @@ from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
 from gmgraph.config import is_reference
 from gmgraph.errors import ConfigError
-from gmgraph.spaces import darts, encdec, mobilenet, nb201, ofa, user_model
+from gmgraph.spaces import channel_sort, darts, encdec, mobilenet, nb201, ofa, user_model
 
 
 @dataclass(frozen=True)
@@ -43,9 +43,13 @@ class SpaceSpec:
         oracle: ``arch -> dict`` looking the arch up in a benchmark table (reported as a reference only).
         before_phase: ``(gm, phase, optimizer) -> note | None``, run by the trainer on each (sub-)supernet when
             a ``--shrink`` schedule starts a phase, before its first epoch (OFA re-sorts channels before
-            ``width``); the note goes into the epoch's history. None: nothing to do.
+            ``width``); the note goes into the epoch's history. The default,
+            :func:`gmgraph.spaces.channel_sort.before_phase`, re-sorts the hidden channels of the blocks
+            ``elastic_expansions`` made before ``width`` (any space built with that rule, ``--model ... --rules``
+            included) and is a no-op (None) on a graph without them. None: nothing to do.
         kernel_transform: ``build`` takes ``kernel_transform=True`` (OFA's kernel transform matrices on its
-            elastic kernels, ``--kernel-transform``); spaces without elastic kernels refuse the setting.
+            elastic kernels, ``--kernel-transform``); spaces without elastic kernels refuse the setting. A
+            user's model takes it when its rules include ``elastic_kernels``.
     """
 
     name: str
@@ -54,7 +58,7 @@ class SpaceSpec:
     to_str: Callable[[Mapping[str, str]], str] = format_pairs
     parse: Callable[[str], Arch] = parse_pairs
     oracle: Callable[[Mapping[str, str]], dict] | None = None
-    before_phase: Callable[..., str | None] | None = None
+    before_phase: Callable[..., str | None] | None = channel_sort.before_phase
     kernel_transform: bool = False
 
     def make(self, width: int, cells: int, num_classes: int, in_channels: int, *,
@@ -64,6 +68,9 @@ class SpaceSpec:
         Raises:
             ConfigError: ``kernel_transform`` for a space without elastic kernels.
         """
+        if kernel_transform and not self.kernel_transform and is_reference(self.name):
+            raise ConfigError(f"--kernel-transform acts on elastic kernels; --model {self.name} has none without "
+                              "--rules elastic_kernels")
         if kernel_transform and not self.kernel_transform:
             raise ConfigError(f"--kernel-transform acts on elastic kernels; the {self.name} space has none "
                               f"(spaces with them: {', '.join(n for n, s in BUILTIN.items() if s.kernel_transform)})")
@@ -129,7 +136,8 @@ def get(name: str, rules: str | tuple[str, ...] | None = None) -> SpaceSpec:
         ConfigError: naming the registered spaces; rules given for a registered space.
     """
     if is_reference(name):
-        return SpaceSpec(name, user_model.model_builder(name, rules))
+        return SpaceSpec(name, user_model.model_builder(name, rules),
+                         kernel_transform=user_model.takes_kernel_transform(rules))
     if name not in REGISTRY:
         raise ConfigError(f"unknown space {name!r}; choose one of {', '.join(REGISTRY)}, "
                           "or give your own model as --model module:function")
@@ -174,6 +182,7 @@ __all__ = [
     "REGISTRY",
     "SpaceSpec",
     "arch_to_str",
+    "channel_sort",
     "conv_kernels",
     "darts",
     "depthwise_kernels",

@@ -40,7 +40,7 @@ from torchvision.ops import MLP, SqueezeExcitation
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
-from gmgraph.elastic import ConvView
+from gmgraph.elastic import ConvView, KernelTransform
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
 from gmgraph.spaces import timm_blocks
@@ -111,18 +111,23 @@ class SharedCandidates(dict):
     """What an elastic rule returns: candidates that are views of one new shared module.
 
     No candidate is the matched module itself, so the rule names the one that computes what the
-    original did (``original``); it becomes the Choice's first candidate, as usual.
+    original did (``original``); it becomes the Choice's first candidate, as usual. ``hidden``: the
+    shared hidden width of an elastic-expansion block, kept on the Choice (``hidden_width``) so that
+    channel re-sorting (:mod:`gmgraph.spaces.channel_sort`) finds the block.
     """
 
-    def __init__(self, ops: Mapping[str, nn.Module], original: str):
+    def __init__(self, ops: Mapping[str, nn.Module], original: str, hidden: int | None = None):
         super().__init__(ops)
         self.original = original
+        self.hidden = hidden
 
 
 def _choice(name: str, module: nn.Module, ops: Mapping[str, nn.Module], label: str, rule) -> Choice:
     if isinstance(ops, SharedCandidates):
         choice = Choice({ops.original: ops[ops.original], **ops}, label)
         choice.original = ops.original
+        if ops.hidden is not None:
+            choice.hidden_width = ops.hidden  # plain attribute, as ``original``
         return choice
     originals = [op_name for op_name, op in ops.items() if op is module]
     if len(originals) != 1:
@@ -178,7 +183,7 @@ def conv_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
     return rule
 
 
-def elastic_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
+def elastic_kernels(sizes: Sequence[int] = (3, 5, 7), transform: bool = False) -> Rule:
     """Rule: every square odd ``nn.Conv2d`` (3x3 or larger) chooses its kernel among ``sizes``,
     all sizes sharing ONE weight (Once-for-All's elastic kernel).
 
@@ -189,17 +194,28 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
     Unlike :func:`conv_kernels` (one independent conv per size), the parameters are those of
     the largest subnet.
 
+    With ``transform``, each shared conv also gets ONE :class:`~gmgraph.elastic.KernelTransform` that
+    all its views use (Once-for-All's learned matrices, as ``ofa.supernet(kernel_transform=True)``):
+    a smaller kernel is the next larger one's transformed centre. The matrices start as the identity,
+    so the original size still computes exactly the original conv; ``derive`` folds them into the
+    plain kernel. They add ``k^2 x k^2`` parameters per smaller size ``k`` of each conv.
+
     Raises:
-        SpaceError: sizes that are not odd integers >= 3, or none at all.
+        SpaceError: sizes that are not odd integers >= 3, or none at all; a ``transform`` that is not a bool.
 
     Example:
         >>> ops = elastic_kernels((3, 5))("conv", nn.Conv2d(2, 4, 3, padding=1))
         >>> list(ops), ops["3x3"].conv is ops["5x5"].conv, ops["3x3"].conv.kernel_size
         (['3x3', '5x5'], True, (5, 5))
+        >>> ops = elastic_kernels((3, 5), transform=True)("conv", nn.Conv2d(2, 4, 3, padding=1))
+        >>> ops["3x3"].transform is ops["5x5"].transform, list(ops["3x3"].transform.matrices)
+        (True, ['3'])
     """
     bad = [k for k in sizes if not isinstance(k, int) or k < 3 or k % 2 == 0]
     if bad or not sizes:
         raise SpaceError(f"elastic_kernels needs odd kernel sizes >= 3; got {list(sizes)}")
+    if not isinstance(transform, bool):
+        raise SpaceError(f"elastic_kernels' transform must be True or False, got {transform!r}")
 
     def rule(name: str, module: nn.Module) -> SharedCandidates | None:
         if not isinstance(module, nn.Conv2d) or module.padding_mode != "zeros" or module.padding == "valid":
@@ -210,8 +226,11 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
         offered = sorted({k, *(size for size in sizes if _padding(module, size) is not None)})
         if len(offered) == 1:
             return None
-        shared = _resized(module, max(offered))
-        ops = {f"{size}x{size}": ConvView(shared, kernel=size) for size in offered}
+        largest = max(offered)
+        shared = _resized(module, largest)
+        matrices = KernelTransform(largest, offered[:-1]).to(shared.weight.device, shared.weight.dtype) \
+            if transform else None
+        ops = {f"{size}x{size}": ConvView(shared, kernel=size, transform=matrices) for size in offered}
         return SharedCandidates(ops, original=f"{k}x{k}")
 
     rule.__name__ = "elastic_kernels"
@@ -352,6 +371,16 @@ def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
     of its first channels; the original's width computes exactly the original block. Widths are
     rounded as the model does (see :func:`inverted_residual_expansions`), and names follow it.
 
+    Squeeze-and-excitation squeezes as the model's own block of that ratio does: where the
+    model derives the squeeze from the hidden width (torchvision's MobileNetV3,
+    ``_make_divisible(expanded // 4, 8)``; timm's MobileNetV3, a quarter of the hidden width
+    rounded to 8), the SE's two convs are widened to the largest squeeze too (fresh squeeze
+    channels, zero weights reading them) and each candidate runs its own squeeze width, so
+    ``derive`` gives exactly the shapes of the model's block of that ratio; where the squeeze
+    depends on the block's input only (EfficientNet's ``input_channels // 4``, timm's
+    EfficientNet) it stays as it is. Channel re-sorting before the width phase is
+    :func:`gmgraph.spaces.channel_sort.before_phase`.
+
     Example:
         >>> from torchvision.models.mobilenetv2 import InvertedResidual
         >>> ops = elastic_expansions((3, 4))("features.2", InvertedResidual(8, 8, 1, 6))
@@ -368,16 +397,21 @@ def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
         shape = _Shape(module)
         if shape.expanded in (shape.c_in, shape.c_out):
             return None  # no hidden layer of its own to slice
-        widths = {_ratio_name(shape.expanded / shape.c_in): shape.expanded}
+        # op -> (hidden width, squeeze width): both as the model's own block of that ratio has them
+        widths = {_ratio_name(shape.expanded / shape.c_in): (shape.expanded, _squeeze_width(module))}
         for ratio in ratios:
-            width = _Shape(_like(name, module, shape, ratio)).expanded
-            if width not in widths.values() and _ratio_name(ratio) not in widths:
-                widths[_ratio_name(ratio)] = width
+            like = _like(name, module, shape, ratio)
+            width = _Shape(like).expanded
+            if width not in (w for w, _ in widths.values()) and _ratio_name(ratio) not in widths:
+                widths[_ratio_name(ratio)] = (width, _squeeze_width(like))
         if len(widths) == 1:
             return None
-        shared = _widened(module, shape.expanded, max(widths.values()))
-        ops = {op: _hidden_view(shared, max(widths.values()), width) for op, width in widths.items()}
-        return SharedCandidates(ops, original=next(iter(widths)))
+        wide = max(w for w, _ in widths.values())
+        squeezes = {s for _, s in widths.values()}
+        squeeze = max(squeezes) if len(squeezes) > 1 else None  # elastic only where the model's rule varies it
+        shared = _widened(module, shape.expanded, wide, squeeze)
+        ops = {op: _hidden_view(shared, wide, w, s if squeeze else None) for op, (w, s) in widths.items()}
+        return SharedCandidates(ops, original=next(iter(widths)), hidden=wide)
 
     rule.__name__ = "elastic_expansions"
     return rule
@@ -434,13 +468,34 @@ def _keeps_shape(block: nn.Module) -> bool:
     return block.use_res_connect
 
 
-def _widened(block: nn.Module, hidden: int, wide: int) -> nn.Module:
-    """A copy of ``block`` whose hidden-width convs and BNs hold ``wide`` channels, the original first."""
+def _squeeze_convs(block: nn.Module) -> tuple[nn.Conv2d, nn.Conv2d] | None:
+    """The squeeze and excite convs of ``block``'s squeeze-and-excitation (torchvision's or timm's), if any."""
+    for module in block.modules():
+        if isinstance(module, SqueezeExcitation):
+            return module.fc1, module.fc2
+        pair = timm_blocks.squeeze_convs(module)
+        if pair is not None:
+            return pair
+    return None
+
+
+def _squeeze_width(block: nn.Module) -> int | None:
+    pair = _squeeze_convs(block)
+    return None if pair is None else pair[0].out_channels
+
+
+def _widened(block: nn.Module, hidden: int, wide: int, squeeze: int | None = None) -> nn.Module:
+    """A copy of ``block`` whose hidden-width convs and BNs hold ``wide`` channels, the original first
+    (and its SE ``squeeze`` channels, when given)."""
     new = copy.deepcopy(block)
-    if wide == hidden:
-        return new
+    pair = _squeeze_convs(new) if squeeze is not None else None
     for name, module in list(new.named_modules()):
-        grown = _grown(module, hidden, wide)
+        if pair is not None and module is pair[0]:  # reads the hidden layer, writes the squeeze
+            grown = _conv_grown(module, wide, squeeze, zero_from=hidden)
+        elif pair is not None and module is pair[1]:  # reads the squeeze, writes the hidden layer
+            grown = _conv_grown(module, squeeze, wide, zero_from=module.in_channels)
+        else:
+            grown = _grown(module, hidden, wide) if wide != hidden else None
         if grown is not None:
             _replace(new, name, grown)
     return new
@@ -454,22 +509,36 @@ def _grown(module: nn.Module, hidden: int, wide: int) -> nn.Module | None:
     depthwise = module.groups == module.in_channels == module.out_channels > 1
     c_out = wide if module.out_channels == hidden else module.out_channels
     c_in = wide if module.in_channels == hidden else module.in_channels
+    return _conv_grown(module, c_in, c_out, zero_from=hidden if module.in_channels == hidden and not depthwise
+                       else None)
+
+
+def _conv_grown(module: nn.Conv2d, c_in: int, c_out: int, zero_from: int | None) -> nn.Conv2d:
+    """A ``c_in -> c_out`` copy of ``module``: its weights first, fresh ones after, inputs ``zero_from:`` unread."""
+    depthwise = module.groups == module.in_channels == module.out_channels > 1
     conv = nn.Conv2d(c_in, c_out, module.kernel_size, module.stride, module.padding, module.dilation,
-                     wide if depthwise else module.groups, bias=module.bias is not None,
+                     c_in if depthwise else module.groups, bias=module.bias is not None,
                      padding_mode=module.padding_mode, device=module.weight.device, dtype=module.weight.dtype)
     with torch.no_grad():
-        if module.in_channels == hidden and not depthwise:
-            conv.weight[:, hidden:] = 0  # new hidden channels start unread: the block computes the original
+        if zero_from is not None:
+            conv.weight[:, zero_from:] = 0  # new input channels start unread: the block computes the original
         conv.weight[:module.out_channels, :module.weight.shape[1]] = module.weight
         if module.bias is not None:
             conv.bias[:module.out_channels] = module.bias
     return conv
 
 
-def _hidden_view(shared: nn.Module, wide: int, width: int) -> nn.Module:
-    """``shared``'s own structure running the first ``width`` hidden channels of its modules."""
+def _hidden_view(shared: nn.Module, wide: int, width: int, squeeze: int | None = None) -> nn.Module:
+    """``shared``'s own structure running the first ``width`` hidden channels of its modules (and the first
+    ``squeeze`` channels of its SE, when given)."""
     memo: dict[int, nn.Module] = {}
+    pair = _squeeze_convs(shared) if squeeze is not None else None
+    if pair is not None:
+        memo[id(pair[0])] = ConvView(pair[0], out_channels=squeeze, in_channels=width)
+        memo[id(pair[1])] = ConvView(pair[1], out_channels=width, in_channels=squeeze)
     for module in shared.modules():
+        if id(module) in memo:
+            continue
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.num_features == wide:
             memo[id(module)] = timm_blocks.norm_view(module, width)
         elif isinstance(module, nn.Conv2d) and wide in (module.in_channels, module.out_channels):

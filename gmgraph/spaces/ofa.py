@@ -58,6 +58,7 @@ from gmgraph.errors import ArchError, SpaceError
 from gmgraph.graph import choices
 from gmgraph.label_sizes import largest as largest_op
 from gmgraph.label_sizes import smallest as smallest_op
+from gmgraph.spaces.channel_sort import shared_modules, sort_hidden
 
 WIDTHS = (24, 40, 80, 112, 160)
 STRIDES = (2, 2, 2, 1, 2)
@@ -265,7 +266,8 @@ def sort_channels(gm: nn.Module, optimizer: torch.optim.Optimizer | None = None)
     state = optimizer.state if optimizer is not None else {}
     blocks = [m for m in gm.modules() if isinstance(m, Block)]
     for block in blocks:
-        _sort_block(next(iter(block.body.ops.values())), state)
+        body = next(iter(block.body.ops.values()))
+        sort_hidden(shared_modules(body), body[0].conv.out_channels, state)  # one Shared per block
     return len(blocks)
 
 
@@ -281,39 +283,6 @@ def before_phase(gm: nn.Module, phase: str, optimizer: torch.optim.Optimizer | N
     if phase != "width":
         return None
     return f"sorted the hidden channels of {sort_channels(gm, optimizer)} blocks by importance"
-
-
-@torch.no_grad()
-def _permute(tensor: torch.Tensor | None, order: torch.Tensor, dim: int, state: Mapping) -> None:
-    """``tensor``'s entries along ``dim`` in ``order``, in place, and so its optimizer state's tensors of its shape."""
-    if tensor is None:
-        return
-    for value in (tensor, *state.get(tensor, {}).values()):
-        if torch.is_tensor(value) and value.shape == tensor.shape:
-            value.copy_(value.index_select(dim, order.to(value.device)))
-
-
-@torch.no_grad()
-def _sort_block(body: nn.Sequential, state: Mapping) -> None:
-    expand, bn1, kernel, bn2 = body[0].conv, body[1].bn, body[3], body[4].bn
-    depthwise = next(iter(kernel.ops.values())).conv
-    project = body[-2].conv
-    order = project.weight.abs().sum((0, 2, 3)).argsort(descending=True)
-    for tensor in (expand.weight, depthwise.weight):
-        _permute(tensor, order, 0, state)
-    for bn in (bn1, bn2):
-        for tensor in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
-            _permute(tensor, order, 0, state)
-    if isinstance(body[6], SqueezeExcite):
-        reduce, excite = body[6].reduce.conv, body[6].expand.conv
-        _permute(reduce.weight, order, 1, state)
-        _permute(excite.weight, order, 0, state)
-        _permute(excite.bias, order, 0, state)
-        squeeze = excite.weight.abs().sum((0, 2, 3)).argsort(descending=True)
-        _permute(reduce.weight, squeeze, 0, state)
-        _permute(reduce.bias, squeeze, 0, state)
-        _permute(excite.weight, squeeze, 1, state)
-    _permute(project.weight, order, 1, state)
 
 
 def shared_parameters(gm: fx.GraphModule, label: str) -> list[str]:

@@ -10,7 +10,8 @@ the cost of a dict lookup, and importing gmgraph stays as fast as before. What i
   :func:`block_of_ratio`), when its convs are plain ``nn.Conv2d`` (not TF "same" padding,
   CondConv or space-to-depth) and its depthwise conv is depthwise;
 - stages (``nn.Sequential``) of those blocks, ``DepthwiseSeparableConv``, ``EdgeResidual`` and
-  ``UniversalInvertedResidual`` for elastic depth (:func:`is_stage_block`, :func:`keeps_shape`).
+  ``UniversalInvertedResidual`` for elastic depth (:func:`is_stage_block`, :func:`keeps_shape`);
+  their ``SqueezeExcite`` squeezes as the model does at another expansion (:func:`squeeze_width`).
   Not ViT's ``blocks``: timm's ViT iterates over them when torch.fx traces it (its ``attn_mask``
   argument becomes a proxy), so a Choice there cannot be traced;
 - ``timm.layers.Mlp`` without a norm over its hidden units (:func:`mlp_linears`);
@@ -76,22 +77,46 @@ def block_of_ratio(block: nn.Module, ratio: float) -> nn.Module:
     """A freshly initialised copy of a timm ``InvertedResidual`` with expansion ``ratio``.
 
     The hidden width is rounded as timm rounds it (``make_divisible``, multiples of 8); kernel,
-    stride, dilation, padding, activations, squeeze-excitation (its reduced width kept) and
-    drop-path rate are the original's.
+    stride, dilation, padding, activations, squeeze-excitation and drop-path rate are the
+    original's, the SE squeezing as the model would (:func:`squeeze_width`).
     """
     width = sys.modules["timm.layers"].make_divisible(block.conv_pw.in_channels * ratio)
+    squeeze = squeeze_width(block, width)
     new = copy.deepcopy(block)
     new.conv_pw = _conv_of_width(new.conv_pw, out_channels=width)
     new.bn1, new.bn2 = norm_of_width(new.bn1, width), norm_of_width(new.bn2, width)
     new.conv_dw = _conv_of_width(new.conv_dw, in_channels=width, out_channels=width)
     if not isinstance(new.se, nn.Identity):
-        new.se.conv_reduce = _conv_of_width(new.se.conv_reduce, in_channels=width)
-        new.se.conv_expand = _conv_of_width(new.se.conv_expand, out_channels=width)
+        new.se.conv_reduce = _conv_of_width(new.se.conv_reduce, in_channels=width, out_channels=squeeze)
+        new.se.conv_expand = _conv_of_width(new.se.conv_expand, in_channels=squeeze, out_channels=width)
     new.conv_pwl = _conv_of_width(new.conv_pwl, in_channels=width)
     for module in new.modules():
         if callable(getattr(module, "reset_parameters", None)):
             module.reset_parameters()
     return new
+
+
+def squeeze_convs(module: nn.Module) -> tuple[nn.Conv2d, nn.Conv2d] | None:
+    """A timm ``SqueezeExcite``'s ``conv_reduce`` and ``conv_expand`` (None for any other module)."""
+    return (module.conv_reduce, module.conv_expand) if _is(module, _EFFICIENTNET, "SqueezeExcite") else None
+
+
+def squeeze_width(block: nn.Module, hidden: int) -> int | None:
+    """The squeeze width timm's model gives the SE of ``block`` built with ``hidden`` channels (None: no SE).
+
+    timm's MobileNetV3 squeezes from the hidden width (``se_from_exp``: a quarter of it, rounded to 8
+    by ``make_divisible``), so the squeeze follows the expansion; its EfficientNet squeezes from the
+    block's input width (``se_ratio / exp_ratio`` of the hidden), the same at every expansion. A block
+    whose squeeze is a quarter of its hidden width, so rounded, is taken for the first; any other keeps
+    its squeeze.
+    """
+    if isinstance(block.se, nn.Identity):
+        return None
+    squeeze = block.se.conv_reduce.out_channels
+    make_divisible = sys.modules["timm.layers"].make_divisible
+    if squeeze == make_divisible(block.conv_pw.out_channels * 0.25):
+        return make_divisible(hidden * 0.25)
+    return squeeze
 
 
 def _conv_of_width(conv: nn.Conv2d, in_channels: int | None = None, out_channels: int | None = None) -> nn.Conv2d:

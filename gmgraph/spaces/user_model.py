@@ -31,14 +31,15 @@ def model_builder(reference: str, rules: str | Sequence[str] | None = None) -> C
     """``build(width, cells, num_classes, in_channels)`` of the model ``reference`` names, with ``rules``
     applied (the ``build`` of a :class:`~gmgraph.spaces.SpaceSpec`).
 
-    Nothing is imported until it builds (so a checked setting costs nothing).
+    Nothing is imported until it builds (so a checked setting costs nothing). ``kernel_transform``
+    (``--kernel-transform``) gives ``elastic_kernels`` OFA's kernel transform matrices.
     """
     rules = parse_rules(rules)
 
-    def build(width: int, cells: int, num_classes: int, in_channels: int) -> nn.Module:
+    def build(width: int, cells: int, num_classes: int, in_channels: int, kernel_transform: bool = False) -> nn.Module:
         model = _call(load_function(reference, "--model"), reference, width=width, cells=cells, num_classes=num_classes,
                       in_channels=in_channels)
-        return _with_rules(model, reference, rules)
+        return _with_rules(model, reference, rules, kernel_transform)
 
     return build
 
@@ -52,13 +53,26 @@ def _call(function: Callable[..., object], reference: str, **offered: int) -> nn
     return model
 
 
-def _with_rules(model: nn.Module, reference: str, rules: tuple[str, ...]) -> nn.Module:
+def takes_kernel_transform(rules: str | Sequence[str] | None) -> bool:
+    """Whether ``rules`` make elastic kernels, which ``--kernel-transform`` acts on.
+
+    >>> takes_kernel_transform("elastic_expansions,elastic_kernels"), takes_kernel_transform("conv_kernels")
+    (True, False)
+    """
+    return "elastic_kernels" in parse_rules(rules)
+
+
+def _with_rules(model: nn.Module, reference: str, rules: tuple[str, ...], kernel_transform: bool = False) -> nn.Module:
     from gmgraph.choice import Choice
 
+    if kernel_transform and "elastic_kernels" not in rules:
+        raise SpaceError(f"--kernel-transform acts on elastic kernels; --model {reference} with --rules "
+                         f"{','.join(rules) or '(none)'} has none (add elastic_kernels to --rules)")
     if rules:
         import gmgraph.spaces.from_model as from_model
 
-        return from_model.supernetify(model, [getattr(from_model, rule)() for rule in rules])
+        options = {"elastic_kernels": {"transform": True}} if kernel_transform else {}
+        return from_model.supernetify(model, [getattr(from_model, rule)(**options.get(rule, {})) for rule in rules])
     if not any(isinstance(m, Choice) for m in model.modules()):
         raise SpaceError(f"--model {reference} returned {type(model).__name__}, which has no Choice to search; "
                          f"add --rules with one or more of {', '.join(RULES)}, or build Choices into it")
