@@ -68,7 +68,7 @@ def bench_leaves(steps: int) -> float:
     """Seconds to train all four leaves ``steps`` steps each, split over the ranks."""
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     loaders = data.load("digits", batch_size=BATCH)
-    mine = [SupernetTrainer(leaf, loaders, TrainConfig(steps_per_epoch=steps, epochs=2))
+    mine = [SupernetTrainer(leaf, loaders, TrainConfig(sampler="uniform", steps_per_epoch=steps, epochs=2))
             for i, leaf in enumerate(leaves()) if i % world == rank]
     for trainer in mine:  # warm-up
         trainer.config.steps_per_epoch = 2
@@ -84,7 +84,8 @@ def bench_leaves(steps: int) -> float:
 
 def bench_root(mode: str, steps: int) -> float:
     """Seconds per data-parallel step of the whole supernet (global batch 64)."""
-    trainer = SupernetTrainer(supernet(), data.load("digits", batch_size=BATCH), TrainConfig(epochs=2))
+    trainer = SupernetTrainer(supernet(), data.load("digits", batch_size=BATCH),
+                              TrainConfig(sampler="uniform", epochs=2))
     if mode in ("flat", "flat-no-bn-sync"):
         trainer.distribute(data_parallel.DataParallel(None, sync_batchnorm=mode == "flat"))
     step = ddp_step(trainer, sync_batchnorm=mode == "ddp") if mode.startswith("ddp") else None
@@ -138,7 +139,7 @@ def bench_latency(repeats: int = 500) -> float:
 
 def bn_calls(steps: int = 20) -> float:
     """BatchNorm calls per uniform single-path step of the supernet (forward; backward has as many)."""
-    trainer = SupernetTrainer(supernet(), data.load("digits", batch_size=8), TrainConfig())
+    trainer = SupernetTrainer(supernet(), data.load("digits", batch_size=8), TrainConfig(sampler="uniform"))
     calls = [0]
     for bn in trainer.gm.modules():
         if isinstance(bn, nn.BatchNorm2d):

@@ -334,11 +334,11 @@ def sync_check(args) -> None:
 def search_flags(args) -> list[str]:
     """``gmgraph search`` flags of the search section (shorter with --quick or --smoke)."""
     if args.sizes == SMOKE:
-        return ["--device", str(args.device), "--epochs", "4", "--split-at", "2,3", "--evaluations", "4",
-                "--final-epochs", "1", "--width", "4", "--cells", "1", "--rounds", "1", "--steps-per-epoch", "4",
+        return ["--device", str(args.device), "--method", "gm", "--epochs", "2", "--split-at", "1", "--evaluations", "2",
+                "--final-epochs", "1", "--width", "4", "--cells", "1", "--rounds", "1", "--steps-per-epoch", "2",
                 "--batch-size", "16", "--bn-batches", "1",
                 "--export", "false"]  # the export reads best.pt's CPU copy: no GPU path in it, seconds on a CPU
-    return ["--device", str(args.device), "--epochs", "4" if args.quick else "6",
+    return ["--device", str(args.device), "--method", "gm", "--epochs", "4" if args.quick else "6",
             "--split-at", "2,3" if args.quick else "2,4", "--evaluations", "20",
             "--final-epochs", "1" if args.quick else "2"]
 

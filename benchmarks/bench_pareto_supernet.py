@@ -63,14 +63,17 @@ def front_fraction(scores: np.ndarray, truth: np.ndarray, ref, true_hv: float) -
     return hypervolume(truth[chosen], ref, SENSES) / true_hv
 
 
-def estimates(method: str, seed: int, archs: list[str], loaders, epochs: int, steps: int | None) -> np.ndarray:
+def estimates(method: str, seed: int, archs: list[str], loaders, epochs: int, steps: int | None,
+              rounds: int | None = None) -> np.ndarray:
+    """Every arch's val accuracy estimated by a supernet of ``method`` (``rounds``: GM's R, default the METHODS')."""
     torch.manual_seed(seed)
     gm = gmgraph.trace(nb201.supernet(C=8, N=1, num_classes=10, in_channels=1))
     config = METHODS[method]
     if config.method != "oneshot":
-        config = FewShotConfig(method=config.method, rounds=config.rounds,
+        config = FewShotConfig(method=config.method, rounds=rounds or config.rounds,
                                split_at=tuple(e for e in (epochs // 3, 2 * epochs // 3) if 0 < e < epochs))
-    result = run_fewshot(gm, loaders, config, TrainConfig(epochs=epochs, steps_per_epoch=steps), seed=seed,
+    result = run_fewshot(gm, loaders, config, TrainConfig(sampler="uniform", epochs=epochs, steps_per_epoch=steps),
+                         seed=seed,
                          quiet=True)
     calib, val = list(loaders.train)[:4], list(loaders.val)
     out = []
@@ -85,11 +88,12 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--groundtruth", type=Path, default=local.DEFAULT_PATH)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--quick", action="store_true", help="2 epochs, 2 steps, 1 seed, 30 archs")
+    p.add_argument("--quick", action="store_true", help="3 epochs, 2 steps, 1 seed, 12 archs, GM R=1")
     p.add_argument("--out", type=Path, default=None, help="folder for pareto_supernet.md (default benchmarks/results)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    epochs, steps, seeds, n = (3, 2, 1, 30) if args.quick else (args.epochs, None, args.seeds, None)
+    epochs, steps, seeds, n = (3, 2, 1, 12) if args.quick else (args.epochs, None, args.seeds, None)
+    rounds = 1 if args.quick else METHODS["GM few-shot"].rounds
     truth_acc = local.load_groundtruth(args.groundtruth)
     settings = json.loads(args.groundtruth.with_suffix(".json").read_text())
     archs = list(truth_acc)[:n]
@@ -102,7 +106,7 @@ def main(argv: list[str] | None = None) -> Path:
     baseline = float(np.mean([front_fraction(rng.random(len(archs)), truth, ref, true_hv) for _ in range(200)]))
     rows, start = [], time.perf_counter()
     for method in METHODS:
-        fractions = [front_fraction(estimates(method, s, archs, loaders, epochs, steps), truth, ref, true_hv)
+        fractions = [front_fraction(estimates(method, s, archs, loaders, epochs, steps, rounds), truth, ref, true_hv)
                      for s in range(seeds)]
         rows.append([method, seeds, f"{np.mean(fractions):.4f}", f"{min(fractions):.4f}-{max(fractions):.4f}",
                      f"{np.mean(fractions) - baseline:+.4f}"])
@@ -111,7 +115,7 @@ def main(argv: list[str] | None = None) -> Path:
     command = "benchmarks/bench_pareto_supernet.py" + (" --quick" if args.quick else "")
     notes = (f"Command: `.venv/bin/python {command}` ({(time.perf_counter() - start) / 60:.1f} min). Ground truth "
              f"`{args.groundtruth.name}` ({len(archs)} archs, {settings['dataset']}); supernets NB201 C=8, N=1, "
-             f"{epochs} epochs, uniform sampling (GM: splits at {epochs // 3} and {2 * epochs // 3}, R=4). "
+             f"{epochs} epochs, uniform sampling (GM: splits at {epochs // 3} and {2 * epochs // 3}, R={rounds}). "
              f"Reference point (accuracy, M params) = ({ref[0]:.4f}, {ref[1]:.4f}); the true front's "
              f"hypervolume is {true_hv:.6f}. A fraction of 1 means the supernet's front holds the true front.")
     headers = ["method", "seeds", "hypervolume / true front's (mean)", "range", "vs random score"]

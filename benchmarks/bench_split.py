@@ -40,7 +40,7 @@ def main() -> None:
     loaders = data.load("digits", batch_size=64)
     torch.manual_seed(0)
     gm = gmgraph.trace(nb201.supernet(C=16, N=5, in_channels=1))
-    trainer = SupernetTrainer(gm, loaders, TrainConfig(epochs=3))
+    trainer = SupernetTrainer(gm, loaders, TrainConfig(sampler="uniform", epochs=3))
     trainer.train_epoch(quiet=True)  # warm-up
     epoch = trainer.train_epoch(quiet=True)["seconds"]
     rows = [["one training epoch (17 steps)", "-", f"{epoch:.2f}", "1.00"]]

@@ -477,7 +477,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.archs, args.gt_seeds, args.gt_epochs, args.seeds = 4, 2, 1, 2
-        args.epochs, args.steps, args.rounds, args.dataset, args.batch = 2, 1, 1, "synthetic", 16
+        args.epochs, args.steps, args.rounds, args.dataset, args.batch = 2, 1, 1, "synthetic", 32
     args.gt_seeds = list(range(args.gt_seeds))
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]

@@ -467,7 +467,7 @@ _EXAMPLE: dict[str, str] = {}
 
 
 def example_plan() -> Plan:
-    """A plan on a tiny synthetic ground truth (4 archs x 2 seeds, made once per process), fresh work folder.
+    """A plan on a tiny synthetic ground truth (4 archs x 2 seeds, made up once per process), fresh work folder.
 
     For the examples and tests: one split, at half the epochs; one training step per epoch; one BN batch.
 
@@ -478,7 +478,6 @@ def example_plan() -> Plan:
     """
     if "truth" not in _EXAMPLE:
         truth = Path(tempfile.mkdtemp()) / "gt.csv"
-        local.generate(4, [0, 1], out=truth, schedule=local.Schedule(C=2, N=1, epochs=1, batch_size=16),
-                       dataset="synthetic", progress=False)
+        local.made_up(4, [0, 1], out=truth, schedule=local.Schedule(C=2, N=1, epochs=1, batch_size=16))
         _EXAMPLE["truth"] = str(truth)
     return Plan(_EXAMPLE["truth"], tempfile.mkdtemp(), fractions=(0.5,), steps_per_epoch=1, bn_batches=1)

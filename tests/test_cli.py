@@ -9,9 +9,12 @@ from gmgraph.cli import main
 from gmgraph.run_folder import REPORT_KEYS
 from gmgraph.spaces import nb201
 
-TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3", "--split-at", "1,2",
-        "--rounds", "1", "--evaluations", "6", "--final-epochs", "1", "--steps-per-epoch", "2", "--bn-batches", "1",
-        "--batch-size", "16", "--quiet"]
+ONESHOT = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--rounds", "1",
+           "--evaluations", "6", "--final-epochs", "1", "--steps-per-epoch", "2", "--bn-batches", "1",
+           "--batch-size", "16", "--sampler", "uniform", "--quiet", "--method", "oneshot"]
+"""A tiny one-shot run (no split scoring)."""
+TINY = [*ONESHOT, "--method", "gm", "--split-at", "1", "--labels", "1<-0,3<-2"]
+"""A tiny GM run: 2 epochs split at 1, GM scoring 2 of NB201's 6 labels (enough to split)."""
 
 
 def test_a_small_search_runs_end_to_end(finished_search):
@@ -49,7 +52,7 @@ def test_yaml_config_and_unknown_keys(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("search:\n  data: synthetic\n  width: 4\n  cells: 1\n  epochs: 2\n  split_at: [1]\n"
                       "  rounds: 1\n  evaluations: 3\n  final_epochs: 0\n  steps_per_epoch: 2\n  bn-batches: 1\n"
-                      "  batch_size: 16\n")
+                      "  batch_size: 16\n  method: random\n")  # a split without gradient matching's cost
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
     config.write_text("epoch: 3\n")
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "bad")]) == 2
@@ -77,7 +80,7 @@ def test_the_real_entry_point_prints_one_line_and_exits_2(tmp_path, capsys):
         (["--epochs", "0"], "epochs must be a positive integer, got 0"),
         (["--method", "magic"], "unknown method 'magic'; choose one of oneshot, exhaustive, gm"),
         (["--data", "cifar10"], "CIFAR-10 needs a data directory: pass root=DIR (--data-root DIR"),
-        (["--split-at", "5", "--epochs", "3"], "split epochs must be between 1 and 2"),
+        (["--method", "gm", "--split-at", "5", "--epochs", "3"], "split epochs must be between 1 and 2"),
         (["--search", "argmax"], "use --sampler darts or gdas"),
     ],
 )
@@ -137,13 +140,15 @@ def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
     # settings that act after training (or say where it runs) may change on resume
     assert main(["search", *TINY, "--evaluations", "5", "--device", "cpu", "--out", str(tmp_path), "--resume"]) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["budget"]["supernet_epochs"] == 7 and report["search"]["evaluations"] <= 5
+    assert report["budget"]["supernet_epochs"] == 1 + 2 and report["search"]["evaluations"] <= 5  # all trained
 
 
 def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path):
     args = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
             "--rounds", "1", "--final-epochs", "0", "--sampler", "darts", "--search", "argmax",
-            "--steps-per-epoch", "1", "--bn-batches", "1", "--batch-size", "16", "--quiet", "--out", str(tmp_path)]
+            "--steps-per-epoch", "1", "--bn-batches", "1", "--batch-size", "16", "--method", "gm", "--labels", "1<-0,3<-2",
+            "--quiet",
+            "--out", str(tmp_path)]
     assert main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["search"]["evaluations"] == len(report["leaves"]) == 2
@@ -169,7 +174,7 @@ def test_sigterm_says_where_the_checkpoint_is_like_ctrl_c(tmp_path, monkeypatch,
     monkeypatch.setattr(search_job, "_search_architectures", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
     handler = signal.getsignal(signal.SIGTERM)
     # after training (one-shot: no split scoring, which this claim does not need), with a checkpoint to name
-    assert main(["search", *TINY, "--method", "oneshot", "--out", str(tmp_path)]) == 143
+    assert main(["search", *ONESHOT, "--out", str(tmp_path)]) == 143
     err = capsys.readouterr().err
     assert err.startswith("gmgraph: terminated (SIGTERM); the last checkpoint (written after every epoch) is ")
     assert f"gmgraph search --out {tmp_path} --resume" in err and err.count("\n") == 1

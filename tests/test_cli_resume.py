@@ -15,7 +15,7 @@ from gmgraph.cli import main
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
         "--evaluations", "4", "--final-epochs", "0", "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16",
-        "--quiet"]
+        "--method", "gm", "--sampler", "uniform", "--labels", "1<-0,3<-2", "--quiet"]  # GM scores 2 of 6 labels
 
 
 def _interrupt_after_training(monkeypatch) -> None:

@@ -126,10 +126,11 @@ def test_a_fork_carries_the_alphas_restricted_and_renormalised_and_the_temperatu
 
 
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
-    config, train = FewShotConfig(method="gm", split_at=(1, 2), rounds=1), TrainConfig(
+    # GM scores 2 of the 6 labels: two splits still happen, the kill falls between them
+    config, train = FewShotConfig(method="gm", split_at=(1, 2), rounds=1, labels=("1<-0", "3<-2")), TrainConfig(
         sampler="snas", epochs=3, steps_per_epoch=2)
     straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=2)
-    assert resumed.tree == straight.tree
+    assert resumed.tree == straight.tree and [t["epoch"] for t in straight.tree] == [1, 2, 2]
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):
         assert a.trainer.sampler.tau == b.trainer.sampler.tau
         assert all(torch.equal(a.trainer.sampler.alphas[k], b.trainer.sampler.alphas[k]) for k in a.space)

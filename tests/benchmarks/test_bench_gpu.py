@@ -32,15 +32,49 @@ def rehearse(*flags: str, **env: str) -> tuple[subprocess.CompletedProcess, list
     return done, rows
 
 
+def test_the_kernel_section_checks_the_triton_kernels_in_the_interpreter(tmp_path):
+    done, rows = rehearse("--skip", "darts,single-path,sync,search,elastic", "--out", str(tmp_path / "gpu.md"),
+                          TRITON_INTERPRET="1", GMGRAPH_KERNELS="triton")
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(rows) == 2 * 15 + 3 and all(r["ok"] and r["backend"] == "triton" for r in rows)  # 2 shapes x 15
+    layouts = [r["case"] for r in rows if "channels_last" in r["case"]]
+    assert layouts == ["2x3x5x4 K=1 skip=1 pool=1 float32 channels_last",
+                       "2x3x5x4 K=2 skip=1 pool=1 float32 channels_last"]
+
+
+# In-process: the whole rehearsal, usage errors, and how a run cut short or partly broken still reports (the
+# script's own start as a program is covered above; another subprocess would only add its imports, about 3 s a test).
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    import bench_gpu
+
+    monkeypatch.setattr(bench_gpu, "ROWS", [])
+    monkeypatch.delenv("OUT", raising=False)
+    return bench_gpu
+
+
 @pytest.mark.e2e
-def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(tmp_path):
+def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(bench, tmp_path, capsys, monkeypatch):
+    """The whole rehearsal, in this process: the same sections and rows as ``python benchmarks/bench_gpu.py``
+    (the script's own start is the kernel test's subprocess above), under ``rehearse``'s environment: the
+    suite's one thread here, and one OpenMP thread for the search section's ``gmgraph search`` process."""
+    for name in ("TRITON_INTERPRET", "GMGRAPH_KERNELS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     committed = ROOT / "benchmarks" / "results" / "gpu.md"
     before = committed.read_bytes() if committed.exists() else None
     out = tmp_path / "gpu.md"
 
-    done, rows = rehearse("--out", str(out))
+    with torch.random.fork_rng(devices=[]):
+        code = bench.main(["--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf", "--out", str(out)])
+    captured = capsys.readouterr()
+    rows = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert code == 0, [r for r in rows if r.get("ok") is False] or captured.err[-3000:]
+    assert rows == bench.ROWS  # every row is printed as a JSON line
     assert [r for r in rows if r.get("ok") is False] == []
     assert {r["section"] for r in rows} == set(SECTIONS)
     darts = [r for r in rows if r["section"] == "darts"]
@@ -55,30 +89,6 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(tmp_path):
     assert text.startswith("# GPU path: CPU (a rehearsal, no GPU)")
     assert all(f"### {name}" in text for name in SECTIONS)
     assert (committed.read_bytes() if committed.exists() else None) == before
-
-
-def test_the_kernel_section_checks_the_triton_kernels_in_the_interpreter(tmp_path):
-    done, rows = rehearse("--skip", "darts,single-path,sync,search,elastic", "--out", str(tmp_path / "gpu.md"),
-                          TRITON_INTERPRET="1", GMGRAPH_KERNELS="triton")
-
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert len(rows) == 2 * 15 + 3 and all(r["ok"] and r["backend"] == "triton" for r in rows)  # 2 shapes x 15
-    layouts = [r["case"] for r in rows if "channels_last" in r["case"]]
-    assert layouts == ["2x3x5x4 K=1 skip=1 pool=1 float32 channels_last",
-                       "2x3x5x4 K=2 skip=1 pool=1 float32 channels_last"]
-
-
-# In-process: usage errors, and how a run cut short or partly broken still reports (the steps themselves are
-# covered above; a subprocess would only add its imports, about 3 s a test).
-
-
-@pytest.fixture
-def bench(monkeypatch):
-    import bench_gpu
-
-    monkeypatch.setattr(bench_gpu, "ROWS", [])
-    monkeypatch.delenv("OUT", raising=False)
-    return bench_gpu
 
 
 def test_a_cpu_run_without_out_is_refused_so_the_gpu_table_holds_gpu_figures_only(bench, capsys):

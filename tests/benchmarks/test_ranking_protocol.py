@@ -110,14 +110,14 @@ def oneshot_fork(loaders, train: TrainConfig, seed: int, at: int) -> dict:
 
 
 def test_a_fork_of_the_oneshot_run_continues_exactly_as_a_fewshot_run_from_scratch(loaders, tmp_path):
-    train = TrainConfig(epochs=5, steps_per_epoch=2)
+    train = TrainConfig(epochs=4, steps_per_epoch=2)
     config = FewShotConfig(method="gm", split_at=(2, 3), rounds=1)
     save_checkpoint(ranking_jobs.fork_state(oneshot_fork(loaders, train, 3, 2), config, train, 3), tmp_path / "f.pt")
     forked = run_fewshot(net(99), loaders, config, train, seed=3, quiet=True, checkpoint=tmp_path / "f.pt",
                          resume=True, shared=nb201.shared_parameters)  # the root's own weights are overwritten
     scratch = run_fewshot(net(3), loaders, config, train, seed=3, quiet=True, shared=nb201.shared_parameters)
     assert [leaf.id for leaf in forked.leaves] == [leaf.id for leaf in scratch.leaves]
-    assert len(forked.leaves) == 4 and forked.budget == scratch.budget == 2 + 2 + 4 * 2
+    assert len(forked.leaves) == 4 and forked.budget == scratch.budget == 2 + 2 + 4 * 1
     for a, b in zip(forked.leaves, scratch.leaves):
         sa, sb = a.gm.state_dict(), b.gm.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)

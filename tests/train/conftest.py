@@ -20,12 +20,15 @@ class Killed(Exception):
     """Stands for a kill in the middle of a run."""
 
 
-def straight_and_resumed(digits, config, train, tmp_path, *, kill_at: int, on_epoch=None):
+def straight_and_resumed(digits, config, train, tmp_path, *, kill_at: int, on_epoch=None, straight=None):
     """A few-shot run straight through, and the same run killed after epoch ``kill_at`` and resumed from its
-    checkpoint in a process whose global RNG has moved on; ``on_epoch`` sees the resumed run's epochs."""
+    checkpoint in a process whose global RNG has moved on; ``on_epoch`` sees the resumed run's epochs.
+    ``straight``: that straight run's result when a test already has it (``run_fewshot`` of ``tiny_supernet()``
+    with the same ``config`` and ``train``, without a checkpoint)."""
     from gmgraph.train import run_fewshot
 
-    straight = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
+    if straight is None:
+        straight = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
 
     def kill(epoch, _):
         if epoch == kill_at:

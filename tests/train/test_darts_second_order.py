@@ -127,7 +127,7 @@ def test_a_fork_keeps_the_order_and_the_restricted_alphas(digits):
 
 
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
-    config, train = FewShotConfig(method="gm", split_at=(1,), rounds=1), TrainConfig(
+    config, train = FewShotConfig(method="gm", split_at=(1,), rounds=1, labels=("1<-0", "3<-2")), TrainConfig(
         sampler="darts", darts_order=2, epochs=2, steps_per_epoch=2)
     straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=1)
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):

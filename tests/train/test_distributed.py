@@ -8,6 +8,7 @@ work. Every wait has a hard timeout.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -29,7 +30,7 @@ from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distribut
 from gmgraph.train.fewshot import FewShotConfig, run_fewshot  # noqa: E402
 
 FEWSHOT = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
-FEWSHOT_TRAIN = TrainConfig(epochs=4, steps_per_epoch=2)
+FEWSHOT_TRAIN = TrainConfig(sampler="uniform", epochs=4, steps_per_epoch=2)  # the claim is made for uniform paths
 STEP_CASES = {  # name: (sampler, epochs, steps per epoch, training images (None: all))
     "uniform": ("uniform", 1, 5, None),
     "gdas": ("gdas", 1, 5, None),
@@ -104,13 +105,23 @@ def lose_contact() -> dict:
     return {"error": None}
 
 
+def keep_leaf_checkpoint(out: Path, team):
+    """An ``on_epoch`` that copies the checkpoint (rank 0 has just written it) after the 4 leaves' first epoch to
+    resume.pt (the ranks resume from it) and alone.pt (one process resumes from it)."""
+    def keep(epoch, _):
+        if epoch == 3 and team.is_root:
+            for name in ("resume.pt", "alone.pt"):
+                shutil.copy(out / "scratch.pt", out / name)
+    return keep
+
+
 def worker(scenario: str, out: Path) -> None:
     with distributed.session() as team:
         assert team is not None and team.size == 2
         if scenario == "train":
             result = {"steps": {case: train_steps(case, parallel=True) for case in STEP_CASES},
-                      "resumed": fewshot(checkpoint=out / "resume.pt", resume=True),
-                      "scratch": fewshot(checkpoint=out / "scratch.pt")}
+                      "scratch": fewshot(checkpoint=out / "scratch.pt", on_epoch=keep_leaf_checkpoint(out, team))}
+            result["resumed"] = fewshot(checkpoint=out / "resume.pt", resume=True)
         else:
             result = lose_contact()
         torch.save(result, out / f"rank{team.rank}.pt")
@@ -132,18 +143,18 @@ os._exit(3)
 # -- launching ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports (all bound at once, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
 
 
-def spawn(scenario: str, out: Path, *, timeout: float = 600, dist_timeout: int = 30) -> tuple[list, list[str]]:
-    """Run ``scenario`` on two ranks; return what each rank saved (None: nothing) and their stderr.
-
-    ``timeout`` only guards against a hang (the training job takes 15 to 40 s); it never decides a test.
-    """
-    port, procs = free_port(), []
+def start(scenario: str, out: Path, port: int, *, dist_timeout: int = 30) -> list[subprocess.Popen]:
+    """Start ``scenario`` on two ranks that meet at ``port``; :func:`finish` waits for them."""
+    procs = []
     for rank in range(2):
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -152,6 +163,14 @@ def spawn(scenario: str, out: Path, *, timeout: float = 600, dist_timeout: int =
         command = [sys.executable, *(["-c", LOST_PEER] if lost_peer else [__file__]), scenario, str(out)]
         procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+def finish(procs: list[subprocess.Popen], out: Path, *, timeout: float = 600) -> tuple[list, list[str]]:
+    """Wait for the ranks; return what each saved (None: nothing) and their stderr.
+
+    ``timeout`` only guards against a hang (the training job takes 10 to 40 s); it never decides a test.
+    """
     deadline, logs = time.monotonic() + timeout, []  # clock: hang guard
     try:
         for p in procs:
@@ -198,25 +217,30 @@ def score_order(tree: list[dict]) -> list[list[str]]:
     return [sorted(node["scores"], key=node["scores"].get, reverse=True) for node in tree]
 
 
-class Stop(Exception):
-    pass
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory):
+    """One two-rank job for the training tests (step cases, a whole few-shot run, its 4 leaves resumed), and what
+    one process computes for the step cases and the whole run, worked out here while the ranks run."""
+    out = tmp_path_factory.mktemp("two-ranks")
+    procs = start("train", out, free_ports(1)[0])
+    try:
+        alone = {"steps": {case: train_steps(case, parallel=False) for case in STEP_CASES}, "scratch": fewshot()}
+    finally:
+        ranks, logs = finish(procs, out)
+    assert ranks[0] is not None and ranks[1] is not None, logs
+    return out, ranks, alone
+
+
+LOST = ("dies", "stalls")
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
-    """One two-rank job for the training tests: step cases, 4 leaves resumed, a whole few-shot run."""
-    out = tmp_path_factory.mktemp("two-ranks")
-
-    def stop(epoch, _):
-        if epoch == 3:  # 4 leaves, trained one epoch
-            raise Stop
-
-    with pytest.raises(Stop):
-        run_fewshot(supernet(), digits(), FEWSHOT, FEWSHOT_TRAIN, quiet=True, checkpoint=out / "alone.pt", on_epoch=stop)
-    shutil.copy(out / "alone.pt", out / "resume.pt")
-    ranks, logs = spawn("train", out)
-    assert ranks[0] is not None and ranks[1] is not None, logs
-    return out, ranks
+def lost_ranks(tmp_path_factory):
+    """Both lost-rank jobs, run at the same time (the stalled one mostly waits out its 3 s timeout)."""
+    outs = {scenario: tmp_path_factory.mktemp(scenario) for scenario in LOST}
+    procs = {scenario: start(scenario, outs[scenario], port, dist_timeout=3)
+             for scenario, port in zip(LOST, free_ports(len(LOST)))}
+    return {scenario: finish(procs[scenario], outs[scenario], timeout=300) for scenario in LOST}
 
 
 # -- tests ------------------------------------------------------------------------------------
@@ -232,20 +256,13 @@ def test_placement_of_leaves_on_ranks():
     assert data_parallel.bounds(1, 1, 2) == (1, 1)
 
 
-def test_one_process_never_touches_torch_distributed():
-    assert distributed.team() is None
-    trainer = SupernetTrainer(supernet(), digits(), TrainConfig(steps_per_epoch=1))
-    trainer.train_epoch(quiet=True)
-    assert trainer.parallel is None and not torch.distributed.is_initialized()
-
-
 @pytest.mark.e2e  # the first test of the two-rank job (two_ranks): the job is set up for it
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, case):
-    _, ranks = two_ranks
-    alone = train_steps(case, parallel=False)
+    _, ranks, one = two_ranks
+    alone = one["steps"][case]
     if case == "darts-penalty":  # the penalty moved the alphas, so matching them checks it
-        plain = train_steps("darts", parallel=False)["state"]["sampler"]["per_op"]["alpha"]
+        plain = one["steps"]["darts"]["state"]["sampler"]["per_op"]["alpha"]
         assert not close(alone["state"]["sampler"]["per_op"]["alpha"], plain, 1e-3)
     for got in (ranks[0]["steps"][case], ranks[1]["steps"][case]):
         assert got["paths"] == alone["paths"]  # the same child every step
@@ -262,8 +279,10 @@ def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, 
 
 
 def test_leaves_on_two_ranks_train_like_leaves_one_after_another(two_ranks):
-    out, ranks = two_ranks
-    alone = fewshot(checkpoint=out / "alone.pt", resume=True)  # the 4 leaves one after another
+    out, ranks, _ = two_ranks
+    # the 4 leaves one after another, from the checkpoint rank 0 wrote after their first epoch (alone.pt, a copy
+    # of what the ranks resumed from)
+    alone = fewshot(checkpoint=out / "alone.pt", resume=True)
     assert len(alone["leaves"]) == 4
     for got in ranks:  # each rank trained 2 of them, then they swapped states
         assert got["resumed"]["tree"] == alone["tree"] and got["resumed"]["budget"] == alone["budget"]
@@ -271,8 +290,8 @@ def test_leaves_on_two_ranks_train_like_leaves_one_after_another(two_ranks):
 
 
 def test_a_whole_few_shot_run_does_not_depend_on_the_number_of_ranks(two_ranks):
-    out, ranks = two_ranks
-    alone = fewshot()  # root trained data-parallel, split scores spread over the ranks, leaves spread
+    out, ranks, one = two_ranks
+    alone = one["scratch"]  # the ranks trained the root data-parallel and spread the split scores and the leaves
     for got in ranks:
         assert [(t["label"], t["groups"]) for t in got["scratch"]["tree"]] == \
                [(t["label"], t["groups"]) for t in alone["tree"]]
@@ -285,15 +304,26 @@ def test_a_whole_few_shot_run_does_not_depend_on_the_number_of_ranks(two_ranks):
     assert written["epoch"] == 4 and sorted(n["id"] for n in written["nodes"]) == sorted(alone["leaves"])
 
 
-@pytest.mark.parametrize("scenario", ["dies", "stalls"])
-def test_a_lost_rank_stops_the_other_with_a_clear_error(tmp_path, scenario):
-    ranks, logs = spawn(scenario, tmp_path, timeout=300, dist_timeout=3)
+@pytest.mark.parametrize("scenario", LOST)
+def test_a_lost_rank_stops_the_other_with_a_clear_error(lost_ranks, scenario):
+    ranks, logs = lost_ranks[scenario]
     assert ranks[0] is not None, logs
     error = ranks[0]["error"]
     assert error.startswith("rank 0: lost contact with the other workers")
     assert "GMGRAPH_DIST_TIMEOUT" in error and "--resume" in error
 
 
+# (after the two-rank tests: their jobs start sooner, and this process's imports overlap them)
+def test_one_process_never_touches_torch_distributed():
+    assert distributed.team() is None
+    trainer = SupernetTrainer(supernet(), digits(), TrainConfig(steps_per_epoch=1))
+    trainer.train_epoch(quiet=True)
+    assert trainer.parallel is None and not torch.distributed.is_initialized()
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     worker(sys.argv[1], Path(sys.argv[2]))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)  # what it trained is saved: skip the interpreter's teardown of torch (about a second)

@@ -19,12 +19,29 @@ def archs_of(gm, n=300):
     return [gmgraph.sample(gm, g) for _ in range(n)]
 
 
-@pytest.mark.parametrize("method", ["gm", "random", "metric:params"])
-def test_leaves_cover_the_root_space_exactly_once(digits, method):
+GM = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
+"""The GM run three tests read: two splits of a 3-epoch run, one gradient-matching batch per label."""
+
+
+@pytest.fixture(scope="module")
+def gm_run(digits):
+    """``(root graph, its space before the run, the GM run's result)``, run once: the tests only read it."""
     gm = tiny_supernet()
-    root_space, root_size = gmgraph.space(gm), gmgraph.space_size(gm)
-    result = run_fewshot(gm, digits, FewShotConfig(method=method, split_at=(1, 2), rounds=1,
-                                           metric_children=1), train(3), quiet=True)
+    root_space = gmgraph.space(gm)
+    return gm, root_space, run_fewshot(gm, digits, GM, train(3), quiet=True)
+
+
+@pytest.mark.parametrize("method", ["gm", "random", "metric:params"])
+def test_leaves_cover_the_root_space_exactly_once(digits, gm_run, method):
+    if method == "gm":
+        gm, root_space, result = gm_run
+    else:
+        gm = tiny_supernet()
+        root_space = gmgraph.space(gm)
+        result = run_fewshot(gm, digits, FewShotConfig(method=method, split_at=(1, 2), rounds=1,
+                                                       metric_children=1), train(3), quiet=True)
+    root_size = gmgraph.space_size(gm)
+    assert root_size == 5 ** 6
     assert len(result.leaves) == 4
     assert sum(gmgraph.space_size(leaf.gm) for leaf in result.leaves) == root_size
     for arch in archs_of(gm):
@@ -54,20 +71,18 @@ def test_oneshot_never_splits(digits):
     assert len(result.leaves) == 1 and result.tree == [] and result.budget == 2
 
 
-def test_each_child_scores_its_own_labels(digits):
-    result = run_fewshot(tiny_supernet(), digits, FewShotConfig(method="gm", split_at=(1, 2), rounds=1),
-                 train(3), quiet=True)
+def test_each_child_scores_its_own_labels(gm_run):
+    _, _, result = gm_run
     first = result.tree[0]["label"]
     for record in result.tree[1:]:
         assert record["label"] != first  # a label is split at most once per lineage
         assert set(record["scores"]) == set(gmgraph.space(tiny_supernet())) - {first}
 
 
-def test_resume_after_a_kill_continues_from_the_last_checkpoint(digits, tmp_path):
-    config = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
+def test_resume_after_a_kill_continues_from_the_last_checkpoint(digits, gm_run, tmp_path):
     epochs_seen = []
-    straight, resumed = straight_and_resumed(digits, config, train(3), tmp_path, kill_at=2,
-                                             on_epoch=lambda e, _: epochs_seen.append(e))
+    straight, resumed = straight_and_resumed(digits, GM, train(3), tmp_path, kill_at=2,
+                                             on_epoch=lambda e, _: epochs_seen.append(e), straight=gm_run[2])
     assert epochs_seen == [3]
     assert [leaf.id for leaf in resumed.leaves] == [leaf.id for leaf in straight.leaves]
     assert resumed.tree == straight.tree and resumed.budget == straight.budget
@@ -80,7 +95,7 @@ def test_bad_schedules_are_config_errors(digits):
     with pytest.raises(ConfigError, match="unknown method 'gm2'"):
         run_fewshot(tiny_supernet(), digits, FewShotConfig(method="gm2"), TRAIN, quiet=True)
     with pytest.raises(ConfigError, match="split epochs must be between 1 and 2"):
-        run_fewshot(tiny_supernet(), digits, FewShotConfig(split_at=(3,)), train(3), quiet=True)
+        run_fewshot(tiny_supernet(), digits, FewShotConfig(method="gm", split_at=(3,)), train(3), quiet=True)
     with pytest.raises(ConfigError, match="groups must be 2 or 3"):
         run_fewshot(tiny_supernet(), digits, FewShotConfig(groups=4), TRAIN, quiet=True)
 

@@ -85,10 +85,18 @@ def test_restart_starts_a_cosine_schedule_over_the_epochs_left_at_the_base_lr(di
     assert state == {}  # no momentum carried over
 
 
-def test_run_restarts_only_the_final_leaves(digits):
-    train = TrainConfig(epochs=4, steps_per_epoch=2, lr=0.1, lr_min=0.001)
-    config = FewShotConfig(method="random", split_at=(1, 2), leaf_restart="weights")
-    result = run_fewshot(tiny_supernet(), digits, config, train, quiet=True)
+RESTART_TRAIN = TrainConfig(epochs=4, steps_per_epoch=2, lr=0.1, lr_min=0.001)
+RESTART = FewShotConfig(method="random", split_at=(1, 2), leaf_restart="weights")
+
+
+@pytest.fixture(scope="module")
+def restarted(digits):
+    """The RESTART run of ``tiny_supernet()``, run once: two tests read it (neither changes it)."""
+    return run_fewshot(tiny_supernet(), digits, RESTART, RESTART_TRAIN, quiet=True)
+
+
+def test_run_restarts_only_the_final_leaves(digits, restarted):
+    train, result = RESTART_TRAIN, restarted
     assert len(result.leaves) == 4 and result.budget == 1 + 2 + 4 + 4
     def cosine(done, total):  # the lr after ``done`` of ``total`` epochs
         return 0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * done / total)) / 2
@@ -108,10 +116,9 @@ def test_run_restarts_only_the_final_leaves(digits):
     assert not any(equal_states(a.gm, b.gm) for a, b in zip(result.leaves, inherited.leaves))
 
 
-def test_restarted_run_resumes_after_a_kill_to_the_same_result(digits, tmp_path):
-    train = TrainConfig(epochs=4, steps_per_epoch=2)
-    config = FewShotConfig(method="random", split_at=(1, 2), leaf_restart="weights")
-    straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=3)
+def test_restarted_run_resumes_after_a_kill_to_the_same_result(digits, restarted, tmp_path):
+    straight, resumed = straight_and_resumed(digits, RESTART, RESTART_TRAIN, tmp_path, kill_at=3,
+                                             straight=restarted)
     assert [leaf.id for leaf in resumed.leaves] == [leaf.id for leaf in straight.leaves]
     for a, b in zip(straight.leaves, resumed.leaves):
         assert equal_states(a.gm, b.gm)
