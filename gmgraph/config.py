@@ -75,7 +75,10 @@ class TrainConfig:
         gmgraph.errors.ConfigError: lr must be positive, got 0
     """
 
-    sampler: str = setting("uniform", "supernet training sampler", choices=lambda: tuple(SAMPLERS))
+    sampler: str = setting("auto", "supernet training sampler; auto: pada where it can run (a classification task "
+                                   "on data gmgraph indexes by sample, no --shrink), else uniform (pada picks the "
+                                   "best architectures: benchmarks/results/outcome.md)",
+                           choices=lambda: (AUTO_SAMPLER, *SAMPLERS))
     epochs: int = setting(30, "epochs of the whole schedule (every sub-supernet trains them all)")
     lr: float = setting(0.05, "weight learning rate (SGD, cosine schedule)")
     lr_min: float = setting(0.001, "learning rate at the end of the cosine schedule")
@@ -107,7 +110,8 @@ class TrainConfig:
                                        "full:5,kernel:10,depth:5+5,width:5+5 (a+b: stages); see docs/elastic.md")
 
     def __post_init__(self):
-        _check_name("sampler", self.sampler, SAMPLERS)
+        if self.sampler != AUTO_SAMPLER:
+            _check_name("sampler", self.sampler, SAMPLERS)
         if self.task is not None:
             _check_name("task", self.task, TASKS)
         check_positive_int("epochs", self.epochs)
@@ -142,13 +146,28 @@ class TrainConfig:
         if self.sampler != "sandwich" and any(getattr(self, n) != _default(TrainConfig, n) for n in SANDWICH_ONLY):
             raise ConfigError("--sandwich-random and --distill act on the sandwich sampler: add --sampler sandwich")
         if self.shrink is not None:
-            if self.sampler not in SHRINKING:
+            if self.sampler not in (*SHRINKING, AUTO_SAMPLER):
                 raise ConfigError(f"--shrink limits the paths of the {' and '.join(SHRINKING)} samplers, "
                                   f"not {self.sampler!r}")
             length = sum(sum(stages) for _, stages in parse_shrink(self.shrink))
             if length > self.epochs:
                 raise ConfigError(f"--shrink {self.shrink} lasts {length} epochs, more than the {self.epochs} "
                                   "epochs of training")
+
+    def resolved_sampler(self, task: str = "classification", indexed: bool = True) -> str:
+        """The sampler this config trains with: ``sampler``, or for ``auto`` PA&DA where it can run (a
+        ``classification`` task, a training set gmgraph ``indexed`` by sample, no ``shrink`` schedule) and
+        uniform elsewhere. PA&DA is the default because its supernets pick the best architectures of every
+        method measured (``benchmarks/results/outcome.md``).
+
+        >>> TrainConfig().resolved_sampler(), TrainConfig().resolved_sampler("segmentation")
+        ('pada', 'uniform')
+        >>> TrainConfig(sampler="darts").resolved_sampler(indexed=False)
+        'darts'
+        """
+        if self.sampler != AUTO_SAMPLER:
+            return self.sampler
+        return "pada" if task == "classification" and indexed and self.shrink is None else "uniform"
 
     def sampler_kwargs(self) -> dict:
         """The keyword options the sampler is built with: ``sampler_options`` and the fields for it.
@@ -198,7 +217,9 @@ class FewShotConfig:
     (10, 20)
     """
 
-    method: str = setting("gm", "splitter", choices=lambda: method_names())
+    method: str = setting("oneshot", "splitter; oneshot: no split (with the default sampler it picks better "
+                                     "architectures than any split measured: benchmarks/results/outcome.md)",
+                          choices=lambda: method_names())
     split_at: tuple[int, ...] = setting((10, 20), "epochs at which every leaf splits, e.g. 10,20")
     groups: int = setting(2, "groups per split (2 or 3)")
     balanced: bool = setting(True, "balanced groups")
@@ -235,6 +256,9 @@ class FewShotConfig:
         if self.partition_rule != "largest-cut" and self.method != "gm":
             raise ConfigError(f"--partition-rule {self.partition_rule} picks gradient matching's split: use "
                               f"--method gm (not {self.method!r})")
+        if not _splits(self.method) and self.split_at not in ((), _default(FewShotConfig, "split_at")):
+            raise ConfigError(f"--split-at {','.join(map(str, self.split_at))} splits the supernet, but --method "
+                              f"{self.method} never splits: add --method gm (or exhaustive, random, metric:<name>)")
         if self.leaf_restart != "none" and not _splits(self.method):
             raise ConfigError(f"--leaf-restart {self.leaf_restart} restarts the leaves of a split: "
                               f"--method {self.method} never splits")
@@ -333,7 +357,7 @@ class SearchSettings:
                                       f"{SMALL_TASK_SIZE[1]} on {'/'.join(SMALL_TASKS)}, {NB201_SIZE[1]} elsewhere")
     kernel_transform: bool = setting(False, "OFA's learned kernel transform matrices: a smaller elastic kernel is "
                                             "the larger one's centre times a learned matrix (spaces with elastic "
-                                            "kernels only: ofa)")
+                                            "kernels only: ofa, or --model with --rules elastic_kernels)")
     batch_size: int = setting(64, "training batch size")
     seed: int = setting(0, "seeds data order, training, scoring and search")
     threads: int | None = setting(None, "torch threads per process for CPU work (torch.set_num_threads); fewer "
@@ -357,7 +381,7 @@ class SearchSettings:
             _check_name("space", self.space, SPACES)
         if not isinstance(self.export, bool):
             raise ConfigError(f"export must be true or false, got {self.export!r}")
-        _check_kernel_transform(self.space, self.kernel_transform)
+        _check_kernel_transform(self.space, self.kernel_transform, self.rules)
         key = self.data if is_reference(self.data) else dataset_key(self.data)
         if key is None:
             raise ConfigError(f"unknown dataset {self.data!r}; choose one of {', '.join(DATASETS)}, or give your "
@@ -528,6 +552,9 @@ SHRINK_PHASES = ("full", "kernel", "depth", "width")
 """Phases of progressive shrinking: ``full`` trains the largest values only; ``kernel``, ``depth`` and
 ``width`` each add the smaller values of the labels of that kind (:mod:`gmgraph.label_sizes`)."""
 
+AUTO_SAMPLER = "auto"
+"""The default ``--sampler``: PA&DA where it can run, uniform elsewhere (:meth:`TrainConfig.resolved_sampler`)."""
+
 SHRINKING = ("uniform", "sandwich")
 """The samplers that follow a ``--shrink`` schedule."""
 
@@ -562,10 +589,23 @@ def parse_shrink(text: object) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple(phases)
 
 
-def _check_kernel_transform(space: str, value: object) -> None:
-    """``--kernel-transform``: a bool, true only for a space with elastic kernels (no space is imported)."""
+def _check_kernel_transform(space: str, value: object, rules: str | None = None) -> None:
+    """``--kernel-transform``: a bool, true only for a space with elastic kernels (no space is imported): a
+    built-in that has them, or a user's model (``--model``) whose ``--rules`` include ``elastic_kernels``.
+
+    >>> _check_kernel_transform("mynets:tiny", True, "elastic_kernels,elastic_expansions")
+    >>> _check_kernel_transform("mynets:tiny", True, "elastic_expansions")
+    Traceback (most recent call last):
+    ...
+    gmgraph.errors.ConfigError: --kernel-transform acts on elastic kernels; --model mynets:tiny with --rules elastic_expansions has none (add elastic_kernels to --rules)
+    """
     if not isinstance(value, bool):
         raise ConfigError(f"kernel-transform must be true or false, got {value!r}")
+    if is_reference(space):
+        if value and "elastic_kernels" not in parse_rules(rules):
+            raise ConfigError(f"--kernel-transform acts on elastic kernels; --model {space} with --rules "
+                              f"{rules or '(none)'} has none (add elastic_kernels to --rules)")
+        return
     entry = SPACES.loaded(space)  # a loaded spec says itself (SpaceSpec.kernel_transform); else the built-ins' list
     takes = space in KERNEL_TRANSFORM_SPACES if entry is None else bool(getattr(entry, "kernel_transform", False))
     if value and not takes:

@@ -55,7 +55,8 @@ def summary(report: dict) -> str:
     hardware = report.get("hardware")
     if hardware:
         where = hardware["device"] + (f" ({hardware['gpu']})" if hardware.get("gpu") else "")
-        lines.append(f"trained on {where} in {hardware['precision']}")
+        sampler = f" with the {report['sampler']} sampler" if report.get("sampler") else ""
+        lines.append(f"trained on {where} in {hardware['precision']}{sampler}")
     lines.append(time_line(report["timings"]))
     return "\n".join(lines)
 

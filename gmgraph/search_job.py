@@ -2,7 +2,7 @@
 
 >>> from gmgraph.config import FewShotConfig, SearchConfig, TrainConfig
 >>> settings = SearchSettings(width=4, cells=1, final_epochs=1, train=TrainConfig(epochs=2, steps_per_epoch=2),
-...                           fewshot=FewShotConfig(split_at=(1,), rounds=1), search=SearchConfig(evaluations=4))
+...                           fewshot=FewShotConfig(method="gm", split_at=(1,), rounds=1), search=SearchConfig(evaluations=4))
 >>> settings.fewshot.split_at, settings.train.epochs
 ((1,), 2)
 >>> report = run_search(settings, out="/tmp/gmgraph-doctest-run", quiet=True)   # doctest: +SKIP
@@ -30,7 +30,8 @@ from gmgraph.config import LIMITS, SearchSettings, is_reference
 from gmgraph.data.user_data import load_user_data
 from gmgraph.device import torch_threads, training_device
 from gmgraph.errors import ConfigError, first_line
-from gmgraph.graph import space, space_size, trace
+from gmgraph.graph import choices, space, space_size, trace
+from gmgraph.label_sizes import label_kind
 from gmgraph.latency import LatencyTable, measure
 from gmgraph.passes.derive import derive
 from gmgraph.progress import JobEstimate, Progress, active_job, epoch_steps, estimating, log
@@ -56,6 +57,7 @@ from gmgraph.search.measures import arch_measures, needed
 from gmgraph.search.multi_objective import ParetoResult
 from gmgraph.search.strategies import constraints_for, objectives_for
 from gmgraph.settings import as_dict
+from gmgraph.shrinking import trained_space
 from gmgraph.task import Task, get_task, split_batch
 from gmgraph.train import distributed
 from gmgraph.train.fewshot import FewShotResult, locate, run_fewshot
@@ -471,7 +473,7 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
 
     alphas = [(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves
               if hasattr(leaf.trainer.sampler, "alphas")]
-    context = SearchContext(space(root), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
+    context = SearchContext(_searched_space(settings, root, quiet), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
                             progress=progress, alphas=alphas,
                             constraints=constraints_for(settings.search, measures),
                             objectives=objectives_for(settings.search, fitness, measures),
@@ -482,6 +484,18 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
         job.plan("search", 0)
     bar.close(evaluations=found.evaluations)
     return found
+
+
+def _searched_space(settings: SearchSettings, root: fx.GraphModule, quiet: bool) -> dict[str, tuple[str, ...]]:
+    """The space the strategy searches: the root's, less the values a ``--shrink`` schedule never trained."""
+    searched = trained_space(root, settings.train.shrink, settings.train.epochs)
+    left_out = sorted({label_kind(group) for label, group in choices(root).items()
+                       if len(searched[label]) < len(group[0].names)})
+    if left_out:
+        kinds = " and ".join(left_out)
+        log(f"search: over what --shrink {settings.train.shrink} trained: the {kinds} labels at their largest "
+            f"value only (the schedule has no {kinds} phase)", quiet=quiet)
+    return searched
 
 
 def run_task(settings: SearchSettings) -> Task:
@@ -573,6 +587,7 @@ def _report(settings: SearchSettings, root, result: FewShotResult, found, final:
         "budget": {"supernet_epochs": result.budget, "epochs": settings.train.epochs},
         "timings": timings,
         "hardware": _hardware(result.leaves[0].trainer.device, settings.train.precision),
+        "sampler": result.leaves[0].trainer.sampler.name,  # what --sampler auto resolved to
     }
     if isinstance(found, ParetoResult):
         report["pareto"] = _front_report(settings, found)

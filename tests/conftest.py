@@ -13,6 +13,34 @@ from gmgraph.spaces import nb201
 torch.set_num_threads(1)
 
 
+def _reuse_the_onnx_registry() -> None:
+    """torch's ONNX exporter rebuilds its table of ATen-to-ONNX functions (about 0.4 s) on every export;
+    the suite exports a few dozen networks, so each worker builds it once per opset and hands out that one.
+
+    Safe because only ``custom_translation_table`` (which gmgraph never passes) adds to a registry after it
+    is built. If torch moves the function, the suite just runs at the old speed.
+    """
+    try:
+        from torch.onnx._internal.exporter import _registration
+    except ImportError:
+        return
+    build = getattr(_registration.ONNXRegistry, "from_torchlib", None)
+    if build is None:
+        return
+    built: dict = {}
+
+    def from_torchlib(cls, *args, **kwargs):
+        key = (cls, args, tuple(sorted(kwargs.items())))
+        if key not in built:
+            built[key] = build.__func__(cls, *args, **kwargs)
+        return built[key]
+
+    _registration.ONNXRegistry.from_torchlib = classmethod(from_torchlib)
+
+
+_reuse_the_onnx_registry()
+
+
 def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> None:
     """Give every BN non-trivial running statistics (and affine params) so that eval-mode
     comparisons are not comparisons of identities."""
@@ -73,14 +101,17 @@ def assert_onnx_parity(net: torch.nn.Module, x: torch.Tensor, path) -> None:
 
 
 def tiny_search(out, data: str, **overrides) -> None:
-    """A short but real ``gmgraph search`` into ``out`` (NB201 C=4 N=1, 2 epochs, a split at 1).
+    """A short but real ``gmgraph search`` into ``out`` (NB201 C=4 N=1, 2 epochs, GM splits at 1, uniform sampler).
 
     ``overrides`` replace flags (``final_epochs=1`` is ``--final-epochs 1``).
     """
     from gmgraph.cli import main
 
-    flags = {"data": data, "width": 4, "cells": 1, "epochs": 2, "split_at": 1, "rounds": 1, "evaluations": 3,
+    flags = {"data": data, "method": "gm", "sampler": "uniform", "width": 4, "cells": 1, "epochs": 2, "split_at": 1,
+             "rounds": 1, "evaluations": 3,
              "final_epochs": 0, "steps_per_epoch": 2, "bn_batches": 1, **overrides}
+    if flags["method"] == "oneshot":  # one supernet: --split-at would be refused
+        flags.pop("split_at")
     argv = [part for name, value in flags.items() for part in (f"--{name.replace('_', '-')}", str(value))]
     assert main(["search", *argv, "--quiet", "--out", str(out)]) == 0
 
@@ -88,7 +119,8 @@ def tiny_search(out, data: str, **overrides) -> None:
 # One finished tiny search per test session, shared by the xdist workers (the first to ask runs it under a file
 # lock, the others read its folder), for the tests that only read a run's outputs: each of them used to run its own
 # (about 10 s each).
-FINISHED_SEARCH_ARGV = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "3",
+FINISHED_SEARCH_ARGV = ["search", "--data", "synthetic", "--method", "gm", "--sampler", "uniform", "--width", "4",
+                        "--cells", "1", "--epochs", "3",
                         "--split-at", "1,2", "--rounds", "1", "--evaluations", "4", "--final-epochs", "1",
                         "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16"]
 

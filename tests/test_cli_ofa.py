@@ -33,6 +33,8 @@ def test_a_few_shot_ofa_search_splits_a_kernel_label_and_exports_a_plain_network
     assert len(report["leaves"]) == 2
     text = (out / "arch.txt").read_text().strip()
     assert text == ofa.to_str(report["arch"]) and ofa.to_str(ofa.parse(text)) == text
+    # The schedule never unlocked depths or expansions: the search kept them at the largest values it trained.
+    assert {op for label, op in report["arch"].items() if label.endswith(("depth", "expand"))} == {"d4", "e6"}
     # The chosen arch derives to a plain network: no Choice, no view; best.pt's weights fit it exactly.
     best = read_best(out / "best.pt")
     net = build_network(best_shape(best, out / "best.pt"), best["arch"])

@@ -23,7 +23,7 @@ from gmgraph.search.cost_bounds import smallest_costs
 from gmgraph.search.measures import arch_measures
 from gmgraph.train import distributed, memory
 
-SMALL = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
+SMALL = ["--data", "synthetic", "--method", "gm", "--sampler", "uniform", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
          "--evaluations", "3", "--final-epochs", "0", "--steps-per-epoch", "1", "--quiet"]
 
 

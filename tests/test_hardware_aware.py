@@ -32,7 +32,7 @@ def test_a_params_limit_is_kept_and_reported(tmp_path):
 def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys, monkeypatch):
     # refused from the space alone, before any training: no checkpoint.pt, no run folder left behind
     monkeypatch.setattr(search_job, "run_fewshot", lambda *a, **k: pytest.fail("trained despite an impossible limit"))
-    argv = ["search", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1", "--rounds", "1",
+    argv = ["search", "--width", "4", "--cells", "1", "--epochs", "2", "--method", "gm", "--sampler", "uniform", "--split-at", "1", "--rounds", "1",
             "--steps-per-epoch", "1", "--evaluations", "3", "--final-epochs", "0", "--max-flops", "1e-9",
             "--quiet", "--out", str(tmp_path / "run")]
     assert main(argv) == 2

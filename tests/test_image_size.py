@@ -53,7 +53,7 @@ def test_image_size_resizes_every_image(mixed):
 
 def test_search_refuses_mixed_sizes_in_one_line(mixed, tmp_path, capsys):
     argv = ["search", "--data", "imagefolder", "--data-root", str(mixed), "--width", "4", "--cells", "1",
-            "--epochs", "2", "--split-at", "1", "--quiet", "--out", str(tmp_path / "run")]
+            "--epochs", "2", "--method", "gm", "--split-at", "1", "--quiet", "--out", str(tmp_path / "run")]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("gmgraph: error: imagefolder images differ in size") and err.count("\n") == 1

@@ -77,7 +77,7 @@ def test_the_next_candidate_that_keeps_the_limit_when_measured_is_chosen(tmp_pat
 def test_when_no_candidate_keeps_the_limit_measured_the_run_fails_with_one_line(tmp_path, monkeypatch, searched,
                                                                                capsys):
     monkeypatch.setattr(search_job, "measure", lambda net, shape, **kw: _timing(2 * LIMIT))
-    argv = ["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
+    argv = ["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2", "--method", "gm", "--sampler", "uniform", "--split-at", "1",
             "--rounds", "1", "--steps-per-epoch", "2", "--evaluations", "3", "--final-epochs", "0",
             "--bn-batches", "1", "--max-latency-ms", str(LIMIT), "--quiet", "--out", str(tmp_path)]
     assert main(argv) == 2

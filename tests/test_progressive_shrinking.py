@@ -72,11 +72,12 @@ def test_a_resumed_or_forked_sampler_keeps_the_epochs_sets():
 
 
 def test_the_setting_is_a_flag_checked_when_built():
-    settings = from_mapping(SearchSettings, {"epochs": 6, "split_at": [3], "shrink": "full:2,kernel:2+2"})
+    settings = from_mapping(SearchSettings, {"epochs": 6, "method": "gm", "sampler": "uniform", "split_at": [3],
+                                             "shrink": "full:2,kernel:2+2"})
     assert settings.train.shrink == "full:2,kernel:2+2"
     assert settings.train.sampler_kwargs() == {"shrink": "full:2,kernel:2+2"}
     final = from_mapping(SearchSettings, {"sampler": "sandwich", "shrink": "kernel:1", "distill": 0.5, "epochs": 2,
-                                          "split_at": [1], "final_epochs": 1}).final_train()
+                                          "method": "gm", "split_at": [1], "final_epochs": 1}).final_train()
     assert (final.sampler, final.shrink, final.distill) == ("uniform", None, 1.0)
     assert parse_shrink("kernel:10,depth:5+5,width:5+5") == (("kernel", (10,)), ("depth", (5, 5)), ("width", (5, 5)))
 

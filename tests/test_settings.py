@@ -40,7 +40,7 @@ def test_defaults_come_from_the_fields_and_show_in_help():
 
 
 def test_flags_build_nested_settings_and_win_over_the_config_file():
-    args = parse(["--epochs", "4", "--split-at", "1,3", "--sampler", "darts", "--search", "argmax",
+    args = parse(["--epochs", "4", "--method", "gm", "--split-at", "1,3", "--sampler", "darts", "--search", "argmax",
                   "--grad-clip", "none", "--balanced", "false"])
     s = from_flags(SearchSettings, args, {"epochs": 8, "lr": 0.2, "train": {"momentum": 0.5}})
     assert s.train == TrainConfig(sampler="darts", epochs=4, lr=0.2, momentum=0.5, grad_clip=None)
@@ -63,7 +63,7 @@ def test_to_flags_rebuilds_the_same_settings():
     ({"learning-rate": 0.1}, "unknown setting 'learning-rate'; known settings:"),
     ({"train": {"lr": -1}}, "lr must be positive, got -1"),
     ({"search": "argmax"}, "use --sampler darts or gdas"),
-    ({"epochs": 10, "split-at": [10]}, "split epochs must be between 1 and 9"),
+    ({"epochs": 10, "method": "gm", "split-at": [10]}, "split epochs must be between 1 and 9"),
     ({"method": "magic"}, "unknown method 'magic'"),
     ({"data": "imagenet"}, "unknown dataset 'imagenet'"),
 ])

@@ -58,7 +58,8 @@ def test_train_supernet_takes_a_train_config_and_flags_replace_its_fields(digits
     changed = train_supernet(_supernet(), digits, train=train, lr=0.2, quiet=True).trainer.config
     assert changed == TrainConfig(epochs=1, steps_per_epoch=1, lr=0.2, momentum=0.5, weight_decay=1e-3)
     default = train_supernet(_supernet(), digits, steps_per_epoch=1, epochs=1, quiet=True).trainer.config
-    assert default == TrainConfig(epochs=1, steps_per_epoch=1)  # no train: TrainConfig's defaults
+    # no train: TrainConfig's defaults, with this function's own sampler (uniform; the CLI's is auto)
+    assert default == TrainConfig(sampler="uniform", epochs=1, steps_per_epoch=1)
     with pytest.raises(ConfigError, match=r"^unknown training setting\(s\) \['lr_typo'\]; known: .*\blr\b"):
         train_supernet(_supernet(), digits, train=train, lr_typo=1, quiet=True)
 

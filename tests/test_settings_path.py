@@ -24,7 +24,7 @@ def test_settings_are_built_once_per_single_process_run(tmp_path, monkeypatch):
         raise ConfigError("stopped before any work")
 
     monkeypatch.setattr("gmgraph.search_job.run_search", stop)
-    assert main(["search", "--epochs", "2", "--split-at", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
+    assert main(["search", "--epochs", "2", "--method", "gm", "--split-at", "1", "--quiet", "--out", str(tmp_path / "run")]) == 2
     assert len(built) == 1
 
 

@@ -14,7 +14,7 @@ from gmgraph.cli import main
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import encdec
 
-QUICK = ["--epochs", "2", "--split-at", "1", "--rounds", "1", "--evaluations", "3", "--final-epochs", "1",
+QUICK = ["--epochs", "2", "--method", "gm", "--split-at", "1", "--rounds", "1", "--evaluations", "3", "--final-epochs", "1",
          "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet"]
 
 
@@ -80,6 +80,7 @@ def test_a_regression_search_of_a_users_model_on_a_users_loaders(tmp_path, capsy
                  "regression", *QUICK, "--out", str(out)]) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["final"]["metric"] == "r2" and report["num_classes"] == 1  # one output per sample, read
+    assert report["sampler"] == "uniform"  # --sampler auto: PA&DA scores classification errors only
     assert report["arch"]["act"] in ("relu", "tanh", "id")
     assert sum(user_module("gm_user_task").COLLATED) > 0  # their collate_fn fed the training
     assert "test R²" in capsys.readouterr().out

@@ -231,10 +231,11 @@ def _launch(args: argparse.Namespace, settings: SearchSettings) -> int:
     from gmgraph.train import distributed
     from gmgraph.train.memory import check_workers
 
-    if SAMPLERS[settings.train.sampler].multi_path:  # refused here, before any worker starts
+    sampler = settings.train.resolved_sampler()  # auto is pada or uniform: both train on many processes
+    if SAMPLERS[sampler].multi_path:  # refused here, before any worker starts
         raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its paths' losses are not "
                           "averaged across ranks); leave out --nproc")
-    if SAMPLERS[settings.train.sampler].single_process:  # its own architecture step (proxyless), not averaged
+    if SAMPLERS[sampler].single_process:  # its own architecture step (proxyless), not averaged
         raise ConfigError(f"--sampler {settings.train.sampler} trains in one process (its own architecture step is "
                           "not averaged across ranks); leave out --nproc")
     if settings.train.darts_order != 1:  # the unrolled step reads whole batches on one process

@@ -1,8 +1,8 @@
 """Supernet training: one engine (:class:`SupernetTrainer`), the few-shot driver, checkpoints.
 
 >>> from gmgraph.train import TrainConfig, run_fewshot, train_supernet
->>> TrainConfig().sampler
-'uniform'
+>>> TrainConfig().sampler   # PA&DA where it can run, else uniform (TrainConfig.resolved_sampler)
+'auto'
 
 The settings classes live in :mod:`gmgraph.config` (their one home); they are re-exported here because
 the README's training example imports them with the trainer.

@@ -143,13 +143,14 @@ class SupernetTrainer:
 
     def _make_sampler(self, config: TrainConfig) -> Sampler:
         options = config.sampler_kwargs()
-        if SAMPLERS[config.sampler].scores_data:  # it keeps a score per training sample
+        name = config.resolved_sampler(self.task.name, self.data.indexed)  # "auto": pada where it can run
+        if SAMPLERS[name].scores_data:  # it keeps a score per training sample
             if not self.data.indexed:
-                raise ConfigError(f"the {config.sampler} sampler keeps a score per training sample, which needs a "
+                raise ConfigError(f"the {name} sampler keeps a score per training sample, which needs a "
                                   "map-style training dataset loaded in gmgraph's order (not an IterableDataset, "
                                   "a list of batches or a loader with a sampler of its own)")
             options.setdefault("dataset_size", self.data.size)
-        return make_sampler(config.sampler, self.gm, seed=self.seed, **options)
+        return make_sampler(name, self.gm, seed=self.seed, **options)
 
     # -- one epoch -----------------------------------------------------------------
 
