@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import pytest
 import torch
 
@@ -39,6 +42,19 @@ def _reuse_the_onnx_registry() -> None:
 
 
 _reuse_the_onnx_registry()
+
+
+@contextlib.contextmanager
+def users_module(folder, monkeypatch, name: str, text: str):
+    """A user's Python module ``name`` (source ``text``) in ``folder``, which becomes the current folder and the
+    first place imports look, as a user's project is; the module is forgotten afterwards. Yields ``folder``."""
+    (folder / f"{name}.py").write_text(text)
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder))
+    try:
+        yield folder
+    finally:
+        sys.modules.pop(name, None)
 
 
 def randomize_batchnorm(module: torch.nn.Module, generator: torch.Generator) -> None:

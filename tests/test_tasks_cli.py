@@ -13,6 +13,7 @@ from gmgraph import data
 from gmgraph.cli import main
 from gmgraph.scores.gradient_matching import gradient_matching
 from gmgraph.spaces import encdec
+from tests.conftest import users_module
 
 QUICK = ["--epochs", "2", "--method", "gm", "--split-at", "1", "--rounds", "1", "--evaluations", "3", "--final-epochs", "1",
          "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet"]
@@ -67,11 +68,8 @@ USER = textwrap.dedent('''
 
 @pytest.fixture
 def user_module(tmp_path, monkeypatch):
-    (tmp_path / "gm_user_task.py").write_text(USER)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield sys.modules.get
-    sys.modules.pop("gm_user_task", None)
+    with users_module(tmp_path, monkeypatch, "gm_user_task", USER):
+        yield sys.modules.get
 
 
 def test_a_regression_search_of_a_users_model_on_a_users_loaders(tmp_path, capsys, user_module):

@@ -1,7 +1,6 @@
 """``elastic_kernels(transform=True)``: OFA's kernel transform matrices on a user's model (and from the CLI)."""
 
 import json
-import sys
 import textwrap
 
 import pytest
@@ -16,7 +15,7 @@ from gmgraph.errors import ConfigError, SpaceError
 from gmgraph.passes import derive, split
 from gmgraph.run_folder import best_shape, build_network, read_best
 from gmgraph.spaces import elastic_kernels, get, original_arch, supernetify
-from tests.conftest import assert_derived_matches, randomize_batchnorm
+from tests.conftest import assert_derived_matches, randomize_batchnorm, users_module
 
 
 def cnn() -> nn.Module:
@@ -116,11 +115,8 @@ NETS = textwrap.dedent('''
 
 @pytest.fixture
 def nets(tmp_path, monkeypatch):
-    (tmp_path / "gm_transform_nets.py").write_text(NETS)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("gm_transform_nets", None)
+    with users_module(tmp_path, monkeypatch, "gm_transform_nets", NETS) as folder:
+        yield folder
 
 
 def test_the_setting_takes_a_model_only_with_elastic_kernels_in_its_rules(nets):

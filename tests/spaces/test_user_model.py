@@ -13,6 +13,7 @@ from gmgraph.cli import main
 from gmgraph.config import SearchSettings
 from gmgraph.errors import ConfigError, SpaceError
 from gmgraph.run_folder import Shape, build_network
+from tests.conftest import users_module
 
 NETS = textwrap.dedent('''
     from torch import nn
@@ -39,11 +40,8 @@ NETS = textwrap.dedent('''
 @pytest.fixture
 def nets(tmp_path, monkeypatch):
     """A user's module ``gm_user_nets`` in the current folder (as a user's project has it)."""
-    (tmp_path / "gm_user_nets.py").write_text(NETS)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield tmp_path
-    sys.modules.pop("gm_user_nets", None)
+    with users_module(tmp_path, monkeypatch, "gm_user_nets", NETS) as folder:
+        yield folder
 
 
 def test_the_model_becomes_the_runs_space_and_rules_need_a_model():
