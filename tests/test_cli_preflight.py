@@ -196,3 +196,22 @@ def test_rank_refuses_a_bad_split_before_loading_images(capsys, monkeypatch):
     assert main(["rank", "--metric", "snip", "--split", "train", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "unknown split 'train'" in err and "device:" not in err
+
+
+@pytest.mark.parametrize("space, shape", [("nb201", (3, 16, 16)), ("mobilenet", (1, 8, 8)), ("ofa", (1, 8, 8))])
+def test_a_small_supernet_is_counted_on_the_cpu_as_the_meta_pass_counts_it_and_leaves_the_rng_alone(
+        space, shape, monkeypatch):
+    spec = spaces.get(space, None)
+
+    def build(width):
+        return spec.make(width, 1, 10, shape[0])
+
+    torch.manual_seed(7)
+    on_cpu = memory.estimate(build, 4, shape, 16, every_op=True)
+    after = torch.rand(1)
+    monkeypatch.setattr(memory, "REAL_PASS_PARAMS", 0)  # every network counts on the meta device
+    torch.manual_seed(7)
+    on_meta = memory.estimate(build, 4, shape, 16, every_op=True)
+    assert on_cpu == on_meta and on_cpu.activation_bytes > 0
+    torch.manual_seed(7)
+    assert torch.equal(torch.rand(1), after)  # the CPU build drew nothing from the caller's generator
