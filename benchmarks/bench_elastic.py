@@ -255,14 +255,9 @@ def pinned(threads: int) -> Iterator[None]:
 
 def write(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically."""
-    import tempfile
+    from gmgraph.files import atomic_write
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))  # makes the folder too
 
 
 if __name__ == "__main__":
