@@ -39,7 +39,6 @@ def test_the_subset_is_every_nth_alive_arch_by_accuracy(truth):
     assert pilot.pilot_archs(truth["path"], 2, [0, 1]) == archs[1:]
 
 
-@pytest.mark.e2e
 def test_the_pilot_trains_each_recipe_once_and_reports_against_the_base(truth):
     argv = ["--groundtruth", str(truth["path"]), "--every", "2", "--offsets", "0", "--seeds", "0", "1",
             "--out-dir", str(truth["root"] / "rows"), "--report", str(truth["root"] / "pilot.md"), "--n-boot", "50",

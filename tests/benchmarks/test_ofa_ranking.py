@@ -29,6 +29,7 @@ def _rows(text: str, pattern: re.Pattern) -> list[tuple]:
     return [m.groups() for line in text.splitlines() if (m := pattern.match(line))]
 
 
+@pytest.mark.e2e  # the first test of the quick run (runs): the run is set up for it
 def test_the_ground_truth_row_counts_every_arch_and_seed(runs):
     first, _, before, _ = runs
     [(archs, seeds, epochs, low, mean, high, _tau, pairs)] = _rows(first, TRUTH)
