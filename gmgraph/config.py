@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from gmgraph.errors import ConfigError, GmGraphError
@@ -589,6 +589,23 @@ def parse_shrink(text: object) -> tuple[tuple[str, tuple[int, ...]], ...]:
     return tuple(phases)
 
 
+def rules_make_elastic_kernels(rules: str | Sequence[str] | None) -> bool:
+    """Whether ``--rules`` make elastic kernels, which ``--kernel-transform`` acts on.
+
+    >>> rules_make_elastic_kernels("elastic_expansions,elastic_kernels"), rules_make_elastic_kernels("conv_kernels")
+    (True, False)
+    """
+    return "elastic_kernels" in parse_rules(rules)
+
+
+def check_model_kernel_transform(reference: str, rules: str | Sequence[str] | None) -> None:
+    """Refuse ``--kernel-transform`` for a user's model (``--model reference``) whose rules make no elastic kernel."""
+    if not rules_make_elastic_kernels(rules):
+        given = ",".join(parse_rules(rules)) or "(none)"
+        raise ConfigError(f"--kernel-transform acts on elastic kernels; --model {reference} with --rules {given} "
+                          "has none (add elastic_kernels to --rules)")
+
+
 def _check_kernel_transform(space: str, value: object, rules: str | None = None) -> None:
     """``--kernel-transform``: a bool, true only for a space with elastic kernels (no space is imported): a
     built-in that has them, or a user's model (``--model``) whose ``--rules`` include ``elastic_kernels``.
@@ -602,9 +619,8 @@ def _check_kernel_transform(space: str, value: object, rules: str | None = None)
     if not isinstance(value, bool):
         raise ConfigError(f"kernel-transform must be true or false, got {value!r}")
     if is_reference(space):
-        if value and "elastic_kernels" not in parse_rules(rules):
-            raise ConfigError(f"--kernel-transform acts on elastic kernels; --model {space} with --rules "
-                              f"{rules or '(none)'} has none (add elastic_kernels to --rules)")
+        if value:
+            check_model_kernel_transform(space, rules)
         return
     entry = SPACES.loaded(space)  # a loaded spec says itself (SpaceSpec.kernel_transform); else the built-ins' list
     takes = space in KERNEL_TRANSFORM_SPACES if entry is None else bool(getattr(entry, "kernel_transform", False))

@@ -2,7 +2,8 @@
 
 >>> from gmgraph.config import FewShotConfig, SearchConfig, TrainConfig
 >>> settings = SearchSettings(width=4, cells=1, final_epochs=1, train=TrainConfig(epochs=2, steps_per_epoch=2),
-...                           fewshot=FewShotConfig(method="gm", split_at=(1,), rounds=1), search=SearchConfig(evaluations=4))
+...                           fewshot=FewShotConfig(method="gm", split_at=(1,), rounds=1),
+...                           search=SearchConfig(evaluations=4))
 >>> settings.fewshot.split_at, settings.train.epochs
 ((1,), 2)
 >>> report = run_search(settings, out="/tmp/gmgraph-doctest-run", quiet=True)   # doctest: +SKIP
@@ -473,8 +474,8 @@ def _search_architectures(settings: SearchSettings, root: fx.GraphModule, result
 
     alphas = [(leaf.trainer.sampler.alphas, leaf.space) for leaf in result.leaves
               if hasattr(leaf.trainer.sampler, "alphas")]
-    context = SearchContext(_searched_space(settings, root, quiet), fitness, evaluations=settings.search.evaluations, seed=settings.seed,
-                            progress=progress, alphas=alphas,
+    context = SearchContext(_searched_space(settings, root, quiet), fitness,
+                            evaluations=settings.search.evaluations, seed=settings.seed, progress=progress, alphas=alphas,
                             constraints=constraints_for(settings.search, measures),
                             objectives=objectives_for(settings.search, fitness, measures),
                             canonical=canonical_form(root))  # each derived network evaluated once

@@ -110,4 +110,3 @@ def trained_space(gm, shrink: str | None, epochs: int) -> dict[str, tuple[str, .
     if shrink is None:
         return space(gm)
     return ShrinkSchedule(shrink, choices(gm)).allowed(epochs - 1)
-

@@ -27,7 +27,7 @@ from torch import nn
 
 from gmgraph import registry
 from gmgraph.arch import Arch, format_pairs, parse_pairs
-from gmgraph.config import is_reference
+from gmgraph.config import is_reference, rules_make_elastic_kernels
 from gmgraph.errors import ConfigError
 from gmgraph.spaces import channel_sort, darts, encdec, mobilenet, nb201, ofa, user_model
 
@@ -68,10 +68,7 @@ class SpaceSpec:
         Raises:
             ConfigError: ``kernel_transform`` for a space without elastic kernels.
         """
-        if kernel_transform and not self.kernel_transform and is_reference(self.name):
-            raise ConfigError(f"--kernel-transform acts on elastic kernels; --model {self.name} has none without "
-                              "--rules elastic_kernels")
-        if kernel_transform and not self.kernel_transform:
+        if kernel_transform and not self.kernel_transform and not is_reference(self.name):  # a model's build checks its rules
             raise ConfigError(f"--kernel-transform acts on elastic kernels; the {self.name} space has none "
                               f"(spaces with them: {', '.join(n for n, s in BUILTIN.items() if s.kernel_transform)})")
         options = {"kernel_transform": True} if kernel_transform else {}
@@ -137,7 +134,7 @@ def get(name: str, rules: str | tuple[str, ...] | None = None) -> SpaceSpec:
     """
     if is_reference(name):
         return SpaceSpec(name, user_model.model_builder(name, rules),
-                         kernel_transform=user_model.takes_kernel_transform(rules))
+                         kernel_transform=rules_make_elastic_kernels(rules))
     if name not in REGISTRY:
         raise ConfigError(f"unknown space {name!r}; choose one of {', '.join(REGISTRY)}, "
                           "or give your own model as --model module:function")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from gmgraph.config import parse_rules
+from gmgraph.config import check_model_kernel_transform, parse_rules
 from gmgraph.errors import SpaceError
 from gmgraph.references import call_with, load_function
 from gmgraph.registry import RULES
@@ -53,21 +53,11 @@ def _call(function: Callable[..., object], reference: str, **offered: int) -> nn
     return model
 
 
-def takes_kernel_transform(rules: str | Sequence[str] | None) -> bool:
-    """Whether ``rules`` make elastic kernels, which ``--kernel-transform`` acts on.
-
-    >>> takes_kernel_transform("elastic_expansions,elastic_kernels"), takes_kernel_transform("conv_kernels")
-    (True, False)
-    """
-    return "elastic_kernels" in parse_rules(rules)
-
-
 def _with_rules(model: nn.Module, reference: str, rules: tuple[str, ...], kernel_transform: bool = False) -> nn.Module:
     from gmgraph.choice import Choice
 
-    if kernel_transform and "elastic_kernels" not in rules:
-        raise SpaceError(f"--kernel-transform acts on elastic kernels; --model {reference} with --rules "
-                         f"{','.join(rules) or '(none)'} has none (add elastic_kernels to --rules)")
+    if kernel_transform:
+        check_model_kernel_transform(reference, rules)
     if rules:
         import gmgraph.spaces.from_model as from_model
 
