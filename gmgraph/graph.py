@@ -240,10 +240,25 @@ def choices(gm: nn.Module) -> dict[str, list[Choice]]:
     """
     live_run.install(gm)
     out: dict[str, list[Choice]] = {}
-    for module in gm.modules():
+    for module in _modules(gm):
         if isinstance(module, Choice):
             out.setdefault(module.label, []).append(module)
     return out
+
+
+def _modules(root: nn.Module) -> list[nn.Module]:
+    """``root.modules()`` in the same order, without the dotted names it builds (samplers ask every step)."""
+    seen: set[int] = set()
+    found: list[nn.Module] = []
+    stack = [root]
+    while stack:
+        module = stack.pop()
+        if id(module) in seen:
+            continue
+        seen.add(id(module))
+        found.append(module)
+        stack.extend(child for child in reversed(module._modules.values()) if child is not None)
+    return found
 
 
 def active_choices(gm: nn.Module, arch: Mapping[str, str]) -> list[tuple[str, Choice]]:

@@ -27,7 +27,6 @@ sessions it checks the file with (:mod:`gmgraph.onnx_session`).
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gmgraph import module_copy
 from gmgraph.choice import Choice
 from gmgraph.errors import ExportError, FileError, first_line
 from gmgraph.files import atomic_write
@@ -115,7 +115,7 @@ def export_onnx(
         raise ExportError(f"cannot write {path}: it is a folder; give a file name such as {Path(path) / 'model.onnx'}")
     if not isinstance(example_input, torch.Tensor) or example_input.dim() == 0 or len(example_input) == 0:
         raise ExportError("example_input must be a tensor holding a batch of at least one input, like torch.randn(1, 3, 32, 32)")
-    model = copy.deepcopy(gm).eval()
+    model = module_copy.deepcopy(gm).eval()
     n_outputs = _count_outputs(model, example_input)
     if arch is None:
         arch = getattr(gm, "meta", {}).get("arch")

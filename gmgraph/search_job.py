@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import gc
 import itertools
@@ -26,7 +25,7 @@ from torch import fx
 
 import gmgraph
 from gmgraph import data as datasets
-from gmgraph import spaces
+from gmgraph import module_copy, spaces
 from gmgraph.config import LIMITS, SearchSettings, is_reference
 from gmgraph.data.user_data import load_user_data
 from gmgraph.device import torch_threads, training_device
@@ -392,7 +391,7 @@ def _latency_table(settings: SearchSettings, root: fx.GraphModule, shape: tuple[
     log("latency: timing the space's ops in onnxruntime (1 thread, batch 1; cached for later runs)", quiet=quiet)
 
     def build() -> LatencyTable:
-        return LatencyTable.build(copy.deepcopy(root).cpu(), shape, quiet=quiet)
+        return LatencyTable.build(module_copy.deepcopy(root).cpu(), shape, quiet=quiet)
 
     team = distributed.team()
     if team is None:
@@ -409,7 +408,7 @@ def _costs(settings: SearchSettings, arch, measures: dict, net: torch.nn.Module,
     out = {f"{name}_estimate": measures[name](arch) for name in measures if name != "params"}
     out["params_estimate"] = sum(p.numel() for p in net.parameters()) / 1e6  # the network _final derived
     if "latency" in measures:
-        timing = pick.timing if pick is not None else _timing(copy.deepcopy(net), shape)
+        timing = pick.timing if pick is not None else _timing(module_copy.deepcopy(net), shape)
         out["latency_ms_measured"] = timing.median_ms
         out["latency_measurement"] = {"stable": timing.stable, "spread": timing.spread, "runs": timing.runs}
         limit = settings.search.max_latency_ms

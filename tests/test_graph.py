@@ -208,3 +208,15 @@ def test_active_choices_follow_the_chosen_op_into_nested_choices():
     assert [c for _, c in deep] == [depth, *kernel]
     shallow = active_choices(net, {"depth": "d1", "kernel": "k1"})
     assert [path for path, _ in shallow] == ["1", "1.ops.d1.0.0"]  # the second block does not run
+
+
+def test_choices_walks_modules_in_the_order_modules_gives_each_shared_module_once():
+    from gmgraph.graph import _modules
+    from gmgraph.spaces import ofa
+
+    shared = Choice({"a": nn.Identity(), "b": nn.ReLU()}, "x")
+    net = nn.Sequential(shared, nn.Sequential(nn.ReLU(), shared, Choice({"c": nn.Sequential(shared)}, "y")))
+    torch.manual_seed(0)
+    for root in (net, gmgraph.trace(ofa.supernet(num_classes=10, width_mult=0.25))):
+        assert [id(m) for m in _modules(root)] == [id(m) for m in root.modules()]
+    assert {label: len(group) for label, group in gmgraph.choices(net).items()} == {"x": 1, "y": 1}

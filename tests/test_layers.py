@@ -228,7 +228,7 @@ def test_every_registry_reference_names_a_module_that_exists():
 
 @pytest.mark.parametrize("module, expected", [
     ("config", "schema"), ("registry", "schema"), ("device", "tensors"), ("samplers", "tensors"),
-    ("proxyless", "tensors"), ("snas", "tensors"), ("train.unrolled", "training"), ("files", "tensors"), ("kernels.reference", "tensors"), ("data.builders", "tensors"), ("onnx_export", "tensors"),
+    ("proxyless", "tensors"), ("snas", "tensors"), ("train.unrolled", "training"), ("files", "tensors"), ("module_copy", "tensors"), ("kernels.reference", "tensors"), ("data.builders", "tensors"), ("onnx_export", "tensors"),
     ("passes.derive", "passes"), ("train.data_parallel", "training"),
     ("scores.splitters", "analyses"), ("train.fewshot", "training"), ("run_folder", "runs"), ("search_job", "runs"),
     ("rank_job", "runs"), ("commands.search", "CLI"), ("spaces.ofa", "analyses"),

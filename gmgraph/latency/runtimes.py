@@ -21,7 +21,6 @@ the dynamo exporter is tried.
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import warnings
 from collections.abc import Callable, Sequence
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from gmgraph import module_copy
 from gmgraph.errors import ConfigError, ExportError, first_line
 from gmgraph.onnx_session import open_session
 
@@ -92,7 +92,7 @@ def _torch_runner(model: nn.Module, inputs: Sequence[torch.Tensor], threads: int
     if not isinstance(model, nn.Module):
         raise ConfigError(f"torch runtimes time an nn.Module, not {type(model).__name__}; "
                           "an .onnx file runs in runtime='onnxruntime'")
-    net = copy.deepcopy(model).eval().to(device)  # the caller's module keeps its mode and device
+    net = module_copy.deepcopy(model).eval().to(device)  # the caller's module keeps its mode and device
     args = tuple(x.to(device) for x in inputs)
 
     def call():
@@ -162,7 +162,7 @@ def onnx_bytes(model: nn.Module, inputs: Sequence[torch.Tensor]) -> bytes:
     Raises:
         ExportError: neither exporter can export it, or onnxruntime disagrees with torch.
     """
-    net = copy.deepcopy(model).eval().cpu()
+    net = module_copy.deepcopy(model).eval().cpu()
     args = tuple(x.detach().cpu() for x in inputs)
     try:
         data = _torchscript_export(net, args)

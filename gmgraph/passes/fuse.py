@@ -56,12 +56,12 @@ unfused ``w * (x * 0)`` would make it nan.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 
 import torch
 from torch import fx, nn
 
+from gmgraph import module_copy
 from gmgraph.choice import Choice, Zero
 from gmgraph.kernels import mixed_op
 from gmgraph.pooling import AvgPool2d
@@ -75,7 +75,7 @@ def fuse(gm: fx.GraphModule) -> fx.GraphModule:
     Weights and buffers are copied; ``gm`` is not changed. Outputs and
     gradients equal the unfused graph's up to float rounding.
     """
-    fused = copy.deepcopy(gm)
+    fused = module_copy.deepcopy(gm)
     for name, module in list(fused.named_modules()):
         if isinstance(module, Choice) and type(module) is not FusedChoice:
             _replace(fused, name, FusedChoice.from_choice(module))

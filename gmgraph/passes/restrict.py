@@ -24,11 +24,11 @@ still names them (it ignores them: they run nothing in the child).
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 
 from torch import fx, nn
 
+from gmgraph import module_copy
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices, space
 
@@ -51,7 +51,7 @@ def restrict(gm: fx.GraphModule, keep: Mapping[str, Sequence[str]]) -> fx.GraphM
     kept = {label: _check_group(current, label, ops) for label, ops in keep.items()}
     # Dropped ops are mapped to one placeholder in the deepcopy memo: never copied, then removed.
     memo = {id(op): _DROPPED for op in _dropped_ops(gm, kept)}
-    child = copy.deepcopy(gm, memo)
+    child = module_copy.deepcopy(gm, memo)
     for label, group in choices(child).items():
         if label in kept:
             for module in group:
