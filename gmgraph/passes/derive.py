@@ -27,13 +27,13 @@ the standalone network that NAS-Bench-201 counts and trains.
 
 from __future__ import annotations
 
-import copy
 import operator
 from collections.abc import Mapping
 
 import torch
 from torch import fx, nn
 
+from gmgraph import module_copy
 from gmgraph.arch import validate
 from gmgraph.choice import Choice, Zero
 from gmgraph.elastic import is_view
@@ -68,14 +68,15 @@ def derive(
     graph.output(graph.graph_copy(gm.graph, {}))
     chosen: dict[str, nn.Module] = {}  # target -> the supernet module it will run (not yet copied)
     zeros: set[fx.Node] = set()
+    targets = {node.target for node in graph.nodes if node.op in ("call_module", "get_attr")}
     for node in list(graph.nodes):
         if node.op == "call_module":
-            _choose(gm, node, arch, chosen, zeros)
+            _choose(gm, node, arch, chosen, zeros, targets)
     _fold_zero_sums(graph, zeros)
     # Prune before copying so that dead ops are never copied.
     graph.eliminate_dead_code(_pure_unless(prune, chosen))
     root = {node.target: _copy(chosen[node.target], arch) for node in graph.nodes if node.op == "call_module"}
-    root.update({n.target: copy.deepcopy(_get_attr(gm, n.target)) for n in graph.nodes if n.op == "get_attr"})
+    root.update({n.target: module_copy.deepcopy(_get_attr(gm, n.target)) for n in graph.nodes if n.op == "get_attr"})
     derived = fx.GraphModule(root, graph, class_name=f"Derived{type(gm).__name__}")
     derived.graph.lint()
     _check_no_choice(derived)
@@ -86,11 +87,14 @@ def derive(
     return derived
 
 
-def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set) -> None:
-    """Record the module ``node`` runs in the derived graph, or fold the node away."""
+def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set, targets: set[str]) -> None:
+    """Record the module ``node`` runs in the derived graph, or fold the node away (or splice it, :func:`in_parent`)."""
     module = gm.get_submodule(node.target)
     if isinstance(module, Choice):
         module = module.ops[arch[module.label]]
+        if _splices(node, module, targets):
+            _splice(node, module, chosen, targets)
+            return
         if isinstance(module, PickInputs) and isinstance(node.args[0], list | tuple):
             module = _read_only_picked(node, module)  # the inputs not picked become dead code
             if module is None:
@@ -102,6 +106,66 @@ def _choose(gm: fx.GraphModule, node: fx.Node, arch, chosen: dict, zeros: set) -
         if isinstance(module, Zero):
             zeros.add(node)
     chosen[node.target] = module
+
+
+def in_parent(candidate: nn.Sequential) -> nn.Sequential:
+    """Mark ``candidate``, a Choice's candidate, as a run of the children of the Choice's parent under their
+    own keys (the Choice sits at the first one's key): ``derive`` then puts the blocks back into the parent
+    under those keys, one node each, so the derived network's state_dict keys are the original model's.
+    Returns ``candidate``.
+
+    ``elastic_depth`` marks the depth candidates of a flat list's stage (MobileNetV2's ``features``):
+
+        >>> import gmgraph
+        >>> from collections import OrderedDict
+        >>> blocks = OrderedDict((str(i), nn.Linear(2, 2)) for i in (1, 2))
+        >>> stage = Choice({"d2": in_parent(nn.Sequential(blocks)),
+        ...                 "d1": in_parent(nn.Sequential(OrderedDict(list(blocks.items())[:1])))}, "depth")
+        >>> net = gmgraph.trace(nn.Sequential(OrderedDict({"0": nn.ReLU(), "1": stage})))
+        >>> list(derive(net, {"depth": "d2"}).state_dict())
+        ['1.weight', '1.bias', '2.weight', '2.bias']
+        >>> list(derive(net, {"depth": "d1"}).state_dict())
+        ['1.weight', '1.bias']
+    """
+    candidate.keys_in_parent = True
+    return candidate
+
+
+def _splices(node: fx.Node, module: nn.Module, targets: set[str]) -> bool:
+    """Whether the chosen ``module`` of a Choice's ``node`` goes back into the parent (:func:`in_parent`): it says
+    so, it is a plain Sequential starting at the Choice's own key, and its other keys name nothing in the graph."""
+    if not getattr(module, "keys_in_parent", False) or type(module) is not nn.Sequential or len(module) == 0:
+        return False
+    keys = list(module._modules)
+    parent, _, own = node.target.rpartition(".")
+    spliced = [f"{parent}.{key}" if parent else key for key in keys[1:]]
+    return (keys[0] == own and len(node.args) == 1 and not node.kwargs
+            and not any(_taken(target, targets) for target in spliced))
+
+
+def _taken(target: str, targets: set[str]) -> bool:
+    """Whether ``target``, a module or anything inside it, or a module holding it, is in ``targets``.
+
+    >>> _taken("a.5", {"a.5.conv"}), _taken("a.5", {"a"}), _taken("a.5", {"a.50", "a.4"})
+    (True, True, False)
+    """
+    parts = target.split(".")
+    return any(t == target or t.startswith(target + ".") for t in targets) or any(
+        ".".join(parts[:n]) in targets for n in range(1, len(parts)))
+
+
+def _splice(node: fx.Node, stage: nn.Sequential, chosen: dict, targets: set[str]) -> None:
+    """Replace ``node`` by one node per block of ``stage``, in order, at the parent's keys (now taken)."""
+    parent = node.target.rpartition(".")[0]
+    x = node.args[0]
+    with node.graph.inserting_before(node):
+        for key, block in stage._modules.items():
+            target = f"{parent}.{key}" if parent else key
+            x = node.graph.call_module(target, (x,))
+            chosen[target] = block
+            targets.add(target)
+    node.replace_all_uses_with(x)
+    node.graph.erase_node(node)
 
 
 def _read_only_picked(node: fx.Node, pick: PickInputs) -> PickInputs | None:
@@ -181,7 +245,7 @@ def _resolved(module: nn.Module, arch: Mapping[str, str], memo: dict) -> nn.Modu
     else:
         for child in module.children():
             _resolved(child, arch, memo)
-        return copy.deepcopy(module, memo)
+        return module_copy.deepcopy(module, memo)
     return memo[id(module)]
 
 

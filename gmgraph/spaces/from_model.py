@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -43,6 +44,7 @@ from gmgraph.config import check_positive_int
 from gmgraph.elastic import ConvView, KernelTransform
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
+from gmgraph.passes.derive import in_parent
 from gmgraph.spaces import timm_blocks
 
 Rule = Callable[[str, nn.Module], Mapping[str, nn.Module] | None]
@@ -56,28 +58,30 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
         rules: one rule or a list, tried in order on every module (parents
             before children). A rule returns ``None`` or ``{op name: module}``
             holding the module it was given (the *original* op, which keeps its
-            weights and becomes the Choice's first candidate).
+            weights and becomes the Choice's first candidate), or
+            :class:`SharedCandidates` or :class:`SequentialChoices`.
 
     Raises:
         SpaceError: a rule returned candidates without the original module, two
-            modules map to one label, or no module matched any rule.
+            modules map to one label, or no module matched any rule (with what a
+            rule that says so covers, ``rule.unmatched(model)``).
     """
     rules = [rules] if callable(rules) else list(rules)
     net = copy.deepcopy(model)
     replaced: list[str] = []
     labels: dict[str, str] = {}
     for name, module in list(net.named_modules()):
-        if not name or any(name.startswith(prefix + ".") for prefix in replaced):
+        if not name or any(name == prefix or name.startswith(prefix + ".") for prefix in replaced):
             continue
         for rule in rules:
             ops = rule(name, module)
             if ops is not None:
-                label = _label(name, labels)
-                _replace(net, name, _choice(name, module, ops, label, rule))
-                replaced.append(name)
+                _replace(net, name, _matched(name, module, ops, rule, labels))
+                replaced.extend(_inside_choices(name, module, ops))
                 break
     if not replaced:
-        raise SpaceError(f"no module of {type(model).__name__} matched the rules; nothing to search")
+        hints = "".join(f"; {hint}" for rule in rules if (hint := _why_unmatched(rule, model)))
+        raise SpaceError(f"no module of {type(model).__name__} matched the rules; nothing to search{hints}")
     return net
 
 
@@ -120,6 +124,57 @@ class SharedCandidates(dict):
         super().__init__(ops)
         self.original = original
         self.hidden = hidden
+
+
+class SequentialChoices(dict):
+    """What a rule returns to rebuild a matched ``nn.Sequential`` with Choices among its children.
+
+    child key -> a module (kept as it is) or candidate ops ``{op name: module}`` whose FIRST op is the
+    original (it becomes a Choice labelled ``<name>/<key>``). :func:`supernetify` puts an
+    ``nn.Sequential`` of these children, under these keys and in this order, where the matched one
+    was; ``elastic_depth`` uses it for a flat list of blocks (MobileNetV2's ``features``). The children
+    it keeps are then visited by the rules as any module is (a stem conv may still get elastic kernels);
+    the modules inside its Choices are not.
+
+    Example:
+        >>> def rule(name, module):
+        ...     if isinstance(module, nn.Sequential):
+        ...         return SequentialChoices({"0": {"relu": module[0], "id": nn.Identity()}, "1": module[1]})
+        >>> net = supernetify(nn.Sequential(nn.Linear(2, 2), nn.Sequential(nn.ReLU(), nn.Tanh())), rule)
+        >>> net[1][0].label, net[1][0].original, list(net[1][0].ops), type(net[1][1]).__name__
+        ('1/0', 'relu', ['relu', 'id'], 'Tanh')
+    """
+
+
+def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str]) -> nn.Module:
+    """The module that replaces ``module``: one Choice, or a Sequential holding several (SequentialChoices)."""
+    if not isinstance(ops, SequentialChoices):
+        return _choice(name, module, ops, _label(name, labels), rule)
+    if type(module).forward is not nn.Sequential.forward:
+        raise SpaceError(f"rule {getattr(rule, '__name__', rule)!r} rebuilt {name!r} as a Sequential, but it is a "
+                         f"{type(module).__name__} with a forward of its own")
+    children: dict[str, nn.Module] = {}
+    for key, child in ops.items():
+        if isinstance(child, nn.Module):
+            children[key] = child
+        else:
+            full = f"{name}.{key}"
+            children[key] = _choice(full, next(iter(child.values())), child, _label(full, labels), rule)
+    return nn.Sequential(OrderedDict(children))
+
+
+def _inside_choices(name: str, module: nn.Module, ops) -> list[str]:
+    """The names no rule may visit after ``module`` matched: the module, or with SequentialChoices the
+    children that went into its Choices (the children it keeps are visited as before, under their names)."""
+    if not isinstance(ops, SequentialChoices):
+        return [name]
+    return [f"{name}.{key}" for key, child in module.named_children() if ops.get(key) is not child]
+
+
+def _why_unmatched(rule, model: nn.Module) -> str | None:
+    """What ``rule`` says about a model it matched nothing in (its ``unmatched`` attribute), if anything."""
+    explain = getattr(rule, "unmatched", None)
+    return explain(model) if callable(explain) else None
 
 
 def _choice(name: str, module: nn.Module, ops: Mapping[str, nn.Module], label: str, rule) -> Choice:
@@ -418,40 +473,105 @@ def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
 
 
 def elastic_depth(min_depth: int = 1) -> Rule:
-    """Rule: every stage (an ``nn.Sequential`` of torchvision residual blocks) chooses how many of
-    its first blocks run, all depths sharing the same block objects (Once-for-All's elastic depth).
+    """Rule: every stage of residual blocks chooses how many of its first blocks run, all depths
+    sharing the same block objects (Once-for-All's elastic depth).
 
-    Stages: ResNet's ``layerN`` (``BasicBlock``/``Bottleneck``), EfficientNet's and MNASNet's
-    stages of ``MBConv``/``FusedMBConv``/inverted-residual blocks, timm's MobileNetV3/EfficientNet
-    stages (``model.blocks[i]``, see :mod:`gmgraph.spaces.timm_blocks`). Op ``d<k>`` runs the first
-    ``k`` blocks; the original (all blocks) comes first. Only blocks that keep their input's shape
-    (a residual block without a projection) may be left off the end, and at least ``min_depth``
-    blocks always run. A block held by several depths is one module: parameters count it once,
-    ``derive`` copies the blocks the chosen depth runs, ``split`` gives each child its own copy.
+    A stage is either an ``nn.Sequential`` of blocks (ResNet's ``layerN`` of ``BasicBlock``/``Bottleneck``,
+    EfficientNet's and MNASNet's stages of ``MBConv``/``FusedMBConv``/inverted-residual blocks, timm's
+    MobileNetV3/EfficientNet stages ``model.blocks[i]``, see :mod:`gmgraph.spaces.timm_blocks`), or, in
+    a *flat* ``nn.Sequential`` that mixes blocks with other layers (torchvision MobileNetV2's and
+    MobileNetV3's ``features``: stem, the blocks of every stage, last conv), each maximal run of
+    consecutive blocks that starts a run or changes the shape and is followed only by blocks that keep
+    it (``use_res_connect``). Op ``d<k>`` runs the first ``k`` blocks; the original (all blocks) comes
+    first. Only blocks that keep their input's shape (a residual block without a projection) may be
+    left off the end, and at least ``min_depth`` blocks always run. A block held by several depths is
+    one module: parameters count it once, ``derive`` copies the blocks the chosen depth runs,
+    ``split`` gives each child its own copy.
+
+    A flat list is rebuilt as an ``nn.Sequential`` under the original keys: layers outside a stage
+    (and stages with no block to leave off) stay where they were, and each stage becomes one Choice
+    at its first block's key (label ``features/2`` for blocks 2 and 3), whose candidates keep the
+    blocks' own keys (``features.2`` runs ``features.2.2`` and ``features.2.3``). ``derive`` puts the
+    chosen blocks back under their keys (:func:`~gmgraph.passes.derive.in_parent`), so the derived
+    original has exactly the model's state_dict keys (a shallower one, those of the blocks it runs).
 
     Example:
-        >>> from torchvision.models import resnet18
+        >>> from torchvision.models import mobilenet_v2, resnet18
         >>> ops = elastic_depth()("layer1", resnet18().layer1)
         >>> list(ops), ops["d1"][0] is ops["d2"][0]
         (['d2', 'd1'], True)
+        >>> features = elastic_depth()("features", mobilenet_v2().features)
+        >>> list(features), list(features["4"]), list(features["4"]["d2"]._modules)
+        (['0', '1', '2', '4', '7', '11', '14', '17', '18'], ['d3', 'd2', 'd1'], ['4', '5'])
     """
     check_positive_int("elastic_depth's min_depth", min_depth, error=SpaceError)
 
-    def rule(name: str, module: nn.Module) -> dict[str, nn.Module] | None:
-        if not isinstance(module, nn.Sequential) or len(module) < 2 or not all(
-                isinstance(block, _STAGE_BLOCKS) or timm_blocks.is_stage_block(block) for block in module):
+    def rule(name: str, module: nn.Module) -> Mapping[str, nn.Module] | SequentialChoices | None:
+        if not isinstance(module, nn.Sequential) or len(module) < 2:
             return None
-        blocks = list(module)
-        shallowest = next(d for d in range(min_depth, len(blocks) + 1)
-                          if all(_keeps_shape(block) for block in blocks[d:]))
-        if shallowest == len(blocks):
-            return None
-        ops: dict[str, nn.Module] = {f"d{len(blocks)}": module}
-        ops.update({f"d{d}": module[:d] for d in range(len(blocks) - 1, shallowest - 1, -1)})
-        return ops
+        if all(_is_stage_block(block) for block in module):
+            return _depth_ops(module, min_depth)
+        return _flat_stages(module, min_depth)
 
     rule.__name__ = "elastic_depth"
+    rule.unmatched = functools.partial(_no_stage, min_depth=min_depth)
     return rule
+
+
+def _is_stage_block(module: nn.Module) -> bool:
+    return isinstance(module, _STAGE_BLOCKS) or timm_blocks.is_stage_block(module)
+
+
+def _depth_ops(stage: nn.Sequential, min_depth: int) -> dict[str, nn.Module] | None:
+    """``d<k>``: the first ``k`` blocks of ``stage`` (slices sharing its blocks), all blocks first; None when
+    no block can be left off."""
+    blocks = list(stage)
+    shallowest = next((d for d in range(min_depth, len(blocks) + 1)
+                       if all(_keeps_shape(block) for block in blocks[d:])), len(blocks))
+    if shallowest == len(blocks):
+        return None
+    ops: dict[str, nn.Module] = {f"d{len(blocks)}": stage}
+    ops.update({f"d{d}": stage[:d] for d in range(len(blocks) - 1, shallowest - 1, -1)})
+    return ops
+
+
+def _flat_stages(module: nn.Sequential, min_depth: int) -> SequentialChoices | None:
+    """A flat list's children, each stage with a block to leave off as depth candidates (None: no such stage)."""
+    if type(module).forward is not nn.Sequential.forward:
+        return None  # rebuilt as a plain Sequential, it would lose its own forward
+    children = SequentialChoices()
+    for run in _runs(module):
+        ops = _depth_ops(nn.Sequential(OrderedDict(run)), min_depth) if _is_stage_block(run[0][1]) else None
+        if ops is None:
+            children.update(run)
+        else:  # derive puts the blocks back under their own keys: the derived network has the model's keys
+            children[run[0][0]] = {op: in_parent(blocks) for op, blocks in ops.items()}
+    return children if any(not isinstance(child, nn.Module) for child in children.values()) else None
+
+
+def _runs(module: nn.Sequential) -> list[list[tuple[str, nn.Module]]]:
+    """``module``'s children in order, grouped: a stage (a block, then the blocks after it that keep their
+    shape) or a single other layer."""
+    runs: list[list[tuple[str, nn.Module]]] = []
+    for key, child in module._modules.items():
+        if runs and _is_stage_block(runs[-1][-1][1]) and _is_stage_block(child) and _keeps_shape(child):
+            runs[-1].append((key, child))
+        else:
+            runs.append([(key, child)])
+    return runs
+
+
+def _no_stage(model: nn.Module, min_depth: int) -> str:
+    """Why ``elastic_depth`` found nothing in ``model``: what it covers, and what the model has."""
+    blocks = sum(1 for module in model.modules() if _is_stage_block(module))
+    name = type(model).__name__
+    found = (f"{name} has none of these blocks (other block types are not covered)" if not blocks else
+             f"{name} has {blocks} such block(s), but no stage has a block after its first {min_depth} that keeps "
+             "its input's shape (only those can be left off)")
+    return ("elastic_depth covers stages of residual blocks (torchvision ResNet BasicBlock/Bottleneck, "
+            "MobileNetV2/V3 InvertedResidual, MNASNet, EfficientNet MBConv/FusedMBConv, timm MobileNetV3/"
+            "EfficientNet), in an nn.Sequential of their own or in a flat one such as MobileNetV2's features; "
+            f"{found}")
 
 
 _STAGE_BLOCKS = (BasicBlock, Bottleneck, *_BLOCKS)
