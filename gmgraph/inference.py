@@ -1,4 +1,4 @@
-"""Run an exported ONNX image classifier in onnxruntime, from Python: the library behind ``gmgraph predict``.
+"""Run an exported ONNX image model in onnxruntime, from Python: the library behind ``gmgraph predict``.
 
 Inference runs in onnxruntime on numpy arrays; torch is never on that path
 (:func:`read_dataset` borrows gmgraph's dataset loader only to read a test split)::
@@ -13,6 +13,12 @@ Inference runs in onnxruntime on numpy arrays; torch is never on that path
 Pictures are prepared as the model's training data was, read from the file's
 metadata (:mod:`gmgraph.preprocessing`); :func:`choose_preprocessing` says what
 applies, or overrides it.
+
+A model predicts for its run's task (:func:`model_task`): class logits
+(classification), values (regression) or per-pixel class logits (segmentation);
+:func:`regression_scores` and :func:`segmentation_scores` score them against
+targets in numpy, and :func:`read_pictures` reads pictures that have no class
+folders (a regression or segmentation model's inputs).
 
 Errors name a setting by its Python parameter (``device 'tpu' is not accepted``);
 a caller that spells it otherwise passes ``option`` (the CLI passes ``--device``,
@@ -40,6 +46,10 @@ from gmgraph.preprocessing import (
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 DEVICES = ("cpu", "cuda", "auto")
 """Accepted values of ``device``."""
+TASKS = ("classification", "regression", "segmentation")
+"""The tasks whose models predict from images (what :func:`model_task` accepts)."""
+TASK_KEY = "gmgraph.task"
+"""The metadata key of a model's task, where its exporter recorded one."""
 _CPU, _CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 
 
@@ -53,6 +63,8 @@ class Model:
         classes: number of outputs per image, or None when symbolic.
         metadata: the ONNX file's metadata (``gmgraph.arch``, ``gmgraph.preprocessing``, ...), as strings.
         provider: the execution provider that runs it, e.g. ``CPUExecutionProvider``.
+        outputs: the first output's shape past the batch (None where symbolic): ``(classes,)`` for a
+            classifier, ``(1,)`` for a regressor of one value, ``(classes, H, W)`` for segmentation.
     """
 
     session: object
@@ -62,14 +74,19 @@ class Model:
     classes: int | None
     metadata: dict[str, str]
     provider: str = _CPU
+    outputs: tuple[int | None, ...] = ()
 
 
 @dataclass(frozen=True)
 class Samples:
-    """Inputs with their labels, ready for the model: ``x`` is float32 ``(N, C, H, W)``."""
+    """Inputs with their targets, ready for the model: ``x`` is float32 ``(N, C, H, W)``.
+
+    ``y``: class indices ``(N,)``, regression targets, or per-pixel classes ``(N, H, W)``; None where
+    the targets are unknown (:func:`read_pictures`). ``classes``: the class names ([] for values).
+    """
 
     x: np.ndarray
-    y: np.ndarray
+    y: np.ndarray | None
     names: list[str]
     classes: list[str]
     source: str
@@ -140,10 +157,9 @@ def load_model(path: str | Path, device: str = "cpu", *, option: str = "device")
         described = ", ".join(f"{i.name} {i.shape}" for i in inputs)
         raise DataError(f"{path} must take one (batch, C, H, W) image input; it takes {described}")
     batch, *shape = (d if isinstance(d, int) else None for d in inputs[0].shape)
-    classes = session.get_outputs()[0].shape[-1]
+    out = tuple(d if isinstance(d, int) else None for d in session.get_outputs()[0].shape[1:])
     meta = dict(session.get_modelmeta().custom_metadata_map)
-    return Model(session, inputs[0].name, batch, tuple(shape), classes if isinstance(classes, int) else None, meta,
-                 provider)
+    return Model(session, inputs[0].name, batch, tuple(shape), out[-1] if out else None, meta, provider, out)
 
 
 def predict(model: Model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -236,25 +252,110 @@ def read_images(folder: str | Path, model: Model, prepared: Preprocessing, *, op
              if f.suffix.lower() in IMAGE_SUFFIXES]
     if not files:
         raise DataError(f"no images under {folder}: expected {folder}/<class>/*.png (one folder per class)")
+    x = _prepare_all([f for f, _ in files], folder, model, prepared, option or "read_images")
+    names = [str(f.relative_to(folder)) for f, _ in files]
+    return Samples(x, np.array([label for _, label in files]), names, classes, f"images in {folder}")
+
+
+def read_pictures(folder: str | Path, model: Model, prepared: Preprocessing, *, option: str = "") -> Samples:
+    """Every picture under ``folder`` (at any depth, sorted by path) as ``model``'s inputs, without
+    targets (``y`` None): what a regression or segmentation model predicts for.
+
+    Raises:
+        DataError: as :func:`read_images`.
+    """
+    folder = Path(folder)
+    named = f"{option} {folder}".strip()
+    if not folder.is_dir():
+        raise DataError(f"{named} is not a folder of pictures")
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise DataError(f"no images under {folder} ({', '.join(IMAGE_SUFFIXES)})")
+    x = _prepare_all(files, folder, model, prepared, option or "read_pictures")
+    return Samples(x, None, [str(f.relative_to(folder)) for f in files], [], f"images in {folder}")
+
+
+def _prepare_all(files: list[Path], folder: Path, model: Model, prepared: Preprocessing, option: str) -> np.ndarray:
     if model.shape[0] not in (1, 3, None):
-        raise DataError(f"the model takes {model.shape[0]}-channel input; {option or 'read_images'} "
-                        "handles 1 or 3 channels")
-    x = [prepare_image(f, model.shape, prepared) for f, _ in files]
+        raise DataError(f"the model takes {model.shape[0]}-channel input; {option} handles 1 or 3 channels")
+    x = [prepare_image(f, model.shape, prepared) for f in files]
     if len({a.shape for a in x}) > 1:
         raise DataError(f"images under {folder} differ in size and the model accepts any size: resize them first")
-    names = [str(f.relative_to(folder)) for f, _ in files]
-    return Samples(np.stack(x), np.array([label for _, label in files]), names, classes, f"images in {folder}")
+    return np.stack(x)
 
 
 def read_dataset(name: str, root: str | Path | None = None, image_size: int | None = None) -> Samples:
-    """The test split of gmgraph dataset ``name``, prepared by :func:`gmgraph.data.load` as in training."""
+    """The test split of gmgraph dataset ``name``, prepared by :func:`gmgraph.data.load` as in training,
+    with its targets; ``name`` may be a user's ``module:function`` (``--data``), called with seed 0."""
     from gmgraph import data
+    from gmgraph.config import is_reference
+    from gmgraph.task import split_batch
 
-    loaders = data.load(name, root=root, batch_size=512, image_size=image_size)
-    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in loaders.test))
+    if is_reference(name):
+        from gmgraph.data.user_data import load_user_data
+
+        loaders, described = load_user_data(name, batch_size=512, seed=0)
+    else:
+        loaders = data.load(name, root=root, batch_size=512, image_size=image_size)
+        described = data.info(loaders)
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in map(split_batch, loaders.test)))
     x, y = np.concatenate(xs).astype(np.float32), np.concatenate(ys)
-    classes = [str(k) for k in range(data.info(loaders).num_classes)]
+    classes = [str(k) for k in range(described.num_classes)]
     return Samples(x, y, [f"test[{i}]" for i in range(len(y))], classes, f"test images of {name}")
+
+
+def model_task(model: Model, path: str | Path, task: str | None = None, data: str | None = None, *,
+               option: str = "task") -> tuple[str, str]:
+    """``(task, where it was read)``: what ``model`` (read from ``path``) predicts.
+
+    In order: ``task`` when given; the model's metadata (``gmgraph.task``); the run folder the file
+    lies in (its ``report.json``: the run's ``--task``, else its data's own task); the data the model
+    records (``gmgraph.data``), else ``data``, by its own task (digits16-seg: segmentation);
+    else classification. ``option`` is how errors name ``task``.
+
+    Raises:
+        ConfigError: a task that is not predicted from images (not one of :data:`TASKS`).
+
+    Example:
+        >>> model_task(Model(None, "input", None, (1, 16, 16), 16, {"gmgraph.data": "digits16-seg"}), "m.onnx")
+        ('segmentation', 'the data it records, digits16-seg')
+        >>> model_task(Model(None, "input", None, (1, 8, 8), 10, {}), "m.onnx", "ranking")
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: task 'ranking' (task) is not one gmgraph predicts from images: classification, ...
+    """
+    name, source = _told_task(model, Path(path), task, data, option)
+    if name not in TASKS:
+        raise ConfigError(f"task {name!r} ({source}) is not one gmgraph predicts from images: "
+                          f"{', '.join(TASKS[:-1])} or {TASKS[-1]}")
+    return name, source
+
+
+def _told_task(model: Model, path: Path, task: str | None, data: str | None, option: str) -> tuple[str, str]:
+    from gmgraph.registry import task_of
+
+    if task is not None:
+        return task, option
+    if TASK_KEY in model.metadata:
+        return model.metadata[TASK_KEY], "the model's metadata"
+    report = path.parent / "report.json"
+    settings = _run_settings(report)
+    if settings is not None:
+        train = settings.get("train") if isinstance(settings.get("train"), dict) else {}
+        return task_of(train.get("task"), settings.get("data")), f"the run's {report}"
+    for told, what in ((model.metadata.get("gmgraph.data"), "the data it records"), (data, "the data")):
+        if told not in (None, "None", ""):
+            return task_of(None, told), f"{what}, {told}"
+    return "classification", "the default"
+
+
+def _run_settings(report: Path) -> dict | None:
+    """The settings of the run whose ``report.json`` this is; None when there is no readable one."""
+    try:
+        settings = json.loads(report.read_text()).get("settings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return settings if isinstance(settings, dict) else None
 
 
 def trained_image_size(model: Model, name: str) -> int | None:
@@ -283,13 +384,70 @@ def trained_image_size(model: Model, name: str) -> int | None:
     return None if native == size else size[0]
 
 
-def check_fit(model: Model, samples: Samples, path: str | Path) -> None:
-    """Raise DataError unless ``samples`` have the input shape and class count of ``model`` (read from ``path``)."""
+def check_fit(model: Model, samples: Samples, path: str | Path, task: str = "classification") -> None:
+    """Raise DataError unless ``samples`` have the input shape of ``model`` (read from ``path``) and its
+    outputs fit ``task``: a class count, a value per target, or per-pixel classes."""
     got = samples.x.shape[1:]
     if any(want is not None and want != have for want, have in zip(model.shape, got)):
         want = tuple("any" if d is None else d for d in model.shape)
         raise DataError(f"{path} expects inputs of shape {want} but the {samples.source} have shape {got}; "
                         "export a model built for this data (gmgraph export --in-channels/--image-size)")
-    if model.classes is not None and model.classes != len(samples.classes):
+    if task == "segmentation":
+        _check_pixels(model, samples, path)
+    elif task == "regression":
+        _check_values(model, samples, path)
+    elif model.classes is not None and model.classes != len(samples.classes):
         raise DataError(f"{path} predicts {model.classes} classes but the {samples.source} have "
                         f"{len(samples.classes)} ({', '.join(samples.classes[:12])})")
+
+
+def _check_pixels(model: Model, samples: Samples, path: str | Path) -> None:
+    if len(model.outputs) != 3:
+        raise DataError(f"{path} outputs shape {_shape(model.outputs)} per image; a segmentation model outputs "
+                        "(classes, height, width): is it a segmentation model?")
+    classes = model.outputs[0]
+    if classes is not None and samples.classes and classes != len(samples.classes):
+        raise DataError(f"{path} predicts {classes} classes per pixel but the {samples.source} have "
+                        f"{len(samples.classes)}")
+
+
+def _check_values(model: Model, samples: Samples, path: str | Path) -> None:
+    if samples.y is None or any(d is None for d in model.outputs):
+        return
+    per_sample = int(np.prod(model.outputs)) if model.outputs else 1
+    if per_sample != samples.y[0].size:
+        raise DataError(f"{path} outputs {per_sample} value(s) per image but the {samples.source} have "
+                        f"{samples.y[0].size} target value(s) each")
+
+
+def _shape(dims: tuple) -> str:
+    return str(tuple("any" if d is None else d for d in dims))
+
+
+def regression_scores(values: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """``{"mse", "r2"}`` of ``values`` against ``targets`` (as many numbers each), R² as
+    :mod:`gmgraph.task` computes it (1 - SSE / SST; constant targets: 1 if all are hit, else 0).
+
+    >>> {k: round(v, 6) for k, v in regression_scores(np.array([1.0, 2.0, 3.0]), np.array([1.0, 2.0, 4.0])).items()}
+    {'mse': 0.333333, 'r2': 0.785714}
+    """
+    v, y = np.asarray(values, np.float64).reshape(-1), np.asarray(targets, np.float64).reshape(-1)
+    sse, sst = float(np.square(v - y).sum()), float(np.square(y - y.mean()).sum())
+    r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
+    return {"mse": sse / len(y), "r2": r2}
+
+
+def segmentation_scores(masks: np.ndarray, targets: np.ndarray, classes: int) -> dict[str, float]:
+    """``{"miou", "pixel_accuracy"}`` of predicted class ``masks`` against ``targets`` (same shape): mean
+    IoU over the classes that occur in either, as :mod:`gmgraph.task` computes it.
+
+    >>> segmentation_scores(np.array([[0, 1], [1, 1]]), np.array([[0, 0], [1, 1]]), 2)
+    {'miou': 0.5833333333333333, 'pixel_accuracy': 0.75}
+    """
+    m, y = np.asarray(masks, np.int64).reshape(-1), np.asarray(targets, np.int64).reshape(-1)
+    matrix = np.bincount(y * classes + m, minlength=classes * classes).reshape(classes, classes)
+    hits = np.diag(matrix)
+    union = matrix.sum(0) + matrix.sum(1) - hits
+    present = union > 0
+    miou = float((hits[present] / union[present]).mean()) if present.any() else 0.0
+    return {"miou": miou, "pixel_accuracy": float(hits.sum() / max(y.size, 1))}

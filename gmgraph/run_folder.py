@@ -34,6 +34,7 @@ from torch import fx, nn
 
 from gmgraph.errors import CheckpointError, ConfigError, FileError, RunError
 from gmgraph.files import load_tensors, save_tensors, write_text
+from gmgraph.registry import task_of
 
 REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT, FRONT = (
     "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt", "front.pt")
@@ -451,7 +452,8 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
 
     The network is rebuilt from ``out/report.json`` (space, sizes, input
     shape, classes) and ``out/best.pt`` (arch and weights). The file's
-    metadata records the run's dataset and how its images were prepared
+    metadata records the run's dataset, its task (``gmgraph predict`` predicts for it
+    wherever the file goes) and how its images were prepared
     (:func:`gmgraph.data.preprocessing`), which ``gmgraph predict --images`` applies.
 
     Args:
@@ -475,7 +477,10 @@ def export_run(out: str | Path, dest: str | Path | None = None, *, opset: int = 
     out = Path(out)
     report = read_report(out)
     shape = Shape.of_report(report)
-    metadata: dict[str, Any] = {"space": shape.space, "data": str(report["settings"].get("data"))}
+    settings = report["settings"]
+    train = settings.get("train") if isinstance(settings.get("train"), Mapping) else {}
+    metadata: dict[str, Any] = {"space": shape.space, "data": str(settings.get("data")),
+                                "task": task_of(train.get("task"), settings.get("data"))}
     source, default = out / BEST, out / ONNX
     if pick is None and max_latency_ms is None:
         best = read_best(source)

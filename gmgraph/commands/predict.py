@@ -1,4 +1,4 @@
-"""``gmgraph predict``: run an exported ONNX model in onnxruntime and report its accuracy.
+"""``gmgraph predict``: run an exported ONNX model in onnxruntime and report what it predicts.
 
 The command parses flags and prints; the work is the library's :mod:`gmgraph.inference`
 (loading, providers, preprocessing, reading pictures and datasets), which Python code calls directly.
@@ -9,6 +9,14 @@ Inference runs in onnxruntime on numpy arrays; torch is never on that path
     $ gmgraph predict model.onnx --images photos/     # photos/<class>/*.png, classes sorted
     $ gmgraph predict model.onnx --images photos/ --normalize imagenet
     $ gmgraph predict model.onnx --device cuda        # onnxruntime's CUDA provider (onnxruntime-gpu)
+    $ gmgraph predict runs/seg/best.onnx --data digits16-seg --out masks/   # a mask per image, mean IoU
+    $ gmgraph predict runs/reg/best.onnx --images photos/ --out values.csv  # a regressor's values
+
+The model predicts for its run's task (:func:`gmgraph.inference.model_task`: ``--task``, else
+the model's metadata, the ``report.json`` of the run folder it lies in, or its data's own task):
+a classifier's classes and accuracy, a regressor's values and R², a segmentation
+model's per-pixel class maps and mean IoU (:mod:`gmgraph.commands.predict_tasks`).
+For regression and segmentation ``--images DIR`` reads every picture under DIR, without targets.
 
 ``--images`` prepares pictures as the model's training data was prepared,
 read from the file's metadata (:mod:`gmgraph.preprocessing`, written by
@@ -35,19 +43,21 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
 from gmgraph.commands import HELP
+from gmgraph.commands.predict_tasks import REPORTS
 from gmgraph.errors import ConfigError
 from gmgraph.inference import (
+    TASKS,
     Model,
     Samples,
     check_fit,
     choose_preprocessing,
     load_model,
+    model_task,
     predict,
     read_dataset,
     read_images,
+    read_pictures,
     trained_image_size,
 )
 
@@ -55,13 +65,16 @@ from gmgraph.inference import (
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "predict", help=HELP["predict"],
-        description="Classify a dataset's test split or a folder of images with an exported model in onnxruntime.")
+        description="Predict a dataset's test split or a folder of images with an exported model in onnxruntime: "
+                    "classes, values or per-pixel class maps, as the model's task says.")
     p.add_argument("model", type=Path, metavar="MODEL.onnx", help="a model written by `gmgraph export`")
     source = p.add_mutually_exclusive_group()
-    source.add_argument("--data", help="a gmgraph dataset whose test split to classify (default digits)")
+    source.add_argument("--data", help="a gmgraph dataset (or module:function) whose test split to predict "
+                                       "(default digits)")
     source.add_argument("--images", type=Path, metavar="DIR",
-                        help="images laid out as DIR/<class>/*.png; classes are the sorted folder names; "
-                             "prepared as the model's training data (its metadata), resized to the model's input")
+                        help="images laid out as DIR/<class>/*.png (classification; classes are the sorted folder "
+                             "names), or any pictures under DIR (regression, segmentation); prepared as the "
+                             "model's training data (its metadata), resized to the model's input")
     p.add_argument("--normalize", metavar="HOW",
                    help="--images only: override the model's preprocessing with imagenet, none ([0, 1] only), "
                         "a dataset name (digits, cifar10, ...) or MEAN,STD in [0, 1] units (one pair, or three "
@@ -69,6 +82,11 @@ def add_parser(sub) -> None:
     p.add_argument("--data-root", help="folder holding the dataset files (not needed for digits/synthetic)")
     p.add_argument("--batch-size", type=int, default=64, help="images per onnxruntime call (default 64)")
     p.add_argument("--show", type=int, default=10, help="predictions to list (default 10)")
+    p.add_argument("--task", help=f"what the model predicts: {', '.join(TASKS)} (default: the model's run's "
+                                  "task, else its data's)")
+    p.add_argument("--out", type=Path, metavar="PATH",
+                   help="write every prediction: a CSV file (classification, regression) or a folder of one "
+                        "class-map PNG per image (segmentation)")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda (onnxruntime's CUDA provider; needs onnxruntime-gpu) or auto "
                         "(cuda when onnxruntime offers it) (default cpu)")
@@ -85,23 +103,29 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--normalize applies to --images; --data uses the dataset's own preprocessing")
     # The library names a setting by its parameter; ``option`` makes its errors name this command's flags.
     model = load_model(args.model, args.device, option="--device")
-    if args.images is not None:
-        prepared = choose_preprocessing(model, args.normalize, option="--normalize")
-        samples = read_images(args.images, model, prepared, option="--images")
-        how = prepared.describe()
-    else:
-        name = args.data or "digits"
-        size = trained_image_size(model, name)
-        samples = read_dataset(name, args.data_root, size)
-        how = f"preprocessing: gmgraph.data.load({name!r}{'' if size is None else f', image_size={size}'}), as in training"
-    check_fit(model, samples, args.model)
-    logits = predict(model, samples.x, args.batch_size)
+    task, told = model_task(model, args.model, args.task, args.data, option="--task")
+    samples, how = _samples(args, model, task)
+    check_fit(model, samples, args.model, task)
+    outputs = predict(model, samples.x, args.batch_size)
     print(_describe(args.model, model))
     print(how)
-    print(_table(samples, logits, args.show))
-    hits = int((logits.argmax(1) == samples.y).sum())
-    print(f"accuracy: {hits / len(samples.y):.4f} ({hits}/{len(samples.y)} {samples.source})")
+    if task != "classification":  # a classifier's lines stay as they were
+        print(f"task: {task} (from {told})")
+    for line in REPORTS[task](samples, outputs, args.show, args.out):
+        print(line)
     return 0
+
+
+def _samples(args: argparse.Namespace, model: Model, task: str) -> tuple[Samples, str]:
+    """What to predict for, and the line saying how it was prepared."""
+    if args.images is not None:
+        prepared = choose_preprocessing(model, args.normalize, option="--normalize")
+        read = read_images if task == "classification" else read_pictures
+        return read(args.images, model, prepared, option="--images"), prepared.describe()
+    name = args.data or "digits"
+    size = trained_image_size(model, name)
+    how = f"preprocessing: gmgraph.data.load({name!r}{'' if size is None else f', image_size={size}'}), as in training"
+    return read_dataset(name, args.data_root, size), how
 
 
 def _describe(path: Path, model: Model) -> str:
@@ -112,19 +136,3 @@ def _describe(path: Path, model: Model) -> str:
         line += "; arch " + arch_to_str(model.metadata.get("gmgraph.space"), json.loads(model.metadata["gmgraph.arch"]))
     return line + f"; provider: {model.provider}"
 
-
-def _table(samples: Samples, logits: np.ndarray, show: int) -> str:
-    shifted = np.exp(logits - logits.max(1, keepdims=True))
-    confidence = (shifted / shifted.sum(1, keepdims=True)).max(1)
-    predicted = logits.argmax(1)
-    rows = [("item", "label", "predicted", "confidence")]
-    for i in range(min(show, len(samples.y))):
-        rows.append((samples.names[i], samples.classes[samples.y[i]], _name(samples.classes, predicted[i]),
-                     f"{confidence[i]:.3f}"))
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
-
-
-def _name(classes: list[str], index: int) -> str:
-    # a model with more outputs than known classes may predict an index with no name
-    return classes[index] if index < len(classes) else str(index)

@@ -2,7 +2,8 @@
 
 Steps: one forward pass records the input shape of every Choice and the
 operand shapes of every sum; each distinct (op, shapes) is timed as its
-marginal cost (:mod:`gmgraph.latency.ops`); ``calibration`` architectures
+marginal cost (:mod:`gmgraph.latency.ops`), as are an InputChoice's combinations
+and the plain nodes it may leave unread (:mod:`gmgraph.latency.input_choices`); ``calibration`` architectures
 (the quickest and the slowest of 200 random ones by those times, then random ones) are derived
 and timed end to end (in turns, three rounds): the fixed part is the median of
 (measured - sum of their op and sum times), and a line through them is the
@@ -37,11 +38,11 @@ from torch import fx, nn
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
 from gmgraph.graph import choices, sample, space
-from gmgraph.input_choice import InputChoice
 from gmgraph.latency import cache
+from gmgraph.latency.input_choices import annotate, timing_specs
 from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
 from gmgraph.latency.nested import inner_runs, nested_choices, plain_copy
-from gmgraph.latency.ops import marginal_ms, marginal_sum_ms, node_shapes
+from gmgraph.latency.ops import marginal_inputs_ms, marginal_ms, marginal_sum_ms, node_shapes
 from gmgraph.latency.runtimes import RUNTIMES, check_runtime, runtime_version
 from gmgraph.liveness import dataflow
 from gmgraph.passes.derive import derive
@@ -94,13 +95,9 @@ def build_table(
 
     Raises:
         ConfigError: a bad argument. SpaceError: Choices sharing a label, op and input
-        shape that differ (the table keys ops by those three); an InputChoice (a table times ops of
-        one input, and which inputs a node reads changes which ops upstream are live).
+        shape that differ (the table keys ops by those three); an InputChoice inside another
+        Choice's op (:mod:`gmgraph.latency.input_choices`).
     """
-    inputs = next((m.label for m in supernet.modules() if isinstance(m, InputChoice)), None)
-    if inputs is not None:
-        raise SpaceError(f"latency tables do not cover InputChoice decisions yet ({inputs!r} chooses a node's "
-                         "inputs); limit or search this space by params or flops instead")
     check_timing(warmup=warmup, runs=runs, max_spread=max_spread, attempts=attempts, threads=threads)
     clock = resolve_clock(clock, check_runtime(runtime), threads)
     shape = check_shape(input_shape)
@@ -149,19 +146,23 @@ def _measure(table_class: type[LatencyTable], gm, shapes, fields, timing, calibr
     start = time.perf_counter()
     flow = _annotated_flow(gm, shapes)
     signatures, ops, inner = _signatures(gm, flow)
+    picks, nodes = timing_specs(gm, flow, shapes, _reference(gm))
     sums = sorted({tuple(tuple(s) for s in n["shapes"]) for n in flow if n["kind"] == "sum" and n.get("shapes")})
+    distinct = {spec[0] for spec in [*picks.values(), *nodes.values()]}
     bar = Progress(f"latency table ({timing['runtime']}, {timing['threads']} thread(s), batch {fields['batch']})",
-                   total=len(ops) + len(sums) + calibration, stream=stream, quiet=quiet)
+                   total=len(ops) + len(distinct) + len(sums) + calibration, stream=stream, quiet=quiet)
     entries = _time_ops(signatures, ops, inner, timing, bar)
+    pick_entries, node_entries = _time_input_choices(picks, nodes, timing, bar)
+    entries += pick_entries
     sum_entries = _time_sums(sums, timing, bar)
     shares = timing["runtime"] == "onnxruntime"  # its common-subexpression elimination merges equal pure ops
     raw = table_class(key=fields, space={k: list(v) for k, v in space(gm).items()}, flow=flow, fixed_ms=0.0,
-                       entries=entries, sums=sum_entries, shares_pure_ops=shares)
+                       entries=entries, sums=sum_entries, nodes=node_entries, shares_pure_ops=shares)
     runs = _calibrate(gm, _calibration_archs(gm, raw, calibration, seed), raw, fields, timing, bar)
     fixed = statistics.median(r["measured_ms"] - r["ops_ms"] for r in runs)
     bar.close(fixed_ms=fixed)
     return table_class(key=fields, space=raw.space, flow=flow, fixed_ms=fixed, entries=entries, sums=sum_entries,
-                        calibration=runs, correction=fit_correction(runs), shares_pure_ops=shares,
+                        nodes=node_entries, calibration=runs, correction=fit_correction(runs), shares_pure_ops=shares,
                         build_seconds=time.perf_counter() - start)
 
 
@@ -181,6 +182,24 @@ def _time_ops(signatures: dict, ops: dict, inner: dict, timing: dict, bar: Progr
     return [{"label": label, "op": op, "shape": list(in_shape), "ms": own[(label, op, in_shape)],
              "stable": timed[sig][1], "signature": cache.key_hash({"signature": str(sig)})}
             for (label, op, in_shape), sig in signatures.items()]
+
+
+def _time_input_choices(picks: dict, nodes: dict, timing: dict, bar: Progress) -> tuple[list[dict], list[dict]]:
+    """Entries of the InputChoices' ops and of the plain nodes they may leave unread
+    (:func:`~gmgraph.latency.input_choices.timing_specs`), each distinct computation timed once."""
+    timed: dict[tuple, tuple[float, bool]] = {}
+    for signature, module, in_shapes in [*picks.values(), *nodes.values()]:
+        if signature not in timed:
+            timed[signature] = marginal_inputs_ms(module, in_shapes, **timing)
+            bar.update(op=signature[0])
+
+    def entry(signature) -> dict:
+        ms, stable = timed[signature]
+        return {"ms": ms, "stable": stable, "signature": cache.key_hash({"signature": str(signature)})}
+
+    return ([{"label": label, "op": op, "shape": list(shape), **entry(spec[0])}
+             for (label, op, shape), spec in picks.items()],
+            [{"name": name, **entry(spec[0])} for name, spec in nodes.items()])
 
 
 def _time_sums(sums: list[tuple], timing: dict, bar: Progress) -> list[dict]:
@@ -227,10 +246,11 @@ def _annotated_flow(gm: fx.GraphModule, shapes: dict) -> list[dict]:
     """:func:`dataflow` with each Choice's input shape, each sum's operand shapes, and the Choices
     nested in a Choice's ops (``nested``, :func:`~gmgraph.latency.nested.nested_choices`), if any."""
     flow = dataflow(gm)
+    annotate(gm, flow, shapes)  # InputChoices: what each op reads
     targets = {n.name: n.target for n in gm.graph.nodes}
     reference = _reference(gm)
     for node in flow:
-        if node["kind"] == "choice":
+        if node["kind"] == "choice" and "picks" not in node:
             node["shape"] = list(shapes[node["inputs"][0]])
             nested = nested_choices(gm.get_submodule(targets[node["name"]]), node["shape"], reference)
             if nested:
@@ -264,7 +284,7 @@ def _signatures(gm: fx.GraphModule, flow: list[dict]) -> tuple[dict[tuple, tuple
     reference = _reference(gm)
     targets = {n.name: n.target for n in gm.graph.nodes}
     for node in flow:
-        if node["kind"] != "choice":
+        if node["kind"] != "choice" or "picks" in node:  # InputChoices: input_choices.timing_specs
             continue
         top = gm.get_submodule(targets[node["name"]])
         found = [(top, node["label"], tuple(node["shape"]), set(node["identity"]))]

@@ -32,7 +32,8 @@ from gmgraph.files import write_text
 ENV = "GMGRAPH_CACHE"
 """Environment variable naming gmgraph's cache folder (latency tables go to its ``latency`` subfolder)."""
 
-FORMAT = 2  # 2: views are timed as the plain modules derive makes of them; nested Choices have entries
+FORMAT = 3  # 2: views are timed as the plain modules derive makes of them; nested Choices have entries;
+# 3: InputChoices have entries, and the plain nodes they may leave unread (``nodes``)
 """Version of the table file layout; a file of another version is rebuilt."""
 
 

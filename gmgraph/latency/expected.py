@@ -27,6 +27,8 @@ probability that an op holding it is drawn. The expectation counts every
 top-level Choice as live: it does not follow dead code
 (an NB201 node whose outgoing edges are all ``none``), so for a one-hot alpha it
 equals ``table.predict(arch)`` where the arch has no ``none`` and no dead op.
+An InputChoice's ops count as any Choice's; the plain nodes an InputChoice may
+leave unread (``table.nodes``) count as live, like the sums.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def expected_latency(
     if missing or unknown:
         raise ConfigError(f"alphas must hold one logits tensor per label of the table's space; "
                           f"missing {missing}, unknown {unknown}")
-    sums = sum(table.sum_ms(n) for n in table.flow if n["kind"] == "sum")
+    sums = sum(table.sum_ms(n) for n in table.flow if n["kind"] == "sum") + sum(e["ms"] for e in table.nodes)
     total = None
     probs: dict[str, dict[str, torch.Tensor]] = {}
     for label, alpha in alphas.items():

@@ -62,6 +62,18 @@ class Side(nn.Module):
         return tuple(op(x) for op, x in zip(self.ops, xs))
 
 
+class Apart(nn.Module):
+    """Copies of an op of several inputs side by side, each copy on ``arity`` inputs of its own."""
+
+    def __init__(self, op: nn.Module, k: int, arity: int):
+        super().__init__()
+        self.ops = nn.ModuleList(copy.deepcopy(op) for _ in range(k))
+        self.arity = arity
+
+    def forward(self, *xs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(op(*xs[i * self.arity:(i + 1) * self.arity]) for i, op in enumerate(self.ops))
+
+
 class Sums(nn.Module):
     """``k`` additions: ``a + b``, then ``+ b`` again, as a node of a cell sums its edges."""
 
@@ -94,6 +106,18 @@ def marginal_ms(op: nn.Module, x: torch.Tensor, **timing) -> tuple[float, bool]:
         model = copies(op, k, x)
         inputs = (x,) if isinstance(model, Chain) else tuple(torch.randn(x.shape, generator=generator) for _ in range(k))
         models.append((model, inputs))
+    return _slope(models, **timing)
+
+
+def marginal_inputs_ms(op: nn.Module, shapes: Sequence[Sequence[int]], **timing) -> tuple[float, bool]:
+    """(milliseconds one more ``op`` adds, whether stable) for an op called with inputs of ``shapes``:
+    :func:`marginal_ms` for one input, else copies side by side (:class:`Apart`) on seeded inputs."""
+    if len(shapes) == 1:
+        return marginal_ms(op, torch.randn(tuple(shapes[0]), generator=torch.Generator().manual_seed(0)), **timing)
+    op = copy.deepcopy(op).eval().cpu()
+    generator = torch.Generator().manual_seed(1)
+    models = [(Apart(op, k, len(shapes)), tuple(torch.randn(tuple(s), generator=generator)
+                                                for _ in range(k) for s in shapes)) for k in COPIES]
     return _slope(models, **timing)
 
 

@@ -8,7 +8,9 @@ away (identities, ``none`` terms, whatever no longer reaches the output) cost
 nothing. A Choice nested in a kept Choice's op (an OFA stage's depth Choice holding
 blocks that choose their kernel) adds its chosen op's entry when the op enclosing it
 runs, and each op's entry is its own part, without the Choices nested in it
-(:mod:`gmgraph.latency.nested`). A table is plain data: it holds the few facts of the graph that
+(:mod:`gmgraph.latency.nested`). An InputChoice's op costs the combination of the
+inputs it picks, and the plain nodes that only unpicked inputs needed cost nothing
+(:mod:`gmgraph.latency.input_choices`). A table is plain data: it holds the few facts of the graph that
 liveness needs, so it predicts without the supernet::
 
     >>> flow = [
@@ -35,6 +37,7 @@ from pathlib import Path
 
 from gmgraph.arch import validate
 from gmgraph.errors import ConfigError, FileError
+from gmgraph.latency.input_choices import flow_under
 from gmgraph.latency.nested import running_nested
 from gmgraph.liveness import live_nodes
 
@@ -52,6 +55,8 @@ class LatencyTable:
         entries: one per (label, op, input shape): ``{"label", "op", "shape", "ms", "stable"}`` and
             ``"signature"``: entries of equal signature run the same computation.
         sums: one per operand shapes: ``{"shapes", "ms", "stable"}``.
+        nodes: one per plain node of the flow that an InputChoice may leave unread:
+            ``{"name", "ms", "stable", "signature"}``; it costs its time only while it is live.
         calibration: the end-to-end timings the fixed part was estimated from:
             ``{"arch", "measured_ms", "ops_ms", "stable"}`` (``ops_ms``: its ops and sums).
         correction: ``{"offset_ms", "scale"}`` of the line ``measured = offset + scale * (ops + sums)``
@@ -68,6 +73,7 @@ class LatencyTable:
     fixed_ms: float
     entries: list
     sums: list = field(default_factory=list)
+    nodes: list = field(default_factory=list)
     calibration: list = field(default_factory=list)
     correction: dict | None = None
     shares_pure_ops: bool = False
@@ -106,9 +112,10 @@ class LatencyTable:
         return self.correction["offset_ms"] + self.correction["scale"] * variable_ms
 
     def breakdown(self, arch: Mapping[str, str]) -> dict[str, float]:
-        """``fixed_ms``, ``ops_ms`` (the kept Choices), ``sums_ms`` (the kept sums) and their ``total_ms``."""
+        """``fixed_ms``, ``ops_ms`` (the kept Choices, and the kept plain nodes that an InputChoice may
+        leave unread), ``sums_ms`` (the kept sums) and their ``total_ms``."""
         validate(arch, {label: tuple(ops) for label, ops in self.space.items()})
-        live = live_nodes(self.flow, arch)
+        live = live_nodes(flow_under(self.flow, arch) if self._picking else self.flow, arch)
         ops, shared = 0.0, set()
         for name in live.choices:
             node = self._nodes[name]
@@ -122,6 +129,7 @@ class LatencyTable:
             ops += self._op_ms[key]
             for inner in running_nested(node["label"], node.get("nested", ()), arch):
                 ops += self._op_ms[(inner["label"], arch[inner["label"]], tuple(inner["shape"]))]
+        ops += sum(self._node_ms[n] for n in live.reads if n in self._node_ms)
         sums = sum(self.sum_ms(self._nodes[n]) for n in live.sums)
         return {"fixed_ms": self.fixed_ms, "ops_ms": ops, "sums_ms": sums, "total_ms": self.fixed_ms + ops + sums}
 
@@ -134,6 +142,7 @@ class LatencyTable:
         """The timings that stayed unstable while building (empty when every one was stable)."""
         out = [f"{e['label']}={e['op']} at {tuple(e['shape'])}" for e in self.entries if not e["stable"]]
         out += [f"sum of {[tuple(s) for s in e['shapes']]}" for e in self.sums if not e["stable"]]
+        out += [f"node {e['name']}" for e in self.nodes if not e["stable"]]
         out += [f"calibration arch {i}" for i, c in enumerate(self.calibration) if not c["stable"]]
         return out
 
@@ -150,7 +159,7 @@ class LatencyTable:
         """
         try:
             table = cls(**{name: data[name] for name in cls.__dataclass_fields__})
-            table._op_ms, table._nodes  # noqa: B018 - reading them checks the entries and the flow
+            table._op_ms, table._nodes, table._node_ms  # noqa: B018 - reading them checks the entries and the flow
             [table.sum_ms(n) for n in table.flow if n["kind"] == "sum"]
         except (KeyError, TypeError, ValueError) as exc:
             raise FileError(f"not a latency table ({type(exc).__name__}: {exc})") from exc
@@ -167,6 +176,14 @@ class LatencyTable:
     @functools.cached_property
     def _nodes(self) -> dict[str, dict]:
         return {n["name"]: n for n in self.flow}
+
+    @functools.cached_property
+    def _picking(self) -> bool:
+        return any("picks" in n for n in self.flow)
+
+    @functools.cached_property
+    def _node_ms(self) -> dict[str, float]:
+        return {e["name"]: float(e["ms"]) for e in self.nodes}
 
     @functools.cached_property
     def _signature(self) -> dict[tuple, str]:

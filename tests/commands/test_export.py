@@ -67,7 +67,7 @@ def test_export_from_space_and_arch(digits_model):
 def test_export_run_carries_the_trained_weights(run_dir, run_onnx):
     report = json.loads((run_dir / "report.json").read_text())
     meta = read_metadata(run_onnx)
-    assert meta["arch"] == report["arch"] and meta["data"] == "synthetic"
+    assert meta["arch"] == report["arch"] and meta["data"] == "synthetic" and meta["task"] == "classification"
     assert meta["preprocessing"] == data.preprocessing("synthetic", shape=(3, 32, 32))
     assert meta["preprocessing"]["mean"] == [0.0] * 3 and meta["preprocessing"]["std"] == [1.0] * 3  # none
     x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
