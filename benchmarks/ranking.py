@@ -65,7 +65,7 @@ import ranking_pool  # noqa: E402
 import ranking_report  # noqa: E402
 import ranking_stats  # noqa: E402
 import ranking_summary  # noqa: E402
-from ranking_protocol import METHODS, plan_jobs, predict_seconds, unit_costs  # noqa: E402
+from ranking_protocol import DEFAULT_METHODS, METHODS, plan_jobs, predict_seconds, unit_costs  # noqa: E402
 
 from gmgraph.config import TrainConfig  # noqa: E402
 from gmgraph.errors import ConfigError, DataError, GmGraphError  # noqa: E402
@@ -109,7 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="split epochs as fractions of E (GM-NAS NB201: 10 and 20 of 40)")
     p.add_argument("--archs", type=int, default=0, help="use only the first N ground-truth archs (0: all)")
     p.add_argument("--methods", nargs="+", default=None, choices=[m.key for m in METHODS],
-                   help="a subset of the methods (one-shot always runs)")
+                   help="the methods to compare (default: the seven of the committed report; add darts, darts2, "
+                        "gdas, snas, proxyless for the samplers with architecture parameters; one-shot always runs)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap training steps per epoch")
     p.add_argument("--bn-batches", type=int, default=4)
     p.add_argument("--rounds-small", type=int, default=0,
@@ -282,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"wrote {path}")
         return {"summary": summary}
     plan = make_plan(args)
-    jobs = plan_jobs(tuple(args.methods or [m.key for m in METHODS]), args.seeds, tuple(args.epochs),
+    jobs = plan_jobs(tuple(args.methods or [m.key for m in DEFAULT_METHODS]), args.seeds, tuple(args.epochs),
                      args.budget or None, plan.fractions, primary=args.primary, primary_seeds=args.primary_seeds)
     jobs_lib.claim_workdir(plan)
     todo = ranking_pool.pending(plan, jobs)

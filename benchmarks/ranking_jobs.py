@@ -253,8 +253,9 @@ def rounds(plan: Plan, b: Bench, which: str | None) -> int:
     return plan.rounds_small or gm_rounds(steps, len(nb201.LABELS) * len(nb201.OPS))
 
 
-def _train_config(plan: Plan, sampler: str, epochs: int) -> TrainConfig:
-    return TrainConfig(sampler=sampler, epochs=epochs, steps_per_epoch=plan.steps_per_epoch, device="cpu")
+def _train_config(plan: Plan, sampler: str, epochs: int, darts_order: int = 1) -> TrainConfig:
+    return TrainConfig(sampler=sampler, epochs=epochs, steps_per_epoch=plan.steps_per_epoch, device="cpu",
+                       darts_order=darts_order)
 
 
 # ------------------------------------------------------------------ the fork
@@ -384,7 +385,8 @@ def _run_oneshot(plan: Plan, job: Job, b: Bench) -> dict:
             save_checkpoint(oneshot_state(result.leaves[0].trainer, done), plan.fork_path(s.epochs, job.seed))
 
     result = run_fewshot(supernet(b, job.seed), b.loaders, FewShotConfig(method="oneshot"),
-                         _train_config(plan, m.sampler, s.epochs), seed=job.seed, quiet=True, on_epoch=keep_fork)
+                         _train_config(plan, m.sampler, s.epochs, m.darts_order), seed=job.seed, quiet=True,
+                         on_epoch=keep_fork)
     return _finish(b, job, result)
 
 
@@ -421,6 +423,7 @@ def _finish(b: Bench, job: Job, result: FewShotResult) -> dict:
     return {"epochs": s.epochs, "split_at": list(s.split_at), "parent": s.parent, "fork": s.fork,
             "cost": result.budget, "leaves": len(result.leaves), "tree": tree,
             "lr": [h["lr"] for h in result.leaves[0].trainer.history],  # after each epoch, the fork's included
+            "sampler": result.leaves[0].trainer.config.sampler, "darts_order": result.leaves[0].trainer.config.darts_order,
             "train_seconds": result.timings.get("total_seconds", 0.0),
             "scoring_seconds": result.timings.get("scoring_seconds", 0.0),
             "estimate_seconds": time.perf_counter() - start, "estimates": accs, "losses": losses}

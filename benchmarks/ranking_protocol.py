@@ -42,6 +42,7 @@ class Method:
     fanout: int = 1  # children per split
     splits: int = 0  # split points used (the first ``splits`` of the schedule's)
     rounds: str | None = None  # gradient matching: "small" (scoring <= one epoch) or "large"
+    darts_order: int = 1  # darts: 2 for the second-order (unrolled) architecture gradient
 
     @property
     def forked(self) -> bool:
@@ -49,7 +50,7 @@ class Method:
         return self.splits > 0
 
 
-METHODS = (
+DEFAULT_METHODS = (
     Method("oneshot", "one-shot (uniform)", "oneshot"),
     Method("pada", "one-shot (PA&DA)", "oneshot", sampler="pada"),
     Method("exhaustive", "few-shot exhaustive", "exhaustive", fanout=5, splits=1),
@@ -58,7 +59,22 @@ METHODS = (
     Method("synflow", "metric split (synflow)", "metric:synflow", fanout=2, splits=2),
     Method("random", "random split", "random", fanout=2, splits=2),
 )
-"""Every trained method; ``oneshot`` is the baseline each other one is paired with."""
+"""The methods a run compares unless ``--methods`` says otherwise; ``oneshot`` is the baseline each other one
+is paired with."""
+
+GRADIENT_METHODS = (
+    Method("darts", "one-shot (DARTS)", "oneshot", sampler="darts"),
+    Method("darts2", "one-shot (DARTS 2nd order)", "oneshot", sampler="darts", darts_order=2),
+    Method("gdas", "one-shot (GDAS)", "oneshot", sampler="gdas"),
+    Method("snas", "one-shot (SNAS)", "oneshot", sampler="snas"),
+    Method("proxyless", "one-shot (ProxylessNAS)", "oneshot", sampler="proxyless"),
+)
+"""One-shot supernets trained with architecture parameters (the seeds' other search algorithms, issue 29), on
+request (``--methods``): the same protocol, estimates from the supernet's weights as for every other method (the
+architecture parameters steer which paths train; the estimates read the weights)."""
+
+METHODS = DEFAULT_METHODS + GRADIENT_METHODS
+"""Every method a run may compare, in the tables' order."""
 
 BASELINE = "oneshot"
 ZERO_COST = ("params", "synflow", "naswot")

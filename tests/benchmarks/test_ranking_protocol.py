@@ -177,3 +177,17 @@ def test_a_work_folder_that_named_its_ground_truth_file_is_checked_and_upgraded(
     settings.write_text(json.dumps({**old, "groundtruth": "gt.csv", "archs_sha1": "0" * 16}))
     with pytest.raises(ConfigError, match="archs_sha1"):
         ranking_jobs.claim_workdir(plan)
+
+
+@pytest.mark.parametrize("key", [m.key for m in rp.GRADIENT_METHODS])
+def test_the_samplers_with_architecture_parameters_run_as_one_shot_methods(key, tmp_path):
+    plan = dataclasses.replace(ranking_jobs.example_plan(), workdir=str(tmp_path), steps_per_epoch=1)
+    job = next(j for j in rp.plan_jobs(("oneshot", key), 2, (4,), 0, FRACTIONS) if j.method == key)
+    m = rp.method(key)
+
+    result = ranking_jobs.run_job(plan, job)
+
+    assert (result["sampler"], result["darts_order"]) == (m.sampler, m.darts_order) and not m.forked
+    assert result["kind"] == "oneshot" and result["epochs"] == 4 and len(result["lr"]) == 4
+    assert len(result["estimates"]) == 4 and all(0 <= e <= 1 for e in result["estimates"])
+    assert key not in {d.key for d in rp.DEFAULT_METHODS}  # on request only: the committed report's seven stay
