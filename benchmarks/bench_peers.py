@@ -24,8 +24,10 @@ Rows:
   against NNI's ``DARTS`` supernet, ``--darts-reps`` rounds after one warm-up, each round one
   architecture step (validation batch) and one weight step (training batch) per side, rotated.
 
-gmgraph runs twice: its default supernet (torch's pooling) and with ``fast_pool=True``
-(``gmgraph.pooling.AvgPool2d``, equal within float32 rounding). Ratios are gmgraph time / other
+gmgraph runs twice: its default supernet, whose ``avg_pool_3x3`` is ``gmgraph.pooling.AvgPool2d``
+(torch's pooling bit for bit, on its faster channels-last kernel), and the same supernet with torch's
+``nn.AvgPool2d`` (its default before issue 33); the two must give the same logits and, after one step,
+the same weights bit for bit. Ratios are gmgraph time / other
 time: the median of the per-round ratios and the ratio of sums, each with a 95 % bootstrap interval
 over paths (rounds for DARTS; ``paired_ratios.py``). What NNI's steps include is in ``peer_nni.py``.
 """
@@ -54,12 +56,13 @@ from paired_ratios import format_ratio, paired  # noqa: E402
 import gmgraph  # noqa: E402
 from gmgraph.graph import running  # noqa: E402
 from gmgraph.passes import derive  # noqa: E402
+from gmgraph.pooling import AvgPool2d  # noqa: E402
 from gmgraph.samplers import UniformSampler  # noqa: E402
 from gmgraph.spaces import nb201  # noqa: E402
 from gmgraph.train import SupernetTrainer, TrainConfig  # noqa: E402
 
 TARGET = 0.80  # gmgraph / NNI on every row (issue 33)
-GM, FAST, PEER, DERIVED = "gmgraph", "gmgraph, fast pool", "NNI 3.0", "gmgraph's derived network"
+GM, TORCH_POOL, PEER, DERIVED = "gmgraph", "gmgraph, torch pool", "NNI 3.0", "gmgraph's derived network"
 
 
 class FixedPath(UniformSampler):
@@ -72,9 +75,17 @@ class FixedPath(UniformSampler):
         return running(self.groups, arch=self.path)
 
 
-def supernet(args, fast_pool: bool) -> torch.fx.GraphModule:
+def supernet(args, torch_pool: bool = False) -> torch.fx.GraphModule:
+    """The NB201 supernet; ``torch_pool``: its pools as torch's ``nn.AvgPool2d`` (gmgraph's default before)."""
     torch.manual_seed(args.seed)
-    return gmgraph.trace(nb201.supernet(args.C, args.N, args.classes, 3, affine=True, fast_pool=fast_pool))
+    net = nb201.supernet(args.C, args.N, args.classes, 3, affine=True)
+    if torch_pool:
+        for parent in list(net.modules()):
+            for name, child in list(parent.named_children()):
+                if type(child) is AvgPool2d:
+                    setattr(parent, name, nn.AvgPool2d(child.kernel_size, child.stride, child.padding,
+                                                       count_include_pad=child.count_include_pad))
+    return gmgraph.trace(net)
 
 
 def randomise_norms(gm: nn.Module, seed: int) -> None:
@@ -125,9 +136,11 @@ class Checks:
     def __init__(self):
         self.gaps: dict[str, float] = {}
 
-    def add(self, what: str, a: torch.Tensor, b: torch.Tensor) -> None:
+    def add(self, what: str, a: torch.Tensor, b: torch.Tensor, exact: bool = False) -> None:
         value = gap(a, b)
         self.gaps[what] = max(self.gaps.get(what, 0.0), value)
+        if exact and not torch.equal(a, b):
+            raise SystemExit(f"bench_peers: {what}: logits differ by {value:.3g}, expected bit for bit equal")
         scale = float(a.abs().max()) + 1.0
         if not value <= 1e-4 * scale:
             raise SystemExit(f"bench_peers: {what}: logits differ by {value:.3g} (scale {scale:.3g}): "
@@ -159,11 +172,12 @@ class SinglePath:
     gmgraph's derived network."""
 
     def __init__(self, args, loaders, nni, checks: Checks):
-        self.gm = supernet(args, fast_pool=False)
+        self.gm = supernet(args)
         randomise_norms(self.gm, args.seed)
-        self.fast = supernet(args, fast_pool=True)
-        self.fast.load_state_dict(self.gm.state_dict())
-        self.trainers = {GM: trainer(self.gm, loaders, "uniform"), FAST: trainer(self.fast, loaders, "uniform")}
+        self.torch_pool = supernet(args, torch_pool=True)
+        self.torch_pool.load_state_dict(self.gm.state_dict())
+        self.trainers = {GM: trainer(self.gm, loaders, "uniform"),
+                         TORCH_POOL: trainer(self.torch_pool, loaders, "uniform")}
         self.nni, self.peer, self.checks = nni, None, checks
         if nni is not None:
             model = nni.supernet("rsps", args.C, args.N, args.classes)
@@ -178,12 +192,12 @@ class SinglePath:
         net = derive(self.gm, arch)
         optimizer = sgd(net.parameters())
         index = torch.arange(len(y))
-        gm_t, fast_t = self.trainers[GM], self.trainers[FAST]
-        step = {GM: lambda: gm_t.train_step(x, y, index), FAST: lambda: fast_t.train_step(x, y, index),
+        gm_t, torch_t = self.trainers[GM], self.trainers[TORCH_POOL]
+        step = {GM: lambda: gm_t.train_step(x, y, index), TORCH_POOL: lambda: torch_t.train_step(x, y, index),
                 DERIVED: lambda: plain_step(net, optimizer, x, y)}
-        evaluate = {GM: lambda: _forward(self.gm, gm_t, x), FAST: lambda: _forward(self.fast, fast_t, x),
+        evaluate = {GM: lambda: _forward(self.gm, gm_t, x), TORCH_POOL: lambda: _forward(self.torch_pool, torch_t, x),
                     DERIVED: lambda: _forward(net, None, x)}
-        modules = [self.gm, self.fast, net]
+        modules = [self.gm, self.torch_pool, net]
         if self.peer is not None:
             peer = self.peer
             step[PEER] = lambda: peer.single_path(x, y, theirs)
@@ -196,17 +210,24 @@ class SinglePath:
         with eval_mode(modules):
             reference = evaluate[GM]()
             self.checks.add("gmgraph vs its derived network (eval)", reference, evaluate[DERIVED]())
-            self.checks.add("gmgraph vs gmgraph fast pool (eval)", reference, evaluate[FAST]())
+            self.checks.add("gmgraph vs gmgraph torch pool (eval)", reference, evaluate[TORCH_POOL](), exact=True)
             if PEER in evaluate:
                 self.checks.add("gmgraph vs NNI, single path (eval)", reference, evaluate[PEER]())
         if train_mode and PEER in evaluate:  # one more update of the running statistics, on every supernet alike
             reference = evaluate[GM]()
-            self.checks.add("gmgraph vs gmgraph fast pool (train mode)", reference, evaluate[FAST]())
+            self.checks.add("gmgraph vs gmgraph torch pool (train mode)", reference, evaluate[TORCH_POOL](), exact=True)
             self.checks.add("gmgraph vs NNI, single path (train mode)", reference, evaluate[PEER]())
 
     def check_weights(self) -> None:
-        """After one step on each side from the same state: the same weights and statistics."""
-        ours, theirs = self.gm.state_dict(), self.peer.model.state_dict()
+        """After one step on each side from the same state: the same weights and statistics (torch pool: bits)."""
+        ours, same = self.gm.state_dict(), self.torch_pool.state_dict()
+        worst = max(gap(ours[k].float(), same[k].float()) for k in ours)
+        self.checks.gaps["weights after one single-path step, gmgraph vs gmgraph torch pool"] = worst
+        if not all(torch.equal(ours[k], same[k]) for k in ours):
+            raise SystemExit(f"bench_peers: after one step torch's pooling moves the weights by {worst:.3g}")
+        if self.peer is None:
+            return
+        theirs = self.peer.model.state_dict()
         mapping = nni_names.name_map(ours, theirs)
         worst = max(gap(ours[a].float(), theirs[b].float()) for a, b in mapping.items())
         self.checks.gaps["weights after one single-path step, gmgraph vs NNI"] = worst
@@ -220,8 +241,8 @@ def single_path_rows(args, batches, loaders, nni, checks: Checks):
     sp = SinglePath(args, loaders, nni, checks)
     generator = torch.Generator().manual_seed(args.seed)
     paths = [gmgraph.sample(sp.gm, generator) for _ in range(args.paths)]
-    steps = {side: [] for side in (GM, FAST, PEER, DERIVED)}
-    evals = {side: [] for side in (GM, FAST, PEER, DERIVED)}
+    steps = {side: [] for side in (GM, TORCH_POOL, PEER, DERIVED)}
+    evals = {side: [] for side in (GM, TORCH_POOL, PEER, DERIVED)}
     groups: list[int] = []
     for number, arch in enumerate(paths[:args.check_paths]):  # before any step: the same network on every side
         _, evaluate, modules = sp.sides(arch, x, y)
@@ -234,7 +255,7 @@ def single_path_rows(args, batches, loaders, nni, checks: Checks):
                 elapsed = timed(step[side])
                 if r:
                     steps[side].append(elapsed)
-            if number == 0 and r == 0 and sp.peer is not None:
+            if number == 0 and r == 0:
                 sp.check_weights()
         with eval_mode(modules):
             for r in range(args.reps + 1):
@@ -279,25 +300,26 @@ def peer_steps(nni, model: nn.Module):
 def darts_rows(args, batches, loaders, nni, checks: Checks):
     """DARTS architecture and weight steps: per side, the seconds of each round."""
     (x, y), (xv, yv) = batches
-    gm = supernet(args, fast_pool=False)
+    gm = supernet(args)
     randomise_norms(gm, args.seed)
-    fast = supernet(args, fast_pool=True)
-    fast.load_state_dict(gm.state_dict())
-    trainers = {GM: trainer(gm, loaders, "darts"), FAST: trainer(fast, loaders, "darts")}
+    slow = supernet(args, torch_pool=True)
+    slow.load_state_dict(gm.state_dict())
+    trainers = {GM: trainer(gm, loaders, "darts"), TORCH_POOL: trainer(slow, loaders, "darts")}
     index = torch.arange(len(y))
-    arch_steps = {GM: lambda: trainers[GM]._arch_step(xv, yv), FAST: lambda: trainers[FAST]._arch_step(xv, yv)}
+    arch_steps = {GM: lambda: trainers[GM]._arch_step(xv, yv),
+                  TORCH_POOL: lambda: trainers[TORCH_POOL]._arch_step(xv, yv)}
     weight_steps = {GM: lambda: trainers[GM]._weight_step(x, y, index),
-                    FAST: lambda: trainers[FAST]._weight_step(x, y, index)}
+                    TORCH_POOL: lambda: trainers[TORCH_POOL]._weight_step(x, y, index)}
     if nni is not None:
         model = nni.supernet("darts", args.C, args.N, args.classes)
         nni_names.load_by_name(gm, model)
         nni_names.copy_alphas(trainers[GM].sampler.alphas, nni.alphas(model))
         peer = peer_steps(nni, model)
-        with eval_mode([gm, fast, model]), torch.no_grad():
+        with eval_mode([gm, slow, model]), torch.no_grad():
             with trainers[GM].sampler.context():
                 ours = gm(x)
-            with trainers[FAST].sampler.context():
-                checks.add("gmgraph vs gmgraph fast pool, DARTS (eval)", ours, fast(x))
+            with trainers[TORCH_POOL].sampler.context():
+                checks.add("gmgraph vs gmgraph torch pool, DARTS (eval)", ours, slow(x), exact=True)
             checks.add("gmgraph vs NNI, DARTS (eval)", ours, model(x))
         arch_steps[PEER] = lambda: peer.arch_step(xv, yv)
         weight_steps[PEER] = lambda: peer.darts_weight_step(x, y)
@@ -319,7 +341,7 @@ def rows_for(step: str, times: dict[str, list[float]], pairs: list[tuple[str, st
         if not times.get(theirs) or not times.get(ours):
             continue
         r = paired(times[ours], times[theirs], groups)
-        goal = target if theirs == PEER else None
+        goal = target if theirs == PEER and ours == GM else None  # the torch-pool row is for comparison
         verdict = "" if goal is None else f"{goal[0]} <= {goal[1]:.2f} ({'met' if getattr(r, goal[0]) <= goal[1] else 'NOT met'})"
         if theirs == DERIVED and step.startswith("single path"):
             verdict = f"sums <= 1.05 ({'met' if r.sums <= 1.05 else 'NOT met'})"
@@ -383,7 +405,7 @@ def main(argv=None) -> Path:
     checks = Checks()
     steps, evals, groups = single_path_rows(args, batches, loaders, nni, checks)
     darts = darts_rows(args, batches, loaders, nni, checks)
-    vs_peer = [(GM, PEER), (FAST, PEER)]
+    vs_peer = [(GM, PEER), (TORCH_POOL, PEER)]
     rows = (rows_for("single path (RSPS) step", steps, [*vs_peer, (GM, DERIVED)], groups, ("sums", TARGET))
             + rows_for("DARTS weight step", darts["weights"], vs_peer, target=("sums", TARGET))
             + rows_for("DARTS architecture step (first order)", darts["arch"], vs_peer, target=("sums", TARGET))

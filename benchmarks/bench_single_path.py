@@ -7,7 +7,7 @@ Steps: NB201 supernet C=16 N=5 on digits (1 channel, 8x8, batch 64), SGD + Neste
 thread. The path is set as the trainer sets it (``gmgraph.graph.running`` on Choices collected
 once; ``gmgraph.use`` would add about 3 ms of checks a step). For each of ``--paths`` uniformly drawn paths, four steps are timed in turn (rotated, so
 load on the shared machine hits all alike), ``--reps`` times after 2 warm-up rounds, and each
-keeps its median: the supernet on the path now (dead Choices and ``none`` skipped, fast pooling),
+keeps its median: the supernet on the path now (dead Choices and ``none`` skipped, gmgraph's pooling),
 the supernet as before (every Choice runs, torch's exclude-padding pooling), and the path's
 derived network with each pooling. The ratios are per path (median of paired ratios) and over
 all paths (ratio of sums).
@@ -76,7 +76,7 @@ def step(net, optimizer, x, y, context) -> float:
 
 def bench_steps(paths: int, reps: int, x, y) -> tuple[list[list], dict]:
     torch.manual_seed(0)
-    gm = gmgraph.trace(nb201.supernet(C=16, N=5, in_channels=1, fast_pool=True)).train()
+    gm = gmgraph.trace(nb201.supernet(C=16, N=5, in_channels=1)).train()
     old_gm, default_gm = with_torch_pool(gm), with_torch_pool(gm)
     groups, old_groups = choices(gm), choices(old_gm)  # collected once, as the trainer's sampler does
     default_groups = choices(default_gm)
@@ -153,8 +153,8 @@ def main() -> None:
     notes = (
         f"Target: supernet / derived <= 1.05x by ratio of sums ({'met' if ratio <= 1.05 else 'NOT met'}: "
         f"{ratio:.3f}x). Medians of the per-path medians in ms. \"supernet\" skips dead Choices and pools with "
-        "gmgraph.pooling.AvgPool2d (nb201.supernet(fast_pool=True)); \"supernet, torch pool\" is the default "
-        "supernet (dead Choices skipped, torch's pooling, which keeps the default run's architecture); "
+        "gmgraph.pooling.AvgPool2d (the spaces' pool: torch's numbers bit for bit, on its channels-last kernel); "
+        "\"supernet, torch pool\" is the same supernet with torch's nn.AvgPool2d (the default before issue 33); "
         "\"supernet before\" runs every Choice of the path and torch's pooling, as gmgraph did before dead Choices "
         "were skipped; \"derived\" is derive(gm, arch) with the same pooling as the supernet row it is compared "
         "with.\n\n"

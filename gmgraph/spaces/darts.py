@@ -84,7 +84,7 @@ def sep_conv(c: int, kernel: int, stride: int, affine: bool) -> nn.Sequential:
 
 def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn: bool,
                   fast_pool: bool = False) -> dict[str, nn.Module]:
-    """The DARTS candidates named in ``ops`` for one edge of width C (``fast_pool``: see :func:`supernet`)."""
+    """The DARTS candidates named in ``ops`` for one edge of width C (``fast_pool``: ignored, see :func:`supernet`)."""
 
     def pool(kind: type[nn.Module], **kw) -> nn.Module:
         p = kind(3, stride=stride, padding=1, **kw)
@@ -94,7 +94,7 @@ def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn
     build = {
         "none": lambda: Zero(stride),
         "max_pool_3x3": lambda: pool(nn.MaxPool2d),
-        "avg_pool_3x3": lambda: pool(AvgPool2d if fast_pool else nn.AvgPool2d, count_include_pad=False),
+        "avg_pool_3x3": lambda: pool(AvgPool2d, count_include_pad=False),  # torch's bits, faster on the CPU
         "skip_connect": lambda: nn.Identity() if stride == 1 else FactorizedReduce(C, C, affine),
         "sep_conv_3x3": lambda: sep_conv(C, 3, stride, affine),
         "sep_conv_5x5": lambda: sep_conv(C, 5, stride, affine),
@@ -183,8 +183,8 @@ def supernet(
         pool_bn: a BN after each pooling op, as the DARTS search code adds (derived
             networks keep it; :func:`network` builds the evaluation net without).
         stem_multiplier: the stem has ``stem_multiplier * C`` channels.
-        fast_pool: ``avg_pool_3x3`` as :class:`gmgraph.pooling.AvgPool2d` (faster on the CPU, equal within
-            float32 rounding; off by default, see :func:`gmgraph.spaces.nb201.supernet`).
+        fast_pool: accepted for older callers, no effect: ``avg_pool_3x3`` is always
+            :class:`gmgraph.pooling.AvgPool2d`, torch's pooling bit for bit (see :func:`gmgraph.spaces.nb201.supernet`).
 
     Raises:
         SpaceError: unknown or repeated ops, or too few layers.

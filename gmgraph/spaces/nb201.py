@@ -44,13 +44,13 @@ class ReLUConvBN(nn.Sequential):
 
 
 def candidate_ops(C: int, affine: bool = True, fast_pool: bool = False) -> dict[str, nn.Module]:
-    """The five NB201 candidates for an edge inside a cell of width C (``fast_pool``: see :func:`supernet`)."""
+    """The five NB201 candidates for an edge inside a cell of width C (``fast_pool``: ignored, see :func:`supernet`)."""
     return {
         "none": Zero(),
         "skip_connect": nn.Identity(),
         "nor_conv_1x1": ReLUConvBN(C, C, 1, affine=affine),
         "nor_conv_3x3": ReLUConvBN(C, C, 3, affine=affine),
-        "avg_pool_3x3": (AvgPool2d if fast_pool else nn.AvgPool2d)(3, stride=1, padding=1, count_include_pad=False),
+        "avg_pool_3x3": AvgPool2d(3, stride=1, padding=1, count_include_pad=False),  # torch's bits, faster
     }
 
 
@@ -129,10 +129,10 @@ def supernet(
         affine: affine BatchNorm inside the cells' conv ops. The reference search
             code uses non-affine BN there (the default); a derived network always
             gets affine BN, identity-initialised where the supernet had none.
-        fast_pool: ``avg_pool_3x3`` as :class:`gmgraph.pooling.AvgPool2d` (several times faster on the CPU,
-            forward and backward; equal to torch's pooling within float32 rounding). Off by default: rounding
-            differences grow over a run's training, and the default run would choose another architecture
-            than the one the README names (``benchmarks/results/single_path.md`` measures both).
+        fast_pool: accepted for older callers, no effect: every ``avg_pool_3x3`` is
+            :class:`gmgraph.pooling.AvgPool2d`, bit for bit ``nn.AvgPool2d(3, 1, 1, count_include_pad=False)``
+            forward and backward, and about twice as fast on the CPU (it used to select a faster pooling
+            that was equal only within float32 rounding).
     """
     return Network(C, N, num_classes, in_channels, affine, fast_pool)
 
