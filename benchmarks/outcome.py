@@ -45,6 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _table  # noqa: E402
 import ranking_stats as rs  # noqa: E402
+from ranking_plots import ALPHA  # noqa: E402
 from ranking_report import label  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -104,13 +105,14 @@ def seed_outcome(run: dict) -> dict:
     Example:
         >>> out = seed_outcome({"archs": ["a", "b", "c"], "estimate": np.array([0.1, 0.3, 0.2]),
         ...                     "loss": np.zeros(3), "truth": np.array([0.9, 0.5, 0.7])})
-        >>> out["arch"], out["truth"], round(out["regret"], 3), round(out["percentile"], 1)
-        ('b', 0.5, 0.4, 33.3)
+        >>> out["arch"], out["truth"], round(out["regret"], 3), round(out["percentile"], 1), round(out["tau"], 3)
+        ('b', 0.5, 0.4, 33.3, -1.0)
     """
     i = pick(run)
     truth = run["truth"]
     return {"arch": run["archs"][i], "truth": float(truth[i]), "regret": float(truth.max() - truth[i]),
             "percentile": 100.0 * float(np.mean(truth <= truth[i])),
+            "tau": rs.kendall_tau(rs.tiebroken(run["estimate"], run["loss"]), truth),
             **{f"p@{k}": precision_at(run, k) for k in TOP_K}}
 
 
@@ -124,6 +126,7 @@ def method_outcome(seeds: dict[int, dict], base: dict[int, dict] | None, *, n_bo
            "percentile": float(np.mean([o["percentile"] for o in per_seed.values()])),
            "regret": float(np.mean([o["regret"] for o in per_seed.values()])),
            **{f"p@{k}": float(np.mean([o[f"p@{k}"] for o in per_seed.values()])) for k in TOP_K},
+           "tau": float(np.mean([o["tau"] for o in per_seed.values()])),
            "modal": arch, "modal_count": count, "per_seed": per_seed}
     if base is not None:
         paired = sorted(set(per_seed) & set(base))
@@ -146,11 +149,24 @@ def cell_outcomes(runs: dict, rule: str, cell: int, *, n_boot: int) -> dict[str,
     return out
 
 
-ORDER = ("oneshot", "pada", "exhaustive", "gm", "gm-large", "synflow", "random")
+ORDER = ("oneshot", "pada", "exhaustive", "gm", "gm-large", "synflow", "random", "darts", "darts-alpha", "darts2",
+         "darts2-alpha", "gdas", "gdas-alpha", "snas", "snas-alpha", "proxyless", "proxyless-alpha")
 
 
 def _ordered(methods) -> list[str]:
     return sorted(set(methods), key=lambda m: (ORDER.index(m) if m in ORDER else len(ORDER), m))
+
+
+def method_label(method: str, rounds: dict) -> str:
+    """The table's name of ``method``; ``<sampler>-alpha`` is that sampler's pick by its own architecture weights.
+
+    Example:
+        >>> method_label("darts-alpha", {}), method_label("gm", {"gm": 1})
+        ('one-shot (DARTS), argmax of its alphas', 'GM split (R=1)')
+    """
+    if method.endswith(ALPHA):
+        return f"{label(method[:-len(ALPHA)], None)}, argmax of its alphas"
+    return label(method, rounds.get(method))
 
 
 def costs(summary: dict) -> dict[tuple[str, int, str], tuple[float, float]]:
@@ -164,7 +180,7 @@ def _ci(ci) -> str:
 
 
 HEADERS = ["method", "seeds", "true acc of the pick [95% CI]", "percentile", "regret", "precision@5",
-           "precision@10", "same pick", "supernet-epochs", "s/run", "Δ acc vs one-shot [95% CI]",
+           "precision@10", "Kendall tau", "same pick", "supernet-epochs", "s/run", "Δ acc vs one-shot [95% CI]",
            "wins/losses", "Wilcoxon p (Holm)"]
 
 
@@ -174,8 +190,8 @@ def cell_rows(outcomes: dict[str, dict], cost: dict, rule: str, cell: int, round
         epochs, seconds = cost.get((rule, cell, method), (None, None))
         compared = "p" in o
         rows.append([
-            label(method, rounds.get(method)), o["seeds"], f"{o['truth']:.4f} {_ci(o['truth_ci'])}",
-            f"{o['percentile']:.1f}", f"{o['regret']:.4f}", f"{o['p@5']:.2f}", f"{o['p@10']:.2f}",
+            method_label(method, rounds), o["seeds"], f"{o['truth']:.4f} {_ci(o['truth_ci'])}",
+            f"{o['percentile']:.1f}", f"{o['regret']:.4f}", f"{o['p@5']:.2f}", f"{o['p@10']:.2f}", f"{o['tau']:.3f}",
             f"{o['modal_count']}/{o['seeds']}", "-" if epochs is None else epochs,
             "-" if seconds is None else f"{seconds:.0f}",
             f"{o['diff']:+.4f} {_ci(o['diff_ci'])}" if compared else "-",
@@ -196,7 +212,7 @@ def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05) -> lis
     for method, o in outcomes.items():
         if "p" not in o:
             continue
-        name, (lo, hi) = label(method, rounds.get(method)), o["diff_ci"]
+        name, (lo, hi) = method_label(method, rounds), o["diff_ci"]
         if o["p_holm"] < alpha:
             verdict = "better than" if o["diff"] > 0 else "worse than"
             lines.append(f"{name}: {verdict} one-shot by {o['diff']:+.4f} true accuracy "
@@ -207,25 +223,40 @@ def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05) -> lis
     return lines
 
 
-def render(runs: dict, summary: dict, *, n_boot: int, argv: list[str]) -> str:
+ALPHA_NOTE = (" A sampler with architecture parameters (DARTS, GDAS, SNAS, ProxylessNAS) also has a row 'argmax of "
+              "its alphas': the architecture its own weights rank first among the 155 (the highest sum of log "
+              "softmax(alpha) over the labels), which is what that search hands over, besides its supernet's pick.")
+
+
+def _shown(path: Path) -> str:
+    """``path`` relative to the repository when it lies inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(HERE.parent))
+    except ValueError:
+        return str(path)
+
+
+def render(runs: dict, summary: dict, *, n_boot: int, argv: list[str], estimates: Path = ESTIMATES) -> str:
     cost = costs(summary)
     rounds = {"gm": 1, "gm-large": 10}
     cells = sorted({(r, c) for (r, c, _) in runs if r in ("a", "b")})
+    any_alpha = any(m.endswith(ALPHA) for (_, _, m) in runs)
     parts = [
         "# What each method hands a user: the true accuracy of the architecture it picks (issue 30)",
         "",
         f"Machine: {_table.machine()}",
         "",
         f"Command: `python benchmarks/outcome.py{' ' + ' '.join(argv) if argv else ''}` (reads the ranking "
-        "benchmark's estimates, `benchmarks/data/ranking_estimates.csv.gz`; no training).",
+        f"benchmark's estimates, `{_shown(estimates)}`; no training).",
         "",
         "Each seed of each method picks the architecture its supernet estimates best among the ground truth's 155 "
         "(ties: lower val loss). The pick's true accuracy is its from-scratch result (digits16, 40 epochs, mean of "
         "6 seeds), so no retraining is needed. Percentile: share of the 155 it is at least as good as. Regret: "
         f"best truth ({max(next(iter(s.values()))['truth'].max() for s in runs.values()):.4f}) minus the pick's. "
-        "Precision@k: share of the estimate's top k in the truth's top k. Same pick: the modal pick's count over "
+        "Precision@k: share of the estimate's top k in the truth's top k. Kendall tau: of the scores against the "
+        "truth over the 155, mean over seeds (a sampler's alpha rows: how its own weights rank them). Same pick: the modal pick's count over "
         "seeds. Δ: paired by seed to one-shot uniform; Wilcoxon signed-rank, Holm over each table's methods; "
-        f"95% percentile bootstrap over seeds ({n_boot} draws).",
+        f"95% percentile bootstrap over seeds ({n_boot} draws).{ALPHA_NOTE if any_alpha else ''}",
     ]
     for rule, cell in cells:
         outcomes = cell_outcomes(runs, rule, cell, n_boot=n_boot)
@@ -246,7 +277,7 @@ def main(argv: list[str] | None = None) -> Path:
     args = p.parse_args(argv)
     runs = read_estimates(args.estimates)
     summary = json.loads(args.summary.read_text())
-    text = render(runs, summary, n_boot=args.n_boot, argv=argv)
+    text = render(runs, summary, n_boot=args.n_boot, argv=argv, estimates=args.estimates)
     print(text)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from gmgraph.files import atomic_write

@@ -232,6 +232,8 @@ def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Be
     rounds = {r["method"]: r["rounds"] for c in summary["cells"] for r in c["methods"] if r["rounds"]}
     more = args.primary_seeds > args.seeds
     primary_seeds = f", {args.primary_seeds} in the primary cell (rule a, E = {args.primary})" if more else ""
+    rule_b = (f"rule (b) at {args.budget} supernet-epochs per method (few-shot leaves shorter; their cosine re-aimed "
+              "to end at the leaf's last epoch)" if args.budget else "rule (b) not run (--budget 0)")
     return (
         f"Ground truth: `{Path(plan.groundtruth).name}`, {len(b.archs)} NB201 architectures trained from scratch on "
         f"{g['dataset']} (C={s['C']}, N={s['N']}, batch {s['batch_size']}, {s['epochs']} epochs, seeds {g['seeds']}); "
@@ -244,8 +246,7 @@ def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Be
         f"Seeds: {args.seeds} per method in every cell{primary_seeds} (the tables' 'seeds' column). "
         f"Protocol: rule (a) at E = {', '.join(map(str, args.epochs))} lineage epochs, splits at "
         f"{', '.join(map(str, plan.fractions))} of E (exhaustive: the first split only, 5 children; the "
-        f"other splitters: every split, 2 balanced groups each); rule (b) at {args.budget} supernet-epochs per method "
-        f"(few-shot leaves shorter; their cosine re-aimed to end at the leaf's last epoch). Every few-shot run "
+        f"other splitters: every split, 2 balanced groups each); {rule_b}. Every few-shot run "
         f"forks from the one-shot run of its seed at the first split (weights, optimizer, sampler and RNG "
         f"state); PA&DA shares the seed's initialisation and data order. GM: R = "
         f"{', '.join(f'{v} ({k})' for k, v in rounds.items()) or '-'} (small: the largest R whose scoring "

@@ -426,7 +426,30 @@ def _finish(b: Bench, job: Job, result: FewShotResult) -> dict:
             "sampler": result.leaves[0].trainer.config.sampler, "darts_order": result.leaves[0].trainer.config.darts_order,
             "train_seconds": result.timings.get("total_seconds", 0.0),
             "scoring_seconds": result.timings.get("scoring_seconds", 0.0),
-            "estimate_seconds": time.perf_counter() - start, "estimates": accs, "losses": losses}
+            "estimate_seconds": time.perf_counter() - start, "estimates": accs, "losses": losses,
+            "alpha_scores": alpha_scores(b, result)}
+
+
+def alpha_scores(b: Bench, result: FewShotResult) -> list[float] | None:
+    """Each ground-truth architecture's log-probability under a one-shot run's architecture parameters (the sum
+    over labels of log softmax(alpha)[op]): how DARTS, GDAS, SNAS or ProxylessNAS themselves rank it, their argmax
+    being the architecture they would hand over. None for samplers without architecture parameters.
+
+    Example:
+        >>> b = bench(example_plan())
+        >>> result = run_fewshot(supernet(b, 0), b.loaders, FewShotConfig(method="oneshot"),
+        ...                      TrainConfig(sampler="darts", epochs=1, steps_per_epoch=1), quiet=True)
+        >>> scores = alpha_scores(b, result)
+        >>> len(scores), all(s < 0 for s in scores)
+        (4, True)
+    """
+    sampler = result.leaves[0].trainer.sampler
+    alphas = getattr(sampler, "alphas", None)
+    if not alphas or len(result.leaves) != 1:
+        return None
+    log_p = {label: alpha.detach().double().cpu().log_softmax(0) for label, alpha in alphas.items()}
+    ops = sampler.space
+    return [float(sum(log_p[label][ops[label].index(arch[label])] for label in log_p)) for arch in b.parsed]
 
 
 def _run_zero_cost(plan: Plan, job: Job, b: Bench) -> dict:

@@ -115,8 +115,8 @@ def _scatter(estimates: list[dict], summary: dict, path: Path) -> Path:
     """Estimated (mean over seeds) vs true accuracy per architecture, one panel per method of the primary cell."""
     plt = _pyplot()
     rule, cell = summary["primary"]
-    rows = [e for e in estimates if e["rule"] == rule and int(e["cell"]) == cell]
-    order = [m.key for m in METHODS]
+    order = [m.key for m in METHODS]  # a sampler's own alpha scores (``<method>-alpha``) are no accuracy estimate
+    rows = [e for e in estimates if e["rule"] == rule and int(e["cell"]) == cell and e["method"] in order]
     keys = sorted(dict.fromkeys(e["method"] for e in rows), key=order.index)
     rounds = _rounds(summary)
     cols = 4
@@ -158,10 +158,16 @@ def _op_bias(summary: dict, path: Path) -> Path:
     return _save(fig, path)
 
 
+ALPHA = "-alpha"
+"""Suffix of the pseudo-method whose estimates are a sampler's own architecture log-probabilities."""
+
+
 def write_estimates(results: list[dict], archs: list[str], truth: list[float], path: Path) -> Path:
     """Every estimate of every job, one CSV row per (job, architecture), gzipped: what the scatter plot draws.
 
-    Zero-cost scores are rows of rule ``zc`` with the metric as the method.
+    Zero-cost scores are rows of rule ``zc`` with the metric as the method; a sampler with architecture
+    parameters adds rows of method ``<method>-alpha`` whose estimate is the architecture's log-probability
+    under them (``ranking_jobs.alpha_scores``).
     Gzip (without a timestamp, so equal rows give equal bytes) keeps the full
     benchmark's 45,000 rows at 0.5 MB instead of 5.6 MB; ``gzip.open(path, "rt")``
     or pandas read it.
@@ -185,6 +191,8 @@ def write_estimates(results: list[dict], archs: list[str], truth: list[float], p
             continue
         for arch, e, loss, t in zip(archs, r["estimates"], r["losses"], truth):
             writer.writerow([r["rule"], r["cell"], r["method"], r["seed"], arch, f"{e:.6g}", f"{loss:.6g}", f"{t:.6g}"])
+        for arch, a, t in zip(archs, r.get("alpha_scores") or (), truth):  # the sampler's own ranking
+            writer.writerow([r["rule"], r["cell"], f"{r['method']}{ALPHA}", r["seed"], arch, f"{a:.8g}", "", f"{t:.6g}"])
     packed = gzip.compress(text.getvalue().encode(), mtime=0)
     return atomic_write(path, lambda tmp: Path(tmp).write_bytes(packed))
 

@@ -79,3 +79,21 @@ def test_on_the_committed_ranking_runs_every_cell_has_its_seeds_and_truths_withi
     for row in cell.values():
         assert all(0 <= o["regret"] <= best and 0 < o["percentile"] <= 100 for o in row["per_seed"].values())
         assert np.isclose(row["truth"], np.mean([o["truth"] for o in row["per_seed"].values()]))
+
+
+def test_a_samplers_own_alpha_pick_is_a_row_of_its_own_paired_with_one_shot(tmp_path):
+    rows = (_run("oneshot", 0, [0.1, 0.2, 0.3, 0.4]) + _run("oneshot", 1, [0.4, 0.3, 0.2, 0.1])
+            + _run("darts", 0, [0.1, 0.2, 0.3, 0.4]) + _run("darts", 1, [0.1, 0.2, 0.3, 0.4])
+            + _run("darts-alpha", 0, [-1.0, -2.0, -3.0, -4.0], [""] * 4)   # its alphas favour a (0.9)
+            + _run("darts-alpha", 1, [-2.0, -1.0, -3.0, -4.0], [""] * 4))  # and b (0.8)
+    estimates = tmp_path / "est.csv.gz"
+    _write_estimates(estimates, rows)
+    runs = outcome.read_estimates(estimates)
+
+    cell = outcome.cell_outcomes(runs, "a", 40, n_boot=200)
+    text = outcome.render(runs, {"cells": []}, n_boot=200, argv=[], estimates=estimates)
+
+    assert list(cell) == ["oneshot", "darts", "darts-alpha"]
+    assert [o["arch"] for o in cell["darts-alpha"]["per_seed"].values()] == ["a", "b"]
+    assert cell["darts-alpha"]["diff"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.9)) / 2)
+    assert "| one-shot (DARTS), argmax of its alphas | 2 |" in text and "argmax of its alphas': the" in text

@@ -64,7 +64,7 @@ def test_split_epochs_refuses_schedules_too_short_to_split():
 
 
 def test_plan_pairs_every_fork_with_a_planned_oneshot_run():
-    jobs = rp.plan_jobs(tuple(m.key for m in rp.METHODS), 3, (20, 40, 80), 40, FRACTIONS)
+    jobs = rp.plan_jobs(tuple(m.key for m in rp.DEFAULT_METHODS), 3, (20, 40, 80), 40, FRACTIONS)
     ids = [j.id for j in jobs]
     assert len(ids) == len(set(ids))
     oneshot = {j.id: j for j in jobs if j.kind == "oneshot" and j.method == rp.BASELINE}
@@ -75,7 +75,7 @@ def test_plan_pairs_every_fork_with_a_planned_oneshot_run():
     # per seed: 3 one-shot + 3 PA&DA runs, 5 few-shot methods x (3 E + 1 budget), 1 zero-cost
     assert len(jobs) == 3 * (3 + 3 + 5 * 4 + 1)
     assert sum(j.cost for j in jobs if j.seed == 0) == 2 * 140 + sum(
-        rp.schedule_a(m, e, FRACTIONS).own_cost for m in rp.METHODS if m.forked for e in (20, 40, 80)) + 5 * 30
+        rp.schedule_a(m, e, FRACTIONS).own_cost for m in rp.DEFAULT_METHODS if m.forked for e in (20, 40, 80)) + 5 * 30
 
 
 def test_gm_rounds_keep_scoring_within_one_epoch():

@@ -16,7 +16,7 @@ import ranking_report
 from gmgraph.errors import ConfigError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking.py"
-FORKED = [m for m in rp.METHODS if m.forked]
+FORKED = [m for m in rp.DEFAULT_METHODS if m.forked]
 
 
 def load_script():
@@ -47,10 +47,10 @@ def quick(ranking, tmp_path_factory):
 def test_quick_mode_runs_every_method_under_both_rules(quick):
     text = (quick["root"] / "out" / "ranking.md").read_text()
     assert "Rule (a), equal epochs per leaf lineage: E = 4" in text and "equal total budget: 20 supernet-epochs" in text
-    for m in rp.METHODS:
+    for m in rp.DEFAULT_METHODS:
         assert text.count(f"| {ranking_report.label(m.key, 1 if m.key == 'gm' else 2 if m.key == 'gm-large' else None)} |") >= 2
     verdicts = text.split("## Verdict")[1]
-    assert verdicts.count("\n- **") == len(rp.METHODS) - 1 and "equal budget of 20" in verdicts
+    assert verdicts.count("\n- **") == len(rp.DEFAULT_METHODS) - 1 and "equal budget of 20" in verdicts
     assert "zero-cost naswot" in text and "1 seed vs 1 seed" in text
     for name in ("tau_epochs", "forest", "scatter", "op_bias"):
         assert (quick["root"] / "out" / f"ranking_{name}.png").stat().st_size > 1000
@@ -112,7 +112,7 @@ def test_two_worker_processes_give_the_same_results_and_wait_for_forks(ranking, 
     args = ranking.parse_args(quick["argv"])
     plan = ranking.make_plan(args)
     wanted = ("a-4-oneshot-s1", "a-4-exhaustive-s1")  # the second forks from the first
-    jobs = [j for j in rp.plan_jobs(tuple(m.key for m in rp.METHODS), 2, (4,), 20, (0.5,)) if j.id in wanted]
+    jobs = [j for j in rp.plan_jobs(tuple(m.key for m in rp.DEFAULT_METHODS), 2, (4,), 20, (0.5,)) if j.id in wanted]
     fresh = ranking_jobs.Plan(**{**plan.__dict__, "workdir": str(tmp_path)})
     ranking_pool.run_jobs(fresh, jobs, workers=2)
     for job in jobs:
@@ -139,8 +139,8 @@ def test_more_seeds_in_the_primary_cell_run_that_cell_only(ranking, quick):
 
     done = ranking.main(argv)
 
-    assert done["ran"] == len(rp.METHODS)  # seed 2 of every method at E = 4, rule (a), nothing else
-    assert {r["id"] for r in done["results"] if r["seed"] == 2} == {f"a-4-{m.key}-s2" for m in rp.METHODS}
+    assert done["ran"] == len(rp.DEFAULT_METHODS)  # seed 2 of every method at E = 4, rule (a), nothing else
+    assert {r["id"] for r in done["results"] if r["seed"] == 2} == {f"a-4-{m.key}-s2" for m in rp.DEFAULT_METHODS}
     seeds = {c["cell"]: {len(r["seeds"]) for r in c["methods"]} for c in done["summary"]["cells"]}
     assert seeds == {4: {3}, 20: {2}}  # rule (a) at E = 4; rule (b) at 20 supernet-epochs
     assert "Seeds: 2 per method in every cell, 3 in the primary cell (rule a, E = 4)" in out.read_text()
