@@ -40,7 +40,7 @@ T = TypeVar("T")
 
 _ATOMIC = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device)
 _TENSOR_TABLES = ("_parameters", "_buffers")
-_plain_types: dict[type, bool] = {}
+_direct_types: dict[type, bool] = {}
 
 
 def deepcopy(obj: T, memo: dict[int, object] | None = None) -> T:
@@ -67,7 +67,7 @@ def _module(module: nn.Module, memo: dict[int, object]) -> nn.Module:
     """The copy of ``module`` (and, first, of every module under it), recorded in ``memo``."""
     if id(module) in memo:
         return memo[id(module)]
-    if not _plain(type(module)):
+    if not _copied_directly(type(module)):
         for child in module._modules.values():
             if child is not None:
                 _module(child, memo)
@@ -105,16 +105,16 @@ def _keep_alive(original, memo: dict[int, object]) -> None:
     memo.setdefault(id(memo), []).append(original)
 
 
-def _plain(kind: type) -> bool:
+def _copied_directly(kind: type) -> bool:
     """Whether ``copy.deepcopy`` would copy a ``kind`` module through the default pickle protocol."""
-    plain = _plain_types.get(kind)
-    if plain is None:
-        plain = (
+    direct = _direct_types.get(kind)
+    if direct is None:
+        direct = (
             not hasattr(kind, "__deepcopy__")
             and kind.__reduce_ex__ is object.__reduce_ex__
             and kind.__reduce__ is object.__reduce__
             and not hasattr(kind, "__getnewargs_ex__") and not hasattr(kind, "__getnewargs__")
             and "__slots__" not in {k for c in kind.__mro__ for k in vars(c)}
         )
-        _plain_types[kind] = plain
-    return plain
+        _direct_types[kind] = direct
+    return direct
