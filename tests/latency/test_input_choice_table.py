@@ -3,6 +3,7 @@ unpicked input needed costs nothing, and a latency-limited and a Pareto search o
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import json
 from types import SimpleNamespace
@@ -127,37 +128,11 @@ def test_an_input_choice_inside_another_choice_is_refused_in_one_line(fake, tmp_
         LatencyTable.build(gm, (4,), cache_dir=tmp_path, **QUICK)
 
 
-MODEL = '''
-import torch
-from torch import nn
-
-from gmgraph.choice import Choice
-from gmgraph.input_choice import InputChoice, Repeat
-
-
-def conv(c):
-    return nn.Sequential(nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-
-
-class Cell(nn.Module):
-    def __init__(self, c, classes):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(1, c, 3, padding=1), nn.BatchNorm2d(c))
-        self.a = Choice({"conv": conv(c), "skip": nn.Identity()}, "a")
-        self.b = conv(c)
-        self.pick = InputChoice(3, k=2, label="inputs")
-        self.deep = Repeat(lambda i: conv(c), depths=(1, 2, 3), label="depth")
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, classes))
-
-    def forward(self, x):
-        s0 = self.stem(x)
-        s1 = self.a(s0)
-        return self.head(self.deep(self.pick([s0, s1, self.b(s1)])))
-
-
-def cell(num_classes):
-    return Cell(4, num_classes)
-'''
+# The user's module for the CLI runs: test_input_choice's cell, written out as a file of their own.
+MODEL = "\n\n".join([
+    "import torch\nfrom torch import nn\n\nfrom gmgraph.choice import Choice\nfrom gmgraph.input_choice import "
+    "InputChoice, Repeat", inspect.getsource(conv), inspect.getsource(Cell),
+    "def cell(num_classes):\n    return Cell(4, num_classes)\n"])
 
 
 @pytest.fixture
