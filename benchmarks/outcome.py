@@ -46,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _table  # noqa: E402
 import ranking_stats as rs  # noqa: E402
 from ranking_plots import ALPHA  # noqa: E402
+from ranking_protocol import METHODS  # noqa: E402
 from ranking_report import label  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -149,8 +150,8 @@ def cell_outcomes(runs: dict, rule: str, cell: int, *, n_boot: int) -> dict[str,
     return out
 
 
-ORDER = ("oneshot", "pada", "exhaustive", "gm", "gm-large", "synflow", "random", "darts", "darts-alpha", "darts2",
-         "darts2-alpha", "gdas", "gdas-alpha", "snas", "snas-alpha", "proxyless", "proxyless-alpha")
+ORDER = tuple(key for m in METHODS for key in (m.key, m.key + ALPHA))
+"""The tables' order: the ranking protocol's, each sampler's alpha pick after its supernet's pick."""
 
 
 def _ordered(methods) -> list[str]:

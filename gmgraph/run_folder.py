@@ -330,6 +330,18 @@ class Shape:
     kernel_transform: bool = False
     rules: str | None = None  # --rules that made a user's model (--model) a supernet
 
+    def supernet(self) -> nn.Module:
+        """The (untraced) supernet of this shape: the space, or a user's model with its rules, as the run built it.
+
+        >>> from gmgraph.graph import space, trace
+        >>> list(space(trace(Shape("nb201", 4, 1, 10, 3, (8, 8)).supernet())))[:2]
+        ['1<-0', '2<-0']
+        """
+        from gmgraph.spaces import get
+
+        return get(self.space, self.rules).make(self.width, self.cells, self.num_classes, self.in_channels,
+                                                kernel_transform=self.kernel_transform)
+
     @classmethod
     def of_report(cls, report: Mapping[str, Any]) -> Shape:
         """The network a finished run trained: :meth:`of_settings` of the settings report.json records (read
@@ -405,11 +417,8 @@ def build_network(shape: Shape, arch: Mapping[str, str]) -> fx.GraphModule:
     """The plain derived network of ``arch`` in ``shape.space`` (fresh weights)."""
     from gmgraph.graph import trace
     from gmgraph.passes.derive import derive
-    from gmgraph.spaces import get
 
-    model = get(shape.space, shape.rules).make(shape.width, shape.cells, shape.num_classes, shape.in_channels,
-                                  kernel_transform=shape.kernel_transform)
-    return derive(trace(model), arch, inherit=False)
+    return derive(trace(shape.supernet()), arch, inherit=False)
 
 
 def load_weights(net: nn.Module, state: Mapping[str, torch.Tensor], path: str | Path, hint: str) -> None:

@@ -35,17 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from gmgraph import spaces
     from gmgraph.graph import trace
 
-    arch = None
-    if args.run is not None:
-        args, arch = _from_run(args)
+    shape, arch = _shape(args)
     torch.manual_seed(0)
-    gm = trace(supernet(args))
+    gm = trace(shape.supernet())
     if args.arch is not None:
-        arch = spaces.parse_arch(args.space, args.arch)
+        arch = spaces.parse_arch(shape.space, args.arch)
     print(space_table(gm))
     if arch is not None:
         print()
-        print(arch_summary(gm, arch, (args.in_channels, args.image_size, args.image_size)))
+        print(arch_summary(gm, arch, (shape.in_channels, *shape.image_size)))
         if args.png is not None:
             from gmgraph import viz
 
@@ -53,31 +51,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def supernet(args: argparse.Namespace):
-    """The (untraced) supernet ``args`` name, built as ``gmgraph search`` and ``export --run`` build a run's:
-    the space (or the user's ``--model``) with the run's ``rules`` and ``kernel_transform`` (none for ``--space``).
-
-    >>> from gmgraph.graph import space, trace
-    >>> args = argparse.Namespace(space="nb201", width=4, cells=1, num_classes=10, in_channels=3)
-    >>> list(space(trace(supernet(args))))
-    ['1<-0', '2<-0', '2<-1', '3<-0', '3<-1', '3<-2']
-    """
-    from gmgraph import spaces
-
-    return spaces.get(args.space, getattr(args, "rules", None)).make(
-        args.width, args.cells, args.num_classes, args.in_channels,
-        kernel_transform=getattr(args, "kernel_transform", False))
-
-
-def _from_run(args: argparse.Namespace):
-    """``args`` set to the run's network (report.json's settings, read as export and predict read them), and its arch."""
+def _shape(args: argparse.Namespace):
+    """The network ``args`` name, and the arch of the run it names (None without ``--run``): a run's shape is
+    read from its report.json as export and predict read it, so a ``--model``/``--rules`` run gets its own space."""
     from gmgraph.run_folder import Shape, read_report
 
-    shape = Shape.of_report(report := read_report(args.run))
-    args.space, args.width, args.cells = shape.space, shape.width, shape.cells
-    args.in_channels, args.image_size, args.num_classes = shape.in_channels, shape.image_size[-1], shape.num_classes
-    args.rules, args.kernel_transform = shape.rules, shape.kernel_transform
-    return args, report["arch"]
+    if args.run is None:
+        size = (args.image_size, args.image_size)
+        return Shape(args.space, args.width, args.cells, args.num_classes, args.in_channels, size), None
+    report = read_report(args.run)
+    return Shape.of_report(report), report["arch"]
 
 
 def space_table(gm) -> str:
