@@ -315,7 +315,7 @@ def elastic_steps(args) -> None:
 
 def sync_check(args) -> None:
     data = batches(args, args.sizes.batches[0], 6)
-    cases = [(name, name, {}) for name in ("uniform", "darts", "gdas", "pada", "snas")]
+    cases = [(name, name, {}) for name in ("uniform", "darts", "gdas", "pada", "snas", "proxyless")]
     for case, sampler, config in [*cases, ("darts-order-2", "darts", {"darts_order": 2})]:
         try:
             trainer = trainer_for(args, supernet(args), sampler, args.sizes.batches[0], **config)

@@ -84,7 +84,7 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(bench, tmp
     assert not any(r["graph_captured"] for r in darts)  # CUDA graphs are CUDA-only
     (search,) = [r for r in rows if r["section"] == "search"]
     assert search["hardware"]["device"] == "cpu"
-    assert {r["case"] for r in rows if r["section"] == "sync"} == {"uniform", "darts", "gdas", "pada", "snas", "darts-order-2"}
+    assert {r["case"] for r in rows if r["section"] == "sync"} == {"uniform", "darts", "gdas", "pada", "snas", "proxyless", "darts-order-2"}
     text = out.read_text()
     assert text.startswith("# GPU path: CPU (a rehearsal, no GPU)")
     assert all(f"### {name}" in text for name in SECTIONS)
@@ -130,7 +130,8 @@ def test_a_broken_section_is_a_failed_row_and_the_others_still_run_and_are_writt
     assert code == 1
     assert bench.ROWS[0] == {"section": "kernel", "case": "the section itself", "ok": False,
                              "error": "RuntimeError: no kernel image is available for execution on the device"}
-    assert [r["case"] for r in bench.ROWS[1:]] == ["uniform", "darts", "gdas", "pada", "snas", "darts-order-2"]
+    assert [r["case"] for r in bench.ROWS[1:]] == ["uniform", "darts", "gdas", "pada", "snas", "proxyless",
+                                                         "darts-order-2"]
     text = out.read_text()
     assert "no kernel image is available" in text and "### sync" in text
 
