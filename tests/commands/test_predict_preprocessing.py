@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 
 import numpy as np
 import onnx
@@ -68,13 +69,20 @@ def _save(folder, name, label, levels, bits=16):
     Image.fromarray(pixels).save(folder / str(label) / name)
 
 
+def _remove(folder) -> None:
+    """Delete a module's picture folder when the module ends, while its files are still in the page cache:
+    left to pytest's session end, each of these thousands of files costs a disk discard (pyproject.toml)."""
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def all_digits(tmp_path_factory):
     """All 1797 digits as DIR/<class>/NNNN.png (16-bit)."""
     folder = tmp_path_factory.mktemp("all")
     for i, (levels, label) in enumerate(zip(DIGITS.images, DIGITS.target)):
         _save(folder, f"{i:04d}.png", label, levels)
-    return folder
+    yield folder
+    _remove(folder)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +102,8 @@ def split_digits(tmp_path_factory):
     assert all(img.astype(np.int64).tobytes() in known for img in whole)
     for i, (img, label) in enumerate(zip(whole, y.tolist())):
         _save(folder, f"{i:04d}.png", label, img)
-    return folder
+    yield folder
+    _remove(folder)
 
 
 def _rows(out: str) -> dict[str, tuple[int, int]]:
@@ -169,7 +178,8 @@ def eight_bit(tmp_path_factory):
     folder = tmp_path_factory.mktemp("eight-bit")
     for i, (levels, label) in enumerate(zip(DIGITS.images[:200], DIGITS.target[:200])):
         _save(folder, f"{i:04d}.png", label, levels, bits=8)
-    return folder
+    yield folder
+    _remove(folder)
 
 
 def test_a_file_without_preprocessing_keeps_imagenet_and_says_so(old_model, eight_bit, capsys):
