@@ -19,8 +19,11 @@ Choice in a copy of the model; the original module keeps its weights, so
     True
 
 Labels are module names with ``.`` replaced by ``/`` (``features.3`` becomes
-``features/3``). Rules are tried in order and the first that matches wins;
-the inside of a replaced module is not visited, so Choices never nest.
+``features/3``). Rules are tried in order and the first that matches wins.
+The inside of a replaced module is not visited, except the blocks of an
+``elastic_depth`` stage (shared by all its depths): their convs may get
+elastic kernels, or the blocks elastic expansions, nested in the depth
+decision as in Once-for-All.
 """
 
 from __future__ import annotations
@@ -61,6 +64,12 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
             weights and becomes the Choice's first candidate), or
             :class:`SharedCandidates` or :class:`SequentialChoices`.
 
+    The inside of a matched module is not visited, except where the rule's candidates run its own
+    modules, shared (a rule with ``nests = True``): the blocks of an ``elastic_depth`` stage belong
+    to all its depths, so ``[elastic_depth(), elastic_kernels()]`` also gives every conv in them
+    elastic kernels (labels under the blocks' own names, ``layer1/1/conv1``), nested in the depth
+    decision as in Once-for-All.
+
     Raises:
         SpaceError: a rule returned candidates without the original module, two
             modules map to one label, or no module matched any rule (with what a
@@ -68,18 +77,22 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
     """
     rules = [rules] if callable(rules) else list(rules)
     net = copy.deepcopy(model)
-    replaced: list[str] = []
+    gone: set[int] = set()  # modules no Choice runs any more: never visited
+    nested: set[int] = set()  # modules a Choice's candidates hold: their decisions nest in it
     labels: dict[str, str] = {}
     for name, module in list(net.named_modules()):
-        if not name or any(name == prefix or name.startswith(prefix + ".") for prefix in replaced):
+        if not name or id(module) in gone:
             continue
         for rule in rules:
             ops = rule(name, module)
             if ops is not None:
-                _replace(net, name, _matched(name, module, ops, rule, labels))
-                replaced.extend(_inside_choices(name, module, ops))
+                new = _matched(name, module, ops, rule, labels, nested=id(module) in nested)
+                _replace_everywhere(net, module, new)
+                gone.update(_not_visited(new, module, getattr(rule, "nests", False)))
+                if getattr(rule, "nests", False):
+                    nested.update(id(m) for m in module.modules() if id(m) not in gone)
                 break
-    if not replaced:
+    if not labels:
         hints = "".join(f"; {hint}" for rule in rules if (hint := _why_unmatched(rule, model)))
         raise SpaceError(f"no module of {type(model).__name__} matched the rules; nothing to search{hints}")
     return net
@@ -103,8 +116,12 @@ def original_arch(supernet: nn.Module) -> Arch:
     return arch
 
 
-def _label(name: str, taken: dict[str, str]) -> str:
+def _label(name: str, taken: dict[str, str], nested_rule: str | None = None) -> str:
+    """``name`` with ``/`` for ``.``; a decision nested in one that took that label (the first block of a
+    flat stage, ``features/2``, whose depth is ``features/2``) adds its rule's name: ``features/2/elastic_expansions``."""
     label = name.replace(".", "/")
+    if label in taken and nested_rule is not None:
+        label = f"{label}/{nested_rule}"
     if label in taken:
         raise SpaceError(f"modules {taken[label]!r} and {name!r} would both get the label {label!r}")
     taken[label] = name
@@ -133,8 +150,8 @@ class SequentialChoices(dict):
     original (it becomes a Choice labelled ``<name>/<key>``). :func:`supernetify` puts an
     ``nn.Sequential`` of these children, under these keys and in this order, where the matched one
     was; ``elastic_depth`` uses it for a flat list of blocks (MobileNetV2's ``features``). The children
-    it keeps are then visited by the rules as any module is (a stem conv may still get elastic kernels);
-    the modules inside its Choices are not.
+    it keeps are then visited by the rules as any module is (a stem conv may still get elastic kernels),
+    and so are the modules its Choices' candidates hold (the stage's blocks).
 
     Example:
         >>> def rule(name, module):
@@ -146,10 +163,11 @@ class SequentialChoices(dict):
     """
 
 
-def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str]) -> nn.Module:
+def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str], nested: bool = False) -> nn.Module:
     """The module that replaces ``module``: one Choice, or a Sequential holding several (SequentialChoices)."""
     if not isinstance(ops, SequentialChoices):
-        return _choice(name, module, ops, _label(name, labels), rule)
+        label = _label(name, labels, getattr(rule, "__name__", "rule") if nested else None)
+        return _choice(name, module, ops, label, rule)
     if type(module).forward is not nn.Sequential.forward:
         raise SpaceError(f"rule {getattr(rule, '__name__', rule)!r} rebuilt {name!r} as a Sequential, but it is a "
                          f"{type(module).__name__} with a forward of its own")
@@ -163,12 +181,20 @@ def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str]) ->
     return nn.Sequential(OrderedDict(children))
 
 
-def _inside_choices(name: str, module: nn.Module, ops) -> list[str]:
-    """The names no rule may visit after ``module`` matched: the module, or with SequentialChoices the
-    children that went into its Choices (the children it keeps are visited as before, under their names)."""
-    if not isinstance(ops, SequentialChoices):
-        return [name]
-    return [f"{name}.{key}" for key, child in module.named_children() if ops.get(key) is not child]
+def _not_visited(new: nn.Module, matched: nn.Module, nests: bool) -> set[int]:
+    """The modules inside ``matched`` (itself included) that no rule may visit once ``new`` replaced it.
+
+    A rule whose candidates run ``matched``'s own modules, shared (``rule.nests``: ``elastic_depth``'s
+    stages), leaves what they hold to the other rules. Any other rule's Choice is a leaf of the space:
+    its candidates (the original among independent copies) are not visited, so a decision never
+    lives in one candidate only; the children a Sequential of Choices keeps as they were still are.
+    """
+    if nests:
+        held = {id(m) for m in new.modules()}
+    else:
+        kept = [child for child in new.children() if not isinstance(child, Choice)] if isinstance(new, nn.Sequential) else []
+        held = {id(m) for child in kept for m in child.modules()}
+    return {id(m) for m in matched.modules() if id(m) not in held} | {id(matched)}
 
 
 def _why_unmatched(rule, model: nn.Module) -> str | None:
@@ -205,6 +231,14 @@ def _choice(name: str, module: nn.Module, ops: Mapping[str, nn.Module], label: s
 def _replace(root: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(root.get_submodule(parent) if parent else root, child, new)
+
+
+def _replace_everywhere(root: nn.Module, old: nn.Module, new: nn.Module) -> None:
+    """Put ``new`` wherever ``root`` holds ``old``: a block shared by the depths of a stage sits in every
+    depth's Sequential. The holders are found before ``new`` (which may hold ``old``) goes in."""
+    holders = [(parent, key) for parent in root.modules() for key, child in parent._modules.items() if child is old]
+    for parent, key in holders:
+        parent._modules[key] = new
 
 
 def conv_kernels(sizes: Sequence[int] = (3, 5, 7)) -> Rule:
@@ -515,6 +549,7 @@ def elastic_depth(min_depth: int = 1) -> Rule:
 
     rule.__name__ = "elastic_depth"
     rule.unmatched = functools.partial(_no_stage, min_depth=min_depth)
+    rule.nests = True  # every depth runs the stage's own blocks: the other rules may visit them (supernetify)
     return rule
 
 

@@ -159,15 +159,15 @@ def test_min_depth_keeps_that_many_blocks_in_every_stage():
     assert elastic_depth(min_depth=5)("layer1", resnet18().layer1) is None  # longer than the stage: no depth
 
 
-def test_the_layers_outside_the_stages_still_take_other_rules():
+def test_the_layers_outside_the_stages_and_the_blocks_inside_them_take_other_rules():
     torch.manual_seed(0)
     model = mobilenet_v2(weights=None, num_classes=10).eval()
     for rules in ([elastic_depth(), elastic_kernels()], [elastic_kernels(), elastic_depth()]):
         gm = gmgraph.trace(supernetify(model, rules)).eval()
         space = gmgraph.space(gm)
-        # the stem conv and the depthwise convs of the one-block stages; none inside a stage
+        # the stem conv and the depthwise conv of every block, inside a stage (nested in its depth) or not
         assert [label for label, ops in space.items() if ops[0] == "3x3"] == [
-            "features/0/0", "features/1/conv/0/0", "features/17/conv/1/0"]
+            "features/0/0", "features/1/conv/0/0", *(f"features/{i}/conv/1/0" for i in range(2, 18))]
         assert [label for label, ops in space.items() if ops[0].startswith("d")] == [
             f"features/{first}" for first in STAGES["mobilenet_v2"]]
         with torch.no_grad(), gmgraph.use(gm, original_arch(gm)):
