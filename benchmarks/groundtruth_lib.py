@@ -34,10 +34,9 @@ import io
 import itertools
 import json
 import math
-import multiprocessing
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from worker_pool import worker_pool
 
 from gmgraph.arch import format_nb201, parse_nb201
 from gmgraph.errors import ConfigError, DataError
@@ -364,9 +364,7 @@ def _train_all(todo: list[tuple[str, int]], dataset: str, schedule: Schedule, wo
         for arch, seed in todo:
             yield arch, seed, _train_one(arch, seed, schedule, loaders)
         return
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                             initargs=(dataset, schedule.batch_size)) as pool:
+    with worker_pool(workers, "fork", _start_worker, (dataset, schedule.batch_size)) as pool:
         jobs = {pool.submit(_train_in_worker, arch, seed, schedule): (arch, seed) for arch, seed in todo}
         for job in as_completed(jobs):
             yield (*jobs[job], job.result())

@@ -36,14 +36,14 @@ import argparse
 import functools
 import json
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import groundtruth_lib as local
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
+from worker_pool import worker_pool
 
 from gmgraph import data
 from gmgraph.errors import ConfigError, GmGraphError
@@ -159,7 +159,7 @@ def _trained(todo: list[tuple[str, int]], recipe: dict, settings: dict, workers:
         for arch, seed in todo:
             yield train_row(arch, seed, recipe, settings, loaders)
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+    with worker_pool(workers, "fork") as pool:
         jobs = [pool.submit(_train_in_worker, arch, seed, recipe, settings) for arch, seed in todo]
         for job in as_completed(jobs):
             yield job.result()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import json
-import multiprocessing
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ranking_jobs import Plan, run_job  # noqa: E402
 from ranking_protocol import Job  # noqa: E402
+from worker_pool import worker_pool  # noqa: E402
 
 from gmgraph.errors import ConfigError  # noqa: E402
 
@@ -77,8 +77,7 @@ def run_jobs(plan: Plan, jobs: list[Job], *, workers: int = 1,
         for job in todo:
             report(run_job(plan, job))
         return
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch thread pools
-    with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+    with worker_pool(workers, "spawn") as pool:  # fresh interpreters: no forked torch thread pools
         running: dict[futures.Future, Job] = {}
         while todo or running:
             ready = [j for j in todo if j.needs not in waiting_for]
