@@ -35,8 +35,9 @@ DARTS spaces use it for every ``avg_pool_3x3``.
 
 :func:`avg_pool2d_exclude_pad` is the older route, a depthwise convolution of
 ones over a cached count, equal to torch's pooling only within float rounding
-(its backward, a transposed convolution, adds in another order); the fused
-mixed op (``gmgraph.kernels.reference``) pools with it.
+(its backward, a transposed convolution, adds in another order); nothing in
+gmgraph pools with it any more (the fused mixed op's reference uses
+:func:`avg_pool2d_exact` too).
 """
 
 from __future__ import annotations

@@ -56,6 +56,18 @@ def test_loop_pooling_is_the_nb201_pooling():
     got = mixed_op_loop(x, [], torch.zeros(0), None, torch.tensor(1.0))
     torch.testing.assert_close(got, expected)
     torch.testing.assert_close(pool3x3(x), expected, rtol=0, atol=0)
+    # wide enough for gmgraph.pooling's channels-last route, and a channel slice (strided): torch's bits,
+    # forward and backward (the older conv route's backward added in another order)
+    generator = torch.Generator().manual_seed(1)
+    wide = torch.randn(2, 40, 9, 7, generator=generator)[:, 4:36]
+    upstream = torch.randn(2, 32, 9, 7, generator=generator)
+    grads = []
+    for pool in (pool3x3, nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)):
+        leaf = wide.detach().clone().requires_grad_()
+        out = pool(leaf)
+        out.backward(upstream)
+        grads.append((out.detach(), leaf.grad))
+    assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1])
 
 
 def test_corner_of_the_pooling_averages_four_pixels():
