@@ -1,15 +1,18 @@
 """A known answer on a small OFA space: Kendall tau of supernet estimates against subnets trained from scratch.
 
 Issue 28's third target at CPU scale. The space is Once-for-All's MobileNetV3
-(``gmgraph.spaces.ofa``) at width 0.25 with one downsampling on 1x8x8 digits,
-**restricted** (``gmgraph.passes.restrict``) to depth d2 in every stage, so
-the free labels are the kernel (k3/k5/k7) and expansion (e3/e4/e6) of the 10
-blocks that run: 3^20 subnets.
+(``gmgraph.spaces.ofa``) at width 0.25 with ``--downsamplings`` (default 1)
+stride-2 layers on ``--dataset`` (default the 1x8x8 digits), each stage's
+depth **restricted** (``gmgraph.passes.restrict``) to ``--depths`` (default
+d2,d3,d4: free), so the free labels are those depths and the kernel
+(k3/k5/k7) and expansion (e3/e4/e6) of every block that runs: about 2.2e19
+subnets (``--depths d2``: the 20 labels of 10 blocks, 3^20).
 
 * **Ground truth**: ``--archs`` subnets sampled with a fixed seed, each
   ``derive(..., inherit=False)`` and trained from scratch with
   ``groundtruth_lib.fit`` (the NB201 ground truths' recipe: SGD Nesterov,
-  cosine to 0 per batch) for ``--gt-epochs`` epochs, with each of
+  cosine to 0 per batch) for ``--gt-epochs`` epochs at ``--gt-lr`` (defaults
+  6 and 0.2: the pilot's setting whose seeds agreed), with each of
   ``--gt-seeds`` seeds; accuracy on val and test, pooled (weighted by size)
   and averaged over seeds. Its self-agreement is the Kendall tau of seed
   against seed (every pair), with a 95% bootstrap interval over architectures.
@@ -20,7 +23,8 @@ blocks that run: 3^20 subnets.
   training batches, ties broken by the val loss (as ``benchmarks/ranking.py``).
   Methods: ``uniform`` (single path), ``sandwich`` (largest + smallest + 2
   random, in-place distillation), ``shrink`` (uniform with progressive
-  shrinking ``full,kernel,width``), ``gm`` and ``random`` (uniform, then one
+  shrinking in OFA's order, ``full,kernel,depth,width``; no depth phase
+  when the depth is fixed), ``gm`` and ``random`` (uniform, then one
   few-shot split of one kernel label into 2 groups half-way; gradient
   matching chooses the partition, ``random`` draws one).
 * **Statistics** (``ranking_stats``, ``ranking_summary``): tau per seed
@@ -32,6 +36,8 @@ blocks that run: 3^20 subnets.
 Rows are saved as they finish (``<workdir>/groundtruth.csv``,
 ``<workdir>/estimates.csv``, atomically); a rerun skips what is there and
 adds the rest, so ``--gt-seeds 3`` after a 2-seed run trains only seed 2.
+``<workdir>/settings.json`` records what the rows depend on (space, data,
+schedules); a workdir whose rows came from other settings is refused.
 
 Run: ``.venv/bin/python benchmarks/ofa_ranking.py`` (``--quick``: tiny
 synthetic data and schedule, for the test). Writes benchmarks/results/ofa_ranking.md.
@@ -44,6 +50,7 @@ import copy
 import csv
 import io
 import itertools
+import json
 import sys
 import time
 from pathlib import Path
@@ -72,34 +79,74 @@ from gmgraph.train.fewshot import locate, run_fewshot  # noqa: E402
 METHODS = ("uniform", "sandwich", "shrink", "gm", "random")
 BASELINE = "uniform"
 SPLIT_LABEL = "s1.b1.kernel"
-DEPTH = "d2"
+DEPTHS = ("d2", "d3", "d4")  # --depths default: every stage free to run 2, 3 or 4 blocks
+DOWNSAMPLINGS = 1  # --downsamplings default
+DATASET = "digits"  # --dataset default
+GT_EPOCHS = 6  # --gt-epochs default
+GT_LR = 0.2  # --gt-lr default (0.1 and 0.05 left seeds disagreeing in the pilot)
 GT_FIELDS = ("arch", "seed", "val", "test", "val_loss", "params", "seconds")
 EST_FIELDS = ("method", "seed", "index", "arch", "estimate", "loss", "cost", "seconds")
 BN_BATCHES = 4
 N_BOOT = 2000
 
 
-def space(seed: int = 0, in_channels: int = 1, num_classes: int = 10) -> torch.fx.GraphModule:
-    """The restricted OFA supernet (depth d2 in every stage), initialised from ``seed`` alone.
+def space(seed: int = 0, in_channels: int = 1, num_classes: int = 10, depths: tuple[str, ...] = DEPTHS,
+          downsamplings: int = DOWNSAMPLINGS) -> torch.fx.GraphModule:
+    """The OFA supernet with every stage's depth restricted to ``depths``, initialised from ``seed`` alone.
 
     Example:
-        >>> gm = space()
+        >>> gm = space(depths=("d2",))
         >>> len(gmgraph.space(gm)), sorted({ops for ops in gmgraph.space(gm).values()})[0]
         (25, ('d2',))
-        >>> gm is space(), torch.equal(next(gm.parameters()), next(space().parameters())), "s1.b3.kernel" in gm.meta["dropped_labels"]
+        >>> again = space(depths=("d2",))
+        >>> gm is again, torch.equal(next(gm.parameters()), next(again.parameters())), "s1.b3.kernel" in gm.meta["dropped_labels"]
         (False, True, True)
+        >>> free = space(depths=("d2", "d4"))
+        >>> len(gmgraph.space(free)), gmgraph.space(free)["s5.depth"]
+        (45, ('d2', 'd4'))
     """
-    key = (seed, in_channels, num_classes)
+    key = (seed, in_channels, num_classes, tuple(depths), downsamplings)
     if key not in _SPACES:  # built once per process, handed out as copies (a copy is cheaper than a build)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            gm = gmgraph.trace(ofa.supernet(num_classes=num_classes, width_mult=0.25, strides=ofa.strides_for(1),
-                                            divisor=4, in_channels=in_channels))
-            _SPACES[key] = restrict(gm, {f"s{s}.depth": (DEPTH,) for s in range(1, ofa.STAGES + 1)})
+            gm = gmgraph.trace(ofa.supernet(num_classes=num_classes, width_mult=0.25,
+                                            strides=ofa.strides_for(downsamplings), divisor=4,
+                                            in_channels=in_channels))
+            _SPACES[key] = restrict(gm, {f"s{s}.depth": tuple(depths) for s in range(1, ofa.STAGES + 1)})
     return copy.deepcopy(_SPACES[key])
 
 
-_SPACES: dict[tuple[int, int, int], torch.fx.GraphModule] = {}
+_SPACES: dict[tuple, torch.fx.GraphModule] = {}
+
+
+def parse_depths(text: str) -> tuple[str, ...]:
+    """The ``--depths`` option: OFA depth labels, comma-separated, in OFA's order.
+
+    Example:
+        >>> parse_depths("d4, d2")
+        ('d2', 'd4')
+        >>> parse_depths("d5")
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: --depths 'd5': each depth is one of d2, d3, d4 (comma-separated, e.g. d2,d3,d4)
+    """
+    allowed = [f"d{d}" for d in ofa.DEPTHS]
+    got = {d.strip() for d in text.split(",") if d.strip()}
+    if not got or not got <= set(allowed):
+        raise ConfigError(f"--depths {text!r}: each depth is one of {', '.join(allowed)} (comma-separated, "
+                          "e.g. d2,d3,d4)")
+    return tuple(d for d in allowed if d in got)
+
+
+def subnet_count(depths: tuple[str, ...]) -> int:
+    """Distinct subnets when every stage's depth is one of ``depths`` (a block past the depth has no choice).
+
+    Example:
+        >>> subnet_count(("d2",)) == 3 ** 20, subnet_count(("d2", "d3", "d4")) == (9**2 + 9**3 + 9**4) ** 5
+        (True, True)
+    """
+    per_stage = sum((len(ofa.KERNELS) * len(ofa.EXPANSIONS)) ** int(d[1:]) for d in depths)
+    return per_stage ** ofa.STAGES
 
 
 def sample_archs(gm: torch.fx.GraphModule, n: int, seed: int = 0) -> list[dict[str, str]]:
@@ -120,16 +167,61 @@ def sample_archs(gm: torch.fx.GraphModule, n: int, seed: int = 0) -> list[dict[s
 
 
 def name(arch: dict[str, str]) -> str:
-    """OFA's string of a subnet of the restricted space (blocks past d2 are ``-``).
+    """OFA's string of a subnet of the restricted space (blocks past the stage's depth are ``-``).
 
     Example:
-        >>> name(sample_archs(space(), 1)[0]).count("d2:")
+        >>> name(sample_archs(space(depths=("d2",)), 1)[0]).count("d2:")
         5
+        >>> sorted({part[:2] for part in name(sample_archs(space(depths=("d3", "d4")), 1)[0]).split("/")})
+        ['d3', 'd4']
     """
     return ofa.to_str({**{label: "k3" if label.endswith("kernel") else "e3" for label in ofa.LABELS}, **arch})
 
 
 # ------------------------------------------------------------------ rows on disk
+
+
+def row_settings(args) -> dict[str, dict]:
+    """What the rows depend on: ``truth`` (ground-truth rows) and ``supernet`` (estimate rows) settings."""
+    both = {"dataset": args.dataset, "batch": args.batch, "depths": list(args.depths),
+            "downsamplings": args.downsamplings}
+    return {"truth": {**both, "gt_epochs": args.gt_epochs, "gt_lr": args.gt_lr},
+            "supernet": {**both, "epochs": args.epochs, "steps": args.steps, "lr": args.lr, "rounds": args.rounds}}
+
+
+ROW_FILES = {"truth": "groundtruth.csv", "supernet": "estimates.csv"}
+
+
+def check_workdir(workdir: Path, settings: dict[str, dict]) -> None:
+    """Record ``settings`` in ``workdir/settings.json``, or refuse a workdir whose rows came from others.
+
+    Rows are keyed by arch and seed only, so rows of another space or schedule would mix silently.
+    Each part (``truth``, ``supernet``) is checked only once its rows exist.
+
+    Example:
+        >>> import tempfile
+        >>> work = Path(tempfile.mkdtemp())
+        >>> check_workdir(work, {"truth": {"gt_epochs": 8}, "supernet": {"epochs": 12}})
+        >>> _ = (work / "groundtruth.csv").write_text("arch,seed\\n")
+        >>> check_workdir(work, {"truth": {"gt_epochs": 4}, "supernet": {"epochs": 12}})  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        gmgraph.errors.ConfigError: ... holds truth rows of gt_epochs 8, not 4; use another --workdir
+    """
+    path = workdir / "settings.json"
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    for part, now in settings.items():
+        if not (workdir / ROW_FILES[part]).is_file():
+            continue
+        if part not in saved:
+            raise ConfigError(f"{workdir} holds {part} rows without a settings.json (made before it was "
+                              "written); use another --workdir")
+        diff = [k for k in sorted(set(now) | set(saved[part])) if now.get(k) != saved[part].get(k)]
+        if diff:
+            raise ConfigError(f"{workdir} holds {part} rows of {', '.join(f'{k} {saved[part].get(k)}' for k in diff)}"
+                              f", not {', '.join(str(now.get(k)) for k in diff)}; use another --workdir")
+    workdir.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(settings, indent=1) + "\n"))
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -219,19 +311,22 @@ def self_agreement(table: dict[str, dict[int, float]], seeds: list[int]) -> dict
 # ------------------------------------------------------------------ supernet estimates
 
 
-def method_configs(method: str, epochs: int, steps: int | None, lr: float, rounds: int) -> tuple:
-    """(FewShotConfig, TrainConfig, run_fewshot keywords) of one method.
+def method_configs(method: str, epochs: int, steps: int | None, lr: float, rounds: int,
+                   depth: bool = False) -> tuple:
+    """(FewShotConfig, TrainConfig, run_fewshot keywords) of one method (``depth``: the depth is free).
 
     Example:
         >>> few, train, extra = method_configs("gm", 8, None, 0.1, 4)
         >>> few.method, few.split_at, few.labels, train.sampler
         ('gm', (4,), ('s1.b1.kernel',), 'uniform')
+        >>> method_configs("shrink", 12, None, 0.1, 4, depth=True)[1].shrink
+        'full:2,kernel:2,depth:2+2,width:2+2'
     """
     base = {"epochs": epochs, "steps_per_epoch": steps, "lr": lr, "device": "cpu"}
     if method in ("uniform", "sandwich"):
         return FewShotConfig(method="oneshot"), TrainConfig(sampler=method, **base), {}
     if method == "shrink":
-        return (FewShotConfig(method="oneshot"), TrainConfig(sampler="uniform", shrink=shrink_text(epochs), **base),
+        return (FewShotConfig(method="oneshot"), TrainConfig(sampler="uniform", shrink=shrink_text(epochs, depth), **base),
                 {"before_phase": ofa.before_phase})
     if method in ("gm", "random"):
         few = FewShotConfig(method=method, split_at=(max(1, epochs // 2),), groups=2, rounds=rounds,
@@ -240,15 +335,26 @@ def method_configs(method: str, epochs: int, steps: int | None, lr: float, round
     raise ConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
 
 
-def shrink_text(epochs: int) -> str:
-    """The progressive-shrinking schedule of ``epochs``: a quarter each for full, kernel, width (2 stages).
+def shrink_text(epochs: int, depth: bool = False) -> str:
+    """The progressive-shrinking schedule of ``epochs`` in OFA's order, full -> kernel -> (depth ->) width.
 
-    Under 4 epochs (quick runs): kernel for one epoch, then width.
+    Depth fixed: a quarter each for full, kernel, width (2 stages); under 4 epochs (quick runs) kernel
+    for one epoch, then width. Depth free (``depth``): a sixth each for full and kernel, two for depth
+    and two for width (2 stages each); under 6 epochs one epoch each of kernel, depth, width (as many
+    as fit, the last takes the rest).
 
     Example:
         >>> shrink_text(12), shrink_text(2)
         ('full:3,kernel:3,width:3+3', 'kernel:1,width:1')
+        >>> shrink_text(12, depth=True), shrink_text(4, depth=True), shrink_text(2, depth=True)
+        ('full:2,kernel:2,depth:2+2,width:2+2', 'kernel:1,depth:1,width:2', 'kernel:1,depth:1')
     """
+    if depth and epochs < 6:
+        phases = ("kernel", "depth", "width")[:epochs]
+        return ",".join(f"{p}:{1 if i < len(phases) - 1 else epochs - i}" for i, p in enumerate(phases))
+    if depth:
+        q = epochs // 6
+        return f"full:{q},kernel:{q},depth:{q}+{q},width:{q}+{epochs - 5 * q}"
     if epochs < 4:
         return f"kernel:1,width:{max(1, epochs - 1)}"
     q = epochs // 4
@@ -258,8 +364,9 @@ def shrink_text(epochs: int) -> str:
 def run_method(method: str, seed: int, archs: list[dict], loaders, calib, args) -> list[dict]:
     """Train one supernet of ``method`` from ``seed`` and estimate every arch in its leaf: one row each."""
     start = time.perf_counter()
-    few, train, extra = method_configs(method, args.epochs, args.steps, args.lr, args.rounds)
-    result = run_fewshot(space(seed, *shape(loaders)), loaders, few, train, seed=seed, quiet=True, **extra)
+    few, train, extra = method_configs(method, args.epochs, args.steps, args.lr, args.rounds, len(args.depths) > 1)
+    gm = space(seed, *shape(loaders), args.depths, args.downsamplings)
+    result = run_fewshot(gm, loaders, few, train, seed=seed, quiet=True, **extra)
     rows = []
     for i, arch in enumerate(archs):
         net = derive(locate(result, arch).gm, arch)
@@ -315,6 +422,16 @@ def by_method(rows: list[dict], archs: list[str]) -> dict[str, dict[int, dict]]:
     return out
 
 
+def _mean_tau(taus) -> float:
+    """The mean of the defined taus (a seed whose estimates are all equal has none); nan when none is.
+
+    >>> _mean_tau([0.2, float("nan"), 0.4]), _mean_tau([float("nan")])
+    (0.30000000000000004, nan)
+    """
+    defined = [t for t in taus if not np.isnan(t)]
+    return float(np.mean(defined)) if defined else float("nan")
+
+
 def method_rows(results: dict[str, dict[int, dict]], truth: np.ndarray) -> list[list]:
     """[method, seeds, tau per seed, mean tau, 95% interval, supernet self-consistency, cost, seconds]."""
     table = []
@@ -325,7 +442,7 @@ def method_rows(results: dict[str, dict[int, dict]], truth: np.ndarray) -> list[
         taus = rs.kendall_tau_rows(matrix, truth)
         lo, hi = rs.tau_ci(matrix, truth, n_boot=N_BOOT)
         first = results[method][seeds[0]]
-        table.append([method, len(seeds), " ".join(f"{t:.3f}" for t in taus), f"{np.nanmean(taus):.3f}",
+        table.append([method, len(seeds), " ".join(f"{t:.3f}" for t in taus), f"{_mean_tau(taus):.3f}",
                       f"{lo:.3f} to {hi:.3f}", f"{rs.self_consistency(matrix):.3f}", first["cost"],
                       f"{np.mean([results[method][s]['seconds'] for s in seeds]):.0f}"])
     return table
@@ -423,7 +540,7 @@ def reading(agree: dict, results: dict, truth: np.ndarray, found: list[dict]) ->
         seeds = sorted(results[method])
         matrix = np.array([rs.tiebroken(results[method][s]["estimates"], results[method][s]["losses"])
                            for s in seeds])
-        lines.append(f"- {method}: mean tau {np.nanmean(rs.kendall_tau_rows(matrix, truth)):.3f} over "
+        lines.append(f"- {method}: mean tau {_mean_tau(rs.kendall_tau_rows(matrix, truth)):.3f} over "
                      f"{len(seeds)} seed(s).")
     for d in found:
         lo, hi = d["diff_ci"]
@@ -440,16 +557,19 @@ def reading(agree: dict, results: dict, truth: np.ndarray, found: list[dict]) ->
 
 
 def settings_text(args, n_archs: int, sizes) -> str:
-    return (f"Space: `ofa.supernet(num_classes=10, width_mult=0.25, strides=ofa.strides_for(1), divisor=4, "
-            f"in_channels=1)` restricted with `restrict(gm, {{'s<i>.depth': ('{DEPTH}',)}})` for all 5 stages: "
-            f"20 free labels (kernel k3/k5/k7 and expansion e3/e4/e6 of the 10 blocks that run), 3^20 subnets. "
+    blocks = ofa.STAGES * int(args.depths[-1][1:])
+    free = ("the depth of each stage and " if len(args.depths) > 1 else "") + \
+        f"kernel k3/k5/k7 and expansion e3/e4/e6 of the {blocks} blocks the deepest subnet runs"
+    return (f"Space: `ofa.supernet(num_classes=10, width_mult=0.25, strides=ofa.strides_for({args.downsamplings}), "
+            f"divisor=4, in_channels={args.in_channels})` restricted with `restrict(gm, {{'s<i>.depth': {tuple(args.depths)!r}}})` "
+            f"for all 5 stages: {free}; {subnet_count(args.depths):.3g} distinct subnets. "
             f"Data: `{args.dataset}` (val {sizes[0]}, test {sizes[1]}), batch {args.batch}. "
             f"Ground truth: {n_archs} subnets sampled with seed 0, each `derive(..., inherit=False)` and trained "
             f"from scratch {args.gt_epochs} epochs (SGD Nesterov lr {args.gt_lr}, cosine to 0 per batch, "
             f"`groundtruth_lib.fit`), seeds {args.gt_seeds}; truth = val and test accuracy pooled, mean over seeds. "
             f"Supernets: {args.epochs} epochs{'' if args.steps is None else f' of {args.steps} steps'}, lr "
             f"{args.lr} (cosine to 0.001, `gmgraph.train` defaults otherwise), seeds 0..{args.seeds - 1}; "
-            f"sandwich: largest + smallest + 2 random, distillation 1.0; shrink: `{shrink_text(args.epochs)}`; "
+            f"sandwich: largest + smallest + 2 random, distillation 1.0; shrink: `{shrink_text(args.epochs, len(args.depths) > 1)}`; "
             f"gm / random: one split of `{SPLIT_LABEL}` into 2 groups at epoch {max(1, args.epochs // 2)} "
             f"(gm: {args.rounds} gradient-matching rounds), each leaf trains the remaining epochs. Estimate: val "
             f"accuracy in the subnet's leaf after BN recalibration on {BN_BATCHES} fixed training batches, ties "
@@ -460,16 +580,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--archs", type=int, default=40, help="ground-truth subnets (default 40)")
     p.add_argument("--gt-seeds", type=int, default=3, help="training seeds of each subnet (default 3)")
-    p.add_argument("--gt-epochs", type=int, default=4)
-    p.add_argument("--gt-lr", type=float, default=0.1)
-    p.add_argument("--seeds", type=int, default=2, help="supernet seeds per method (default 2)")
+    p.add_argument("--gt-epochs", type=int, default=GT_EPOCHS, help=f"epochs of each subnet (default {GT_EPOCHS})")
+    p.add_argument("--gt-lr", type=float, default=GT_LR, help=f"ground-truth lr (default {GT_LR})")
+    p.add_argument("--depths", default=None,
+                   help=f"depths each stage may run (default {','.join(DEPTHS)}, with --quick d2: a deep subnet "
+                        "trained 2 steps predicts one class; d2 alone fixes the depth)")
+    p.add_argument("--downsamplings", type=int, default=DOWNSAMPLINGS,
+                   help=f"stride-2 layers kept (ofa.strides_for; default {DOWNSAMPLINGS})")
+    p.add_argument("--seeds", type=int, default=5, help="supernet seeds per method (default 5)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--epochs", type=int, default=12, help="supernet epochs (default 12)")
     p.add_argument("--steps", type=int, default=None, help="cap on supernet steps per epoch")
     p.add_argument("--lr", type=float, default=0.1)
     p.add_argument("--rounds", type=int, default=4, help="gradient-matching rounds (default 4)")
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--dataset", default="digits")
+    p.add_argument("--dataset", default=DATASET, help=f"groundtruth_lib.load_data name (default {DATASET})")
     p.add_argument("--minutes", type=float, default=None, help="start no new job after this many minutes")
     p.add_argument("--workdir", type=Path, default=_table.RESULTS / "ofa_ranking")
     p.add_argument("--out", type=Path, default=_table.RESULTS, help="folder for ofa_ranking.md")
@@ -478,6 +603,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.archs, args.gt_seeds, args.gt_epochs, args.seeds = 4, 2, 1, 2
         args.epochs, args.steps, args.rounds, args.dataset, args.batch = 2, 1, 1, "synthetic", 32
+        args.downsamplings = 1
+        args.depths = "d2" if args.depths is None else args.depths
+    args.depths = parse_depths(",".join(DEPTHS) if args.depths is None else args.depths)
     args.gt_seeds = list(range(args.gt_seeds))
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in args.methods if m not in METHODS]
@@ -494,7 +622,9 @@ def main(argv: list[str] | None = None) -> Path:
     deadline = start + 60 * args.minutes if args.minutes is not None else float("inf")
     loaders = local.load_data(args.dataset, args.batch)
     sizes = gmgraph.data.info(loaders).sizes[1:]
-    gm = space(0, *shape(loaders))
+    args.in_channels = shape(loaders)[0]
+    check_workdir(args.workdir, row_settings(args))
+    gm = space(0, *shape(loaders), args.depths, args.downsamplings)
     archs = sample_archs(gm, args.archs)
     gt = ground_truth(args.workdir / "groundtruth.csv", gm, archs, args.gt_seeds, loaders, args.gt_epochs,
                       args.gt_lr, deadline)

@@ -1,4 +1,5 @@
-"""benchmarks/ofa_ranking.py --quick writes its three tables, well-formed; a rerun adds nothing (no quality claim)."""
+"""benchmarks/ofa_ranking.py --quick writes its three tables, well-formed; a rerun adds nothing; --depths restricts
+every stage; a workdir of other settings is refused (no quality claim)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import re
 import ofa_ranking as bench
 import pytest
 
+from gmgraph.errors import ConfigError
+
 NUM = r"(-?\d+\.\d{3}|nan)"
 TRUTH = re.compile(rf"^\| (\d+) \| ([\d ]+) \| (\d+) \| [\d.]+ \| {NUM} / {NUM} / {NUM} \| {NUM} \((\d+)\) \| ")
 METHOD = re.compile(rf"^\| (\w+) \| (\d+) \| ([-\d. ]+) \| {NUM} \| {NUM} to {NUM} \| {NUM} \| (\d+) \| \d+ \|$")
@@ -15,8 +18,12 @@ PAIR = re.compile(r"^\| (\w+) - (\w+) \| (\d+) \| ([-+\d. ]+) \| ([-+]\d\.\d{3})
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    work = tmp_path_factory.mktemp("ofa")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("ofa")
+
+
+@pytest.fixture(scope="module")
+def runs(work):
     argv = ["--quick", "--workdir", str(work), "--out", str(work)]
     first = bench.main(argv).read_text()
     before = {name: (work / name).read_text() for name in ("groundtruth.csv", "estimates.csv")}
@@ -68,3 +75,33 @@ def test_a_rerun_adds_no_rows_and_reports_the_same_tables(runs):
 
 def test_doctests():
     assert doctest.testmod(bench).failed == 0
+
+
+def test_depths_restrict_every_stage_and_the_report_says_so(tmp_path):
+    bench.main(["--quick", "--depths", "d4,d3", "--methods", "shrink", "--workdir", str(tmp_path), "--out",
+                str(tmp_path)])
+    names = [row["arch"] for row in bench.read_csv(tmp_path / "groundtruth.csv")]
+    assert len(names) == 4 * 2 and len(set(names)) == 4
+    stages = [part.split(":") for name in names for part in name.split("/")]
+    assert {depth for depth, _ in stages} == {"d3", "d4"}  # both depths drawn, no other
+    assert all(blocks.count("-") == (1 if depth == "d3" else 0) for depth, blocks in stages)
+    assert [row["method"] for row in bench.read_csv(tmp_path / "estimates.csv")] == ["shrink"] * 4 * 2
+    report = (tmp_path / "ofa_ranking.md").read_text()
+    assert "restrict(gm, {'s<i>.depth': ('d3', 'd4')})" in report and "the depth of each stage and" in report
+    assert "shrink: `kernel:1,depth:1`" in report
+
+
+def test_a_workdir_of_other_settings_is_refused(runs, work, tmp_path_factory):
+    with pytest.raises(ConfigError, match="holds truth rows of depths"):
+        bench.main(["--quick", "--depths", "d2,d3", "--workdir", str(work), "--out", str(tmp_path_factory.mktemp("o"))])
+    with pytest.raises(ConfigError, match="made before it was written"):
+        old = tmp_path_factory.mktemp("old")
+        (old / "groundtruth.csv").write_text("arch,seed\n")
+        bench.main(["--quick", "--workdir", str(old), "--out", str(old)])
+
+
+def test_the_depth_free_schedule_shrinks_depth_between_kernel_and_width():
+    assert bench.shrink_text(12, depth=True) == "full:2,kernel:2,depth:2+2,width:2+2"
+    assert bench.shrink_text(12) == "full:3,kernel:3,width:3+3"
+    with pytest.raises(ConfigError, match="each depth is one of d2, d3, d4"):
+        bench.parse_args(["--depths", "d1"])
