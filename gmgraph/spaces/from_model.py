@@ -77,7 +77,7 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
     """
     rules = [rules] if callable(rules) else list(rules)
     net = copy.deepcopy(model)
-    gone: set[int] = set()  # modules no Choice runs any more: never visited
+    gone: set[int] = set()  # modules no rule may visit any more (replaced, or inside a leaf Choice)
     nested: set[int] = set()  # modules a Choice's candidates hold: their decisions nest in it
     labels: dict[str, str] = {}
     for name, module in list(net.named_modules()):
@@ -151,7 +151,7 @@ class SequentialChoices(dict):
     ``nn.Sequential`` of these children, under these keys and in this order, where the matched one
     was; ``elastic_depth`` uses it for a flat list of blocks (MobileNetV2's ``features``). The children
     it keeps are then visited by the rules as any module is (a stem conv may still get elastic kernels),
-    and so are the modules its Choices' candidates hold (the stage's blocks).
+    and, for a rule that nests (``elastic_depth``), so are the modules its Choices' candidates hold.
 
     Example:
         >>> def rule(name, module):
