@@ -33,11 +33,10 @@ kernel hardly vectorises), padding left out of the count, no ``ceil_mode`` or
 write a plain ``AveragePool``) it runs torch's own pooling. The NB201 and
 DARTS spaces use it for every ``avg_pool_3x3``.
 
-:func:`avg_pool2d_exclude_pad` is the older route, a depthwise convolution of
-ones over a cached count, equal to torch's pooling only within float rounding
-(its backward, a transposed convolution, adds in another order); nothing in
-gmgraph pools with it any more (the fused mixed op's reference uses
-:func:`avg_pool2d_exact` too).
+The fused mixed op's CPU reference (``gmgraph.kernels.reference``) pools with
+:func:`avg_pool2d_exact` too. (An older route, a depthwise convolution of ones
+over the counts, matched torch only within rounding: its backward added in
+another order. ``tests/test_pooling_exact.py`` keeps it to show the check sees that.)
 """
 
 from __future__ import annotations
@@ -165,30 +164,6 @@ def _nchw(t: torch.Tensor) -> torch.Tensor:
     if t.stride() == (c * h * w, h * w, w, 1):
         return t
     return t.clone(memory_format=torch.contiguous_format)
-
-
-def avg_pool2d_exclude_pad(x: torch.Tensor, kernel_size, stride=None, padding=0) -> torch.Tensor:
-    """``F.avg_pool2d(x, kernel_size, stride, padding, count_include_pad=False)`` as window sums over counts.
-
-    Equal to torch's pooling within float32 rounding, forward and backward (the
-    backward adds in another order; :func:`avg_pool2d_exact` gives torch's
-    bits). ``x`` is ``(N, C, H, W)``.
-
-    >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    >>> avg_pool2d_exclude_pad(x, 3, 1, 1)[0, 0, 0].tolist()   # corner window: 4 taps inside
-    [2.5, 3.0, 4.0, 4.5]
-    """
-    kernel, stride, padding = _pair(kernel_size), _pair(stride if stride else kernel_size), _pair(padding)
-    n, c, h, w = x.shape
-    ones = _ones_kernel(c, kernel, x.device, x.dtype)
-    sums = F.conv2d(x, ones, stride=stride, padding=padding, groups=c)
-    return sums / _counts((h, w), kernel, stride, padding, x.device, x.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _ones_kernel(channels: int, kernel: tuple, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    with torch.inference_mode(False):  # made under inference mode, it could not be saved for a later backward
-        return torch.ones(channels, 1, *kernel, device=device, dtype=dtype)
 
 
 @functools.lru_cache(maxsize=64)

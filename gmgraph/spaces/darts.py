@@ -107,15 +107,14 @@ def candidate_ops(C: int, stride: int, ops: Sequence[str], affine: bool, pool_bn
 class Cell(nn.Module):
     """Two preprocessed inputs, four summed nodes, their concatenation as output."""
 
-    def __init__(self, c_pp: int, c_p: int, C: int, reduction: bool, reduction_prev: bool, ops, affine, pool_bn,
-                 fast_pool: bool = False):
+    def __init__(self, c_pp: int, c_p: int, C: int, reduction: bool, reduction_prev: bool, ops, affine, pool_bn):
         super().__init__()
         kind = "reduce" if reduction else "normal"
         # The cell two back is twice as large when the previous cell reduced.
         self.preprocess0 = FactorizedReduce(c_pp, C, affine) if reduction_prev else ReLUConvBN(c_pp, C, 1, affine=affine)
         self.preprocess1 = ReLUConvBN(c_p, C, 1, affine=affine)
         self.edges = nn.ModuleList(
-            Choice(candidate_ops(C, 2 if reduction and j < 2 else 1, ops, affine, pool_bn, fast_pool),
+            Choice(candidate_ops(C, 2 if reduction and j < 2 else 1, ops, affine, pool_bn),
                    f"{kind}/{i}<-{j}")
             for i in NODES for j in range(i)
         )
@@ -135,7 +134,7 @@ class Cell(nn.Module):
 class Network(nn.Module):
     """The DARTS search network: stem, ``layers`` cells, global pooling, linear classifier."""
 
-    def __init__(self, C, layers, num_classes, ops, in_channels, affine, pool_bn, stem_multiplier, fast_pool=False):
+    def __init__(self, C, layers, num_classes, ops, in_channels, affine, pool_bn, stem_multiplier):
         super().__init__()
         c_stem = stem_multiplier * C
         self.stem = nn.Sequential(nn.Conv2d(in_channels, c_stem, 3, padding=1, bias=False), nn.BatchNorm2d(c_stem))
@@ -144,7 +143,7 @@ class Network(nn.Module):
         for i in range(layers):
             reduction = i in (layers // 3, 2 * layers // 3)
             c = 2 * c if reduction else c
-            cells.append(Cell(c_pp, c_p, c, reduction, reduction_prev, ops, affine, pool_bn, fast_pool))
+            cells.append(Cell(c_pp, c_p, c, reduction, reduction_prev, ops, affine, pool_bn))
             c_pp, c_p, reduction_prev = c_p, 4 * c, reduction
         self.cells = nn.ModuleList(cells)
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -194,7 +193,7 @@ def supernet(
         raise SpaceError(f"DARTS ops must be distinct names among {', '.join(OPS)}; got {list(ops)}")
     check_positive_int("DARTS's C", C, error=SpaceError)
     check_positive_int("DARTS's layers", layers, error=SpaceError)
-    return Network(C, layers, num_classes, tuple(ops), in_channels, affine, pool_bn, stem_multiplier, fast_pool)
+    return Network(C, layers, num_classes, tuple(ops), in_channels, affine, pool_bn, stem_multiplier)
 
 
 def _edge(label: str) -> tuple[str, int, int]:

@@ -86,10 +86,11 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
         for rule in rules:
             ops = rule(name, module)
             if ops is not None:
+                nests = getattr(rule, "nests", False)
                 new = _matched(name, module, ops, rule, labels, nested=id(module) in nested)
                 _replace_everywhere(net, module, new)
-                gone.update(_not_visited(new, module, getattr(rule, "nests", False)))
-                if getattr(rule, "nests", False):
+                gone.update(_not_visited(new, module, nests))
+                if nests:
                     nested.update(id(m) for m in module.modules() if id(m) not in gone)
                 break
     if not labels:

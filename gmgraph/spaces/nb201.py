@@ -57,9 +57,9 @@ def candidate_ops(C: int, affine: bool = True, fast_pool: bool = False) -> dict[
 class Cell(nn.Module):
     """One NB201 cell: six edge Choices over four nodes."""
 
-    def __init__(self, C: int, affine: bool = True, fast_pool: bool = False):
+    def __init__(self, C: int, affine: bool = True):
         super().__init__()
-        self.edges = nn.ModuleList(Choice(candidate_ops(C, affine, fast_pool), label) for label in LABELS)
+        self.edges = nn.ModuleList(Choice(candidate_ops(C, affine), label) for label in LABELS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
@@ -92,7 +92,7 @@ class ResidualBlock(nn.Module):
 class Network(nn.Module):
     """The NB201 macro skeleton around cells that hold Choices."""
 
-    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, affine: bool, fast_pool: bool = False):
+    def __init__(self, C: int, N: int, num_classes: int, in_channels: int, affine: bool):
         super().__init__()
         self.stem = nn.Sequential(
             nn.Conv2d(in_channels, C, kernel_size=3, padding=1, bias=False), nn.BatchNorm2d(C)
@@ -101,7 +101,7 @@ class Network(nn.Module):
         for stage, width in enumerate((C, 2 * C, 4 * C)):
             if stage:
                 blocks.append(ResidualBlock(width // 2, width))
-            blocks.extend(Cell(width, affine, fast_pool) for _ in range(N))
+            blocks.extend(Cell(width, affine) for _ in range(N))
         self.cells = nn.ModuleList(blocks)
         self.lastact = nn.Sequential(nn.BatchNorm2d(4 * C), nn.ReLU(inplace=False))
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
@@ -134,7 +134,7 @@ def supernet(
             forward and backward, and about twice as fast on the CPU (it used to select a faster pooling
             that was equal only within float32 rounding).
     """
-    return Network(C, N, num_classes, in_channels, affine, fast_pool)
+    return Network(C, N, num_classes, in_channels, affine)
 
 
 def network(arch: Arch | str, C: int = 16, N: int = 5, num_classes: int = 10, in_channels: int = 3) -> fx.GraphModule:
