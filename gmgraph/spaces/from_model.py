@@ -23,7 +23,8 @@ Labels are module names with ``.`` replaced by ``/`` (``features.3`` becomes
 The inside of a replaced module is not visited, except the blocks of an
 ``elastic_depth`` stage (shared by all its depths): their convs may get
 elastic kernels, or the blocks elastic expansions, nested in the depth
-decision as in Once-for-All.
+decision as in Once-for-All; and the views an elastic expansion's candidates
+run: their depthwise convs may get elastic kernels too.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from torchvision.ops import MLP, SqueezeExcitation
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
-from gmgraph.elastic import ConvView, KernelTransform
+from gmgraph.elastic import ConvView, KernelTransform, is_view
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
 from gmgraph.passes.derive import in_parent
@@ -68,7 +69,11 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
     modules, shared (a rule with ``nests = True``): the blocks of an ``elastic_depth`` stage belong
     to all its depths, so ``[elastic_depth(), elastic_kernels()]`` also gives every conv in them
     elastic kernels (labels under the blocks' own names, ``layer1/1/conv1``), nested in the depth
-    decision as in Once-for-All.
+    decision as in Once-for-All. An elastic rule's candidates are views of one shared module, and
+    a rule that takes views (``views = True``: ``elastic_kernels``) visits them: with
+    ``[elastic_expansions(), elastic_kernels()]`` each MBConv chooses its expansion and its depthwise
+    kernel, the kernel decision (labelled by the conv's own name, ``features/2/conv/1/0``) sitting
+    in every expansion candidate, all of them views of one enlarged, widened conv, as in Once-for-All.
 
     Raises:
         SpaceError: a rule returned candidates without the original module, two
@@ -92,6 +97,8 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
                 gone.update(_not_visited(new, module, nests))
                 if nests:
                     nested.update(id(m) for m in module.modules() if id(m) not in gone)
+                if isinstance(ops, SharedCandidates):
+                    _visit_views(name, new, rules, labels)
                 break
     if not labels:
         hints = "".join(f"; {hint}" for rule in rules if (hint := _why_unmatched(rule, model)))
@@ -180,6 +187,30 @@ def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str], ne
             full = f"{name}.{key}"
             children[key] = _choice(full, next(iter(child.values())), child, _label(full, labels), rule)
     return nn.Sequential(OrderedDict(children))
+
+
+def _visit_views(name: str, choice: nn.Module, rules: Sequence[Rule], labels: dict[str, str]) -> None:
+    """Let the rules that take views (``rule.views``) replace the views inside ``choice``'s candidates.
+
+    A view at the same place in every candidate (``conv.1.0``) gets one label, ``<name>/conv/1/0``, and
+    a Choice of its own in each candidate; the rule hands all of them views of one shared module.
+    """
+    takers = [rule for rule in rules if getattr(rule, "views", False)]
+    if not takers or not isinstance(choice, Choice):
+        return
+    placed: dict[str, str] = {}  # place in a candidate -> its label
+    for candidate in choice.ops.values():
+        for place, module in list(candidate.named_modules()):
+            if not place or not is_view(module):
+                continue
+            full = f"{name}.{place}"
+            for rule in takers:
+                ops = rule(full, module)
+                if ops is not None:
+                    label = placed.get(place) or _label(full, labels)
+                    placed[place] = label
+                    _replace(candidate, place, _choice(full, module, ops, label, rule))
+                    break
 
 
 def _not_visited(new: nn.Module, matched: nn.Module, nests: bool) -> set[int]:
@@ -284,6 +315,10 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7), transform: bool = False) -
     Unlike :func:`conv_kernels` (one independent conv per size), the parameters are those of
     the largest subnet.
 
+    A :class:`~gmgraph.elastic.ConvView` at its conv's own kernel (the hidden-width depthwise conv of
+    an :func:`elastic_expansions` block, which :func:`supernetify` shows this rule) gets the same
+    sizes: every view of one conv, whatever its width, then runs the centre of ONE enlarged copy of it.
+
     With ``transform``, each shared conv also gets ONE :class:`~gmgraph.elastic.KernelTransform` that
     all its views use (Once-for-All's learned matrices, as ``ofa.supernet(kernel_transform=True)``):
     a smaller kernel is the next larger one's transformed centre. The matrices start as the identity,
@@ -307,23 +342,42 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7), transform: bool = False) -
     if not isinstance(transform, bool):
         raise SpaceError(f"elastic_kernels' transform must be True or False, got {transform!r}")
 
+    enlarged: dict[int, tuple[nn.Conv2d, nn.Conv2d, KernelTransform | None]] = {}  # views' conv -> its one copy
+
+    def shared_of(conv: nn.Conv2d, offered: list[int], viewed: bool) -> tuple[nn.Conv2d, KernelTransform | None]:
+        """The conv at the largest size (and its transform) that every view of ``conv`` runs."""
+        kept = enlarged.get(id(conv)) if viewed else None
+        if kept is None or kept[0] is not conv:
+            largest = max(offered)
+            shared = _resized(conv, largest)
+            matrices = KernelTransform(largest, offered[:-1]).to(shared.weight.device, shared.weight.dtype) \
+                if transform else None
+            kept = (conv, shared, matrices)
+            if viewed:
+                enlarged[id(conv)] = kept
+        return kept[1], kept[2]
+
     def rule(name: str, module: nn.Module) -> SharedCandidates | None:
-        if not isinstance(module, nn.Conv2d) or module.padding_mode != "zeros" or module.padding == "valid":
+        viewed = isinstance(module, ConvView)
+        conv = module.conv if viewed else module
+        if viewed and (module.kernel != conv.kernel_size[0] or module.transform is not None):
+            return None  # already a kernel decision
+        if not isinstance(conv, nn.Conv2d) or conv.padding_mode != "zeros" or conv.padding == "valid":
             return None
-        k, k2 = module.kernel_size
+        k, k2 = conv.kernel_size
         if k != k2 or k < 3 or k % 2 == 0:
             return None
-        offered = sorted({k, *(size for size in sizes if _padding(module, size) is not None)})
+        offered = sorted({k, *(size for size in sizes if _padding(conv, size) is not None)})
         if len(offered) == 1:
             return None
-        largest = max(offered)
-        shared = _resized(module, largest)
-        matrices = KernelTransform(largest, offered[:-1]).to(shared.weight.device, shared.weight.dtype) \
-            if transform else None
-        ops = {f"{size}x{size}": ConvView(shared, kernel=size, transform=matrices) for size in offered}
+        shared, matrices = shared_of(conv, offered, viewed)
+        widths = ({"out_channels": module.out_channels, "in_channels": None if module.depthwise else module.in_channels}
+                  if viewed else {})
+        ops = {f"{size}x{size}": ConvView(shared, kernel=size, transform=matrices, **widths) for size in offered}
         return SharedCandidates(ops, original=f"{k}x{k}")
 
     rule.__name__ = "elastic_kernels"
+    rule.views = True  # also the convs an elastic expansion's candidates run through views (supernetify)
     return rule
 
 

@@ -125,7 +125,8 @@ def test_the_setting_takes_a_model_only_with_elastic_kernels_in_its_rules(nets):
     spec = get("gm_transform_nets:small", "elastic_kernels,elastic_expansions")
     assert spec.kernel_transform and not get("gm_transform_nets:small", "elastic_expansions").kernel_transform
     gm = gmgraph.trace(spec.make(8, 1, 10, 1, kernel_transform=True))
-    assert len(transforms(gm)) == 1  # the stem; the block's convs belong to its expansion Choice
+    # the stem's, and the block's depthwise conv's: one, shared by the kernel Choice in each of its expansions
+    assert len(transforms(gm)) == 2
     with pytest.raises(ConfigError, match="--model gm_transform_nets:small with --rules elastic_expansions has none"):
         SearchSettings(model="gm_transform_nets:small", rules="elastic_expansions", kernel_transform=True)
     with pytest.raises(ConfigError, match="--model gm_transform_nets:small with --rules conv_kernels has none"):
