@@ -561,6 +561,83 @@ def elastic_expansions(ratios: Sequence[float] = (3, 4, 6)) -> Rule:
     return rule
 
 
+def elastic_widths(fractions: Sequence[float] = (0.5, 0.75)) -> Rule:
+    """Rule: every torchvision ResNet block chooses the width of its inner layers, all widths running the
+    first channels of the block's own convs and BNs (Once-for-All's ResNet: elastic middle width).
+
+    A ``BasicBlock``'s inner layer is ``conv1``'s output (``bn1``, ``conv2``'s input); a ``Bottleneck``'s
+    are ``conv1``'s and ``conv2``'s outputs (``bn1``, ``bn2``, ``conv2``'s and ``conv3``'s inputs), one width
+    for both as in OFA. The block's input, output and shortcut keep their width, so every block may change
+    its own. Candidate ``w<f>`` runs ``fractions`` of the original width, rounded to a multiple of 8 (of 1
+    below 32 channels), and ``w1`` is the original block, computing exactly what it did; the supernet holds
+    exactly the model's parameters. Grouped convs (ResNeXt) cannot be sliced and are left alone. Given with
+    :func:`elastic_kernels` (which takes views), the blocks' 3x3 convs also choose their kernel.
+
+    Raises:
+        SpaceError: fractions outside (0, 1), or none.
+
+    Example:
+        >>> from torchvision.models.resnet import BasicBlock
+        >>> ops = elastic_widths((0.5,))("layer1.0", BasicBlock(16, 16))
+        >>> list(ops), ops.original, ops["w0p5"].conv1.out_channels, ops["w0p5"].conv1.conv is ops["w1"].conv1.conv
+        (['w1', 'w0p5'], 'w1', 8, True)
+    """
+    bad = [f for f in fractions if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1]
+    if bad or not fractions:
+        raise SpaceError(f"elastic_widths needs fractions between 0 and 1 (the original width is always offered); "
+                         f"got {list(fractions)}")
+
+    def rule(name: str, module: nn.Module) -> SharedCandidates | None:
+        inner = _inner_layers(module)
+        if inner is None:
+            return None
+        full = inner[0].out_channels
+        widths = {"w1": full}
+        for fraction in sorted(fractions, reverse=True):
+            width = _rounded_width(full, fraction)
+            if width not in widths.values():
+                widths[f"w{fraction:g}".replace(".", "p")] = width
+        if len(widths) == 1:
+            return None
+        return SharedCandidates({op: _inner_view(module, inner, width) for op, width in widths.items()}, original="w1")
+
+    rule.__name__ = "elastic_widths"
+    return rule
+
+
+def _inner_layers(block: nn.Module) -> tuple[nn.Conv2d, ...] | None:
+    """The convs around a ResNet block's inner layers, in order (``conv1, conv2`` or ``conv1, conv2, conv3``)."""
+    if isinstance(block, Bottleneck):
+        convs = (block.conv1, block.conv2, block.conv3)
+    elif isinstance(block, BasicBlock):
+        convs = (block.conv1, block.conv2)
+    else:
+        return None
+    return convs if all(conv.groups == 1 for conv in convs) else None
+
+
+def _rounded_width(full: int, fraction: float) -> int:
+    """``fraction`` of ``full`` channels, as a multiple of 8 from 32 channels on (OFA's divisor), at least one."""
+    divisor = 8 if full >= 32 else 1
+    return max(divisor, int(round(full * fraction / divisor)) * divisor)
+
+
+def _inner_view(block: nn.Module, convs: tuple[nn.Conv2d, ...], width: int) -> nn.Module:
+    """``block``'s structure running the first ``width`` channels of its inner layers, on its own modules."""
+    full = convs[0].out_channels
+    memo: dict[int, nn.Module] = {id(convs[0]): ConvView(convs[0], out_channels=width)}
+    for conv in convs[1:-1]:
+        memo[id(conv)] = ConvView(conv, out_channels=width, in_channels=width)
+    memo[id(convs[-1])] = ConvView(convs[-1], in_channels=width)
+    inner_norms = (block.bn1, block.bn2) if len(convs) == 3 else (block.bn1,)
+    for bn in inner_norms:
+        memo[id(bn)] = timm_blocks.norm_view(bn, width) if bn.num_features == full else bn
+    for module in block.modules():
+        if id(module) not in memo and (module._parameters or module._buffers):
+            memo[id(module)] = module  # shared as it is (the shortcut, the last BN): deepcopy must not copy it
+    return copy.deepcopy(block, memo)
+
+
 def elastic_depth(min_depth: int = 1) -> Rule:
     """Rule: every stage of residual blocks chooses how many of its first blocks run, all depths
     sharing the same block objects (Once-for-All's elastic depth).
