@@ -12,7 +12,10 @@ from torchvision.models import mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
 import gmgraph
+from gmgraph import label_sizes
 from gmgraph.elastic import is_view
+from gmgraph.graph import choices
+from gmgraph.label_sizes import label_kind
 from gmgraph.passes import derive, split
 from gmgraph.scores import gradient_matching
 from gmgraph.spaces import elastic_depth, elastic_expansions, elastic_kernels, original_arch, supernetify
@@ -70,6 +73,10 @@ def test_the_original_arch_derives_the_model_itself(mobilenet):
 
 def test_the_supernet_holds_exactly_the_largest_subnets_parameters(mobilenet):
     _, gm = mobilenet
+    groups = choices(gm)
+    assert [(label_kind(groups[label]), label_sizes.largest(groups[label])) for label in
+            ("features/4", "features/4/conv/1/0")] == [("width", "e6"), ("kernel", "7x7")]  # as the sandwich sees them
+    assert {label: label_sizes.largest(group) for label, group in groups.items()} == largest(gm)
     widest = derive(gm, largest(gm))
     assert sum(p.numel() for p in gm.parameters()) == sum(p.numel() for p in widest.parameters())
 
