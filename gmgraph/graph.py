@@ -17,7 +17,6 @@ copy of it anywhere::
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,6 +28,7 @@ from gmgraph import live_run
 from gmgraph.arch import Arch, Space, validate
 from gmgraph.choice import Choice
 from gmgraph.errors import SpaceError, TraceError
+from gmgraph.nesting import network_count
 
 
 class _ChoiceTracer(fx.Tracer):
@@ -320,8 +320,14 @@ def _space_of(groups: Mapping[str, Sequence[Choice]]) -> Space:
 
 
 def space_size(gm: nn.Module) -> int:
-    """Number of architectures in the graph's space."""
-    return math.prod(len(ops) for ops in space(gm).values())
+    """Number of architectures in the graph's space: the distinct networks its decisions make.
+
+    Without nested Choices, every assignment of ops to labels (NB201: 5^6); a label nested in another's
+    candidate counts only on the paths that run it (:func:`gmgraph.nesting.network_count`: the OFA
+    space's stages at depth 2 have no third block to choose a kernel for).
+    """
+    space(gm)  # labels whose Choices disagree are refused first
+    return network_count(gm)
 
 
 @contextlib.contextmanager
