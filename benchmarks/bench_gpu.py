@@ -337,6 +337,7 @@ def search_flags(args) -> list[str]:
         return ["--device", str(args.device), "--method", "gm", "--epochs", "2", "--split-at", "1", "--evaluations", "2",
                 "--final-epochs", "1", "--width", "4", "--cells", "1", "--rounds", "1", "--steps-per-epoch", "2",
                 "--batch-size", "16", "--bn-batches", "1",
+                "--data", "synthetic", "--labels", "3<-1,3<-2",  # no digits to load, 2 labels to score: same code
                 "--export", "false"]  # the export reads best.pt's CPU copy: no GPU path in it, seconds on a CPU
     return ["--device", str(args.device), "--method", "gm", "--epochs", "4" if args.quick else "6",
             "--split-at", "2,3" if args.quick else "2,4", "--evaluations", "20",

@@ -369,6 +369,9 @@ class SearchSettings:
     export: bool = setting(True, "end the run by exporting the chosen network to best.onnx and checking it in "
                                  "onnxruntime (a few seconds); false: skip it, `gmgraph export --run DIR` "
                                  "writes it later from best.pt")
+    html: bool = setting(True, "end the run by drawing report.html and its plots (matplotlib, about half a "
+                               "second); false: report.json only (for many runs in a row), `gmgraph report DIR` "
+                               "draws it later")
     log_dir: str | None = setting(None, "also write the run's curves here: epochs.csv and splits.csv, and "
                                         "TensorBoard events under tensorboard/ when tensorboard is installed")
     train: TrainConfig = nested(TrainConfig)
@@ -379,8 +382,9 @@ class SearchSettings:
         _check_model(self)
         if not is_reference(self.space):
             _check_name("space", self.space, SPACES)
-        if not isinstance(self.export, bool):
-            raise ConfigError(f"export must be true or false, got {self.export!r}")
+        for name in ("export", "html"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         _check_kernel_transform(self.space, self.kernel_transform, self.rules)
         key = self.data if is_reference(self.data) else dataset_key(self.data)
         if key is None:
@@ -437,7 +441,7 @@ class SearchSettings:
     def shaping(self) -> dict:
         """The run-level settings that shape the supernets (a resume must match them).
 
-        Not among them: ``data_root`` (a dataset may move), ``final_epochs``, ``export`` and the
+        Not among them: ``data_root`` (a dataset may move), ``final_epochs``, ``export``, ``html`` and the
         search settings (they act after training), and the device and ``threads`` (a run may resume on
         another machine; see :meth:`TrainConfig.shaping`).
         """

@@ -25,7 +25,7 @@ from gmgraph import viz
 from gmgraph.config import SearchSettings
 from gmgraph.files import write_text
 from gmgraph.report import arch_line, summary
-from gmgraph.run_folder import HTML, read_report
+from gmgraph.run_folder import DRAWINGS, HTML, read_report
 from gmgraph.settings import flag_text, flags
 from gmgraph.spaces import arch_to_str
 
@@ -55,17 +55,18 @@ def draw_run(out: str | Path, report: dict) -> dict[str, Path]:
     split tree, the training curves, the search's progress and its Pareto front (the last three where the
     report has them)."""
     out = Path(out)
-    pngs = {"architecture": viz.draw_cell(report["arch"], out / "arch.png", title=arch_line(report))}
+    arch, tree, training, search, front = (out / name for name in DRAWINGS)
+    pngs = {"architecture": viz.draw_cell(report["arch"], arch, title=arch_line(report))}
     if report["split_tree"]:
-        pngs["split tree"] = viz.draw_split_tree(report["split_tree"], out / "split_tree.png")
+        pngs["split tree"] = viz.draw_split_tree(report["split_tree"], tree)
     histories = {leaf["id"]: leaf["history"] for leaf in report["leaves"] if leaf.get("history")}
     if histories:
-        pngs["training"] = viz.draw_training_curves(histories, out / "training.png")
+        pngs["training"] = viz.draw_training_curves(histories, training)
     points = search_points(report)
     if points:
-        pngs["search"] = viz.draw_search_progress(points, report["leaves"], out / "search.png")
+        pngs["search"] = viz.draw_search_progress(points, report["leaves"], search)
     if report.get("pareto"):
-        pngs["pareto"] = viz.draw_front(report["pareto"], report["leaves"], out / "front.png", units=AXIS_UNITS)
+        pngs["pareto"] = viz.draw_front(report["pareto"], report["leaves"], front, units=AXIS_UNITS)
     return pngs
 
 

@@ -39,6 +39,9 @@ from gmgraph.registry import task_of
 REPORT, ARCH, BEST, ONNX, HTML, CHECKPOINT, FRONT = (
     "report.json", "arch.txt", "best.pt", "best.onnx", "report.html", "checkpoint.pt", "front.pt")
 
+DRAWINGS = ("arch.png", "split_tree.png", "training.png", "search.png", "front.png")
+"""The PNGs report.html shows (those the run has), written beside it (:func:`gmgraph.report_html.draw_run`)."""
+
 REPORT_KEYS = ("gmgraph_version", "settings", "space", "space_size", "split_tree", "leaves", "search",
                "arch", "arch_str", "final", "budget", "timings", "hardware", "input_shape", "num_classes")
 """Keys every report.json of this version holds."""
@@ -671,7 +674,7 @@ def replacing_outputs(out: str | Path) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     new = [p.name for p in staging.iterdir() if p.is_file()]
-    for name in dict.fromkeys((REPORT, *OUTPUTS, *new)):  # report.json first: the folder is unfinished from here
+    for name in dict.fromkeys((REPORT, *OUTPUTS, *DRAWINGS, *new)):  # report.json first: unfinished from here
         (out / name).unlink(missing_ok=True)
     for name in sorted(new, key=lambda name: name == REPORT):  # report.json last: finished from here
         os.replace(staging / name, out / name)

@@ -173,12 +173,20 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
                 export_run(staging)
         report["timings"] = run_timings(clock, earlier)
         write_report(staging, report)  # report.json again, now with the export timed too
-        _render(staging)  # drawn from the finished report.json (well under a second, not in the timings)
-    if settings.export:
-        log(f"wrote {out / ONNX} (checked in onnxruntime) and {out / HTML}", quiet=quiet)
-    else:
-        log(f"wrote {out / HTML}; no best.onnx (--export false): `gmgraph export --run {out}` writes it", quiet=quiet)
+        if settings.html:
+            _render(staging)  # drawn from the finished report.json (well under a second, not in the timings)
+    log(_written(settings, out), quiet=quiet)
     return report
+
+
+def _written(settings: SearchSettings, out: Path) -> str:
+    """What the run's end wrote besides report.json, and how to write what it skipped."""
+    done = ([f"{out / ONNX} (checked in onnxruntime)"] if settings.export else []) + (
+        [str(out / HTML)] if settings.html else [])
+    skipped = ([f"no best.onnx (--export false): `gmgraph export --run {out}` writes it"] if not settings.export
+               else []) + ([f"no report.html (--html false): `gmgraph report {out}` draws it"] if not settings.html
+                           else [])
+    return "; ".join(([f"wrote {' and '.join(done)}"] if done else []) + skipped)
 
 
 def _built_supernet(settings: SearchSettings, info: datasets.DataInfo) -> fx.GraphModule:

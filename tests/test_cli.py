@@ -42,17 +42,18 @@ def test_config_file_keys_mirror_the_flags(tmp_path):
     config = tmp_path / "run.toml"
     config.write_text('data = "synthetic"\nwidth = 4\ncells = 1\nepochs = 2\nsplit-at = [1]\nrounds = 1\n'
                       'evaluations = 3\nfinal_epochs = 0\nmethod = "random"\nsteps-per-epoch = 2\nbn_batches = 1\n'
-                      'batch-size = 16\n')
+                      'batch-size = 16\nexport = false\nhtml = false\n')
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert report["settings"]["fewshot"]["method"] == "random" and report["settings"]["fewshot"]["split_at"] == [1]
+    assert report["settings"]["export"] is False and not (tmp_path / "run" / "best.onnx").exists()
 
 
 def test_yaml_config_and_unknown_keys(tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text("search:\n  data: synthetic\n  width: 4\n  cells: 1\n  epochs: 2\n  split_at: [1]\n"
                       "  rounds: 1\n  evaluations: 3\n  final_epochs: 0\n  steps_per_epoch: 2\n  bn-batches: 1\n"
-                      "  batch_size: 16\n  method: random\n")  # a split without gradient matching's cost
+                      "  batch_size: 16\n  method: random\n  export: false\n  html: false\n")  # a split without gradient matching's cost
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "run")]) == 0
     config.write_text("epoch: 3\n")
     assert main(["search", "--config", str(config), "--quiet", "--out", str(tmp_path / "bad")]) == 2
@@ -112,42 +113,11 @@ def test_resume_of_a_missing_run(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
 
 
-def test_resume_finishes_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    import gmgraph.search_job as search_job
-
-    calls = []
-    real = search_job._search_architectures
-
-    def interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 1:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(search_job, "_search_architectures", interrupted)
-    assert main(["search", *TINY, "--out", str(tmp_path)]) == 130
-    assert not (tmp_path / "report.json").exists()
-    assert capsys.readouterr().err == (
-        f"gmgraph: interrupted; the last checkpoint (written after every epoch) is {tmp_path / 'checkpoint.pt'}; "
-        f"continue with: gmgraph search --out {tmp_path} --resume (it takes the run's settings)\n")
-    for changed, difference in ((["--width", "8"], "--width 8 given, the run has 4"),
-                                (["--sampler", "pada"], "--sampler pada given, the run has uniform"),
-                                (["--lr", "0.1"], "--lr 0.1 given, the run has 0.05"),
-                                (["--seed", "3"], "--seed 3 given, the run has 0")):
-        assert main(["search", *TINY, *changed, "--out", str(tmp_path), "--resume"]) == 2
-        err = capsys.readouterr().err
-        assert err.startswith("gmgraph: error: ") and difference in err and err.count("\n") == 1
-    # settings that act after training (or say where it runs) may change on resume
-    assert main(["search", *TINY, "--evaluations", "5", "--device", "cpu", "--out", str(tmp_path), "--resume"]) == 0
-    report = json.loads((tmp_path / "report.json").read_text())
-    assert report["budget"]["supernet_epochs"] == 1 + 2 and report["search"]["evaluations"] <= 5  # all trained
-
-
 def test_darts_sampler_with_argmax_search_takes_one_candidate_per_leaf(tmp_path):
     args = ["search", "--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--split-at", "1",
             "--rounds", "1", "--final-epochs", "0", "--sampler", "darts", "--search", "argmax",
             "--steps-per-epoch", "1", "--bn-batches", "1", "--batch-size", "16", "--method", "gm", "--labels", "1<-0,3<-2",
-            "--quiet",
+            "--export", "false", "--html", "false", "--quiet",
             "--out", str(tmp_path)]
     assert main(args) == 0
     report = json.loads((tmp_path / "report.json").read_text())

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # second level of splits, of nodes trained one per rank, is checked in tests/train/test_distributed.py.)
 FULL_EPOCHS = ["search", "--data", "digits", "--method", "gm", "--sampler", "uniform", "--width", "4", "--cells", "1",
                "--epochs", "2", "--split-at", "1",
-               "--rounds", "1", "--evaluations", "4", "--final-epochs", "0", "--bn-batches", "1", "--export", "false"]
+               "--rounds", "1", "--evaluations", "4", "--final-epochs", "0", "--bn-batches", "1", "--export", "false",
+               "--html", "false"]
 
 # What two workers promise against one process (tests/train/test_distributed.py derives it step by step): the same
 # DECISIONS exactly (split tree, groups, architecture, budget), since a data-parallel step only sums the global

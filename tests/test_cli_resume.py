@@ -4,6 +4,8 @@ of one invocation replace the folder's as a set."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -27,12 +29,15 @@ def _interrupt_after_training(monkeypatch) -> None:
 
 @pytest.fixture(scope="module")
 def killed_run(tmp_path_factory):
-    """A run killed after training: checkpoint.pt and settings.json, no outputs."""
+    """A run killed after training: checkpoint.pt and settings.json, no outputs; what the kill printed on stderr
+    is in ``interrupted.txt`` beside the run's folder."""
     out = tmp_path_factory.mktemp("killed") / "run"
-    with pytest.MonkeyPatch.context() as monkeypatch:
+    stderr = io.StringIO()
+    with pytest.MonkeyPatch.context() as monkeypatch, contextlib.redirect_stderr(stderr):
         _interrupt_after_training(monkeypatch)
         assert main(["search", *TINY, "--out", str(out)]) == 130
     assert sorted(p.name for p in out.iterdir()) == [run_folder.CHECKPOINT, run_folder.SETTINGS]
+    (out.parent / "interrupted.txt").write_text(stderr.getvalue())
     return out
 
 
@@ -63,6 +68,29 @@ def _one_error_line(capsys) -> str:
     return err
 
 
+def test_resume_finishes_an_interrupted_run(killed_run, killed, capsys):
+    """Ctrl-C says where the checkpoint is and how to continue; a flag that shaped training is refused on resume,
+    one that acts after it (or says where it runs) is not, and the resumed run trains nothing again.
+
+    (Moved from tests/test_cli.py, which ran its own interrupted run: it shares this file's.)"""
+    assert (killed_run.parent / "interrupted.txt").read_text() == (
+        f"gmgraph: interrupted; the last checkpoint (written after every epoch) is {killed_run / 'checkpoint.pt'}; "
+        f"continue with: gmgraph search --out {killed_run} --resume (it takes the run's settings)\n")
+    for changed, difference in ((["--width", "8"], "--width 8 given, the run has 4"),
+                                (["--sampler", "pada"], "--sampler pada given, the run has uniform"),
+                                (["--lr", "0.1"], "--lr 0.1 given, the run has 0.05"),
+                                (["--seed", "3"], "--seed 3 given, the run has 0")):
+        assert main(["search", *TINY, *changed, "--out", str(killed), "--resume"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("gmgraph: error: ") and difference in err and err.count("\n") == 1
+    # settings that act after training (or say where it runs) may change on resume
+    assert main(["search", *TINY, "--evaluations", "5", "--device", "cpu", "--export", "false", "--html", "false",
+                 "--out", str(killed),
+                 "--resume"]) == 0
+    report = json.loads((killed / run_folder.REPORT).read_text())
+    assert report["budget"]["supernet_epochs"] == 1 + 2 and report["search"]["evaluations"] <= 5  # all trained
+
+
 def test_resume_takes_every_setting_from_the_run(finished_run):
     report = json.loads((finished_run / run_folder.REPORT).read_text())
     started = json.loads((finished_run / run_folder.SETTINGS).read_text())
@@ -91,15 +119,19 @@ def test_a_config_file_value_that_contradicts_the_run_is_refused_too(killed, tmp
 
 
 def test_settings_that_act_after_training_may_change_on_resume(killed, capsys):
-    assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--export", "false"]) == 0
+    assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--export", "false",
+                 "--html", "false"]) == 0
     report = json.loads((killed / run_folder.REPORT).read_text())
     assert report["settings"]["search"]["evaluations"] == 2 and report["search"]["evaluations"] <= 2
     assert report["settings"]["width"] == 4  # the rest from the run
-    # --export false: every output but best.onnx, and the command that writes it later
+    # --export false, --html false: every output but best.onnx and report.html, and the commands that write them
     assert report["settings"]["export"] is False and not (killed / run_folder.ONNX).exists()
+    assert report["settings"]["html"] is False and not any(p.suffix in (".html", ".png") for p in killed.iterdir())
     out, err = capsys.readouterr()
     assert f"`gmgraph export --run {killed}` writes it" in err and "best.onnx" not in out.splitlines()[-1]
+    assert f"`gmgraph report {killed}` draws it" in err and "report.html" not in out.splitlines()[-1]
     assert main(["export", "--run", str(killed)]) == 0 and (killed / run_folder.ONNX).is_file()
+    assert main(["report", str(killed)]) == 0 and (killed / run_folder.HTML).is_file()
 
 
 def test_resume_of_a_finished_run_says_so_and_changes_nothing(finished_run, capsys, monkeypatch):
@@ -128,7 +160,7 @@ def test_a_run_older_than_settings_json_resumes_from_its_checkpoints_record(kill
     assert main(["search", "--out", str(killed), "--resume", "--lr", "0.1", "--quiet"]) == 2
     assert "--lr 0.1 given, the run has 0.05" in _one_error_line(capsys)
     assert main(["search", "--out", str(killed), "--resume", "--evaluations", "2", "--final-epochs", "0",
-                 "--quiet"]) == 0
+                 "--export", "false", "--html", "false", "--quiet"]) == 0
     settings = json.loads((killed / run_folder.REPORT).read_text())["settings"]
     assert (settings["width"], settings["train"]["steps_per_epoch"], settings["search"]["evaluations"]) == (4, 2, 2)
 

@@ -15,7 +15,8 @@ from gmgraph.spaces import nb201
 from gmgraph.train.loop import SupernetTrainer
 
 TINY = ["--data", "synthetic", "--width", "4", "--cells", "1", "--epochs", "2", "--steps-per-epoch", "2",
-        "--evaluations", "2", "--final-epochs", "0", "--bn-batches", "1", "--export", "false"]
+        "--evaluations", "2", "--final-epochs", "0", "--bn-batches", "1", "--export", "false",
+        "--html", "false"]
 
 
 def test_the_default_search_trains_one_pada_supernet_and_says_so(tmp_path, capsys):

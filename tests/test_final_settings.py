@@ -49,10 +49,6 @@ def trainers(monkeypatch) -> list[SupernetTrainer]:
 
 
 def test_flags_reach_the_supernet_and_the_final_training(tmp_path, trainers, monkeypatch):
-    from gmgraph import search_job
-
-    # report.html takes much of a tiny run and reads no training setting (--export false skips the ONNX export)
-    monkeypatch.setattr(search_job, "_render", lambda *_, **__: None)
     tiny_search(tmp_path / "run", "digits", export="false", epochs=2, final_epochs=1, **GIVEN)
     supernet = [t for t in trainers if t._space]  # the root and its few-shot children
     final = [t for t in trainers if not t._space]  # the derived network: no Choice left

@@ -15,6 +15,9 @@ from gmgraph.onnx_export import read_metadata
 from gmgraph.search.pareto import non_dominated
 from tests.conftest import tiny_search
 
+TWO_LABELS = "1<-0,3<-2"
+"""GM scores 2 of NB201's 6 labels: enough to split, and on digits the same split as scoring all six."""
+
 
 def _report(out):
     return json.loads((out / "report.json").read_text())
@@ -22,7 +25,7 @@ def _report(out):
 
 def test_a_params_limit_is_kept_and_reported(tmp_path):
     # NB201 C=4 N=1 on digits: archs span about 0.004-0.010 M params; 0.006 rules out many
-    tiny_search(tmp_path, "digits", max_params=0.006, evaluations=8, export="false")
+    tiny_search(tmp_path, "digits", max_params=0.006, evaluations=8, export="false", labels=TWO_LABELS)
     report = _report(tmp_path)
     assert report["final"]["params_estimate"] <= 0.006
     assert report["final"]["params"] / 1e6 == pytest.approx(report["final"]["params_estimate"])
@@ -42,7 +45,9 @@ def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys, monkeypatch):
 
 
 def test_a_pareto_search_reports_its_front_and_exports_any_point(tmp_path, capsys):
-    tiny_search(tmp_path, "digits", search="pareto", objectives="accuracy,params", evaluations=10)
+    # no best.onnx: `export --pick` exports from front.pt, which the run writes either way
+    tiny_search(tmp_path, "digits", search="pareto", objectives="accuracy,params", evaluations=10, export="false",
+                html="true", labels=TWO_LABELS)
     pareto = _report(tmp_path)["pareto"]
     values = np.array([[p["values"]["accuracy"], p["values"]["params"]] for p in pareto["front"]])
     assert non_dominated(values, ("max", "min")).all() and len(values) >= 1
@@ -88,7 +93,7 @@ def test_a_latency_limit_reads_the_table_and_checks_the_chosen_arch_end_to_end(t
         return SimpleNamespace(median_ms=ms, stable=True, spread=0.01, runs=kw.get("runs", 20))
 
     monkeypatch.setattr(search_job, "measure", fake_measure)
-    tiny_search(tmp_path, "digits", max_latency_ms=6.0, evaluations=8, export="false")
+    tiny_search(tmp_path, "digits", max_latency_ms=6.0, evaluations=8, export="false", labels=TWO_LABELS)
     final = _report(tmp_path)["final"]
     assert built == [(1, 8, 8)] and timed == [(1, 8, 8)]
     assert final["latency_estimate"] <= 6.0 and final["latency_ms_measured"] == pytest.approx(final["latency_estimate"])

@@ -32,8 +32,8 @@ def test_a_few_shot_run_plans_exactly_the_steps_it_trains():
     loaders = data.load("synthetic", batch_size=16, seed=0)
     job = Recorded()
     with estimating(job):
-        run_fewshot(gm, loaders, FewShotConfig(method="gm", split_at=(1, 2), rounds=1), TrainConfig(epochs=3, steps_per_epoch=2),
-                    quiet=True)
+        run_fewshot(gm, loaders, FewShotConfig(method="gm", split_at=(1, 2), rounds=1, labels=("1<-0", "3<-2")),
+                    TrainConfig(epochs=3, steps_per_epoch=2), quiet=True)
     # 1 supernet x 3 epochs x 2 steps; then 2 leaves x 2 epochs; then 4 leaves x 1 epoch.
     assert job.plans == [("supernets", 6.0), ("supernets", 8.0), ("supernets", 8.0)]
     assert job.remaining() == 0 and job.done == 2 + 4 + 8 - 1  # the first step starts the clock

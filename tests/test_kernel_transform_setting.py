@@ -15,7 +15,7 @@ from gmgraph.train.checkpoint import differences
 ARGS = ["search", "--space", "ofa", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2",
         "--method", "oneshot", "--steps-per-epoch", "1", "--batch-size", "8", "--evaluations", "2",
         "--final-epochs", "0", "--bn-batches", "1", "--threads", "1", "--sampler", "sandwich",
-        "--sandwich-random", "0", "--shrink", "full:1,width:1", "--export", "false", "--quiet"]
+        "--sandwich-random", "0", "--shrink", "full:1,width:1", "--export", "false", "--html", "false", "--quiet"]
 
 
 def test_an_ofa_run_with_kernel_transforms_records_them_and_sorts_before_the_width_phase(tmp_path):

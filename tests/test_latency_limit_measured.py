@@ -63,7 +63,8 @@ def test_the_next_candidate_that_keeps_the_limit_when_measured_is_chosen(tmp_pat
         return _timing(2 * LIMIT if searched.timed == 1 else LIMIT / 2)
 
     monkeypatch.setattr(search_job, "measure", measure)
-    tiny_search(tmp_path, "digits", max_latency_ms=LIMIT, evaluations=6)
+    # no best.onnx (nothing here reads it; the export times nothing), GM scores 2 of the 6 labels
+    tiny_search(tmp_path, "digits", max_latency_ms=LIMIT, evaluations=6, export="false", labels="1<-0,3<-2")
     report = json.loads((tmp_path / "report.json").read_text())
     ranked = sorted(searched.found.history, key=lambda point: -point[1])
     assert report["final"]["latency_passed_over"][0]["arch"] == searched.found.best == ranked[0][0]
@@ -79,7 +80,8 @@ def test_when_no_candidate_keeps_the_limit_measured_the_run_fails_with_one_line(
     monkeypatch.setattr(search_job, "measure", lambda net, shape, **kw: _timing(2 * LIMIT))
     argv = ["search", "--data", "digits", "--width", "4", "--cells", "1", "--epochs", "2", "--method", "gm", "--sampler", "uniform", "--split-at", "1",
             "--rounds", "1", "--steps-per-epoch", "2", "--evaluations", "3", "--final-epochs", "0",
-            "--bn-batches", "1", "--max-latency-ms", str(LIMIT), "--quiet", "--out", str(tmp_path)]
+            "--bn-batches", "1", "--labels", "1<-0,3<-2", "--max-latency-ms", str(LIMIT), "--quiet",
+            "--out", str(tmp_path)]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("gmgraph: error: --max-latency-ms 6: the 3 best candidates all "

@@ -26,7 +26,7 @@ def logged(tmp_path_factory):
         run_log.flush()
 
     result = run_fewshot(gm, data.load("synthetic", batch_size=16, seed=0),
-                         FewShotConfig(method="gm", split_at=(1, 2), rounds=1),
+                         FewShotConfig(method="gm", split_at=(1, 2), rounds=1, labels=("1<-0", "3<-2")),
                          TrainConfig(epochs=3, steps_per_epoch=2), quiet=True, on_epoch=after_epoch)
     run_log.rows("final", "final", [{"epoch": 1, "loss": 1.5, "accuracy": 0.5, "lr": 0.05, "seconds": 0.1}])
     run_log.close()

@@ -59,6 +59,7 @@ def test_to_flags_rebuilds_the_same_settings():
     ({"lr": "fast"}, "lr must be a number, got 'fast'"),
     ({"epochs": 2.5}, "epochs must be an integer, got 2.5"),
     ({"balanced": "yes"}, "balanced must be true or false"),
+    ({"html": "no"}, "html must be true or false"),
     ({"sampler": 3}, "sampler must be text"),
     ({"learning-rate": 0.1}, "unknown setting 'learning-rate'; known settings:"),
     ({"train": {"lr": -1}}, "lr must be positive, got -1"),

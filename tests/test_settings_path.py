@@ -55,7 +55,8 @@ def test_a_run_resolves_its_training_device_once(tmp_path, monkeypatch):
         return real(name)
 
     monkeypatch.setattr(gmgraph.device, "resolve_device", counting)
-    tiny_search(tmp_path, "digits", export="false", final_epochs=1)  # a split (two children) and a final training
+    # a split (two children; GM scores 2 of the 6 labels) and a final training
+    tiny_search(tmp_path, "digits", export="false", final_epochs=1, labels="1<-0,3<-2")
     assert asked.count("auto") == 1
 
 

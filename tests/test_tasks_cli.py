@@ -16,7 +16,7 @@ from gmgraph.spaces import encdec
 from tests.conftest import users_module
 
 QUICK = ["--epochs", "2", "--method", "gm", "--split-at", "1", "--rounds", "1", "--evaluations", "3", "--final-epochs", "1",
-         "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet"]
+         "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--html", "false", "--quiet"]
 
 
 def test_a_segmentation_search_reports_mean_iou(tmp_path, capsys):

@@ -205,8 +205,8 @@ def _run_in_process(args: argparse.Namespace, team: distributed.Team | None, thi
     if report is None:  # a worker other than rank 0: the report is rank 0's
         return 0
     print(summary(report))
-    written = (run_folder.REPORT, run_folder.HTML, run_folder.ARCH, run_folder.BEST,
-               *([run_folder.ONNX] if report["settings"]["export"] else []))
+    written = (run_folder.REPORT, *([run_folder.HTML] if report["settings"].get("html", True) else []),
+               run_folder.ARCH, run_folder.BEST, *([run_folder.ONNX] if report["settings"]["export"] else []))
     print("wrote " + ", ".join(str(out / name) for name in written))
     return 0
 

@@ -35,7 +35,7 @@ def model_run(tmp_path, monkeypatch, capsys):
         args = ["search", "--model", "gm_show_nets:flat", "--rules", "elastic_depth", "--data", "synthetic",
                 "--epochs", "2", "--method", "gm", "--sampler", "uniform", "--split-at", "1", "--rounds", "1",
                 "--evaluations", "3", "--final-epochs", "1", "--steps-per-epoch", "2", "--bn-batches", "1",
-                "--batch-size", "8", "--export", "false", "--quiet", "--seed", "0",
+                "--batch-size", "8", "--export", "false", "--html", "false", "--quiet", "--seed", "0",
                 "--log-dir", str(folder / "logs"), "--out", str(out)]
         assert main(args) == 0, capsys.readouterr().err
         capsys.readouterr()

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import shutil
 
 import pytest
 import torch
 
 import gmgraph
 from gmgraph.errors import ArchError, ConfigError
-from gmgraph.latency import LatencyTable, cache
+from gmgraph.latency import LatencyTable, cache, runtimes
 from gmgraph.liveness import live_nodes
 from gmgraph.passes.derive import derive
 from gmgraph.spaces import nb201
-from tests.latency.fake_runtime import SUM, model_cost
+from tests.latency.fake_runtime import SUM, FakeRuntime, model_cost
 
 SHAPE = (1, 8, 8)
 QUICK = {"runtime": "fake", "runs": 2, "warmup": 0, "calibration": 3, "quiet": True}
@@ -29,6 +31,28 @@ def build(supernet, tmp_path, **options):
     return LatencyTable.build(supernet, SHAPE, cache_dir=tmp_path, **{**QUICK, **options})
 
 
+@pytest.fixture(scope="module")
+def built(supernet, tmp_path_factory):
+    """``build(supernet, folder)`` on its own fake runtime, once for the module, for the tests that only read
+    the table or need its cache file (``cached_in``): (table, its cache file). Building costs about 0.2 s."""
+    measure = importlib.import_module("gmgraph.latency.measure")
+    runtime, folder = FakeRuntime(), tmp_path_factory.mktemp("latency")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(runtimes.RUNTIMES, "fake", runtime.runner)
+        patch.setitem(measure.CLOCKS, "cpu", runtime.clock)
+        patch.setitem(measure.CLOCKS, "wall", runtime.clock)
+        table = build(supernet, folder)
+    assert runtime.calls > 0
+    return table, cache.table_path(folder, table.key)
+
+
+def cached_in(built, folder):
+    """The shared table, its cache file copied into ``folder`` as ``build(supernet, folder)`` would leave it."""
+    table, path = built
+    shutil.copyfile(path, cache.table_path(folder, table.key))
+    return table
+
+
 def test_an_additive_runtime_is_predicted_exactly(fake, supernet, tmp_path):
     table = build(supernet, tmp_path, batch=2)
     generator = torch.Generator().manual_seed(3)
@@ -40,8 +64,8 @@ def test_an_additive_runtime_is_predicted_exactly(fake, supernet, tmp_path):
     assert table.predict(archs[0], corrected=True) == pytest.approx(table.predict(archs[0]), rel=1e-6)
 
 
-def test_prediction_is_fixed_plus_the_entries_of_the_live_ops_and_sums(fake, supernet, tmp_path):
-    table = build(supernet, tmp_path)
+def test_prediction_is_fixed_plus_the_entries_of_the_live_ops_and_sums(built):
+    table, _ = built
     # node 1 = conv3x3(node 0); node 2 = zeros (dead); node 3 = node 0 + conv1x1(node 1): per cell two ops, one sum
     arch = nb201.parse("|nor_conv_3x3~0|+|none~0|none~1|+|skip_connect~0|nor_conv_1x1~1|none~2|")
     shapes = [(1, 2, 8, 8), (1, 4, 4, 4), (1, 8, 2, 2)]  # a cell's input in each of the three stages
@@ -55,8 +79,8 @@ def test_prediction_is_fixed_plus_the_entries_of_the_live_ops_and_sums(fake, sup
     assert sums[(shapes[0], shapes[0])] == pytest.approx(SUM * 1e3, rel=1e-6)
 
 
-def test_pruned_ops_cost_nothing(fake, supernet, tmp_path):
-    table = build(supernet, tmp_path)
+def test_pruned_ops_cost_nothing(built):
+    table, _ = built
     # node 1 feeds only none edges: whatever 1<-0 is, it is pruned, as is everything into node 2
     base = nb201.parse("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
     predictions = {table.predict({**base, "1<-0": op, "2<-0": op2}, corrected=False)
@@ -67,10 +91,10 @@ def test_pruned_ops_cost_nothing(fake, supernet, tmp_path):
     assert table.entry("1<-0", "skip_connect", (1, 2, 8, 8)) == 0.0  # identities are folded: free everywhere
 
 
-def test_onnxruntime_tables_count_equal_parameter_free_ops_on_one_input_once(fake, supernet, tmp_path):
+def test_onnxruntime_tables_count_equal_parameter_free_ops_on_one_input_once(built):
     import dataclasses
 
-    table = dataclasses.replace(build(supernet, tmp_path), shares_pure_ops=True)
+    table = dataclasses.replace(built[0], shares_pure_ops=True)
     one = nb201.parse("|avg_pool_3x3~0|+|none~0|skip_connect~1|+|none~0|none~1|skip_connect~2|")
     two = nb201.parse("|avg_pool_3x3~0|+|avg_pool_3x3~0|none~1|+|none~0|skip_connect~1|skip_connect~2|")
     # `two` adds a second pool of node 0 and a sum per cell; the pool is computed once
@@ -89,8 +113,9 @@ def test_identical_settings_hit_the_cache_without_measuring(fake, supernet, tmp_
 
 @pytest.mark.parametrize("change", ["threads", "batch", "input_shape", "runtime_version", "machine", "platform",
                                     "supernet"])
-def test_each_key_field_changes_the_key_and_remeasures(fake, supernet, tmp_path, monkeypatch, change):
-    build(supernet, tmp_path)
+def test_each_key_field_changes_the_key_and_remeasures(fake, supernet, built, tmp_path, monkeypatch, change):
+    cached_in(built, tmp_path)  # as build(supernet, tmp_path) leaves it
+    assert build(supernet, tmp_path) == built[0] and fake.calls == 0  # the unchanged settings hit it
     calls = fake.calls
     options, shape, net = {}, SHAPE, supernet
     if change == "threads":
@@ -123,8 +148,8 @@ def test_the_key_holds_every_field_of_the_target(fake, supernet, tmp_path):
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "other key", "missing field"])
-def test_a_corrupt_cache_file_is_rebuilt(fake, supernet, tmp_path, damage):
-    table = build(supernet, tmp_path)
+def test_a_corrupt_cache_file_is_rebuilt(fake, supernet, built, tmp_path, damage):
+    table = cached_in(built, tmp_path)  # as build(supernet, tmp_path) leaves it
     path = cache.table_path(tmp_path, table.key)
     text = path.read_text()
     data = json.loads(text)
@@ -181,8 +206,8 @@ def test_bad_build_arguments_are_named(supernet, tmp_path, options, message):
         LatencyTable.build(supernet, SHAPE, cache_dir=tmp_path, quiet=True, **options)
 
 
-def test_bad_archs_and_missing_corrections_are_clear(fake, supernet, tmp_path):
-    table = build(supernet, tmp_path)
+def test_bad_archs_and_missing_corrections_are_clear(built, supernet, tmp_path):
+    table, _ = built
     with pytest.raises(ArchError, match="missing label"):
         table.predict({"1<-0": "none"})
     with pytest.raises(ConfigError, match="no correction"):

@@ -139,7 +139,8 @@ def test_a_cli_run_with_kernel_transforms_and_sorted_expansions_records_and_rebu
             "--kernel-transform", "true", "--data", "digits", "--epochs", "2", "--method", "oneshot",
             "--steps-per-epoch", "1", "--batch-size", "8", "--evaluations", "2", "--final-epochs", "0",
             "--bn-batches", "1", "--threads", "1", "--sampler", "sandwich", "--sandwich-random", "0",
-            "--shrink", "full:1,width:1", "--export", "false", "--quiet", "--out", str(out)]
+            "--shrink", "full:1,width:1", "--export", "false", "--html", "false", "--quiet",
+            "--out", str(out)]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
     assert report["settings"]["kernel_transform"] is True

@@ -100,7 +100,7 @@ def test_a_search_of_ones_own_model_from_the_cli_and_its_rebuild(nets, capsys):
     out = nets / "run"
     args = ["search", "--model", "gm_user_nets:plain", "--rules", "conv_kernels", "--data", "synthetic",
             "--epochs", "2", "--method", "gm", "--sampler", "uniform", "--split-at", "1", "--rounds", "1", "--evaluations", "3", "--final-epochs", "1",
-            "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--quiet",
+            "--steps-per-epoch", "2", "--bn-batches", "1", "--batch-size", "16", "--export", "false", "--html", "false", "--quiet",
             "--log-dir", str(nets / "logs"), "--out", str(out)]
     assert main(args) == 0, capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())

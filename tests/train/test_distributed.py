@@ -118,23 +118,30 @@ def keep_leaf_checkpoint(out: Path, team):
 def worker(scenario: str, out: Path) -> None:
     with distributed.session() as team:
         assert team is not None and team.size == 2
-        if scenario == "train":
-            result = {"steps": {case: train_steps(case, parallel=True) for case in STEP_CASES},
-                      "scratch": fewshot(checkpoint=out / "scratch.pt", on_epoch=keep_leaf_checkpoint(out, team))}
-            result["resumed"] = fewshot(checkpoint=out / "resume.pt", resume=True)
-        else:
-            result = lose_contact()
+        if scenario != "train":
+            torch.save(lose_contact(), out / f"rank{team.rank}.pt")
+            return
+        result = {"steps": {case: train_steps(case, parallel=True) for case in STEP_CASES},
+                  "scratch": fewshot(checkpoint=out / "scratch.pt", on_epoch=keep_leaf_checkpoint(out, team))}
+        result["resumed"] = fewshot(checkpoint=out / "resume.pt", resume=True)
         torch.save(result, out / f"rank{team.rank}.pt")
+        # The "dies" case ends this job (no processes of its own): once both ranks are past every collective of
+        # the training, rank 1 dies without leaving the group, and rank 0 tries one more step.
+        team.all_gather(None, "finishing the training")
+        if team.rank == 1:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(3)
+        torch.save(lose_contact(), out / "dies.pt")
 
 
-# rank 1 of the "dies" and "stalls" scenarios: joins the group, then dies at once or stays silent
+# rank 1 of the "stalls" scenario: joins the group, then stays silent (until rank 0 has saved what it saw)
 LOST_PEER = """
 import datetime, os, sys, time
 import torch.distributed as dist
 dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
 deadline = time.monotonic() + 30  # clock: hang guard
-while sys.argv[1] == "stalls" and not os.path.exists(os.path.join(sys.argv[2], "rank0.pt")) \\
-        and time.monotonic() < deadline:  # clock: hang guard
+while not os.path.exists(os.path.join(sys.argv[2], "rank0.pt")) and time.monotonic() < deadline:  # clock: hang guard
     time.sleep(0.2)
 os._exit(3)
 """
@@ -159,7 +166,7 @@ def start(scenario: str, out: Path, port: int, *, dist_timeout: int = 30) -> lis
         env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
                "GMGRAPH_DIST_TIMEOUT": str(dist_timeout), "PYTHONPATH": str(ROOT)}
-        lost_peer = rank == 1 and scenario in ("dies", "stalls")
+        lost_peer = rank == 1 and scenario == "stalls"
         command = [sys.executable, *(["-c", LOST_PEER] if lost_peer else [__file__]), scenario, str(out)]
         procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE, text=True))
@@ -219,8 +226,9 @@ def score_order(tree: list[dict]) -> list[list[str]]:
 
 @pytest.fixture(scope="module")
 def two_ranks(tmp_path_factory):
-    """One two-rank job for the training tests (step cases, a whole few-shot run, its 4 leaves resumed), and what
-    one process computes for the step cases and the whole run, worked out here while the ranks run."""
+    """One two-rank job for the training tests (step cases, a whole few-shot run, its 4 leaves resumed) that ends
+    with the "dies" case of the lost-rank test (rank 0's outcome in dies.pt), and what one process computes for the
+    step cases and the whole run, worked out here while the ranks run."""
     out = tmp_path_factory.mktemp("two-ranks")
     procs = start("train", out, free_ports(1)[0])
     try:
@@ -228,19 +236,21 @@ def two_ranks(tmp_path_factory):
     finally:
         ranks, logs = finish(procs, out)
     assert ranks[0] is not None and ranks[1] is not None, logs
-    return out, ranks, alone
+    return out, ranks, alone, logs
 
 
 LOST = ("dies", "stalls")
 
 
 @pytest.fixture(scope="module")
-def lost_ranks(tmp_path_factory):
-    """Both lost-rank jobs, run at the same time (the stalled one mostly waits out its 3 s timeout)."""
-    outs = {scenario: tmp_path_factory.mktemp(scenario) for scenario in LOST}
-    procs = {scenario: start(scenario, outs[scenario], port, dist_timeout=3)
-             for scenario, port in zip(LOST, free_ports(len(LOST)))}
-    return {scenario: finish(procs[scenario], outs[scenario], timeout=300) for scenario in LOST}
+def lost_ranks(two_ranks, tmp_path_factory):
+    """What rank 0 saw when rank 1 was lost: "dies" ends the two-rank job (rank 1 exits in the middle of its
+    session), "stalls" is a job of its own (rank 1 joins and stays silent; rank 0 waits out its 3 s timeout)."""
+    out = tmp_path_factory.mktemp("stalls")
+    stalled, logs = finish(start("stalls", out, free_ports(1)[0], dist_timeout=3), out, timeout=300)
+    died, job_logs = two_ranks[0] / "dies.pt", two_ranks[3]
+    return {"dies": ([torch.load(died, weights_only=False) if died.exists() else None], job_logs),
+            "stalls": (stalled, logs)}
 
 
 # -- tests ------------------------------------------------------------------------------------
@@ -259,7 +269,7 @@ def test_placement_of_leaves_on_ranks():
 @pytest.mark.e2e  # the first test of the two-rank job (two_ranks): the job is set up for it
 @pytest.mark.parametrize("case", list(STEP_CASES))
 def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, case):
-    _, ranks, one = two_ranks
+    _, ranks, one, _ = two_ranks
     alone = one["steps"][case]
     if case == "darts-penalty":  # the penalty moved the alphas, so matching them checks it
         plain = one["steps"]["darts"]["state"]["sampler"]["per_op"]["alpha"]
@@ -279,7 +289,7 @@ def test_two_ranks_with_32_images_each_step_like_one_process_with_64(two_ranks, 
 
 
 def test_leaves_on_two_ranks_train_like_leaves_one_after_another(two_ranks):
-    out, ranks, _ = two_ranks
+    out, ranks, _, _ = two_ranks
     # the 4 leaves one after another, from the checkpoint rank 0 wrote after their first epoch (alone.pt, a copy
     # of what the ranks resumed from)
     alone = fewshot(checkpoint=out / "alone.pt", resume=True)
@@ -290,7 +300,7 @@ def test_leaves_on_two_ranks_train_like_leaves_one_after_another(two_ranks):
 
 
 def test_a_whole_few_shot_run_does_not_depend_on_the_number_of_ranks(two_ranks):
-    out, ranks, one = two_ranks
+    out, ranks, one, _ = two_ranks
     alone = one["scratch"]  # the ranks trained the root data-parallel and spread the split scores and the leaves
     for got in ranks:
         assert [(t["label"], t["groups"]) for t in got["scratch"]["tree"]] == \

