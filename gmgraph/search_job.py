@@ -181,11 +181,11 @@ def _run_job(settings: SearchSettings, out: Path, resume: bool, quiet: bool, fre
 
 def _written(settings: SearchSettings, out: Path) -> str:
     """What the run's end wrote besides report.json, and how to write what it skipped."""
-    done = ([f"{out / ONNX} (checked in onnxruntime)"] if settings.export else []) + (
-        [str(out / HTML)] if settings.html else [])
-    skipped = ([f"no best.onnx (--export false): `gmgraph export --run {out}` writes it"] if not settings.export
-               else []) + ([f"no report.html (--html false): `gmgraph report {out}` draws it"] if not settings.html
-                           else [])
+    outputs = ((settings.export, f"{out / ONNX} (checked in onnxruntime)",
+                f"no best.onnx (--export false): `gmgraph export --run {out}` writes it"),
+               (settings.html, str(out / HTML), f"no report.html (--html false): `gmgraph report {out}` draws it"))
+    done = [written for wanted, written, _ in outputs if wanted]
+    skipped = [hint for wanted, _, hint in outputs if not wanted]
     return "; ".join(([f"wrote {' and '.join(done)}"] if done else []) + skipped)
 
 

@@ -342,20 +342,17 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7), transform: bool = False) -
     if not isinstance(transform, bool):
         raise SpaceError(f"elastic_kernels' transform must be True or False, got {transform!r}")
 
-    enlarged: dict[int, tuple[nn.Conv2d, nn.Conv2d, KernelTransform | None]] = {}  # views' conv -> its one copy
+    enlarged: dict[int, tuple[nn.Conv2d, nn.Conv2d, KernelTransform | None]] = {}  # conv -> (it, its one copy, ...)
 
-    def shared_of(conv: nn.Conv2d, offered: list[int], viewed: bool) -> tuple[nn.Conv2d, KernelTransform | None]:
-        """The conv at the largest size (and its transform) that every view of ``conv`` runs."""
-        kept = enlarged.get(id(conv)) if viewed else None
-        if kept is None or kept[0] is not conv:
+    def shared_of(conv: nn.Conv2d, offered: list[int]) -> tuple[nn.Conv2d, KernelTransform | None]:
+        """The conv at the largest size (and its transform) that ``conv`` and every view of it run."""
+        if id(conv) not in enlarged:  # the entry holds ``conv`` itself: its id cannot be reused meanwhile
             largest = max(offered)
             shared = _resized(conv, largest)
             matrices = KernelTransform(largest, offered[:-1]).to(shared.weight.device, shared.weight.dtype) \
                 if transform else None
-            kept = (conv, shared, matrices)
-            if viewed:
-                enlarged[id(conv)] = kept
-        return kept[1], kept[2]
+            enlarged[id(conv)] = (conv, shared, matrices)
+        return enlarged[id(conv)][1:]
 
     def rule(name: str, module: nn.Module) -> SharedCandidates | None:
         viewed = isinstance(module, ConvView)
@@ -370,7 +367,7 @@ def elastic_kernels(sizes: Sequence[int] = (3, 5, 7), transform: bool = False) -
         offered = sorted({k, *(size for size in sizes if _padding(conv, size) is not None)})
         if len(offered) == 1:
             return None
-        shared, matrices = shared_of(conv, offered, viewed)
+        shared, matrices = shared_of(conv, offered)
         widths = ({"out_channels": module.out_channels, "in_channels": None if module.depthwise else module.in_channels}
                   if viewed else {})
         ops = {f"{size}x{size}": ConvView(shared, kernel=size, transform=matrices, **widths) for size in offered}
@@ -596,7 +593,7 @@ def elastic_widths(fractions: Sequence[float] = (0.5, 0.75)) -> Rule:
         for fraction in sorted(fractions, reverse=True):
             width = _rounded_width(full, fraction)
             if width not in widths.values():
-                widths[f"w{fraction:g}".replace(".", "p")] = width
+                widths[_ratio_name(fraction, "w")] = width
         if len(widths) == 1:
             return None
         return SharedCandidates({op: _inner_view(module, inner, width) for op, width in widths.items()}, original="w1")
@@ -624,14 +621,13 @@ def _rounded_width(full: int, fraction: float) -> int:
 
 def _inner_view(block: nn.Module, convs: tuple[nn.Conv2d, ...], width: int) -> nn.Module:
     """``block``'s structure running the first ``width`` channels of its inner layers, on its own modules."""
-    full = convs[0].out_channels
     memo: dict[int, nn.Module] = {id(convs[0]): ConvView(convs[0], out_channels=width)}
     for conv in convs[1:-1]:
         memo[id(conv)] = ConvView(conv, out_channels=width, in_channels=width)
     memo[id(convs[-1])] = ConvView(convs[-1], in_channels=width)
     inner_norms = (block.bn1, block.bn2) if len(convs) == 3 else (block.bn1,)
     for bn in inner_norms:
-        memo[id(bn)] = timm_blocks.norm_view(bn, width) if bn.num_features == full else bn
+        memo[id(bn)] = timm_blocks.norm_view(bn, width)
     for module in block.modules():
         if id(module) not in memo and (module._parameters or module._buffers):
             memo[id(module)] = module  # shared as it is (the shortcut, the last BN): deepcopy must not copy it
@@ -855,8 +851,8 @@ class _Shape:
         self.norm = functools.partial(type(self.bn), eps=self.bn.eps, momentum=self.bn.momentum)
 
 
-def _ratio_name(ratio: float) -> str:
-    return f"e{ratio:.3g}".replace(".", "p")  # op names are ModuleDict keys: no dots
+def _ratio_name(ratio: float, prefix: str = "e") -> str:
+    return f"{prefix}{ratio:.3g}".replace(".", "p")  # op names are ModuleDict keys: no dots
 
 
 def _like(name: str, block: nn.Module, shape: _Shape, ratio: float) -> nn.Module:
