@@ -344,7 +344,8 @@ class SearchSettings:
                                       "its signature names them")
     rules: str | None = setting(None, "turn --model's plain network into a supernet by these rules, comma-separated: "
                                       "conv_kernels, depthwise_kernels, elastic_depth, elastic_expansions, "
-                                      "elastic_kernels, elastic_widths, inverted_residual_expansions, mlp_ratios")
+                                      "elastic_kernels, elastic_stage_widths, elastic_widths, "
+                                      "inverted_residual_expansions, mlp_ratios")
     data: str = setting("digits16", "dataset, or your own: module:function (or path/to/file.py:function) "
                                     "returning (train, val, test) DataLoaders, Datasets or lists of batches",
                         choices=lambda: tuple(DATASETS))

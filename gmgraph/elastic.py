@@ -263,6 +263,57 @@ class NormView(nn.Module):
         return f"channels={self.channels}"
 
 
+class LinearView(nn.Module):
+    """Runs part of a shared ``nn.Linear``: its first ``out_features`` outputs from its first ``in_features`` inputs.
+
+    A classifier reading a stage whose width is elastic reads only the channels the stage produced:
+
+    >>> fc = nn.Linear(8, 3)
+    >>> view = LinearView(fc, in_features=4)
+    >>> view(torch.randn(2, 4)).shape, view.materialize()
+    (torch.Size([2, 3]), Linear(in_features=4, out_features=3, bias=True))
+
+    Raises:
+        SpaceError: not an ``nn.Linear``, or a feature count it does not have.
+    """
+
+    def __init__(self, linear: nn.Linear, in_features: int | None = None, out_features: int | None = None):
+        super().__init__()
+        if not isinstance(linear, nn.Linear):
+            raise SpaceError(f"LinearView needs an nn.Linear to share, got {type(linear).__name__}")
+        self.linear = linear
+        self.in_features = _count(in_features, linear.in_features, "in_features")
+        self.out_features = _count(out_features, linear.out_features, "out_features")
+
+    def weight(self) -> torch.Tensor:
+        return self.linear.weight[:self.out_features, :self.in_features]
+
+    def bias(self) -> torch.Tensor | None:
+        return None if self.linear.bias is None else self.linear.bias[:self.out_features]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight(), self.bias())
+
+    def plain_parameters(self) -> int:
+        """Parameters of :meth:`materialize`'s Linear, without making it."""
+        return self.weight().numel() + (0 if self.linear.bias is None else self.out_features)
+
+    def materialize(self) -> nn.Linear:
+        """A plain Linear holding a copy of this view's slice of the weights."""
+        w = self.linear.weight
+        plain = nn.Linear(self.in_features, self.out_features, bias=self.linear.bias is not None,
+                          device=w.device, dtype=w.dtype)
+        with torch.no_grad():
+            plain.weight.copy_(self.weight())
+            if plain.bias is not None:
+                plain.bias.copy_(self.bias())
+        plain.train(self.training)
+        return plain
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
 def _count(value: int | None, full: int, name: str) -> int:
     if value is None:
         return full

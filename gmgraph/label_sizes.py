@@ -36,7 +36,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from gmgraph.choice import Choice
-from gmgraph.elastic import ConvView, NormView, is_view, plain_parameters
+from gmgraph.elastic import ConvView, LinearView, NormView, is_view, plain_parameters
 
 KINDS = ("kernel", "depth", "width", "op")
 """The kinds of decision; progressive shrinking widens the first three (``gmgraph.config.SHRINK_PHASES``)."""
@@ -119,6 +119,8 @@ def _features(group: Sequence[Choice], op: str) -> tuple[tuple[int, ...], tuple[
                 channels.append(module.out_channels + module.in_channels)
             elif isinstance(module, NormView):
                 channels.append(module.channels)
+            elif isinstance(module, LinearView):
+                channels.append(module.in_features + module.out_features)
             elif isinstance(module, nn.modules.batchnorm._BatchNorm):
                 channels.append(module.num_features)
     return tuple(kernels), tuple(channels)

@@ -199,7 +199,7 @@ def task_of(task: str | None, data: object) -> str:
 
 
 RULES = ("conv_kernels", "depthwise_kernels", "elastic_depth", "elastic_expansions", "elastic_kernels",
-         "elastic_widths", "inverted_residual_expansions", "mlp_ratios")
+         "elastic_stage_widths", "elastic_widths", "inverted_residual_expansions", "mlp_ratios")
 """The rules ``--rules`` names: functions of :mod:`gmgraph.spaces.from_model`, each with its defaults."""
 
 DISTANCES = ("cos", "per-filter-cos", "mse")

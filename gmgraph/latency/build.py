@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import fx, nn
 
+from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
 from gmgraph.graph import choices, sample, space
@@ -252,6 +253,7 @@ def _annotated_flow(gm: fx.GraphModule, shapes: dict) -> list[dict]:
     for node in flow:
         if node["kind"] == "choice" and "picks" not in node:
             node["shape"] = list(shapes[node["inputs"][0]])
+            _check_shapes_kept(gm.get_submodule(targets[node["name"]]), tuple(node["shape"]), reference)
             nested = nested_choices(gm.get_submodule(targets[node["name"]]), node["shape"], reference)
             if nested:
                 node["nested"] = nested
@@ -303,6 +305,35 @@ def _signatures(gm: fx.GraphModule, flow: list[dict]) -> tuple[dict[tuple, tuple
                 ops.setdefault(signature, (plain, shape))
                 inner[key] = [(c.label, reference[c.label], s) for _, c, s in inner_runs(module, shape, reference)]
     return entries, ops, inner
+
+
+def _check_shapes_kept(choice: Choice, shape: tuple[int, ...], reference: dict[str, str]) -> None:
+    """Every op of ``choice`` (nested Choices at ``reference``) reads ``shape`` and gives one output shape.
+
+    The table holds one input shape per Choice, so the shapes must not depend on the arch.
+
+    Raises:
+        SpaceError: an op cannot read ``shape`` or gives another shape than the others: the decision changes
+            the shape of a tensor that modules after it read, as ``elastic_stage_widths`` does with a stage's
+            width.
+    """
+    outputs = {}
+    for op, module in choice.ops.items():
+        try:
+            outputs[op] = _output_shape(plain_copy(module, reference), shape)
+        except RuntimeError as exc:
+            raise SpaceError(_shape_dependent(choice.label, f"op {op!r} cannot read the input {list(shape)} its "
+                                              f"Choice gets ({str(exc).splitlines()[0]})")) from exc
+    if len(set(outputs.values())) > 1:
+        given = ", ".join(f"{op}: {list(out)}" for op, out in outputs.items())
+        raise SpaceError(_shape_dependent(choice.label, f"its ops give different shapes ({given})"))
+
+
+def _shape_dependent(label: str, what: str) -> str:
+    return (f"a latency table cannot be built for decision {label!r}: {what}. Latency tables need every decision "
+            f"to keep the shapes the modules after it read; decisions that change a tensor's width for the layers "
+            f"that follow (elastic_stage_widths) are not supported by latency tables yet: search without "
+            f"--max-latency-ms and a latency objective, or without that rule")
 
 
 @torch.no_grad()

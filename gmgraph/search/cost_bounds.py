@@ -40,7 +40,7 @@ import torch
 from torch import fx, nn
 
 from gmgraph.choice import Choice
-from gmgraph.elastic import ConvView, is_view
+from gmgraph.elastic import ConvView, LinearView, NormView, is_view
 from gmgraph.graph import choices, running
 from gmgraph.liveness import dataflow
 from gmgraph.scores.zero_cost import _layer_macs
@@ -257,7 +257,8 @@ class _MacCounter(fx.Interpreter):
         groups = choices(self.module)
         top = {id(self.module.get_submodule(n.target)) for n in self.graph.nodes if n.op == "call_module"}
         nested = [c for group in groups.values() for c in group if id(c) not in top]
-        layers = [m for m in self.module.modules() if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, ConvView))]
+        layers = [m for m in self.module.modules()
+                  if isinstance(m, (nn.Linear, nn.modules.conv._ConvNd, ConvView, LinearView))]
         handles = [m.register_forward_hook(self._add) for m in layers]
         try:
             self.module.eval()  # no batch statistics are updated
@@ -302,7 +303,7 @@ class _MacCounter(fx.Interpreter):
             tally = _Tally()
             self._stack.append(tally)
             try:
-                y = op(x)
+                y = op(_fitted(op, x))
             finally:
                 self._stack.pop()
             per_op[name] = tally
@@ -315,9 +316,31 @@ class _MacCounter(fx.Interpreter):
             self._stack[-1].own += layer_macs(layer, inputs[0], output)
 
 
+def _fitted(op: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with as many channels as ``op``, a width view, reads (cut, or zero-filled; only shapes count here).
+
+    A nested Choice of a width label (a ResNet stage's width inside a block's inner-width candidate,
+    ``elastic_stage_widths``) is given the input its label's op of this pass produced; each of its other
+    ops is counted at the input it reads in the archs that choose it.
+
+    >>> from gmgraph.elastic import NormView
+    >>> _fitted(NormView(nn.BatchNorm2d(8), 4), torch.ones(1, 6, 2, 2)).shape
+    torch.Size([1, 4, 2, 2])
+    """
+    width, dim = ((op.in_channels, 1) if isinstance(op, ConvView) else (op.channels, 1) if isinstance(op, NormView)
+                  else (op.in_features, -1) if isinstance(op, LinearView) else (None, 1))
+    if width is None or x.dim() < 2 or x.shape[dim] == width:
+        return x
+    if x.shape[dim] > width:
+        return x.narrow(dim, 0, width)
+    shape = list(x.shape)
+    shape[dim] = width - x.shape[dim]
+    return torch.cat([x, x.new_zeros(shape)], dim)
+
+
 def layer_macs(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
-    """Multiply-adds of one Conv or Linear layer (zero_cost's ``flops`` convention); a conv view
-    counts the conv it materialises to.
+    """Multiply-adds of one Conv or Linear layer (zero_cost's ``flops`` convention); a conv (linear) view
+    counts the conv (Linear) it materialises to.
 
     >>> from gmgraph.elastic import ConvView
     >>> view = ConvView(nn.Conv2d(1, 2, 5, padding=2), kernel=3)
@@ -328,4 +351,6 @@ def layer_macs(layer: nn.Module, x: torch.Tensor, out: torch.Tensor) -> int:
     if isinstance(layer, ConvView):
         bias = out.numel() if layer.conv.bias is not None else 0
         return out.numel() * layer.weight()[0].numel() + bias
+    if isinstance(layer, LinearView):
+        return out.numel() * layer.in_features + (out.numel() if layer.linear.bias is not None else 0)
     return _layer_macs(layer, x, out)

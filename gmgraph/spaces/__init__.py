@@ -15,7 +15,7 @@
 Your own model becomes a space through :func:`supernetify` and rules such as
 :func:`conv_kernels`, :func:`depthwise_kernels`, :func:`inverted_residual_expansions`,
 :func:`mlp_ratios` and the elastic ones (shared weights: :func:`elastic_kernels`, :func:`elastic_expansions`,
-:func:`elastic_widths`, :func:`elastic_depth`);
+:func:`elastic_widths`, :func:`elastic_stage_widths`, :func:`elastic_depth`);
 :func:`original_arch` names the architecture that is the original model.
 """
 
@@ -165,7 +165,8 @@ def parse_arch(space: str | None, text: str) -> Arch:
 # supernetify and its rules live in from_model, which imports torchvision's models (about a second): loaded on
 # first use, so a process that only builds a ready space never pays for it.
 _FROM_MODEL = ("conv_kernels", "depthwise_kernels", "elastic_depth", "elastic_expansions", "elastic_kernels",
-               "elastic_widths", "inverted_residual_expansions", "mlp_ratios", "original_arch", "supernetify")
+               "elastic_stage_widths", "elastic_widths", "inverted_residual_expansions", "mlp_ratios", "original_arch",
+               "supernetify")
 
 
 def __getattr__(name: str):
@@ -187,6 +188,7 @@ __all__ = [
     "elastic_depth",
     "elastic_expansions",
     "elastic_kernels",
+    "elastic_stage_widths",
     "elastic_widths",
     "encdec",
     "get",

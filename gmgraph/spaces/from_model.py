@@ -45,11 +45,11 @@ from torchvision.ops import MLP, SqueezeExcitation
 from gmgraph.arch import Arch
 from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
-from gmgraph.elastic import ConvView, KernelTransform, is_view
+from gmgraph.elastic import ConvView, KernelTransform, LinearView, is_view
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
 from gmgraph.passes.derive import in_parent
-from gmgraph.spaces import timm_blocks
+from gmgraph.spaces import resnet_stages, timm_blocks
 
 Rule = Callable[[str, nn.Module], Mapping[str, nn.Module] | None]
 
@@ -74,6 +74,9 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
     ``[elastic_expansions(), elastic_kernels()]`` each MBConv chooses its expansion and its depthwise
     kernel, the kernel decision (labelled by the conv's own name, ``features/2/conv/1/0``) sitting
     in every expansion candidate, all of them views of one enlarged, widened conv, as in Once-for-All.
+    A rule that needs the whole model (``elastic_stage_widths``: which module reads which stage) has
+    ``prepare(model)`` called with the copy before the walk and ``finish()`` after it (it raises there
+    when another rule took a module it had to take).
 
     Raises:
         SpaceError: a rule returned candidates without the original module, two
@@ -85,6 +88,9 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
     gone: set[int] = set()  # modules no rule may visit any more (replaced, or inside a leaf Choice)
     nested: set[int] = set()  # modules a Choice's candidates hold: their decisions nest in it
     labels: dict[str, str] = {}
+    for rule in rules:
+        if callable(getattr(rule, "prepare", None)):
+            rule.prepare(net)  # a rule that needs the whole model (elastic_stage_widths) reads it first
     for name, module in list(net.named_modules()):
         if not name or id(module) in gone:
             continue
@@ -100,6 +106,9 @@ def supernetify(model: nn.Module, rules: Rule | Sequence[Rule]) -> nn.Module:
                 if isinstance(ops, SharedCandidates):
                     _visit_views(name, new, rules, labels)
                 break
+    for rule in rules:
+        if callable(getattr(rule, "finish", None)):
+            rule.finish()  # raises where another rule took a module it had to take
     if not labels:
         hints = "".join(f"; {hint}" for rule in rules if (hint := _why_unmatched(rule, model)))
         raise SpaceError(f"no module of {type(model).__name__} matched the rules; nothing to search{hints}")
@@ -142,13 +151,16 @@ class SharedCandidates(dict):
     No candidate is the matched module itself, so the rule names the one that computes what the
     original did (``original``); it becomes the Choice's first candidate, as usual. ``hidden``: the
     shared hidden width of an elastic-expansion block, kept on the Choice (``hidden_width``) so that
-    channel re-sorting (:mod:`gmgraph.spaces.channel_sort`) finds the block.
+    channel re-sorting (:mod:`gmgraph.spaces.channel_sort`) finds the block. ``label``: a label the rule
+    gives several Choices (a stage's width on every conv it reaches) instead of the module's name.
     """
 
-    def __init__(self, ops: Mapping[str, nn.Module], original: str, hidden: int | None = None):
+    def __init__(self, ops: Mapping[str, nn.Module], original: str, hidden: int | None = None,
+                 label: str | None = None):
         super().__init__(ops)
         self.original = original
         self.hidden = hidden
+        self.label = label
 
 
 class SequentialChoices(dict):
@@ -174,7 +186,7 @@ class SequentialChoices(dict):
 def _matched(name: str, module: nn.Module, ops, rule, labels: dict[str, str], nested: bool = False) -> nn.Module:
     """The module that replaces ``module``: one Choice, or a Sequential holding several (SequentialChoices)."""
     if not isinstance(ops, SequentialChoices):
-        label = _label(name, labels, getattr(rule, "__name__", "rule") if nested else None)
+        label = _shared_label(ops, labels) or _label(name, labels, getattr(rule, "__name__", "rule") if nested else None)
         return _choice(name, module, ops, label, rule)
     if type(module).forward is not nn.Sequential.forward:
         raise SpaceError(f"rule {getattr(rule, '__name__', rule)!r} rebuilt {name!r} as a Sequential, but it is a "
@@ -193,7 +205,9 @@ def _visit_views(name: str, choice: nn.Module, rules: Sequence[Rule], labels: di
     """Let the rules that take views (``rule.views``) replace the views inside ``choice``'s candidates.
 
     A view at the same place in every candidate (``conv.1.0``) gets one label, ``<name>/conv/1/0``, and
-    a Choice of its own in each candidate; the rule hands all of them views of one shared module.
+    a Choice of its own in each candidate; the rule hands all of them views of one shared module. A rule
+    with ``views = "modules"`` (``elastic_stage_widths``) is also shown the modules with weights the
+    candidates share as they are (an ``elastic_widths`` block's last BN and shortcut).
     """
     takers = [rule for rule in rules if getattr(rule, "views", False)]
     if not takers or not isinstance(choice, Choice):
@@ -201,16 +215,31 @@ def _visit_views(name: str, choice: nn.Module, rules: Sequence[Rule], labels: di
     placed: dict[str, str] = {}  # place in a candidate -> its label
     for candidate in choice.ops.values():
         for place, module in list(candidate.named_modules()):
-            if not place or not is_view(module):
+            plain = not is_view(module)
+            if not place or (plain and not (module._parameters or module._buffers)):
                 continue
             full = f"{name}.{place}"
             for rule in takers:
+                if plain and getattr(rule, "views", False) != "modules":
+                    continue
                 ops = rule(full, module)
                 if ops is not None:
-                    label = placed.get(place) or _label(full, labels)
+                    label = _shared_label(ops, labels) or placed.get(place) or _label(full, labels)
                     placed[place] = label
                     _replace(candidate, place, _choice(full, module, ops, label, rule))
                     break
+
+
+_SHARED = "(a label several Choices of one rule share)"
+
+
+def _shared_label(ops, labels: dict[str, str]) -> str | None:
+    """The label a rule gave its candidates (:class:`SharedCandidates` ``label``), taken for it; None: none given."""
+    label = getattr(ops, "label", None) if isinstance(ops, SharedCandidates) else None
+    if label is not None:
+        if labels.setdefault(label, _SHARED) != _SHARED:
+            raise SpaceError(f"module {labels[label]!r} and a rule's shared decision would both get the label {label!r}")
+    return label
 
 
 def _not_visited(new: nn.Module, matched: nn.Module, nests: bool) -> set[int]:
@@ -632,6 +661,122 @@ def _inner_view(block: nn.Module, convs: tuple[nn.Conv2d, ...], width: int) -> n
         if id(module) not in memo and (module._parameters or module._buffers):
             memo[id(module)] = module  # shared as it is (the shortcut, the last BN): deepcopy must not copy it
     return copy.deepcopy(block, memo)
+
+
+def elastic_stage_widths(fractions: Sequence[float] = (0.5, 0.75)) -> Rule:
+    """Rule: every stage of a torchvision ResNet chooses its output width, all widths running the first
+    channels of the model's own convs, BNs and classifier (Once-for-All ResNet's width multiplier).
+
+    A stage's blocks add their outputs to their inputs, so one width serves the whole stage: candidate
+    ``w<f>`` (one label per stage, ``layer2/width``) makes every block output the first ``fractions`` of
+    the stage's channels (rounded as :func:`elastic_widths` rounds) through its last conv and BN and the
+    first block's shortcut, and every reader of them take only those: the other blocks' ``conv1``, the
+    next stage's first ``conv1`` and ``downsample`` conv, or the classifier ``fc`` after the last stage.
+    Each such module becomes a Choice of views under the stage's label (a ``downsample`` conv between two
+    elastic stages: a Choice of the previous stage's width holding one of its own stage's), so the
+    coupling across a stage boundary is static: the label sets both sides at once, and ``derive`` gives
+    plain modules of exactly those widths. ``w1`` is the original stage; the supernet holds exactly the
+    model's parameters.
+
+    A stage whose first block adds its input to its output (ResNet-18's and -34's ``layer1``: the stem's
+    64 channels) cannot change its width alone and keeps it (coupling it to the stem is not built); nor
+    does a stage read by anything but such convs or a Linear classifier. With :func:`elastic_widths`
+    (either order) each block also chooses its inner width: this rule then slices the views inside its
+    candidates and the modules they share (it takes views: ``views = "modules"``). With
+    :func:`elastic_depth` the depths nest as usual. A rule that takes one of these modules first
+    (``elastic_kernels`` or ``conv_kernels`` before this one, on a BasicBlock's 3x3 convs) would leave
+    the widths inconsistent: :func:`supernetify` then raises. Given after this rule, ``elastic_kernels``
+    does not reach the convs it took (a BasicBlock's; a Bottleneck's 3x3 keeps its kernel decision).
+
+    Raises:
+        SpaceError: fractions outside (0, 1), or none; (from ``supernetify``) a module of a stage's width
+            taken by an earlier rule, or one this rule cannot slice.
+
+    Example:
+        >>> from torchvision.models import resnet18
+        >>> net = supernetify(resnet18(num_classes=10), elastic_stage_widths((0.5,)))
+        >>> net.fc.label, list(net.fc.ops), net.fc.ops["w0p5"].in_features
+        ('layer4/width', ['w1', 'w0p5'], 256)
+        >>> shortcut = net.layer3[0].downsample[0]      # reads layer2, writes layer3
+        >>> shortcut.label, shortcut.ops["w0p5"].label, shortcut.ops["w0p5"].ops["w1"].in_channels
+        ('layer2/width', 'layer3/width', 64)
+    """
+    bad = [f for f in fractions if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f < 1]
+    if bad or not fractions:
+        raise SpaceError(f"elastic_stage_widths needs fractions between 0 and 1 (the original width is always "
+                         f"offered); got {list(fractions)}")
+    slots: dict[str, resnet_stages.Slot] = {}
+    taken: set[str] = set()
+
+    def widths_of(full: int) -> dict[str, int]:
+        widths = {"w1": full}
+        for fraction in sorted(fractions, reverse=True):
+            width = _rounded_width(full, fraction)
+            if width not in widths.values():
+                widths[_ratio_name(fraction, "w")] = width
+        return widths
+
+    def prepare(model: nn.Module) -> None:
+        slots.clear()
+        taken.clear()
+        slots.update(resnet_stages.stage_slots(model, widths_of))
+
+    def rule(name: str, module: nn.Module) -> SharedCandidates | None:
+        slot = slots.get(name)
+        if slot is None:
+            return None
+        taken.add(name)
+        return _stage_candidates(name, module, slot)
+
+    def finish() -> None:
+        missed = sorted(set(slots) - taken)
+        if missed:
+            raise SpaceError(f"elastic_stage_widths must slice {', '.join(missed[:4])}"
+                             f"{f' and {len(missed) - 4} more' if len(missed) > 4 else ''} but another rule took "
+                             "them first (give elastic_stage_widths before conv_kernels/elastic_kernels)")
+
+    rule.__name__ = "elastic_stage_widths"
+    rule.prepare, rule.finish = prepare, finish
+    rule.views = "modules"  # also the views (and shared modules) of an elastic_widths block's candidates
+    rule.unmatched = lambda model: ("elastic_stage_widths covers torchvision ResNets (layer1..layer4 of "
+                                    "BasicBlock/Bottleneck, fc), stages whose first block has a projection shortcut")
+    return rule
+
+
+def _stage_candidates(name: str, module: nn.Module, slot: resnet_stages.Slot) -> SharedCandidates:
+    """``module``'s views at every width of its slot's stage; where both sides follow one (a shortcut conv
+    between two elastic stages), a Choice of the input's stage whose every op is a Choice of the output's.
+
+    The input's stage is the outer decision so that every op of a nested Choice reads the same input (the
+    one its enclosing op was given), as the cost bounds and latency tables assume of nested Choices.
+    """
+    outer = slot.inp or slot.out
+    ops: dict[str, nn.Module] = {}
+    for op, width in outer.widths.items():
+        if slot.out is not None and slot.inp is not None:
+            inner = Choice({o: _width_view(name, module, c, width) for o, c in slot.out.widths.items()},
+                           slot.out.label)
+            inner.original = "w1"  # as every Choice supernetify makes: original_arch reads it
+            ops[op] = inner
+        else:
+            ops[op] = _width_view(name, module, width if slot.out else None, width if slot.inp else None)
+    return SharedCandidates(ops, original="w1", label=outer.label)
+
+
+def _width_view(name: str, module: nn.Module, out: int | None, inp: int | None) -> nn.Module:
+    """A view of ``module`` (a conv, BN or Linear, or a conv view of an inner width) at these channel counts
+    (None: as it is)."""
+    if isinstance(module, ConvView):
+        return ConvView(module.conv, kernel=module.kernel, transform=module.transform,
+                        out_channels=out or module.out_channels, in_channels=inp or module.in_channels)
+    if isinstance(module, nn.Conv2d):
+        return ConvView(module, out_channels=out, in_channels=inp)
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        return timm_blocks.norm_view(module, out)
+    if isinstance(module, nn.Linear):
+        return LinearView(module, in_features=inp)
+    raise SpaceError(f"elastic_stage_widths cannot slice {name!r}: a {type(module).__name__} "
+                     "(another rule made it a decision first?)")
 
 
 def elastic_depth(min_depth: int = 1) -> Rule:

@@ -12,7 +12,7 @@ written for the data adapts to it. ``module`` is imported as Python would (the c
 >>> build(width=16, cells=5, num_classes=10, in_channels=3)
 Traceback (most recent call last):
 ...
-gmgraph.errors.SpaceError: --model torch.nn:Identity returned Identity, which has no Choice to search; add --rules with one or more of conv_kernels, depthwise_kernels, elastic_depth, elastic_expansions, elastic_kernels, elastic_widths, inverted_residual_expansions, mlp_ratios, or build Choices into it
+gmgraph.errors.SpaceError: --model torch.nn:Identity returned Identity, which has no Choice to search; add --rules with one or more of conv_kernels, depthwise_kernels, elastic_depth, elastic_expansions, elastic_kernels, elastic_stage_widths, elastic_widths, inverted_residual_expansions, mlp_ratios, or build Choices into it
 """
 
 from __future__ import annotations
