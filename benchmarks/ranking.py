@@ -13,8 +13,9 @@ of the 270 jobs) took 32.1 min wall; ``--plan --calibrate`` on it predicts
 estimate of digits16 at C=8, N=1, batch 64, one thread). E = 80 would add
 about 0.3 h. The committed report's jobs add up to 6.84 h (3.42 h on 2
 workers) because they ran on a loaded machine (README, "Ranking quality").
-``--plan`` prints the jobs and the predicted time (from one timed
-epoch, or ``--calibrate WORKDIR``: from the jobs of a timed small run);
+``--plan`` prints the jobs and the predicted time, in all and per method
+(from one timed epoch per sampler, or ``--calibrate WORKDIR``: from the jobs
+of a timed small run);
 ``--quick`` checks the pipeline in seconds; ``--plot-only`` redraws the
 figures from the saved summary. More seeds or another E later add jobs to the
 same work folder without redoing the finished ones. ``--primary-seeds 20``
@@ -31,7 +32,10 @@ inherited weights (BN recalibrated on fixed training batches). Two rules:
 ``--split-fractions`` of E); (b) an equal total of ``--budget``
 supernet-epochs. Few-shot runs fork from the one-shot run of the same seed
 at its first split epoch, so the comparison is paired; PA&DA is paired
-through the seed (same initialisation and data order).
+through the seed (same initialisation and data order). The splits trained
+with DARTS or SNAS (``--methods gm-darts random-darts gm-snas random-snas``,
+on request) fork from the one-shot run of their own sampler and seed, which
+is planned with them; the report pairs each with that run as well.
 
 Statistics (``ranking_stats``, ``ranking_summary``): Kendall tau per seed
 (accuracy ties broken by the val loss), paired differences against one-shot,
@@ -65,7 +69,15 @@ import ranking_pool  # noqa: E402
 import ranking_report  # noqa: E402
 import ranking_stats  # noqa: E402
 import ranking_summary  # noqa: E402
-from ranking_protocol import DEFAULT_METHODS, METHODS, plan_jobs, predict_seconds, unit_costs  # noqa: E402
+from ranking_protocol import (  # noqa: E402
+    DEFAULT_METHODS,
+    METHODS,
+    job_seconds,
+    method,
+    plan_jobs,
+    predict_seconds,
+    unit_costs,
+)
 
 from gmgraph.config import TrainConfig  # noqa: E402
 from gmgraph.errors import ConfigError, DataError, GmGraphError  # noqa: E402
@@ -110,7 +122,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--archs", type=int, default=0, help="use only the first N ground-truth archs (0: all)")
     p.add_argument("--methods", nargs="+", default=None, choices=[m.key for m in METHODS],
                    help="the methods to compare (default: the seven of the committed report; add darts, darts2, "
-                        "gdas, snas, proxyless for the samplers with architecture parameters; one-shot always runs)")
+                        "gdas, snas, proxyless for the samplers with architecture parameters, gm-darts, "
+                        "random-darts, gm-snas, random-snas for GM and random splits trained with DARTS or SNAS "
+                        "(they fork from their sampler's one-shot run, planned with them); one-shot always runs)")
     p.add_argument("--steps-per-epoch", type=int, default=None, help="cap training steps per epoch")
     p.add_argument("--bn-batches", type=int, default=4)
     p.add_argument("--rounds-small", type=int, default=0,
@@ -126,7 +140,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plan", action="store_true", help="print the jobs and the predicted time, then stop")
     p.add_argument("--calibrate", type=Path, default=None,
                    help="with --plan: predict from the unit costs measured by the jobs in this work folder "
-                        "(a timed small run) instead of one timed epoch")
+                        "(a timed small run) instead of one timed epoch per sampler")
     p.add_argument("--quick", action="store_true",
                    help=f"tiny settings: checks the pipeline, not the numbers (default output in {QUICK})")
     args = p.parse_args(argv)
@@ -175,22 +189,43 @@ def make_plan(args: argparse.Namespace) -> jobs_lib.Plan:
 
 
 def _show_plan(plan: jobs_lib.Plan, todo: list, args: argparse.Namespace) -> dict:
-    """The jobs, their supernet-epochs and the predicted time, from a timed small run or one timed epoch."""
+    """The jobs, their supernet-epochs and the predicted time (per method too), from a timed small run or one
+    timed epoch per sampler."""
     b = jobs_lib.bench(plan)
     if args.calibrate is not None:
         calibration = jobs_lib.Plan(plan.groundtruth, str(args.calibrate))
         unit = unit_costs(ranking_pool.load_results(calibration))
         source = f"unit costs measured by the jobs in {args.calibrate}"
     else:
-        probe = jobs_lib.probe(plan)
-        unit = {"epoch_seconds": probe["epoch_seconds_uniform"], "estimate_seconds": probe["estimate_seconds"],
-                "zero_cost_seconds": probe["zero_cost_seconds"], "scoring_seconds": {}}
-        source = "one timed epoch and estimate (split scoring not included)"
+        samplers = tuple(dict.fromkeys(method(j.method).base if j.kind == "fork" else j.method
+                                       for j in todo if j.kind != "zerocost"))  # a few-shot method: its base's
+        unit = {**jobs_lib.probe(plan, methods=samplers), "scoring_seconds": {}}
+        source = "one timed epoch per sampler and estimate (split scoring not included)"
     seconds = predict_seconds(todo, archs=len(b.archs), workers=args.workers, **unit)
     print(f"{len(todo)} jobs to run, {sum(j.cost for j in todo)} supernet-epochs, {len(b.archs)} archs per "
           f"estimate; {source}: {json.dumps(_rounded(unit))}")
+    by_method = _seconds_by_method(todo, unit, len(b.archs))
+    for key, (jobs, cost, cpu) in by_method.items():
+        print(f"  {key}: {jobs} jobs, {cost} supernet-epochs, {cpu / 3600:.2f} h CPU")
     print(f"predicted: {seconds / 3600:.2f} h on {args.workers} worker(s) (perfect packing)")
-    return {"unit": unit, "seconds": seconds}
+    return {"unit": unit, "seconds": seconds, "by_method": by_method}
+
+
+def _seconds_by_method(todo: list, unit: dict, archs: int) -> dict[str, tuple[int, int, float]]:
+    """Per method (zero-cost scores as ``zerocost``): its jobs, supernet-epochs and predicted CPU seconds.
+
+    Example:
+        >>> jobs = plan_jobs(("gm-darts",), 2, (8,), None, (0.25, 0.5))
+        >>> unit = {"epoch_seconds": 1.0, "estimate_seconds": 0.0, "zero_cost_seconds": 0.0,
+        ...         "method_epoch_seconds": {"darts": 3.0}}
+        >>> _seconds_by_method(jobs, unit, 10)["gm-darts"]   # 2 seeds x (22 - 2) epochs at darts' 3 s
+        (2, 40, 120.0)
+    """
+    out: dict[str, tuple[int, int, float]] = {}
+    for job in todo:
+        n, cost, cpu = out.get(job.method, (0, 0, 0.0))
+        out[job.method] = (n + 1, cost + job.cost, cpu + job_seconds(job, archs=archs, **unit))
+    return out
 
 
 def _rounded(value):
@@ -247,8 +282,8 @@ def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Be
         f"Protocol: rule (a) at E = {', '.join(map(str, args.epochs))} lineage epochs, splits at "
         f"{', '.join(map(str, plan.fractions))} of E (exhaustive: the first split only, 5 children; the "
         f"other splitters: every split, 2 balanced groups each); {rule_b}. Every few-shot run "
-        f"forks from the one-shot run of its seed at the first split (weights, optimizer, sampler and RNG "
-        f"state); PA&DA shares the seed's initialisation and data order. GM: R = "
+        f"forks from the one-shot run of its seed and sampler at the first split (weights, optimizer, sampler "
+        f"and RNG state); PA&DA shares the seed's initialisation and data order. GM: R = "
         f"{', '.join(f'{v} ({k})' for k, v in rounds.items()) or '-'} (small: the largest R whose scoring "
         f"costs at most one supernet epoch by pass count; the measured scoring time is the table's 'scoring s'), NB201 shared set; synflow metric split with "
         f"{plan.metric_children} sampled children per distance. Zero-cost references score the untrained "

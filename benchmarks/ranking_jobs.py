@@ -4,12 +4,17 @@ A job (``ranking_protocol.Job``) trains one method with one seed and
 estimates every ground-truth architecture on the val split: accuracy *and*
 mean cross-entropy, so accuracy ties can be broken by the loss. Its result is
 one JSON file in ``<workdir>/results/``, written atomically; a rerun skips
-every job whose file exists, so an interrupted run resumes (a few-shot job
-also resumes mid-run from its own checkpoint in ``<workdir>/ckpt/``).
+every job whose file exists, so an interrupted run resumes, and a job that
+was cut off resumes mid-run: every training job (one-shot or few-shot)
+writes its state after each epoch to its own checkpoint in
+``<workdir>/ckpt/`` (removed when its result is written), and a rerun
+continues from it.
 
-**The fork.** The one-shot (uniform) run of seed ``s`` and length ``E``
-saves its whole trainer state (weights, optimizer, scheduler, sampler, RNG
-streams) at its first split epoch in ``<workdir>/forks/``. A few-shot run
+**The fork.** The one-shot run of seed ``s`` and length ``E`` of every
+method that some few-shot method forks from (uniform; DARTS and SNAS for
+``gm-darts`` and the others of ``SAMPLER_SPLIT_METHODS``) saves its whole
+trainer state (weights, optimizer, scheduler, architecture parameters,
+sampler, RNG streams) at its first split epoch in ``<workdir>/forks/``. A few-shot run
 starts from it through ``run_fewshot``'s resume: :func:`fork_state` turns the
 saved state into a few-shot checkpoint with the few-shot settings, so the
 few-shot run's first epochs *are* the one-shot run's, bit for bit (a test
@@ -46,7 +51,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import groundtruth_lib as local  # noqa: E402
-from ranking_protocol import ZERO_COST, Job, gm_rounds, method, split_epochs  # noqa: E402
+from ranking_protocol import BASELINE, ZERO_COST, Job, gm_rounds, leaves_fork, method, split_epochs  # noqa: E402
 
 import gmgraph  # noqa: E402
 from gmgraph import data  # noqa: E402
@@ -93,8 +98,14 @@ class Plan:
     def result_path(self, job: Job) -> Path:
         return Path(self.workdir) / "results" / f"{job.id}.json"
 
-    def fork_path(self, parent: int, seed: int) -> Path:
-        return Path(self.workdir) / "forks" / f"E{parent}-s{seed}.pt"
+    def fork_path(self, parent: int, seed: int, base: str = BASELINE) -> Path:
+        """Where the one-shot run of method ``base``, length ``parent`` and ``seed`` leaves its fork."""
+        sampler = "" if base == BASELINE else f"{base}-"  # the uniform forks keep their older names
+        return Path(self.workdir) / "forks" / f"E{parent}-{sampler}s{seed}.pt"
+
+    def fork_of(self, job: Job) -> Path:
+        """The fork a few-shot ``job`` starts from (its method's :attr:`~ranking_protocol.Method.base` run)."""
+        return self.fork_path(job.schedule.parent, job.seed, method(job.method).base)
 
     def checkpoint_path(self, job: Job) -> Path:
         return Path(self.workdir) / "ckpt" / f"{job.id}.pt"
@@ -378,15 +389,18 @@ def run_job(plan: Plan, job: Job) -> dict:
 
 def _run_oneshot(plan: Plan, job: Job, b: Bench) -> dict:
     m, s = method(job.method), job.schedule
-    fork_at = _fork_epoch(plan, s.epochs) if m.sampler == "uniform" else None
+    fork_at = _fork_epoch(plan, s.epochs) if leaves_fork(m.key) else None
+    fork, checkpoint = plan.fork_path(s.epochs, job.seed, m.key), plan.checkpoint_path(job)
 
     def keep_fork(done: int, result: FewShotResult) -> None:
         if done == fork_at:
-            save_checkpoint(oneshot_state(result.leaves[0].trainer, done), plan.fork_path(s.epochs, job.seed))
+            save_checkpoint(oneshot_state(result.leaves[0].trainer, done), fork)
 
+    if fork_at is not None and checkpoint.exists() and not fork.exists() and load_checkpoint(checkpoint)["epoch"] >= fork_at:
+        checkpoint.unlink()  # cut off between the checkpoint and the fork of that epoch: only a fresh run makes the fork
     result = run_fewshot(supernet(b, job.seed), b.loaders, FewShotConfig(method="oneshot"),
                          _train_config(plan, m.sampler, s.epochs, m.darts_order), seed=job.seed, quiet=True,
-                         on_epoch=keep_fork)
+                         on_epoch=keep_fork, checkpoint=checkpoint, resume=True)  # a cut-off run goes on from it
     return _finish(b, job, result)
 
 
@@ -400,13 +414,13 @@ def _fork_epoch(plan: Plan, epochs: int) -> int | None:
 
 def _run_fork(plan: Plan, job: Job, b: Bench) -> dict:
     m, s = method(job.method), job.schedule
-    train = _train_config(plan, "uniform", s.epochs)
+    train = _train_config(plan, m.sampler, s.epochs, m.darts_order)  # the sampler of the run it forks from
     r = rounds(plan, b, m.rounds)
     config = FewShotConfig(method=m.splitter, split_at=s.split_at, groups=2, rounds=r,
                            metric_children=plan.metric_children)
     checkpoint = plan.checkpoint_path(job)
     if not checkpoint.exists():  # otherwise: resume this job where it stopped
-        fork = plan.fork_path(s.parent, job.seed)
+        fork = plan.fork_of(job)
         if not fork.exists():
             raise DataError(f"{job.id} needs the fork {fork}; run its one-shot job first")
         save_checkpoint(fork_state(load_checkpoint(fork), config, train, job.seed), checkpoint)
@@ -460,24 +474,29 @@ def _run_zero_cost(plan: Plan, job: Job, b: Bench) -> dict:
     return {"scores": scores}
 
 
-def probe(plan: Plan, *, archs: int = 8) -> dict[str, float]:
-    """Seconds per supernet epoch (uniform; PA&DA), per estimate and per zero-cost score on this machine.
+def probe(plan: Plan, *, archs: int = 8, methods: tuple[str, ...] = ("oneshot", "pada")) -> dict:
+    """Seconds per supernet epoch of each one-shot method's sampler, per estimate and per zero-cost score here.
 
-    Trains a fresh supernet of the ground truth's size for two epochs (the
-    second is timed), estimates ``archs`` architectures and scores them: the
-    unit costs :func:`ranking_protocol.predict_seconds` multiplies out.
+    For each of ``methods`` (one-shot (uniform) always) trains a fresh
+    supernet of the ground truth's size for two epochs with its sampler (the
+    second is timed), then estimates ``archs`` architectures and scores them:
+    the unit costs :func:`ranking_protocol.job_seconds` multiplies out
+    (``epoch_seconds``: uniform's; ``method_epoch_seconds``: each method's).
 
     Example:
-        >>> sorted(probe(example_plan(), archs=2))
-        ['epoch_seconds_pada', 'epoch_seconds_uniform', 'estimate_seconds', 'zero_cost_seconds']
+        >>> unit = probe(example_plan(), archs=2, methods=("darts",))
+        >>> sorted(unit), sorted(unit["method_epoch_seconds"])
+        (['epoch_seconds', 'estimate_seconds', 'method_epoch_seconds', 'zero_cost_seconds'], ['darts', 'oneshot'])
     """
     torch.set_num_threads(plan.threads)
     b = bench(plan)
-    out = {}
-    for sampler in ("uniform", "pada"):
-        trainer = SupernetTrainer(supernet(b, 0), b.loaders, _train_config(plan, sampler, 2), seed=0)
+    per_method = {}
+    for key in dict.fromkeys(("oneshot", *methods)):
+        m = method(key)
+        trainer = SupernetTrainer(supernet(b, 0), b.loaders, _train_config(plan, m.sampler, 2, m.darts_order), seed=0)
         trainer.train_epoch(quiet=True)
-        out[f"epoch_seconds_{sampler}"] = trainer.train_epoch(quiet=True)["seconds"]
+        per_method[key] = trainer.train_epoch(quiet=True)["seconds"]
+    out = {"epoch_seconds": per_method["oneshot"], "method_epoch_seconds": per_method}
     result = FewShotResult(leaves=[fewshot.SubSupernet("root", trainer.gm, trainer)])
     sample = Bench(b.archs[:archs], b.truth[:archs], None, b.settings, b.loaders, b.calib)
     start = time.perf_counter()

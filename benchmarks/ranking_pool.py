@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ranking_jobs import Plan, run_job  # noqa: E402
-from ranking_protocol import Job  # noqa: E402
+from ranking_protocol import Job, leaves_fork  # noqa: E402
 from worker_pool import worker_pool  # noqa: E402
 
 from gmgraph.errors import ConfigError  # noqa: E402
@@ -41,14 +41,14 @@ def pending(plan: Plan, jobs: list[Job]) -> list[Job]:
     """The jobs still to run: no result yet, or a finished one-shot run whose fork a pending job lacks."""
     todo = [j for j in jobs if not plan.result_path(j).exists()]
     by_id = {j.id: j for j in jobs}
-    missing_forks = {j.needs for j in todo if j.needs and not plan.fork_path(j.schedule.parent, j.seed).exists()}
+    missing_forks = {j.needs for j in todo if j.needs and not plan.fork_of(j).exists()}
     redo = [by_id[i] for i in sorted(missing_forks) if i in by_id and by_id[i] not in todo]
     return redo + todo
 
 
 def _priority(job: Job) -> tuple:
-    """One-shot (uniform) runs first (they unlock forks), then the longest jobs."""
-    return (job.kind != "oneshot" or job.method != "oneshot", -job.cost, job.id)
+    """One-shot runs that leave a fork first (they unlock the few-shot runs), then the longest jobs."""
+    return (job.kind != "oneshot" or not leaves_fork(job.method), -job.cost, job.id)
 
 
 def run_jobs(plan: Plan, jobs: list[Job], *, workers: int = 1,
@@ -63,7 +63,7 @@ def run_jobs(plan: Plan, jobs: list[Job], *, workers: int = 1,
     for job in todo:
         if job.needs and job.needs not in ids:
             raise ConfigError(f"{job.id} forks from {job.needs}, which this run does not plan")
-    waiting_for = {j.needs for j in todo if j.needs and not plan.fork_path(j.schedule.parent, j.seed).exists()}
+    waiting_for = {j.needs for j in todo if j.needs and not plan.fork_of(j).exists()}
     done, total = 0, len(todo)
 
     def report(result: dict) -> None:

@@ -8,9 +8,10 @@ Two rules compare a few-shot method with one-shot (docs/algorithms.md §8):
 (b) **equal total supernet-epochs**: every method spends ``B`` (one epoch of
     one (sub-)supernet is one), so few-shot leaves train fewer epochs.
 
-Either way the few-shot run *forks* from the one-shot run of the same seed at
-its first split epoch (weights, optimizer, sampler and RNG state), so the two
-share their initialisation and first epochs exactly::
+Either way the few-shot run *forks* from the one-shot run of the same seed
+and sampler (uniform; DARTS for ``gm-darts``) at its first split epoch
+(weights, optimizer, sampler and RNG state), so the two share their
+initialisation and first epochs exactly::
 
     >>> a = schedule_a(method("gm"), 40, (0.25, 0.5))
     >>> a.parent, a.fork, a.split_at, a.epochs, a.cost
@@ -43,10 +44,11 @@ class Method:
     splits: int = 0  # split points used (the first ``splits`` of the schedule's)
     rounds: str | None = None  # gradient matching: "small" (scoring <= one epoch) or "large"
     darts_order: int = 1  # darts: 2 for the second-order (unrolled) architecture gradient
+    base: str = "oneshot"  # a few-shot method: the one-shot method (of its own sampler) whose run it forks from
 
     @property
     def forked(self) -> bool:
-        """Whether it forks from the one-shot run (every few-shot method does)."""
+        """Whether it forks from a one-shot run (every few-shot method does: from :attr:`base`)."""
         return self.splits > 0
 
 
@@ -73,7 +75,20 @@ GRADIENT_METHODS = (
 request (``--methods``): the same protocol, estimates from the supernet's weights as for every other method (the
 architecture parameters steer which paths train; the estimates read the weights)."""
 
-METHODS = DEFAULT_METHODS + GRADIENT_METHODS
+SAMPLER_SPLIT_METHODS = (
+    Method("gm-darts", "GM split (DARTS, R small)", "gm", sampler="darts", fanout=2, splits=2, rounds="small",
+           base="darts"),
+    Method("random-darts", "random split (DARTS)", "random", sampler="darts", fanout=2, splits=2, base="darts"),
+    Method("gm-snas", "GM split (SNAS, R small)", "gm", sampler="snas", fanout=2, splits=2, rounds="small",
+           base="snas"),
+    Method("random-snas", "random split (SNAS)", "random", sampler="snas", fanout=2, splits=2, base="snas"),
+)
+"""GM and random splits whose (sub-)supernets train with the DARTS (first-order) or SNAS sampler, on request
+(issue 29): split as ``gm`` / ``random``, forked from the one-shot run of their own sampler (:attr:`Method.base`:
+weights, optimizer, architecture parameters and sampler state, RNG), whose children inherit the architecture
+parameters of their ops."""
+
+METHODS = DEFAULT_METHODS + GRADIENT_METHODS + SAMPLER_SPLIT_METHODS
 """Every method a run may compare, in the tables' order."""
 
 BASELINE = "oneshot"
@@ -95,6 +110,17 @@ def method(key: str) -> Method:
         if m.key == key:
             return m
     raise ConfigError(f"unknown method {key!r}; choose from {', '.join(m.key for m in METHODS)}")
+
+
+def leaves_fork(key: str) -> bool:
+    """Whether the one-shot method ``key`` is the :attr:`Method.base` of some few-shot method (its runs then
+    save the fork those start from).
+
+    Example:
+        >>> leaves_fork("oneshot"), leaves_fork("darts"), leaves_fork("darts2"), leaves_fork("gm")
+        (True, True, False, False)
+    """
+    return any(m.forked and m.base == key for m in METHODS)
 
 
 # ------------------------------------------------------------------ schedules
@@ -231,7 +257,7 @@ class Job:
         """The id of the one-shot job whose fork this job starts from (None: starts from scratch)."""
         if self.kind != "fork":
             return None
-        return Job("oneshot", BASELINE, self.seed, "a", self.schedule.parent).id
+        return Job("oneshot", method(self.method).base, self.seed, "a", self.schedule.parent).id
 
     @property
     def cost(self) -> int:
@@ -246,8 +272,9 @@ def plan_jobs(methods: tuple[str, ...], seeds: int, epochs: tuple[int, ...], bud
     """Every job of a run: per seed, the one-shot runs, their few-shot forks and the zero-cost scores.
 
     One-shot runs exist for every ``E`` in ``epochs`` and for ``budget``
-    (rule (b)'s baseline); the uniform one is always run, since every
-    few-shot method forks from it. With ``primary_seeds`` above ``seeds``,
+    (rule (b)'s baseline); the uniform one is always run, and so is the
+    one-shot method each chosen few-shot method forks from (its
+    :attr:`Method.base`: ``darts`` for ``gm-darts``). With ``primary_seeds`` above ``seeds``,
     the seeds from ``seeds`` on run rule (a) at E = ``primary`` only: the
     verdict's cell gets more seeds than the others.
 
@@ -261,7 +288,7 @@ def plan_jobs(methods: tuple[str, ...], seeds: int, epochs: tuple[int, ...], bud
         ...                          primary_seeds=2)][6:]
         ['a-40-oneshot-s1', 'a-40-gm-s1']
     """
-    chosen = [method(k) for k in dict.fromkeys((BASELINE, *methods))]
+    chosen = [method(k) for k in dict.fromkeys((BASELINE, *methods, *(method(k).base for k in methods)))]
     lengths = sorted(set(epochs) | ({budget} if budget else set()))
     jobs = []
     for seed in range(seeds):
@@ -296,9 +323,33 @@ def gm_rounds(steps_per_epoch: int, candidates: int) -> int:
     return max(1, steps_per_epoch // candidates)
 
 
-def predict_seconds(jobs: list[Job], *, epoch_seconds: float, estimate_seconds: float, zero_cost_seconds: float,
-                    archs: int, workers: int, scoring_seconds: dict[str, float] | None = None) -> float:
-    """Wall time of ``jobs`` on ``workers`` processes from unit costs (perfect packing).
+def job_seconds(job: Job, *, epoch_seconds: float, estimate_seconds: float, zero_cost_seconds: float, archs: int,
+                scoring_seconds: dict[str, float] | None = None,
+                method_epoch_seconds: dict[str, float] | None = None) -> float:
+    """Predicted time of one ``job`` from unit costs (:func:`unit_costs`).
+
+    ``method_epoch_seconds``: seconds per supernet-epoch measured per method; a method without its own
+    (``gm-darts`` before it ran) takes its :attr:`Method.base`'s (``darts``: the same sampler), else
+    ``epoch_seconds``.
+
+    Example:
+        >>> job = plan_jobs(("gm-darts",), 2, (40,), None, (0.25, 0.5))[2]
+        >>> job.id, job.cost
+        ('a-40-gm-darts-s0', 100)
+        >>> job_seconds(job, epoch_seconds=1.0, estimate_seconds=0.5, zero_cost_seconds=0.0, archs=10,
+        ...             scoring_seconds={"gm-darts": 20.0}, method_epoch_seconds={"darts": 4.0})   # 100 * 4 + 5 + 20
+        425.0
+    """
+    if job.kind == "zerocost":
+        return archs * zero_cost_seconds
+    per_method = method_epoch_seconds or {}
+    epoch = per_method.get(job.method, per_method.get(method(job.method).base, epoch_seconds))
+    return job.cost * epoch + archs * estimate_seconds + (scoring_seconds or {}).get(job.method, 0.0)
+
+
+def predict_seconds(jobs: list[Job], *, workers: int, **unit) -> float:
+    """Wall time of ``jobs`` on ``workers`` processes from unit costs (perfect packing; ``unit``: the keywords
+    of :func:`job_seconds`).
 
     ``scoring_seconds``: split-scoring time of one job, per method key (gradient matching's R matters).
 
@@ -308,14 +359,7 @@ def predict_seconds(jobs: list[Job], *, epoch_seconds: float, estimate_seconds: 
         ...                 archs=10, workers=2)   # (2 * (10 + 1) + 2 * 2) / 2
         13.0
     """
-    scoring = scoring_seconds or {}
-    total = 0.0
-    for job in jobs:
-        if job.kind == "zerocost":
-            total += archs * zero_cost_seconds
-        else:
-            total += job.cost * epoch_seconds + archs * estimate_seconds + scoring.get(job.method, 0.0)
-    return total / workers
+    return sum(job_seconds(job, **unit) for job in jobs) / workers
 
 
 def unit_costs(results: list[dict]) -> dict:
@@ -324,25 +368,37 @@ def unit_costs(results: list[dict]) -> dict:
     ``epoch_seconds``: training time per supernet-epoch (split scoring left
     out); ``estimate_seconds``: per estimated architecture;
     ``zero_cost_seconds``: per architecture for all zero-cost proxies;
-    ``scoring_seconds``: split-scoring time per job, per method.
+    ``scoring_seconds``: split-scoring time per job, per method;
+    ``method_epoch_seconds``: training time per supernet-epoch, per method
+    (the samplers differ: DARTS runs every op).
 
     Example:
         >>> results = [{"kind": "fork", "method": "gm", "cost": 30, "fork": 10, "train_seconds": 25.0,
         ...             "scoring_seconds": 5.0, "estimate_seconds": 2.0, "estimates": [0.5] * 4},
         ...            {"kind": "zerocost", "method": "zerocost", "seconds": 0.4, "scores": {"params": [1] * 4}}]
-        >>> unit_costs(results)
-        {'epoch_seconds': 1.0, 'estimate_seconds': 0.5, 'zero_cost_seconds': 0.1, 'scoring_seconds': {'gm': 5.0}}
+        >>> unit = unit_costs(results)
+        >>> unit["epoch_seconds"], unit["estimate_seconds"], unit["zero_cost_seconds"], unit["scoring_seconds"]
+        (1.0, 0.5, 0.1, {'gm': 5.0})
+        >>> unit["method_epoch_seconds"]
+        {'gm': 1.0}
     """
     trained = [r for r in results if r["kind"] != "zerocost"]
     zc = [r for r in results if r["kind"] == "zerocost"]
-    epochs = sum(r["cost"] - (r["fork"] or 0 if r["kind"] == "fork" else 0) for r in trained)
     scoring: dict[str, list[float]] = {}
     for r in trained:
         if r["kind"] == "fork":
             scoring.setdefault(r["method"], []).append(r["scoring_seconds"])
     return {
-        "epoch_seconds": sum(r["train_seconds"] - r["scoring_seconds"] for r in trained) / max(epochs, 1),
+        "epoch_seconds": _epoch_seconds(trained),
         "estimate_seconds": sum(r["estimate_seconds"] for r in trained) / max(sum(len(r["estimates"]) for r in trained), 1),
         "zero_cost_seconds": sum(r["seconds"] for r in zc) / max(sum(len(next(iter(r["scores"].values()))) for r in zc), 1),
         "scoring_seconds": {k: sum(v) / len(v) for k, v in scoring.items()},
+        "method_epoch_seconds": {k: _epoch_seconds([r for r in trained if r["method"] == k])
+                                 for k in dict.fromkeys(r["method"] for r in trained)},
     }
+
+
+def _epoch_seconds(trained: list[dict]) -> float:
+    """Training seconds (split scoring left out) per supernet-epoch the results trained themselves."""
+    epochs = sum(r["cost"] - (r["fork"] or 0 if r["kind"] == "fork" else 0) for r in trained)
+    return sum(r["train_seconds"] - r["scoring_seconds"] for r in trained) / max(epochs, 1)

@@ -11,6 +11,7 @@ The report ends with one sentence per method, read off the primary cell
 from __future__ import annotations
 
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -25,12 +26,12 @@ def label(key: str, rounds: int | None = None) -> str:
     """The table name of a method (GM with its R filled in).
 
     Example:
-        >>> label("gm-large", 10), label("exhaustive")
-        ('GM split (R=10)', 'few-shot exhaustive')
+        >>> label("gm-large", 10), label("exhaustive"), label("gm-darts", 1)
+        ('GM split (R=10)', 'few-shot exhaustive', 'GM split (DARTS, R=1)')
     """
     name = next(m.label for m in METHODS if m.key == key)
     if rounds is not None and name.startswith("GM split"):
-        return f"GM split (R={rounds})"
+        return re.sub(r"R (small|large)", f"R={rounds}", name)
     return name
 
 
@@ -152,33 +153,51 @@ def verdicts(summary: dict) -> list[str]:
         others = [_in_brief(c, r["method"], alpha) for c in summary["cells"] if c["rule"] == "a" and c is not primary]
         if any(others):
             text += "; at the other E: " + ", ".join(s for s in others if s)
-        versus = _against_random_row(summary, primary, r["method"])
-        if versus is not None:
-            text += f"; against the random split at E = {primary['cell']}, {verdict(versus, alpha, 'the random split')}"
+        for key, article in (("against_random", "the "), ("against_own_sampler", "")):
+            versus = _comparison_row(summary, key, primary, r["method"])
+            if versus is not None:
+                name = article + label(versus.get("versus", "random"))
+                text += f"; against {name} at E = {primary['cell']}, {verdict(versus, alpha, name)}"
         lines.append(text + ".")
     return lines
 
 
-def _against_random_row(summary: dict, cell: dict, method: str) -> dict | None:
-    """The method's row in the cell's comparison with the random split (None where there is none)."""
-    versus = next((v for v in summary.get("against_random", []) if (v["rule"], v["cell"]) == (cell["rule"], cell["cell"])),
-                  None)
+def _comparison_row(summary: dict, key: str, cell: dict, method: str) -> dict | None:
+    """The method's row in the cell's comparison ``key`` of the summary (``against_random``,
+    ``against_own_sampler``); None where there is none."""
+    versus = next((v for v in summary.get(key, []) if (v["rule"], v["cell"]) == (cell["rule"], cell["cell"])), None)
     return next((r for r in versus["methods"] if r["method"] == method), None) if versus else None
 
 
-def _against_random_section(summary: dict, rounds: dict) -> list[str]:
-    """Title, reading and table of the splitters against the random split ([] when no cell has both)."""
-    headers = ["cell", "method", "Δτ vs random split [95% CI]", "Wilcoxon p (Holm)", "MDE 80%", "seeds"]
+def _comparison_section(summary: dict, rounds: dict, key: str, title: str, reading: str) -> list[str]:
+    """Title, reading and table of the summary's paired comparison ``key`` ([] when no cell has a row)."""
+    headers = ["cell", "method", "against", "Δτ [95% CI]", "Wilcoxon p (Holm)", "MDE 80%", "seeds"]
     rows = [[f"{v['rule']}-{v['cell']}", label(r["method"], rounds.get(r["method"])),
+             label(r.get("versus", "random")),  # a summary written before the pairs were named: the random split
              f"{r['diff_mean']:+.3f} {_ci(r['diff_ci'])}", f"{r['p']:.3g} ({r['p_holm']:.3g})", _num(r["mde"]),
              r["paired"]]
-            for v in summary.get("against_random", []) for r in v["methods"]]
-    if not rows:
-        return []
-    return ["### Does the choice of split matter? Each splitter against the random split",
-            "Paired by seed like the comparison with one-shot (Holm within each cell). A splitter that beats "
-            "one-shot but not the random split gains from splitting, not from the split it chose.",
-            _table.markdown(headers, rows)]
+            for v in summary.get(key, []) for r in v["methods"]]
+    return [f"### {title}", reading, _table.markdown(headers, rows)] if rows else []
+
+
+def _against_random_section(summary: dict, rounds: dict) -> list[str]:
+    """The splitters against the random split of their sampler ([] when no cell has both)."""
+    return _comparison_section(
+        summary, rounds, "against_random", "Does the choice of split matter? Each splitter against the random split",
+        "Paired by seed like the comparison with one-shot (Holm within each cell), each against the random split "
+        "trained with its own sampler. A splitter that beats one-shot but not the random split gains from "
+        "splitting, not from the split it chose.")
+
+
+def _against_own_sampler_section(summary: dict, rounds: dict) -> list[str]:
+    """The splits trained with another sampler than uniform against their sampler's one-shot run ([] when none
+    ran)."""
+    return _comparison_section(
+        summary, rounds, "against_own_sampler", "Splitting with another sampler: each split against its sampler's "
+        "one-shot run", "Paired by seed (Holm within each cell): the split forks from the one-shot run of its own "
+        "sampler and seed (weights, architecture parameters, optimizer and RNG), so the two share their first "
+        "epochs; Δτ here is the gain of splitting under that sampler, where the tables above pair it with "
+        "one-shot (uniform).")
 
 
 def _in_brief(cell: dict, method: str, alpha: float) -> str:
@@ -219,6 +238,7 @@ def render(summary: dict, *, ceilings: dict, settings_text: str, timing_text: st
               "and its tau top-20% turns negative. Compare 'tau top-20%' with the ground truth's own "
               "agreement within its top 20 % (Ceilings).", _op_bias_table(summary, rounds, "op_bias_top20"),
               *_against_random_section(summary, rounds),
+              *_against_own_sampler_section(summary, rounds),
               "### Do the data-driven splitters agree with themselves across seeds?",
               "Share of seeds whose split tree matches the most frequent one (random split: the chance level). "
               "Each column has its own mode: the most frequent edge + grouping can sit on another edge "

@@ -6,8 +6,9 @@ runs of length ``B``: for one-shot both rules agree). Within a cell every
 method is paired with one-shot (uniform) seed by seed, tested with the
 Wilcoxon signed-rank test and Holm-corrected over the cell's methods (one
 family per cell); every data-driven splitter is also paired with the random
-split the same way (``against_random_split``: does the choice of split
-matter?). Intervals: a two-level bootstrap over seeds and architectures
+split of its sampler the same way (``against_random_split``: does the choice
+of split matter?), and every split trained with another sampler (``gm-darts``)
+with its own sampler's one-shot run (``against_own_sampler``). Intervals: a two-level bootstrap over seeds and architectures
 (``ranking_stats.tau_ci``). Architectures are ranked by
 accuracy, ties broken by the validation loss (where the ground truth has it)::
 
@@ -127,8 +128,41 @@ RANDOM_SPLIT = "random"
 """The splitter every other splitter is also paired with: does choosing the split beat splitting at random?"""
 
 
+def random_split_for(key: str) -> str | None:
+    """The random split whose supernets train with the sampler of method ``key`` (None: no such method).
+
+    Example:
+        >>> random_split_for("gm"), random_split_for("gm-darts"), random_split_for("darts2")
+        ('random', 'random-darts', None)
+    """
+    m = next(m for m in METHODS if m.key == key)
+    return next((r.key for r in METHODS if r.splitter == RANDOM_SPLIT and (r.sampler, r.darts_order)
+                 == (m.sampler, m.darts_order)), None)
+
+
+def paired_comparisons(rule: str, cell: int, rows: list[dict], truth: np.ndarray, pairs: Sequence[tuple[str, str]],
+                       *, n_boot: int) -> dict:
+    """Each ``(method, reference)`` pair's paired difference over the seeds both have, Holm-corrected within
+    the cell; a pair with no seed in common is left out.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> rows = cells(results, [4], None)[("a", 4)]
+        >>> out = paired_comparisons("a", 4, rows, truth, [("random", "oneshot"), ("gm", "oneshot")], n_boot=20)
+        >>> [(r["method"], r["versus"], r["diffs"], r["p_holm"]) for r in out["methods"]]
+        [('random', 'oneshot', [-2.0, -2.0], 0.5)]
+    """
+    diffs = [(key, ref, paired_difference(_by_seed(rows, key), _by_seed(rows, ref), truth, n_boot=n_boot))
+             for key, ref in pairs]
+    methods = [{"method": key, "versus": ref, **diff} for key, ref, diff in diffs if diff]
+    for r, adjusted in zip(methods, rs.holm([r["p"] for r in methods])):
+        r["p_holm"] = adjusted
+    return {"rule": rule, "cell": cell, "methods": methods}
+
+
 def against_random_split(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
-    """Each data-driven splitter against the random split of the same seeds, Holm-corrected within the cell.
+    """Each data-driven splitter against the random split of the same seeds and sampler (``gm`` against
+    ``random``, ``gm-darts`` against ``random-darts``), Holm-corrected within the cell.
 
     Few-shot gains over one-shot may come from splitting itself (more weights, less sharing) rather than
     from the choice of edge and grouping; this pairing separates the two.
@@ -141,13 +175,28 @@ def against_random_split(rule: str, cell: int, rows: list[dict], truth: np.ndarr
         >>> [(r["method"], r["diff_mean"], r["p_holm"]) for r in out["methods"]]
         [('gm', 2.0, 0.5)]
     """
-    random = _by_seed(rows, RANDOM_SPLIT)
-    splitters = [m.key for m in METHODS if m.fanout > 1 and m.key != RANDOM_SPLIT]
-    diffs = {key: paired_difference(_by_seed(rows, key), random, truth, n_boot=n_boot) for key in splitters}
-    methods = [{"method": key, **diff} for key, diff in diffs.items() if diff]  # {}: no seed in common
-    for r, adjusted in zip(methods, rs.holm([r["p"] for r in methods])):
-        r["p_holm"] = adjusted
-    return {"rule": rule, "cell": cell, "methods": methods}
+    pairs = [(m.key, random_split_for(m.key)) for m in METHODS if m.fanout > 1 and m.splitter != RANDOM_SPLIT]
+    return paired_comparisons(rule, cell, rows, truth, [(k, r) for k, r in pairs if r], n_boot=n_boot)
+
+
+def against_own_sampler(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
+    """Each few-shot method of another sampler than uniform against the one-shot run it forked from (its
+    :attr:`~ranking_protocol.Method.base`: ``gm-darts`` against ``darts``), paired by seed and Holm-corrected
+    within the cell as :func:`against_random_split`; no rows where no such method ran.
+
+    Example:
+        >>> results, archs, truth = example_results()
+        >>> rows = cells(results, [4], None)[("a", 4)]
+        >>> darts = [dict(r, method="darts") for r in rows if r["method"] == "oneshot"]
+        >>> gm = [dict(r, method="gm-darts") for r in rows if r["method"] == "random"]
+        >>> [(r["method"], r["versus"], r["diff_mean"]) for r in against_own_sampler("a", 4, rows + darts + gm,
+        ...                                                                         truth, n_boot=20)["methods"]]
+        [('gm-darts', 'darts', -2.0)]
+        >>> against_own_sampler("a", 4, rows, truth, n_boot=20)["methods"]
+        []
+    """
+    pairs = [(m.key, m.base) for m in METHODS if m.forked and m.base != BASELINE]
+    return paired_comparisons(rule, cell, rows, truth, pairs, n_boot=n_boot)
 
 
 def cell_summary(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
@@ -260,6 +309,8 @@ def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epoch
                "op_bias_top20": op_bias(by_cell.get(("a", primary), []), archs, truth, top=0.2),
                "against_random": [against_random_split(rule, c, rows, truth, n_boot=n_boot)
                                   for (rule, c), rows in by_cell.items()],
+               "against_own_sampler": [against_own_sampler(rule, c, rows, truth, n_boot=n_boot)
+                                       for (rule, c), rows in by_cell.items()],
                "consistency": {f"{rule}-{c}": split_consistency(rows) for (rule, c), rows in by_cell.items()},
                "job_seconds": float(sum(r["seconds"] for r in results))}
     return summary

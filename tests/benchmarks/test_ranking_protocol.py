@@ -98,29 +98,45 @@ def net(seed: int):
         return gmgraph.trace(nb201.supernet(2, 1, 10, 1))
 
 
+class _Forked(Exception):
+    """Stops a one-shot run once its fork is saved: the epochs after it are not needed."""
+
+
 def oneshot_fork(loaders, train: TrainConfig, seed: int, at: int) -> dict:
     saved = {}
 
     def keep(done, result):
         if done == at:
             saved["state"] = ranking_jobs.oneshot_state(result.leaves[0].trainer, done)
+            raise _Forked
 
-    run_fewshot(net(seed), loaders, FewShotConfig(method="oneshot"), train, seed=seed, quiet=True, on_epoch=keep)
+    with pytest.raises(_Forked):
+        run_fewshot(net(seed), loaders, FewShotConfig(method="oneshot"), train, seed=seed, quiet=True, on_epoch=keep)
     return saved["state"]
 
 
-def test_a_fork_of_the_oneshot_run_continues_exactly_as_a_fewshot_run_from_scratch(loaders, tmp_path):
-    train = TrainConfig(epochs=4, steps_per_epoch=2)
-    config = FewShotConfig(method="gm", split_at=(2, 3), rounds=1)
+@pytest.mark.parametrize(("sampler", "split_at"), [("uniform", (2, 3)), ("darts", (2,)), ("snas", (2,))])
+def test_a_fork_of_the_oneshot_run_continues_exactly_as_a_fewshot_run_from_scratch(loaders, tmp_path, sampler,
+                                                                                     split_at):
+    # gm, gm-darts and gm-snas; the weighted samplers run every op, so their runs split once, scoring two labels
+    train = TrainConfig(sampler=sampler, epochs=4, steps_per_epoch=2 if sampler == "uniform" else 1)
+    labels = None if sampler == "uniform" else ("1<-0", "3<-2")
+    config = FewShotConfig(method="gm", split_at=split_at, rounds=1, labels=labels)
     save_checkpoint(ranking_jobs.fork_state(oneshot_fork(loaders, train, 3, 2), config, train, 3), tmp_path / "f.pt")
     forked = run_fewshot(net(99), loaders, config, train, seed=3, quiet=True, checkpoint=tmp_path / "f.pt",
                          resume=True, shared=nb201.shared_parameters)  # the root's own weights are overwritten
     scratch = run_fewshot(net(3), loaders, config, train, seed=3, quiet=True, shared=nb201.shared_parameters)
     assert [leaf.id for leaf in forked.leaves] == [leaf.id for leaf in scratch.leaves]
-    assert len(forked.leaves) == 4 and forked.budget == scratch.budget == 2 + 2 + 4 * 1
+    assert len(forked.leaves) == 2 ** len(split_at)
+    assert forked.budget == scratch.budget == rp.lineage_cost(4, split_at, 2)  # (2, 3): 2 + 2 + 4 * 1
     for a, b in zip(forked.leaves, scratch.leaves):
         sa, sb = a.gm.state_dict(), b.gm.state_dict()
         assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+        alphas_a, alphas_b = a.trainer.sampler.per_op_state(), b.trainer.sampler.per_op_state()
+        assert alphas_a.keys() == alphas_b.keys() and (sampler == "uniform") == (not alphas_a)
+        for name, per in alphas_a.items():  # the children's architecture parameters, restricted to their ops
+            assert all(torch.equal(per[label], alphas_b[name][label]) for label in per)
+            assert all(len(per[label]) == len(a.space[label]) for label in per)
 
 
 def test_a_shorter_fork_re_aims_the_cosine_to_end_at_its_last_epoch(loaders, tmp_path):
