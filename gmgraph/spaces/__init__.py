@@ -46,8 +46,9 @@ class SpaceSpec:
             a ``--shrink`` schedule starts a phase, before its first epoch (OFA re-sorts channels before
             ``width``); the note goes into the epoch's history. The default,
             :func:`gmgraph.spaces.channel_sort.before_phase`, re-sorts the hidden channels of the blocks
-            ``elastic_expansions`` made before ``width`` (any space built with that rule, ``--model ... --rules``
-            included) and is a no-op (None) on a graph without them. None: nothing to do.
+            ``elastic_expansions`` made and the inner channels of the ResNet blocks ``elastic_widths`` made before
+            ``width`` (any space built with those rules, ``--model ... --rules`` included) and is a no-op (None)
+            on a graph without them. None: nothing to do.
         kernel_transform: ``build`` takes ``kernel_transform=True`` (OFA's kernel transform matrices on its
             elastic kernels, ``--kernel-transform``); spaces without elastic kernels refuse the setting. A
             user's model takes it when its rules include ``elastic_kernels``.

@@ -18,6 +18,9 @@ The OFA space (:func:`gmgraph.spaces.ofa.sort_channels`) and the blocks of
     >>> gm = gmgraph.trace(supernetify(torch.nn.Sequential(InvertedResidual(8, 8, 1, 6)), elastic_expansions()))
     >>> before_phase(gm, "kernel") is None, before_phase(gm, "width")
     (True, 'sorted the hidden channels of 1 elastic expansion block(s) by importance')
+
+The inner channels of ResNet blocks with an elastic inner width (``elastic_widths``) are re-sorted
+the same way by :func:`sort_inner_widths`, also run by :func:`before_phase`.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from gmgraph.choice import Choice
 from gmgraph.elastic import ConvView, NormView
@@ -144,14 +148,91 @@ def sort_expansions(gm: nn.Module, optimizer: torch.optim.Optimizer | None = Non
     return len(done)
 
 
+def inner_width_choices(gm: nn.Module) -> list[Choice]:
+    """The Choices :func:`~gmgraph.spaces.from_model.elastic_widths` made (each op a ResNet block running the first
+    channels of its inner layers) that still hold two or more widths, in module order."""
+    return [m for m in gm.modules() if isinstance(m, Choice) and len(m.ops) > 1
+            and all(isinstance(op, (BasicBlock, Bottleneck)) for op in m.ops.values())]
+
+
+def _shared(module: nn.Module) -> nn.Module:
+    """The conv or BN whose tensors ``module`` runs: a view's shared module, a Choice's (of the same module's
+    views: a stage width or a kernel size nested inside the block) through its first op, else ``module``."""
+    if isinstance(module, Choice):
+        return _shared(next(iter(module.ops.values())))
+    return module.conv if isinstance(module, ConvView) else module.bn if isinstance(module, NormView) else module
+
+
+@torch.no_grad()
+def sort_inner_layer(writer: nn.Conv2d, norm: nn.modules.batchnorm._BatchNorm, reader: nn.Conv2d,
+                     state: Mapping) -> torch.Tensor:
+    """Sort the channels ``writer`` writes, ``norm`` normalises and ``reader`` reads by the L1 norm of the
+    reader's weights on each (OFA-ResNet's re-sort of a block's middle channels), in place: the block computes
+    the same function. ``state``: an optimizer's state, permuted with its parameters.
+
+    Returns:
+        The new order (``order[i]`` is the old index of new channel ``i``).
+
+    >>> writer, reader = nn.Conv2d(2, 3, 1), nn.Conv2d(3, 2, 1, bias=False)
+    >>> _ = reader.weight.data.copy_(torch.tensor([[1., 3., 2.], [1., 3., 2.]]).reshape(2, 3, 1, 1))
+    >>> sort_inner_layer(writer, nn.BatchNorm2d(3), reader, {}).tolist(), reader.weight[0, :, 0, 0].tolist()
+    ([1, 2, 0], [3.0, 2.0, 1.0])
+    """
+    order = reader.weight.abs().sum((0, 2, 3)).argsort(descending=True)
+    permute(writer.weight, order, 0, state)
+    permute(writer.bias, order, 0, state)
+    for tensor in (norm.weight, norm.bias, norm.running_mean, norm.running_var):
+        permute(tensor, order, 0, state)
+    permute(reader.weight, order, 1, state)
+    return order
+
+
+def sort_inner_widths(gm: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
+    """Re-sort the inner channels of every ResNet block with an elastic inner width (``elastic_widths``) by
+    importance, before the width phase: a ``BasicBlock``'s ``conv1`` outputs by ``conv2``'s weights on them; a
+    ``Bottleneck``'s ``conv2`` outputs by ``conv3``'s, then its ``conv1`` outputs by ``conv2``'s. The widest
+    subnet computes the same function; every narrower width then keeps the most important channels.
+
+    Works on a traced supernet or a restricted child; nested decisions (a stage width, a kernel size, a depth
+    around the block) are followed to the shared tensors, and a block is sorted once however many Choices view it.
+
+    Returns:
+        The number of blocks sorted.
+
+    >>> from torchvision.models.resnet import BasicBlock
+    >>> from gmgraph.spaces.from_model import elastic_widths, supernetify
+    >>> _ = torch.manual_seed(0)
+    >>> net = supernetify(nn.Sequential(BasicBlock(16, 16)), elastic_widths((0.5,)))
+    >>> sort_inner_widths(net), net[0].ops["w1"].conv2.conv.weight.abs().sum((0, 2, 3)).diff().le(0).all().item()
+    (1, True)
+    """
+    state = optimizer.state if optimizer is not None else {}
+    done: set[int] = set()
+    for choice in inner_width_choices(gm):
+        block = next(iter(choice.ops.values()))
+        conv1 = _shared(block.conv1)
+        if id(conv1) in done:
+            continue
+        done.add(id(conv1))
+        if isinstance(block, Bottleneck):
+            sort_inner_layer(_shared(block.conv2), _shared(block.bn2), _shared(block.conv3), state)
+        sort_inner_layer(conv1, _shared(block.bn1), _shared(block.conv2), state)
+    return len(done)
+
+
 def before_phase(gm: nn.Module, phase: str, optimizer: torch.optim.Optimizer | None = None) -> str | None:
-    """The progressive-shrinking hook of a space made with ``elastic_expansions`` (the default
-    ``SpaceSpec.before_phase``): before the ``width`` phase, :func:`sort_expansions` (optimizer state
-    permuted too) and a note saying so; None before other phases and on a graph without such blocks.
+    """The progressive-shrinking hook of a space made with ``elastic_expansions`` or ``elastic_widths`` (the
+    default ``SpaceSpec.before_phase``): before the ``width`` phase, :func:`sort_expansions` and
+    :func:`sort_inner_widths` (optimizer state permuted too) and a note saying so; None before other phases and
+    on a graph without such blocks.
     """
     if phase != "width":
         return None
-    sorted_blocks = sort_expansions(gm, optimizer)
-    if not sorted_blocks:
-        return None
-    return f"sorted the hidden channels of {sorted_blocks} elastic expansion block(s) by importance"
+    notes = []
+    expansions = sort_expansions(gm, optimizer)
+    if expansions:
+        notes.append(f"the hidden channels of {expansions} elastic expansion block(s)")
+    blocks = sort_inner_widths(gm, optimizer)
+    if blocks:
+        notes.append(f"the inner channels of {blocks} elastic-width ResNet block(s)")
+    return f"sorted {' and '.join(notes)} by importance" if notes else None

@@ -597,7 +597,9 @@ def elastic_widths(fractions: Sequence[float] = (0.5, 0.75)) -> Rule:
     its own. Candidate ``w<f>`` runs ``fractions`` of the original width, rounded to a multiple of 8 (of 1
     below 32 channels), and ``w1`` is the original block, computing exactly what it did; the supernet holds
     exactly the model's parameters. Grouped convs (ResNeXt) cannot be sliced and are left alone. Given with
-    :func:`elastic_kernels` (which takes views), the blocks' 3x3 convs also choose their kernel.
+    :func:`elastic_kernels` (which takes views), the blocks' 3x3 convs also choose their kernel. Before a
+    shrinking schedule's width phase the inner channels are re-sorted by importance
+    (:func:`gmgraph.spaces.channel_sort.sort_inner_widths`).
 
     Raises:
         SpaceError: fractions outside (0, 1), or none.

@@ -3,14 +3,22 @@
 import pytest
 import torch
 from torchvision.models import resnet18, resnet50
-from torchvision.models.resnet import Bottleneck
+from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 import gmgraph
 from gmgraph.errors import SpaceError
 from gmgraph.graph import choices
 from gmgraph.label_sizes import label_kind, largest, smallest
 from gmgraph.passes import derive, split
-from gmgraph.spaces import elastic_depth, elastic_kernels, elastic_widths, get, original_arch, supernetify
+from gmgraph.spaces import (
+    channel_sort,
+    elastic_depth,
+    elastic_kernels,
+    elastic_widths,
+    get,
+    original_arch,
+    supernetify,
+)
 from tests.conftest import assert_derived_matches, randomize_batchnorm
 
 WIDTHS = ("w1", "w0p75", "w0p5")
@@ -114,3 +122,56 @@ def test_bad_fractions_are_refused_and_grouped_convs_left_alone():
 def test_the_cli_rule_name_builds_it():
     gm = gmgraph.trace(get("torchvision.models:resnet18", "elastic_widths").make(16, 5, 10, 3))
     assert gmgraph.space(gm)["layer1/0"] == WIDTHS
+
+
+def _inner_layers_sorted(gm) -> list[bool]:
+    """Per elastic-width block: whether each inner layer's channels fall in importance (the L1 norm of the weights
+    reading them), as OFA-ResNet's re-sort leaves them."""
+    out = []
+    for choice in channel_sort.inner_width_choices(gm):
+        block = choice.ops["w1"]
+        readers = (block.conv2, block.conv3) if isinstance(block, Bottleneck) else (block.conv2,)
+        for reader in readers:
+            conv = reader.conv if hasattr(reader, "conv") else next(iter(reader.ops.values())).conv
+            norms = conv.weight.abs().sum((0, 2, 3))
+            out.append(bool((norms[:-1] >= norms[1:]).all()))
+    return out
+
+
+# A re-sort permutes the channels a reader sums over, so the widest network's outputs move by float rounding only:
+# measured <= 1e-6 of the largest logit here (this CPU); 1e-5 still catches a channel moved on one side only (10%).
+@pytest.mark.parametrize("case", ["basic", "bottleneck", "nested"])
+def test_re_sorting_keeps_the_widest_network_and_puts_the_most_important_inner_channels_first(case):
+    build = {"basic": lambda num_classes: ResNet(BasicBlock, [1, 2, 1, 1], num_classes=num_classes),
+             "bottleneck": lambda num_classes: ResNet(Bottleneck, [1, 1, 1, 1], num_classes=num_classes),
+             "nested": resnet18}[case]
+    rules = [elastic_depth(), elastic_widths(), elastic_kernels((3, 5))] if case == "nested" else [elastic_widths()]
+    gm = gmgraph.trace(supernetify(model(build), rules)).eval()
+    blocks = {"basic": 5, "bottleneck": 4, "nested": 8}[case]
+    with torch.no_grad():
+        before = derive(gm, original_arch(gm)).eval()(image(6))
+    assert not all(_inner_layers_sorted(gm))
+
+    assert channel_sort.before_phase(gm, "width") == \
+        f"sorted the inner channels of {blocks} elastic-width ResNet block(s) by importance"
+
+    assert all(_inner_layers_sorted(gm)) and len(_inner_layers_sorted(gm)) == blocks * (2 if case == "bottleneck" else 1)
+    with torch.no_grad():
+        after = derive(gm, original_arch(gm)).eval()(image(6))
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5 * before.abs().max().item())
+    assert channel_sort.before_phase(gm, "kernel") is None
+
+
+def test_re_sorting_moves_the_optimizers_momentum_with_the_channels():
+    gm = gmgraph.trace(supernetify(model(lambda num_classes: ResNet(BasicBlock, [1, 1, 1, 1], num_classes=10)),
+                                   elastic_widths())).train()
+    optimizer = torch.optim.SGD(gm.parameters(), lr=0.1, momentum=0.9)
+    with gmgraph.use(gm, original_arch(gm)):
+        gm(image(7)).square().mean().backward()
+    optimizer.step()
+    block = channel_sort.inner_width_choices(gm)[0].ops["w1"]
+    conv1, conv2 = block.conv1.conv, block.conv2.conv
+    order = conv2.weight.abs().sum((0, 2, 3)).argsort(descending=True)
+    momentum = optimizer.state[conv1.weight]["momentum_buffer"].clone()
+    assert channel_sort.sort_inner_widths(gm, optimizer) == 4
+    assert torch.equal(optimizer.state[conv1.weight]["momentum_buffer"], momentum[order])
