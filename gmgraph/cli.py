@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -77,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
             return 143
         print(f"gmgraph: interrupted; {resume}", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`gmgraph show | head`): stop quietly as other tools do, and point stdout at
+        # devnull so that Python's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool stopped by a closed pipe
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)

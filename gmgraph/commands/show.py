@@ -64,17 +64,53 @@ def _shape(args: argparse.Namespace):
 
 
 def space_table(gm) -> str:
-    """Labels, candidates and Choices per label, the space size and its parameter range."""
-    from gmgraph.graph import choices, space, space_size
+    """Labels, candidates and Choices per label, where each label runs, the space size and its parameter range.
 
-    rows = [f"{'label':<14} {'choices':>7}  candidates"]
+    A label nested in other decisions' candidates (an OFA block's expansion inside its stage's depth) runs only
+    with them: its ``runs`` column names them (:func:`runs_when`).
+    """
+    from gmgraph.graph import choices, space, space_size
+    from gmgraph.nesting import places
+
+    labels = space(gm)
+    where = places(gm)
+    runs = {label: runs_when(where.get(label, {None}), labels) for label in labels}
+    nested = any(text != "always" for text in runs.values())  # else the column would say "always" throughout
+    width = max([14, *map(len, labels)])
+    listed = {label: ", ".join(ops) for label, ops in labels.items()}
+    listed_width = max(map(len, listed.values()), default=0) if nested else 0
+    rows = [f"{'label':<{width}} {'choices':>7}  {'candidates':<{listed_width}}{'  runs' if nested else ''}"]
     groups = choices(gm)
-    for label, ops in space(gm).items():
-        rows.append(f"{label:<14} {len(groups[label]):>7}  {', '.join(ops)}")
+    for label in labels:
+        row = f"{label:<{width}} {len(groups[label]):>7}  {listed[label]:<{listed_width}}"
+        rows.append(f"{row}  {runs[label]}" if nested else row)
     low, high = param_range(gm)
     rows.append(f"space size: {space_size(gm):,} architectures; parameters: {low:,} to {high:,} "
                 "(ops whose output is unused counted)")
     return "\n".join(rows)
+
+
+def runs_when(places: set, labels: dict[str, tuple[str, ...]]) -> str:
+    """When a label's Choices run, from where they sit (:func:`gmgraph.nesting.places`): ``always`` at the top
+    level, else each enclosing decision with the candidates that hold them (``in`` it when every one does).
+
+    >>> labels = {"depth": ("d2", "d3", "d4"), "expand": ("e3", "e6")}
+    >>> runs_when({None}, labels), runs_when({("depth", "d3"), ("depth", "d4")}, labels)
+    ('always', 'depth = d3|d4')
+    >>> runs_when({("expand", "e3"), ("expand", "e6")}, labels)
+    'in expand'
+    """
+    if None in places:
+        return "always"
+    held: dict[str, set[str]] = {}
+    for label, op in places:
+        held.setdefault(label, set()).add(op)
+    parts = []
+    for label, ops in held.items():
+        order = labels.get(label, tuple(sorted(ops)))
+        every = set(order) <= ops
+        parts.append(f"in {label}" if every else f"{label} = {'|'.join(op for op in order if op in ops)}")
+    return "; ".join(sorted(parts))
 
 
 def param_range(gm) -> tuple[int, int]:

@@ -23,3 +23,38 @@ def test_bad_arch_and_space_exit_2(capsys):
     assert main(["show", "--space", "nas"]) == 2
     err = capsys.readouterr().err
     assert "node part" in err and "unknown space 'nas'" in err
+
+
+def test_nested_labels_say_which_candidates_run_them(capsys):
+    from torch import nn
+
+    from gmgraph.choice import Choice
+    from gmgraph.commands.show import space_table
+    from gmgraph.graph import trace
+
+    def block(i):
+        kernel = Choice({"k3": nn.Conv2d(2, 2, 3, padding=1), "k5": nn.Conv2d(2, 2, 5, padding=2)}, f"b{i}.kernel")
+        return Choice({"e3": nn.Sequential(kernel), "e6": nn.Sequential(kernel)}, f"b{i}.expand")
+
+    blocks = [block(i) for i in range(1, 4)]
+    depth = Choice({"d2": nn.Sequential(*blocks[:2]), "d3": nn.Sequential(*blocks)}, "depth")
+    table = space_table(trace(nn.Sequential(nn.Conv2d(1, 2, 1), depth)))
+    rows = {line.split()[0]: line for line in table.splitlines()[1:-1]}
+    assert table.splitlines()[0].split() == ["label", "choices", "candidates", "runs"]
+    assert rows["depth"].endswith("  always") and rows["b1.expand"].endswith("  in depth")
+    assert rows["b3.expand"].endswith("  depth = d3") and rows["b3.kernel"].endswith("  in b3.expand")
+    assert "space size: 80 architectures" in table  # a block: 2 expansions x 2 kernels; 4^2 at d2 + 4^3 at d3
+    assert main(["show", "--space", "nb201"]) == 0
+    assert "runs" not in capsys.readouterr().out.splitlines()[0]  # nothing nests: no column saying "always"
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly(monkeypatch):
+    import os
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)  # `gmgraph show | head` after head has exited
+    with os.fdopen(write, "w", buffering=1) as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        assert main(["show", "--space", "nb201"]) == 141
+        closed.write("flushing at exit no longer fails\n")
