@@ -46,7 +46,6 @@ synthetic data and schedule, for the test). Writes benchmarks/results/ofa_rankin
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import io
 import itertools
@@ -67,6 +66,7 @@ from ranking_jobs import accuracy_and_loss  # noqa: E402
 from ranking_summary import paired_difference  # noqa: E402
 
 import gmgraph  # noqa: E402
+from gmgraph import module_copy  # noqa: E402
 from gmgraph.config import FewShotConfig, TrainConfig  # noqa: E402
 from gmgraph.errors import ConfigError  # noqa: E402
 from gmgraph.files import atomic_write  # noqa: E402
@@ -113,7 +113,7 @@ def space(seed: int = 0, in_channels: int = 1, num_classes: int = 10, depths: tu
                                             strides=ofa.strides_for(downsamplings), divisor=4,
                                             in_channels=in_channels))
             _SPACES[key] = restrict(gm, {f"s{s}.depth": tuple(depths) for s in range(1, ofa.STAGES + 1)})
-    return copy.deepcopy(_SPACES[key])
+    return module_copy.deepcopy(_SPACES[key])  # copy.deepcopy's copy, about 4x sooner
 
 
 _SPACES: dict[tuple, torch.fx.GraphModule] = {}

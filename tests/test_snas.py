@@ -105,7 +105,7 @@ def test_the_latency_penalty_reaches_the_alphas_through_the_training_loss(digits
 
 def test_a_fork_carries_the_alphas_restricted_and_renormalised_and_the_temperature(digits):
     gm = tiny_supernet()
-    parent = SupernetTrainer(gm, digits, TrainConfig(sampler="snas", epochs=4, steps_per_epoch=2))
+    parent = SupernetTrainer(gm, digits, TrainConfig(sampler="snas", epochs=4, steps_per_epoch=1))
     parent.train_epoch(quiet=True)
     parent.train_epoch(quiet=True)
     ops = ["nor_conv_3x3", "avg_pool_3x3"]
@@ -128,7 +128,7 @@ def test_a_fork_carries_the_alphas_restricted_and_renormalised_and_the_temperatu
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
     # GM scores 2 of the 6 labels: two splits still happen, the kill falls between them
     config, train = FewShotConfig(method="gm", split_at=(1, 2), rounds=1, labels=("1<-0", "3<-2")), TrainConfig(
-        sampler="snas", epochs=3, steps_per_epoch=2)
+        sampler="snas", epochs=3, steps_per_epoch=1)
     straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=2)
     assert resumed.tree == straight.tree and [t["epoch"] for t in straight.tree] == [1, 2, 2]
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):

@@ -25,11 +25,11 @@ the same way by :func:`sort_inner_widths`, also run by :func:`before_phase`.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from gmgraph.choice import Choice
 from gmgraph.elastic import ConvView, NormView
@@ -151,8 +151,22 @@ def sort_expansions(gm: nn.Module, optimizer: torch.optim.Optimizer | None = Non
 def inner_width_choices(gm: nn.Module) -> list[Choice]:
     """The Choices :func:`~gmgraph.spaces.from_model.elastic_widths` made (each op a ResNet block running the first
     channels of its inner layers) that still hold two or more widths, in module order."""
+    blocks = _resnet_blocks()
     return [m for m in gm.modules() if isinstance(m, Choice) and len(m.ops) > 1
-            and all(isinstance(op, (BasicBlock, Bottleneck)) for op in m.ops.values())]
+            and all(isinstance(op, blocks) for op in m.ops.values())]
+
+
+def _resnet_blocks() -> tuple[type, ...]:
+    """torchvision's ResNet block classes, or none while ``torchvision.models.resnet`` is not loaded (no block can
+    exist then). Not imported here: torchvision (and the torch modules it loads) took about 2 s of every process
+    that imports ``gmgraph.spaces``, a CLI run or a benchmark's worker, and most never build a ResNet.
+
+    >>> from torchvision.models.resnet import BasicBlock, Bottleneck
+    >>> _resnet_blocks() == (BasicBlock, Bottleneck)
+    True
+    """
+    resnet = sys.modules.get("torchvision.models.resnet")
+    return () if resnet is None else (resnet.BasicBlock, resnet.Bottleneck)
 
 
 def _shared(module: nn.Module) -> nn.Module:
@@ -214,7 +228,7 @@ def sort_inner_widths(gm: nn.Module, optimizer: torch.optim.Optimizer | None = N
         if id(conv1) in done:
             continue
         done.add(id(conv1))
-        if isinstance(block, Bottleneck):
+        if isinstance(block, _resnet_blocks()[1]):  # a block was found: torchvision is loaded
             sort_inner_layer(_shared(block.conv2), _shared(block.bn2), _shared(block.conv3), state)
         sort_inner_layer(conv1, _shared(block.bn1), _shared(block.conv2), state)
     return len(done)

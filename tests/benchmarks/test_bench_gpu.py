@@ -68,8 +68,8 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(bench, tmp
     before = committed.read_bytes() if committed.exists() else None
     out = tmp_path / "gpu.md"
 
-    with torch.random.fork_rng(devices=[]):
-        code = bench.main(["--device", "cpu", "--smoke", "--steps", "2", "--budget", "inf", "--out", str(out)])
+    with torch.random.fork_rng(devices=[]):  # one timed step per case: a second runs no other code (warm-up: 3)
+        code = bench.main(["--device", "cpu", "--smoke", "--steps", "1", "--budget", "inf", "--out", str(out)])
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 

@@ -39,14 +39,13 @@ def test_a_split_with_a_sampler_forks_from_that_samplers_oneshot_run_which_the_p
     assert not {m.key for m in rp.SAMPLER_SPLIT_METHODS} & {m.key for m in rp.DEFAULT_METHODS}
 
 
-def test_the_darts_oneshot_job_leaves_the_fork_its_random_split_continues_with_darts(tmp_path):
-    plan = dataclasses.replace(ranking_jobs.example_plan(), workdir=str(tmp_path))
+def test_the_darts_oneshot_job_leaves_the_fork_its_random_split_continues_with_darts(darts_run):
+    plan, oneshot, saved = darts_run  # the job a-4-darts-s0 run whole, and the trainer state of its fork
     jobs = {j.id: j for j in rp.plan_jobs(("random-darts",), 2, (4,), None, plan.fractions)}
     parent, child = jobs["a-4-darts-s0"], jobs["a-4-random-darts-s0"]  # gm-darts: the same fork, plus scoring
+    assert _darts_job(plan) == parent  # the job the fixture ran is this parent
 
-    oneshot = ranking_jobs.run_job(plan, parent)
     fork = plan.fork_of(child)
-    saved = load_checkpoint(fork)["nodes"][0]["trainer"]
     split = ranking_jobs.run_job(plan, child)
 
     assert fork.name == "E4-darts-s0.pt" and not plan.fork_path(4, 0).exists()  # the uniform fork is another file
@@ -119,12 +118,24 @@ def _fork_trainer(plan, job) -> dict:
     return load_checkpoint(plan.fork_path(job.cell, job.seed, job.method))["nodes"][0]["trainer"]
 
 
+def _darts_job(plan) -> rp.Job:
+    return next(j for j in rp.plan_jobs(("gm-darts",), 2, (4,), None, plan.fractions) if j.id == "a-4-darts-s0")
+
+
+@pytest.fixture(scope="module")
+def darts_run(tmp_path_factory) -> tuple[ranking_jobs.Plan, dict, dict]:
+    """The DARTS one-shot job a-4-darts-s0 run whole, once for the tests that read it: its plan (the work folder
+    holding its fork), its result and the trainer state of its fork."""
+    whole = dataclasses.replace(ranking_jobs.example_plan(), workdir=str(tmp_path_factory.mktemp("whole")))
+    job = _darts_job(whole)
+    return whole, ranking_jobs.run_job(whole, job), _fork_trainer(whole, job)
+
+
 @pytest.mark.parametrize("fork_lost", [False, True])
 def test_a_cut_off_oneshot_job_resumes_from_its_checkpoint_to_the_same_result_and_fork(tmp_path, monkeypatch,
-                                                                                      fork_lost):
+                                                                                      fork_lost, darts_run):
     plan = dataclasses.replace(ranking_jobs.example_plan(), workdir=str(tmp_path / "cut"))
-    whole = dataclasses.replace(plan, workdir=str(tmp_path / "whole"))
-    job = next(j for j in rp.plan_jobs(("gm-darts",), 2, (4,), None, plan.fractions) if j.id == "a-4-darts-s0")
+    job = _darts_job(plan)
     run, epochs = ranking_jobs.run_fewshot, []
 
     def cut_after_epoch_3(*args, on_epoch, **kwargs):
@@ -147,11 +158,11 @@ def test_a_cut_off_oneshot_job_resumes_from_its_checkpoint_to_the_same_result_an
     resumed = ranking_jobs.run_job(plan, job)
     # it went on from the checkpoint, or, with its fork lost, ran again from the start to make it
     assert epochs == ([1, 2, 3, 4] if fork_lost else [4])
-    straight = ranking_jobs.run_job(whole, job)
+    _, whole, b = darts_run  # the same job run straight through
 
-    assert (resumed["estimates"], resumed["losses"], resumed["lr"]) == (straight["estimates"], straight["losses"],
-                                                                       straight["lr"])
+    assert (resumed["estimates"], resumed["losses"], resumed["lr"]) == (whole["estimates"], whole["losses"],
+                                                                       whole["lr"])
     assert not plan.checkpoint_path(job).exists()  # removed once the result is written
-    a, b = _fork_trainer(plan, job), _fork_trainer(whole, job)
+    a = _fork_trainer(plan, job)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert all(torch.equal(a["sampler"]["per_op"]["alpha"][k], v) for k, v in b["sampler"]["per_op"]["alpha"].items())

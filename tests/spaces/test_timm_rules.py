@@ -21,7 +21,12 @@ from gmgraph.spaces import (
 from gmgraph.spaces.timm_blocks import NormActView, block_of_ratio, norm_view
 from tests.conftest import assert_derived_matches, randomize_batchnorm
 
-timm = pytest.importorskip("timm")
+
+@pytest.fixture(scope="module", autouse=True)
+def _timm_installed():
+    """Skips the file without timm; imported here, not at collection, so a test process that runs none of these
+    tests never loads it (about half a second)."""
+    pytest.importorskip("timm")
 
 
 def tiny_vit() -> nn.Module:
@@ -35,6 +40,8 @@ def tiny_vit() -> nn.Module:
 
 
 def timm_model(name: str) -> nn.Module:
+    import timm
+
     return timm.create_model(name, pretrained=False, num_classes=10)
 
 

@@ -114,7 +114,7 @@ def test_data_parallel_training_refuses_it(digits):
 
 def test_a_fork_keeps_the_order_and_the_restricted_alphas(digits):
     gm = tiny_supernet()
-    parent = SupernetTrainer(gm, digits, TrainConfig(sampler="darts", darts_order=2, epochs=3, steps_per_epoch=2))
+    parent = SupernetTrainer(gm, digits, TrainConfig(sampler="darts", darts_order=2, epochs=3, steps_per_epoch=1))
     parent.train_epoch(quiet=True)
     child = parent.fork(restrict(gm, {"1<-0": ["nor_conv_3x3", "avg_pool_3x3"]}))
     keep = [nb201.OPS.index("nor_conv_3x3"), nb201.OPS.index("avg_pool_3x3")]
@@ -128,7 +128,7 @@ def test_a_fork_keeps_the_order_and_the_restricted_alphas(digits):
 
 def test_few_shot_resumes_bit_exactly_after_a_kill(digits, tmp_path):
     config, train = FewShotConfig(method="gm", split_at=(1,), rounds=1, labels=("1<-0", "3<-2")), TrainConfig(
-        sampler="darts", darts_order=2, epochs=2, steps_per_epoch=2)
+        sampler="darts", darts_order=2, epochs=2, steps_per_epoch=1)
     straight, resumed = straight_and_resumed(digits, config, train, tmp_path, kill_at=1)
     for a, b in zip(straight.leaves, resumed.leaves, strict=True):
         assert all(torch.equal(a.trainer.sampler.alphas[k], b.trainer.sampler.alphas[k]) for k in a.space)
