@@ -140,15 +140,9 @@ class ConvView(nn.Module):
     def materialize(self) -> nn.Conv2d:
         """A plain conv holding a copy of this view's slice of the weights."""
         w = self.conv.weight
-        plain = nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.conv.stride, self.padding,
-                          self.conv.dilation, self.groups, bias=self.conv.bias is not None,
-                          device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            plain.weight.copy_(self.weight())
-            if plain.bias is not None:
-                plain.bias.copy_(self.bias())
-        plain.train(self.training)
-        return plain
+        return _holding_slice(self, nn.Conv2d(self.in_channels, self.out_channels, self.kernel, self.conv.stride,
+                                              self.padding, self.conv.dilation, self.groups,
+                                              bias=self.conv.bias is not None, device=w.device, dtype=w.dtype))
 
     def extra_repr(self) -> str:
         return f"kernel={self.kernel}, out_channels={self.out_channels}, in_channels={self.in_channels}"
@@ -301,17 +295,22 @@ class LinearView(nn.Module):
     def materialize(self) -> nn.Linear:
         """A plain Linear holding a copy of this view's slice of the weights."""
         w = self.linear.weight
-        plain = nn.Linear(self.in_features, self.out_features, bias=self.linear.bias is not None,
-                          device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            plain.weight.copy_(self.weight())
-            if plain.bias is not None:
-                plain.bias.copy_(self.bias())
-        plain.train(self.training)
-        return plain
+        return _holding_slice(self, nn.Linear(self.in_features, self.out_features, bias=self.linear.bias is not None,
+                                              device=w.device, dtype=w.dtype))
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+def _holding_slice(view: nn.Module, plain: nn.Module) -> nn.Module:
+    """``plain`` (a fresh conv or Linear of ``view``'s shape) holding copies of the view's weight and bias slices,
+    in the view's train/eval mode: what :meth:`ConvView.materialize` and :meth:`LinearView.materialize` give."""
+    with torch.no_grad():
+        plain.weight.copy_(view.weight())
+        if plain.bias is not None:
+            plain.bias.copy_(view.bias())
+    plain.train(view.training)
+    return plain
 
 
 def _count(value: int | None, full: int, name: str) -> int:
