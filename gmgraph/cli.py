@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import select
 import signal
 import sys
 import threading
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gmgraph: interrupted; {resume}", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        if not _stdout_reader_gone():
+            raise  # another pipe broke (a worker's): a real error, shown as one
         # The reader went away (`gmgraph show | head`): stop quietly as other tools do, and point stdout at
         # devnull so that Python's own flush at exit does not raise again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -86,6 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _stdout_reader_gone() -> bool:
+    """Whether stdout is a pipe whose reading end has closed (poll reports an error on the writing end)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no descriptor behind stdout, or no poll on this platform
+        return False
 
 
 def _main_thread() -> bool:

@@ -58,3 +58,16 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(monkeypatch):
         monkeypatch.setattr(sys, "stdout", closed)
         assert main(["show", "--space", "nb201"]) == 141
         closed.write("flushing at exit no longer fails\n")
+
+
+def test_a_broken_pipe_that_is_not_stdout_stays_an_error(monkeypatch):
+    import pytest
+
+    import gmgraph.commands.show as show
+
+    def broken(args):
+        raise BrokenPipeError("a worker's pipe")
+
+    monkeypatch.setattr(show, "run", broken)
+    with pytest.raises(BrokenPipeError, match="a worker's pipe"):
+        main(["show", "--space", "nb201"])
