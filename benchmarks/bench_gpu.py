@@ -29,12 +29,13 @@ a baseline measured in the same run:
    against the same subnet derived as a plain network (benchmarks/bench_elastic.py
    is the CPU version).
 
-Timings are wall-clock milliseconds per step over ``--steps`` steps after a
-warm-up, the GPU synchronised only at the ends, median of ``--repeats`` runs.
-The table is rewritten after every section, so a run stopped from outside keeps
-what it measured; step cases that would start after ``--budget`` seconds
-(default 270) are skipped and listed as skipped, and a section that breaks is a
-failed row while the others still run. The exit status is 1 when any row failed.
+Timings are wall-clock milliseconds per step over ``--steps`` steps after
+``--warmup`` untimed steps (default 3), the GPU synchronised only at the ends,
+median of ``--repeats`` runs. The table is rewritten after every section, so a
+run stopped from outside keeps what it measured; step cases that would start
+after ``--budget`` seconds (default 270) are skipped and listed as skipped, and
+a section that breaks is a failed row while the others still run. The exit
+status is 1 when any row failed.
 
 A GPU is lent for minutes, so the script is rehearsed on the CPU first: every
 section runs through the same code at toy sizes, and writes only where
@@ -210,10 +211,11 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int) -> float:
-    """Median over ``repeats`` of the wall ms per step of ``steps`` steps (synchronised at both ends)."""
+def time_steps(trainer: SupernetTrainer, data, steps: int, repeats: int, warmup: int = 3) -> float:
+    """Median over ``repeats`` of the wall ms per step of ``steps`` steps (synchronised at both ends), after
+    ``warmup`` untimed steps."""
     val = data[::-1]
-    for i in range(3):  # warm-up: first-batch checks, graph capture, kernel compilation
+    for i in range(warmup):  # first-batch checks, graph capture, kernel compilation
         trainer.train_step(*data[i % len(data)][:2], None, val[i % len(val)])
     runs = []
     for _ in range(repeats):
@@ -253,7 +255,7 @@ def darts_steps(args) -> None:
             try:
                 trainer = trainer_for(args, supernet(args, fused), "darts", batch, cuda_graphs=graphs,
                                       precision=precision)
-                ms = time_steps(trainer, data, args.steps, args.repeats)
+                ms = time_steps(trainer, data, args.steps, args.repeats, args.warmup)
                 captured = trainer._graphs.get("weights") is not None
                 if (fused, graphs, precision, tuned) == DARTS_CASES[0]:
                     baseline = ms
@@ -280,10 +282,10 @@ def single_path_steps(args) -> None:
                 for _ in range(args.sizes.derived):
                     net = derive(gm, gmgraph.sample(gm, g), inherit=False)
                     derived.append(time_steps(trainer_for(args, net, "uniform", batch, precision=precision),
-                                              data, args.steps, args.repeats))
+                                              data, args.steps, args.repeats, args.warmup))
                 base = statistics.median(derived)
                 ms = time_steps(trainer_for(args, supernet(args), "uniform", batch, precision=precision),
-                                data, args.steps, args.repeats)
+                                data, args.steps, args.repeats, args.warmup)
                 row("single-path", f"batch {batch} {precision}", ms=ms, derived_ms=base, ratio=ms / base)
             except Exception as exc:
                 row("single-path", f"batch {batch} {precision}", ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -306,8 +308,9 @@ def elastic_steps(args) -> None:
             arch = gmgraph.sample(gm, torch.Generator().manual_seed(1))
             data = batches(args, batch, 4)
             one = restrict(gm, {label: [op] for label, op in arch.items()})  # its only arch: this subnet
-            ms = time_steps(trainer_for(args, one, "uniform", batch), data, args.steps, args.repeats)
-            plain = time_steps(trainer_for(args, derive(gm, arch), "uniform", batch), data, args.steps, args.repeats)
+            ms = time_steps(trainer_for(args, one, "uniform", batch), data, args.steps, args.repeats, args.warmup)
+            plain = time_steps(trainer_for(args, derive(gm, arch), "uniform", batch), data, args.steps, args.repeats,
+                               args.warmup)
             row("elastic", case, ms=ms, plain_ms=plain, ratio=ms / plain)
         except Exception as exc:
             row("elastic", case, ok=False, error=f"{type(exc).__name__}: {exc}")
@@ -405,6 +408,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="write the table here (default benchmarks/results/gpu.md on CUDA)")
     p.add_argument("--steps", type=int, default=20, help="timed steps per run (default 20)")
     p.add_argument("--repeats", type=int, default=3, help="runs per timing; the median is reported (default 3)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps before each timing: first-batch checks, graph capture, kernel compilation "
+                        "(default 3; at least 1)")
     p.add_argument("--budget", type=float, default=270.0,
                    help="seconds: step cases that would start later are skipped and listed as such (default 270; inf: none)")
     p.add_argument("--skip", default="",
@@ -413,6 +419,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args.sizes = SMOKE if args.smoke else FULL
     if args.quick or args.smoke:
         args.steps, args.repeats = min(args.steps, 5), 1
+    if args.warmup < 1:
+        p.error("--warmup: at least 1 (the first step checks the batch; CUDA graphs are captured in the warm-up)")
     unknown = set(filter(None, args.skip.split(","))) - {name for name, _ in SECTIONS}
     if unknown:
         p.error(f"--skip: no section {', '.join(sorted(unknown))}")

@@ -403,8 +403,13 @@ def sample(gm: nn.Module, generator: torch.Generator | None = None) -> Arch:
     if generator is not None and not isinstance(generator, torch.Generator):
         raise SpaceError(f"sample takes a torch.Generator (or None), got {type(generator).__name__}: "
                          "use torch.Generator().manual_seed(seed)")
-    arch = {}
-    for label, ops in space(gm).items():
-        index = int(torch.randint(len(ops), (1,), generator=generator))
-        arch[label] = ops[index]
-    return arch
+    return sample_from(space(gm), generator)
+
+
+def sample_from(labels: Mapping[str, Sequence[str]], generator: torch.Generator | None = None) -> Arch:
+    """:func:`sample` from a space already read (``space(gm)``): the same draws, without walking the graph.
+
+    >>> sample_from({"x": ["a", "b"]}, torch.Generator().manual_seed(0))
+    {'x': 'a'}
+    """
+    return {label: ops[int(torch.randint(len(ops), (1,), generator=generator))] for label, ops in labels.items()}

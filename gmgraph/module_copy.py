@@ -57,9 +57,7 @@ def deepcopy(obj: T, memo: dict[int, object] | None = None) -> T:
     """
     memo = {} if memo is None else memo
     if isinstance(obj, nn.Module):
-        for child in obj._modules.values():
-            if child is not None:
-                _module(child, memo)
+        return _module(obj, memo)
     return copy.deepcopy(obj, memo)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
-import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,7 @@ FULL_EPOCHS = ["search", "--data", "digits", "--method", "gm", "--sampler", "uni
 
 # What two workers promise against one process (tests/train/test_distributed.py derives it step by step): the same
 # DECISIONS exactly (split tree, groups, architecture, budget), since a data-parallel step only sums the global
-# batch (64 here) as 32 + 32 instead of 64 at once. Both sides run one thread (start_cli pins the workers; the
+# batch (64 here) as 32 + 32 instead of 64 at once. Both sides run one thread (run_cli pins the workers; the
 # launcher would give each cores // 2, another conv reduction order in every step, and tests/conftest.py pins this
 # process). The split's scores come after 17 steps: measured 2.3e-7 relative apart on an AVX-512 CPU and 4.4e-7
 # under `make test-portable`'s kernels, so SCORE_RTOL = 1e-4 holds with a wide margin. The leaves' last losses come
@@ -39,29 +40,54 @@ SCORE_RTOL = 1e-4
 LOSS_RTOL = 2e-2
 
 
-def start_cli(*args, **env) -> subprocess.Popen:
-    """``python -m gmgraph <args>`` in a child process, one thread per worker; read it with ``communicate``."""
-    environment = {**os.environ, "GMGRAPH_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1",
-                   "MKL_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "gmgraph", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=environment, cwd=ROOT)
+WORKER_ENV = {"GMGRAPH_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def run_cli(logs: Path, args: list[str]) -> None:
+    """The body of a process forked from this one: ``gmgraph <args>`` (the CLI's ``main``, which ``python -m gmgraph``
+    runs) in ROOT, with one thread per worker; it prints into ``logs`` (stdout.txt, stderr.txt: the workers it starts
+    print there too) and exits with the command's exit code.
+
+    Forked, not started afresh: a fresh launcher spent about 2 s of CPU importing torch, which this process has.
+    """
+    streams = [open(logs / name, "w", buffering=1) for name in ("stdout.txt", "stderr.txt")]
+    for fd, stream in zip((1, 2), streams):
+        os.dup2(stream.fileno(), fd)
+    sys.stdout, sys.stderr = streams
+    os.environ.update(WORKER_ENV)
+    os.chdir(ROOT)
+    code = 1
+    try:
+        code = main(args)
+    except BaseException:
+        traceback.print_exc()
+    for stream in streams:
+        stream.flush()
+    os._exit(code)
+
+
+def stop(launcher: multiprocessing.Process, logs: Path) -> tuple[str, str]:
+    """Stop the forked launcher if it still runs; return what it and its workers printed."""
+    if launcher.exitcode is None:  # the test failed or hung: SIGTERM lets the launcher stop its workers
+        launcher.terminate()
+        launcher.join(60)
+        if launcher.exitcode is None:
+            launcher.kill()
+            launcher.join()
+    return (logs / "stdout.txt").read_text(), (logs / "stderr.txt").read_text()
 
 
 @pytest.mark.e2e
 def test_two_workers_choose_the_architecture_one_process_chooses_at_full_epochs(tmp_path):
-    workers = start_cli(*FULL_EPOCHS, "--nproc", "2", "--out", str(tmp_path / "two"))
+    two_workers = [*FULL_EPOCHS, "--nproc", "2", "--out", str(tmp_path / "two")]
+    workers = multiprocessing.get_context("fork").Process(target=run_cli, args=(tmp_path, two_workers))
+    workers.start()
     try:  # one process does the same search here while the workers start and run
         assert main([*FULL_EPOCHS, "--quiet", "--out", str(tmp_path / "one")]) == 0
-        stdout, stderr = workers.communicate(timeout=240)  # a hang guard only
+        workers.join(240)  # a hang guard only
     finally:
-        if workers.poll() is None:  # the test failed or hung: SIGTERM lets the launcher stop its workers
-            workers.terminate()
-            try:
-                workers.communicate(timeout=60)
-            except subprocess.TimeoutExpired:
-                workers.kill()
-                workers.communicate()
-    assert workers.returncode == 0, stderr
+        stdout, stderr = stop(workers, tmp_path)
+    assert workers.exitcode == 0, stderr
     assert stdout.count("chosen architecture:") == 1  # rank 0 alone prints the summary...
     assert stderr.count("epoch 1/2") == 1  # ...and the progress
     assert "(rank 1)" in stderr  # leaves trained by rank 1 are reported by rank 0

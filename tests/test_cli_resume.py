@@ -41,11 +41,21 @@ def killed_run(tmp_path_factory):
     return out
 
 
+def _staged_onnx(staging) -> None:
+    """Stands for the export of a run's best.onnx (about a second) where a test reads only which files a run wrote:
+    it stages the file as ``run_folder.export_run`` does. The real export after a resume runs in
+    test_a_kill_while_writing_outputs_leaves_the_earlier_ones_whole."""
+    (staging / run_folder.ONNX).write_bytes(b"new")
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, killed_run):
+    """The killed run resumed to its end: its outputs as a set (best.onnx staged by _staged_onnx)."""
     out = tmp_path_factory.mktemp("finished") / "run"
     shutil.copytree(killed_run, out)
-    assert main(["search", "--out", str(out), "--resume", "--quiet"]) == 0
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(search_job, "export_run", _staged_onnx)
+        assert main(["search", "--out", str(out), "--resume", "--quiet"]) == 0
     return out
 
 
@@ -173,12 +183,14 @@ def test_a_kill_while_writing_outputs_leaves_the_earlier_ones_whole(killed, fini
 
     def killed_while_drawing(*args):
         raise KeyboardInterrupt
+
+    monkeypatch.setattr(search_job, "export_run", _staged_onnx)
     monkeypatch.setattr(search_job, "_render", killed_while_drawing)  # after report.json, best.pt and best.onnx
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 130
     assert sorted(p.name for p in killed.iterdir()) == earlier  # no new report.json or best.pt beside old ones
     assert all(p.read_bytes() == b"old" for p in killed.iterdir() if p.name not in (run_folder.CHECKPOINT, run_folder.SETTINGS))
 
-    monkeypatch.undo()
+    monkeypatch.undo()  # the real export from here on
     assert main(["search", "--out", str(killed), "--resume", "--quiet"]) == 0
     names = sorted(p.name for p in killed.iterdir())
     assert names == sorted(p.name for p in finished_run.iterdir())  # the whole set, no staging folder left

@@ -8,11 +8,15 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
+import gmgraph
 import gmgraph.search_job as search_job
 from gmgraph.cli import main
 from gmgraph.onnx_export import read_metadata
+from gmgraph.search.canonical import canonical_form
 from gmgraph.search.pareto import non_dominated
+from gmgraph.spaces import nb201
 from tests.conftest import tiny_search
 
 TWO_LABELS = "1<-0,3<-2"
@@ -44,29 +48,50 @@ def test_an_impossible_limit_is_one_clear_line(tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_pareto_search_reports_its_front_and_exports_any_point(tmp_path, capsys):
-    # no best.onnx: `export --pick` exports from front.pt, which the run writes either way
-    tiny_search(tmp_path, "digits", search="pareto", objectives="accuracy,params", evaluations=10, export="false",
+@pytest.fixture(scope="module")
+def pareto_run(tmp_path_factory):
+    """One Pareto search (accuracy and params, 20 evaluations) for the two tests that read it: its front and
+    exports here, and that its front offers each network once (the issue's case, below). No best.onnx:
+    `export --pick` exports from front.pt, which the run writes either way."""
+    out = tmp_path_factory.mktemp("pareto")
+    tiny_search(out, "digits", search="pareto", objectives="accuracy,params", evaluations=20, export="false",
                 html="true", labels=TWO_LABELS)
-    pareto = _report(tmp_path)["pareto"]
+    return out
+
+
+def test_a_pareto_search_reports_its_front_and_exports_any_point(pareto_run, capsys):
+    pareto = _report(pareto_run)["pareto"]
     values = np.array([[p["values"]["accuracy"], p["values"]["params"]] for p in pareto["front"]])
     assert non_dominated(values, ("max", "min")).all() and len(values) >= 1
     history = np.array([[p["values"]["accuracy"], p["values"]["params"]] for p in pareto["history"]])
     front_of_history = {tuple(v) for v in history[non_dominated(history, ("max", "min"))]}
     assert {tuple(v) for v in values} == front_of_history  # the front is exactly what the search saw
     assert pareto["front"][pareto["chosen"]]["values"]["accuracy"] == values[:, 0].max()
-    assert (tmp_path / "front.pt").is_file() and (tmp_path / "front.png").is_file()
-    assert "Pareto front" in (tmp_path / "report.html").read_text()
+    assert (pareto_run / "front.pt").is_file() and (pareto_run / "front.png").is_file()
+    assert "Pareto front" in (pareto_run / "report.html").read_text()
 
     last = len(pareto["front"]) - 1
-    assert main(["export", "--run", str(tmp_path), "--pick", str(last)]) == 0
-    meta = read_metadata(tmp_path / f"front-{last}.onnx")
+    assert main(["export", "--run", str(pareto_run), "--pick", str(last)]) == 0
+    meta = read_metadata(pareto_run / f"front-{last}.onnx")
     assert meta["arch"] == pareto["front"][last]["arch"] and meta["pareto_point"]["index"] == last
     capsys.readouterr()
-    assert main(["export", "--run", str(tmp_path), "--pick", str(last + 1)]) == 2
+    assert main(["export", "--run", str(pareto_run), "--pick", str(last + 1)]) == 2
     assert "--pick must be a point of the front" in capsys.readouterr().err
-    assert main(["export", "--run", str(tmp_path), "--max-latency-ms", "5"]) == 2
+    assert main(["export", "--run", str(pareto_run), "--max-latency-ms", "5"]) == 2
     assert "needs a front with latency" in capsys.readouterr().err
+
+
+def test_a_pareto_run_offers_each_network_once_on_its_front(pareto_run):
+    """(From tests/search/test_dedup.py, which ran a search of its own for it.)"""
+    # the issue's case: before, this run's front held 3 points of one network (same accuracy and params)
+    # GM scores 2 of the 6 labels: on digits it picks the same split as scoring all six, so the same run
+    report = _report(pareto_run)
+    canonical = canonical_form(gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1)))
+    front = [canonical.network(point["arch"]) for point in report["pareto"]["front"]]
+    history = {canonical.network(point["arch"]) for point in report["pareto"]["history"]}
+    assert len(set(front)) == len(front) and len(history) == report["search"]["evaluations"] == 20
+    points = torch.load(pareto_run / "front.pt", weights_only=True)["points"]  # what `export --pick N` exports
+    assert [point["arch"] for point in points] == [point["arch"] for point in report["pareto"]["front"]]
 
 
 class _FakeTable:

@@ -1,14 +1,16 @@
 """export_onnx: derived NB201 networks run in onnxruntime as in torch; metadata; refusals; atomic writes.
 
 torch.onnx.export costs about half a second per call plus about half a second
-per small network, and a symbolic batch dimension adds about a third. So ten
-architectures (every op on every edge, and five random) are exported to one
-file (side by side in one module, C=8, N=1) with a static batch of 7, which
+per small network, and a symbolic batch dimension adds about a third. So five
+random architectures that together put every op on every edge are exported to
+one file (side by side in one module, C=8, N=1) with a static batch of 7, which
 also checks what a static batch keeps; the three uniform edge cases share one
 file with a symbolic batch (checked at batch 1 and 7), and the full-size
 network gets one of its own."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import onnx
@@ -18,8 +20,9 @@ import torch
 from torch import nn
 
 import gmgraph
+from gmgraph import data
 from gmgraph.errors import ExportError
-from gmgraph.onnx_export import export_onnx, read_metadata
+from gmgraph.onnx_export import PREPROCESSING_KEY, export_onnx, read_metadata
 from gmgraph.passes import derive
 from gmgraph.spaces import nb201
 from tests.conftest import randomize_batchnorm
@@ -65,26 +68,30 @@ def _assert_matches_torch(model: nn.Module, path, seed: int = 123, batches: tupl
             np.testing.assert_allclose(have, want.numpy(), rtol=0, atol=1e-4)
 
 
-def _every_op_on_every_edge() -> list[dict[str, str]]:
-    """Five archs that together put every NB201 op on every edge: arch i puts op (i + e) mod 5 on edge e."""
-    ops, labels = nb201.OPS, nb201.LABELS
-    return [{label: ops[(i + e) % len(ops)] for e, label in enumerate(labels)} for i in range(len(ops))]
+def _random_archs_putting_every_op_on_every_edge(generator: torch.Generator) -> list[dict[str, str]]:
+    """Five random archs that together put every NB201 op on every edge: each edge deals the five ops out to the
+    five archs in its own random order. So each arch, on its own, is a uniformly random arch (each edge's op
+    uniform, the edges independent), as gmgraph.sample draws, and no (edge, op) pair depends on luck."""
+    ops = nb201.OPS
+    orders = {label: torch.randperm(len(ops), generator=generator).tolist() for label in nb201.LABELS}
+    return [{label: ops[order[i]] for label, order in orders.items()} for i in range(len(ops))]
 
 
 def test_random_archs_and_every_op_on_every_edge_match_torch_and_a_static_batch_leaves_the_input_unchanged(tmp_path):
-    # Ten archs in one file (one export): five that put every op on every edge (asserted below), so no
-    # (edge, op) pair depends on luck, and five seeded random ones (the first five of what were twenty
-    # random archs in two files) for mixed cells: edges cut off by `none`, skips folded into sums.
+    # Five seeded random archs in one file (one export) that put every op on every edge (asserted below): mixed
+    # cells (edges cut off by `none`, skips folded into sums) with no (edge, op) pair left to luck. They were ten
+    # (five fixed archs for the coverage, five random ones for mixed cells); random archs that also cover every
+    # pair check both with half the networks, which is half the export's cost.
     # The same export, from a module in train mode with a static batch, checks what a static batch keeps
     # (it was a test of its own, with an export of its own).
     gm = _supernet(C=8, N=1)
-    generator = torch.Generator().manual_seed(2024)
-    archs = _every_op_on_every_edge() + [gmgraph.sample(gm, generator) for _ in range(5)]
+    archs = _random_archs_putting_every_op_on_every_edge(torch.Generator().manual_seed(2024))
     covered = {(label, arch[label]) for arch in archs for label in nb201.LABELS}
     assert covered == {(label, op) for label in nb201.LABELS for op in nb201.OPS}
+    assert len({tuple(arch.items()) for arch in archs}) == 5 and all(len(set(arch.values())) > 1 for arch in archs)
     model = SideBySide([derive(gm, arch) for arch in archs]).train()
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    path = export_onnx(model, torch.randn(7, *SHAPE), tmp_path / "ten.onnx", dynamic_batch=False)
+    path = export_onnx(model, torch.randn(7, *SHAPE), tmp_path / "five.onnx", dynamic_batch=False)
     assert model.training  # exported in eval mode, from a copy
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -92,16 +99,23 @@ def test_random_archs_and_every_op_on_every_edge_match_torch_and_a_static_batch_
     _assert_matches_torch(model, path, batches=(7,))  # our own check, besides export_onnx's
 
 
-def test_uniform_archs_match_torch_and_the_exporter_is_quiet(tmp_path, capfd):
+def test_uniform_archs_match_torch_and_the_exporter_is_quiet_and_metadata_round_trips(tmp_path, capfd):
     # The three uniform edge cases side by side in one export with a symbolic batch (checked at 1 and 7).
     # That a derived network's arch is recorded by default is checked with the full-size network below.
+    # The same file carries a mapping, a list and a string as metadata (that round trip was a test of its own in
+    # tests/commands/test_predict_preprocessing.py, with an export of its own).
     ops = ("none", "skip_connect", "nor_conv_3x3")
     gm = _supernet(C=8, N=1)
     model = SideBySide([derive(gm, _uniform(op)) for op in ops])
-    path = export_onnx(model, torch.randn(2, *SHAPE), tmp_path / "uniform.onnx", metadata={"space": "nb201"})
+    spec = data.preprocessing("cifar10")
+    path = export_onnx(model, torch.randn(2, *SHAPE), tmp_path / "uniform.onnx",
+                       metadata={"preprocessing": spec, "space": "nb201", "sizes": (1, 2)})
     assert capfd.readouterr().out == ""  # the exporter's chatter would clutter the CLI
     _assert_matches_torch(model, path)
-    assert read_metadata(path) == {"version": gmgraph.__version__, "space": "nb201"}  # no arch: none was derived
+    assert read_metadata(path) == {"version": gmgraph.__version__, "space": "nb201", "preprocessing": spec,
+                                   "sizes": "[1, 2]"}  # no arch: none was derived
+    raw = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(raw[PREPROCESSING_KEY]) == spec  # stored as JSON, under gmgraph.preprocessing
 
 
 def test_full_size_network_is_one_valid_self_contained_file_with_its_metadata(tmp_path, capfd):

@@ -38,7 +38,7 @@ from torch import fx, nn
 from gmgraph.choice import Choice
 from gmgraph.config import check_positive_int
 from gmgraph.errors import ConfigError, FileError, SpaceError
-from gmgraph.graph import choices, sample, space
+from gmgraph.graph import choices, sample_from, space
 from gmgraph.latency import cache
 from gmgraph.latency.input_choices import annotate, timing_specs
 from gmgraph.latency.measure import check_shape, check_timing, measure_runner, resolve_clock
@@ -352,8 +352,10 @@ def _calibration_archs(gm: fx.GraphModule, raw: LatencyTable, n: int, seed: int)
     ``ANCHOR_POOL`` random ones (they spread the calibration, which pins the correction's slope), then
     random ones."""
     generator = torch.Generator().manual_seed(seed)
-    pool = sorted((sample(gm, generator) for _ in range(ANCHOR_POOL)), key=lambda a: raw.predict(a, corrected=False))
-    return ([pool[0], pool[-1]] + [sample(gm, generator) for _ in range(max(n - 2, 0))])[:n]
+    labels = space(gm)  # read once, not once per draw (a walk over every module)
+    pool = sorted((sample_from(labels, generator) for _ in range(ANCHOR_POOL)),
+                  key=lambda a: raw.predict(a, corrected=False))
+    return ([pool[0], pool[-1]] + [sample_from(labels, generator) for _ in range(max(n - 2, 0))])[:n]
 
 
 def _calibrate(gm, archs: list[dict], raw: LatencyTable, fields, timing, bar: Progress) -> list[dict]:

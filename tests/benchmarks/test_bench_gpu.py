@@ -68,8 +68,10 @@ def test_every_section_runs_on_the_cpu_and_writes_only_where_out_says(bench, tmp
     before = committed.read_bytes() if committed.exists() else None
     out = tmp_path / "gpu.md"
 
-    with torch.random.fork_rng(devices=[]):  # one timed step per case: a second runs no other code (warm-up: 3)
-        code = bench.main(["--device", "cpu", "--smoke", "--steps", "1", "--budget", "inf", "--out", str(out)])
+    # one warm-up step and one timed step per case: more run no other code on the CPU (no graphs to capture)
+    with torch.random.fork_rng(devices=[]):
+        code = bench.main(["--device", "cpu", "--smoke", "--steps", "1", "--warmup", "1", "--budget", "inf",
+                           "--out", str(out)])
     captured = capsys.readouterr()
     rows = [json.loads(line) for line in captured.out.splitlines() if line.startswith("{")]
 
@@ -157,7 +159,7 @@ def test_a_search_that_overruns_is_a_failed_row_not_a_crash(bench, monkeypatch):
 def test_without_its_baseline_a_darts_row_has_no_ratio(bench, tmp_path, monkeypatch):
     calls = []
 
-    def time_steps(trainer, data, steps, repeats):
+    def time_steps(trainer, data, steps, repeats, warmup):
         calls.append(1)
         if len(calls) == 1:
             raise RuntimeError("CUDA out of memory")
@@ -175,7 +177,7 @@ def test_without_its_baseline_a_darts_row_has_no_ratio(bench, tmp_path, monkeypa
 def test_the_budget_runs_the_cases_that_start_before_it_and_lists_the_rest(bench, tmp_path, monkeypatch):
     ticks = iter(range(0, 10_000, 10))  # a fake clock: every reading is 10 s after the one before
     monkeypatch.setattr(bench, "clock", lambda: float(next(ticks)))
-    monkeypatch.setattr(bench, "time_steps", lambda trainer, data, steps, repeats: 10.0)
+    monkeypatch.setattr(bench, "time_steps", lambda trainer, data, steps, repeats, warmup: 10.0)
     bench.main(["--device", "cpu", "--smoke", "--budget", "45", "--skip", "kernel,sync,search,single-path,elastic",
                 "--out", str(tmp_path / "g.md")])
 

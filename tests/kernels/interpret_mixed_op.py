@@ -48,7 +48,9 @@ CASES = {
     "f32_channels_last": dict(shape=(2, 3, 5, 4), k=1, layout="channels_last"),
     "f32_channels_last_grad_too": dict(shape=(2, 3, 5, 4), k=2, layout="channels_last",
                                        grad_layout="channels_last"),
-    "f32_channels_last_several_blocks": dict(shape=(2, 8, 17, 19), k=1, layout="channels_last",
+    # 2080 elements: 3 blocks of 1024 (a full one past the first, and a partial last one); 5 channels do not
+    # divide 1024, so both block boundaries fall inside a pixel, and the pooling reads across them.
+    "f32_channels_last_several_blocks": dict(shape=(2, 5, 13, 16), k=1, layout="channels_last",
                                              grad_layout="channels_last"),
     "f32_channels_last_pool_only": dict(shape=(1, 5, 7, 3), k=0, skip=False, layout="channels_last",
                                         grad_layout="permuted"),
@@ -239,4 +241,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    import os
+    import sys
+
     main()
+    sys.stdout.flush()
+    os._exit(0)  # all it computed is printed: skip the interpreter's teardown of torch and triton (about 1 s of CPU)

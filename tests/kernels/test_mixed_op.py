@@ -29,7 +29,10 @@ TOLERANCE = {"f32": 1e-5, "bf16": 2e-2, "f16": 2e-3}
 
 
 def run_script(name: str, **env) -> dict:
+    """Run ``name`` in a child process on one torch thread (its tensors are tiny: a second thread only spins, about
+    3 s of CPU in the interpreter's run) and return the JSON object it prints last."""
     environ = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "GMGRAPH_KERNELS")}
+    environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     done = subprocess.run(
         [sys.executable, str(HERE / name)], env={**environ, **env}, cwd=ROOT,
         capture_output=True, text=True, timeout=600,

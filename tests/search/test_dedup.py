@@ -8,8 +8,6 @@ once, so a front never lists one network twice and a repeat uses up no budget.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
@@ -20,7 +18,6 @@ from gmgraph.passes.derive import derive
 from gmgraph.search import STRATEGIES, Objective, SearchContext, evolution, nsga2, random_search
 from gmgraph.search.canonical import canonical_form
 from gmgraph.spaces import darts, mobilenet, nb201
-from tests.conftest import tiny_search
 from tests.latency.test_liveness import skewed_arch
 
 SPACES = {
@@ -162,15 +159,5 @@ def test_canonical_forms_are_remembered(root):
     assert canonical(arch) == first and len(calls) == replays
 
 
-def test_a_pareto_run_offers_each_network_once_on_its_front(tmp_path):
-    # the case: before, this run's front held 3 points of one network (same accuracy and params)
-    # GM scores 2 of the 6 labels: on digits it picks the same split as scoring all six, so the same run
-    tiny_search(tmp_path, "digits", export="false", search="pareto", objectives="accuracy,params", evaluations=20,
-                labels="1<-0,3<-2")
-    report = json.loads((tmp_path / "report.json").read_text())
-    canonical = canonical_form(gmgraph.trace(nb201.supernet(C=4, N=1, in_channels=1)))
-    front = [canonical.network(point["arch"]) for point in report["pareto"]["front"]]
-    history = {canonical.network(point["arch"]) for point in report["pareto"]["history"]}
-    assert len(set(front)) == len(front) and len(history) == report["search"]["evaluations"] == 20
-    points = torch.load(tmp_path / "front.pt", weights_only=True)["points"]  # what `export --pick N` exports
-    assert [point["arch"] for point in points] == [point["arch"] for point in report["pareto"]["front"]]
+# A Pareto run through the command offers each network once on its front: tests/test_hardware_aware.py
+# (test_a_pareto_run_offers_each_network_once_on_its_front), on the Pareto search it runs for its own tests.

@@ -1,20 +1,26 @@
 """Distributed training on two gloo ranks (CPU).
 
-The tests start this file as two worker processes with the environment
+The tests fork two worker processes from this one and give each the environment
 torchrun gives its workers (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT), let
 them save what they trained, and compare it with one process doing the same
 work. Every wait has a hard timeout.
+
+Forked, not started afresh: a fresh rank spent about 4 s of CPU importing torch,
+scikit-learn's digits and torch's optimizer machinery before its first step,
+which the forked ranks find already imported here (see :func:`warm_up`). Each is
+still a process of its own, joining the process group from its environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -22,12 +28,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # started as a worker script
-    sys.path.insert(0, str(ROOT))
-
-from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distributed  # noqa: E402
-from gmgraph.train.fewshot import FewShotConfig, run_fewshot  # noqa: E402
+from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distributed
+from gmgraph.train.fewshot import FewShotConfig, run_fewshot
 
 FEWSHOT = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
 FEWSHOT_TRAIN = TrainConfig(sampler="uniform", epochs=4, steps_per_epoch=2)  # the claim is made for uniform paths
@@ -135,16 +137,18 @@ def worker(scenario: str, out: Path) -> None:
         torch.save(lose_contact(), out / "dies.pt")
 
 
-# rank 1 of the "stalls" scenario: joins the group, then stays silent (until rank 0 has saved what it saw)
-LOST_PEER = """
-import datetime, os, sys, time
-import torch.distributed as dist
-dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
-deadline = time.monotonic() + 30  # clock: hang guard
-while not os.path.exists(os.path.join(sys.argv[2], "rank0.pt")) and time.monotonic() < deadline:  # clock: hang guard
-    time.sleep(0.2)
-os._exit(3)
-"""
+def stay_silent(out: Path) -> None:
+    """Rank 1 of the "stalls" scenario: joins the group (torch alone, not gmgraph's session), then stays silent until
+    rank 0 has saved what it saw."""
+    import datetime
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    deadline = time.monotonic() + 30  # clock: hang guard
+    while not (out / "rank0.pt").exists() and time.monotonic() < deadline:  # clock: hang guard
+        time.sleep(0.2)
+    os._exit(3)
 
 
 # -- launching ------------------------------------------------------------------------------
@@ -159,36 +163,62 @@ def free_ports(n: int) -> list[int]:
         return [s.getsockname()[1] for s in sockets]
 
 
-def start(scenario: str, out: Path, port: int, *, dist_timeout: int = 30) -> list[subprocess.Popen]:
-    """Start ``scenario`` on two ranks that meet at ``port``; :func:`finish` waits for them."""
+def warm_up() -> None:
+    """Import here what the ranks use (the spaces, scikit-learn's digits, every sampler, torch's optimizer
+    machinery, the few-shot splitters), so that the ranks forked from this process start with it."""
+    for sampler in sorted({sampler for sampler, *_ in STEP_CASES.values()}):
+        SupernetTrainer(supernet(), digits(), TrainConfig(sampler=sampler))
+
+
+def run_rank(scenario: str, out: Path, env: dict[str, str]) -> None:
+    """A forked rank: torchrun's environment, everything it prints in rank<RANK>.log, its outcome in rank<RANK>.pt."""
+    log = open(out / f"rank{env['RANK']}.log", "w", buffering=1)  # open until the process ends
+    os.dup2(log.fileno(), 1)  # torch's and gloo's own messages too
+    os.dup2(log.fileno(), 2)
+    sys.stdout = sys.stderr = log
+    os.environ.update(env)
+    torch.set_num_threads(1)
+    code = 0
+    try:
+        if scenario == "stalls" and env["RANK"] == "1":
+            stay_silent(out)
+        else:
+            worker(scenario, out)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    log.flush()
+    os._exit(code)  # what it computed is saved: no teardown of what it inherited from pytest
+
+
+def start(scenario: str, out: Path, port: int, *, dist_timeout: int = 30) -> list:
+    """Fork ``scenario``'s two ranks, which meet at ``port``; :func:`finish` waits for them."""
+    fork = multiprocessing.get_context("fork")
     procs = []
     for rank in range(2):
-        env = {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
-               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-               "GMGRAPH_DIST_TIMEOUT": str(dist_timeout), "PYTHONPATH": str(ROOT)}
-        lost_peer = rank == 1 and scenario == "stalls"
-        command = [sys.executable, *(["-c", LOST_PEER] if lost_peer else [__file__]), scenario, str(out)]
-        procs.append(subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        env = {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+               "MASTER_PORT": str(port), "GMGRAPH_DIST_TIMEOUT": str(dist_timeout)}
+        procs.append(fork.Process(target=run_rank, args=(scenario, out, env), daemon=True))
+        procs[-1].start()
     return procs
 
 
-def finish(procs: list[subprocess.Popen], out: Path, *, timeout: float = 600) -> tuple[list, list[str]]:
-    """Wait for the ranks; return what each saved (None: nothing) and their stderr.
+def finish(procs: list, out: Path, *, timeout: float = 600) -> tuple[list, list[str]]:
+    """Wait for the ranks; return what each saved (None: nothing) and what each printed.
 
-    ``timeout`` only guards against a hang (the training job takes 10 to 40 s); it never decides a test.
+    ``timeout`` only guards against a hang (the training job takes 5 to 40 s); it never decides a test.
     """
-    deadline, logs = time.monotonic() + timeout, []  # clock: hang guard
-    try:
-        for p in procs:
-            logs.append(p.communicate(timeout=max(deadline - time.monotonic(), 1))[1])  # clock: hang guard
-    except subprocess.TimeoutExpired:
+    deadline = time.monotonic() + timeout  # clock: hang guard
+    for p in procs:
+        p.join(max(deadline - time.monotonic(), 1))  # clock: hang guard
+    hung = [p for p in procs if p.exitcode is None]
+    for p in hung:
+        p.kill()
+        p.join()
+    logs = [(out / f"rank{rank}.log").read_text() if (out / f"rank{rank}.log").exists() else ""
+            for rank in range(len(procs))]
+    if hung:
         logs.append(f"timed out after {timeout} s")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
     saved = [out / f"rank{rank}.pt" for rank in range(2)]
     return [torch.load(f, weights_only=False) if f.exists() else None for f in saved], logs
 
@@ -225,12 +255,32 @@ def score_order(tree: list[dict]) -> list[list[str]]:
 
 
 @pytest.fixture(scope="module")
-def two_ranks(tmp_path_factory):
+def ports() -> list[int]:
+    """The two jobs' ports: the two-rank job's, and the "stalls" job's (the jobs run at the same time)."""
+    return free_ports(2)
+
+
+@pytest.fixture(scope="module")
+def stalls_job(tmp_path_factory, ports):
+    """The "stalls" job of the lost-rank test (rank 1 joins and stays silent; rank 0 waits out its 3 s timeout),
+    started before the two-rank job (see ``two_ranks``) so that its wait overlaps that job's training."""
+    out = tmp_path_factory.mktemp("stalls")
+    procs = start("stalls", out, ports[1], dist_timeout=3)
+    yield out, procs
+    for p in procs:  # a failed test left it running
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory, ports, stalls_job):
     """One two-rank job for the training tests (step cases, a whole few-shot run, its 4 leaves resumed) that ends
     with the "dies" case of the lost-rank test (rank 0's outcome in dies.pt), and what one process computes for the
-    step cases and the whole run, worked out here while the ranks run."""
+    step cases and the whole run, worked out here while the ranks run. (``stalls_job``: only started first.)"""
     out = tmp_path_factory.mktemp("two-ranks")
-    procs = start("train", out, free_ports(1)[0])
+    warm_up()
+    procs = start("train", out, ports[0])
     try:
         alone = {"steps": {case: train_steps(case, parallel=False) for case in STEP_CASES}, "scratch": fewshot()}
     finally:
@@ -243,11 +293,10 @@ LOST = ("dies", "stalls")
 
 
 @pytest.fixture(scope="module")
-def lost_ranks(two_ranks, tmp_path_factory):
+def lost_ranks(two_ranks, stalls_job):
     """What rank 0 saw when rank 1 was lost: "dies" ends the two-rank job (rank 1 exits in the middle of its
-    session), "stalls" is a job of its own (rank 1 joins and stays silent; rank 0 waits out its 3 s timeout)."""
-    out = tmp_path_factory.mktemp("stalls")
-    stalled, logs = finish(start("stalls", out, free_ports(1)[0], dist_timeout=3), out, timeout=300)
+    session), "stalls" is a job of its own (``stalls_job``)."""
+    stalled, logs = finish(stalls_job[1], stalls_job[0], timeout=300)
     died, job_logs = two_ranks[0] / "dies.pt", two_ranks[3]
     return {"dies": ([torch.load(died, weights_only=False) if died.exists() else None], job_logs),
             "stalls": (stalled, logs)}
@@ -329,11 +378,3 @@ def test_one_process_never_touches_torch_distributed():
     trainer = SupernetTrainer(supernet(), digits(), TrainConfig(steps_per_epoch=1))
     trainer.train_epoch(quiet=True)
     assert trainer.parallel is None and not torch.distributed.is_initialized()
-
-
-if __name__ == "__main__":
-    torch.set_num_threads(1)
-    worker(sys.argv[1], Path(sys.argv[2]))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # what it trained is saved: skip the interpreter's teardown of torch (about a second)
