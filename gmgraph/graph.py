@@ -400,9 +400,6 @@ def sample(gm: nn.Module, generator: torch.Generator | None = None) -> Arch:
     >>> sample(gm, torch.Generator().manual_seed(0))
     {'x': 'a'}
     """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise SpaceError(f"sample takes a torch.Generator (or None), got {type(generator).__name__}: "
-                         "use torch.Generator().manual_seed(seed)")
     return sample_from(space(gm), generator)
 
 
@@ -411,5 +408,11 @@ def sample_from(labels: Mapping[str, Sequence[str]], generator: torch.Generator 
 
     >>> sample_from({"x": ["a", "b"]}, torch.Generator().manual_seed(0))
     {'x': 'a'}
+
+    Raises:
+        SpaceError: ``generator`` is neither a ``torch.Generator`` nor None (a seed, say).
     """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SpaceError(f"sample takes a torch.Generator (or None), got {type(generator).__name__}: "
+                         "use torch.Generator().manual_seed(seed)")
     return {label: ops[int(torch.randint(len(ops), (1,), generator=generator))] for label, ops in labels.items()}

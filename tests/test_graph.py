@@ -100,6 +100,15 @@ def test_sample_is_seeded_and_uniform():
     assert all(900 < c < 1100 for c in counts.values())
 
 
+@pytest.mark.parametrize("draw", ["sample", "sample_from"])
+def test_a_seed_in_place_of_a_generator_is_refused_with_the_fix(draw):
+    gm = gmgraph.trace(TwoChoices())
+    space = gmgraph.graph.space(gm) if draw == "sample_from" else gm
+    with pytest.raises(SpaceError, match=r"takes a torch.Generator \(or None\), got int: use "
+                                         r"torch.Generator\(\).manual_seed\(seed\)"):
+        getattr(gmgraph.graph, draw)(space, 3)
+
+
 def test_disagreeing_choices_under_one_label_are_an_error():
     net = nn.Sequential(Choice({"a": nn.Identity()}, "x"), Choice({"b": nn.Identity()}, "x"))
     with pytest.raises(SpaceError, match="disagree"):
