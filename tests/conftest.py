@@ -104,6 +104,37 @@ def pytest_collection_modifyitems(items) -> None:
     items.sort(key=lambda item: item.path not in slow)
 
 
+def live_as_forked_child(stdout_path, stderr_path, env: dict[str, str], body) -> None:
+    """The whole life of a process forked from a test: fds 1 and 2 (so torch's and gloo's own messages too) and
+    ``sys.stdout``/``sys.stderr`` write to the two files (one file when the paths are equal), ``env`` is set,
+    ``body()`` runs, and the process exits with its return value (1, the traceback printed, if it raises),
+    without tearing down what it inherited from pytest.
+
+    Forked, not started afresh: the child has torch and the test's imports already (a fresh interpreter spent
+    about 2 s of CPU on them)::
+
+        fork.Process(target=live_as_forked_child, args=(log, log, {"RANK": "0"}, lambda: main(args))).start()
+    """
+    import os
+    import traceback
+
+    first = open(stdout_path, "w", buffering=1)  # open until the process ends
+    second = first if os.path.abspath(stderr_path) == os.path.abspath(stdout_path) else open(stderr_path, "w",
+                                                                                              buffering=1)
+    os.dup2(first.fileno(), 1)
+    os.dup2(second.fileno(), 2)
+    sys.stdout, sys.stderr = first, second
+    os.environ.update(env)
+    code = 1
+    try:
+        code = body()
+    except BaseException:
+        traceback.print_exc()
+    first.flush()
+    second.flush()
+    os._exit(code)
+
+
 @contextlib.contextmanager
 def users_module(folder, monkeypatch, name: str, text: str):
     """A user's Python module ``name`` (source ``text``) in ``folder``, which becomes the current folder and the

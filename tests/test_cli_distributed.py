@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import sys
-import traceback
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ import torch
 
 from gmgraph.cli import main
 from gmgraph.train import distributed
+from tests.conftest import live_as_forked_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,24 +45,12 @@ WORKER_ENV = {"GMGRAPH_DIST_TIMEOUT": "60", "PYTHONPATH": str(ROOT), "OMP_NUM_TH
 def run_cli(logs: Path, args: list[str]) -> None:
     """The body of a process forked from this one: ``gmgraph <args>`` (the CLI's ``main``, which ``python -m gmgraph``
     runs) in ROOT, with one thread per worker; it prints into ``logs`` (stdout.txt, stderr.txt: the workers it starts
-    print there too) and exits with the command's exit code.
+    print there too) and exits with the command's exit code."""
+    def body() -> int:
+        os.chdir(ROOT)
+        return main(args)
 
-    Forked, not started afresh: a fresh launcher spent about 2 s of CPU importing torch, which this process has.
-    """
-    streams = [open(logs / name, "w", buffering=1) for name in ("stdout.txt", "stderr.txt")]
-    for fd, stream in zip((1, 2), streams):
-        os.dup2(stream.fileno(), fd)
-    sys.stdout, sys.stderr = streams
-    os.environ.update(WORKER_ENV)
-    os.chdir(ROOT)
-    code = 1
-    try:
-        code = main(args)
-    except BaseException:
-        traceback.print_exc()
-    for stream in streams:
-        stream.flush()
-    os._exit(code)
+    live_as_forked_child(logs / "stdout.txt", logs / "stderr.txt", WORKER_ENV, body)
 
 
 def stop(launcher: multiprocessing.Process, logs: Path) -> tuple[str, str]:

@@ -20,7 +20,6 @@ import shutil
 import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pytest
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from gmgraph.train import SupernetTrainer, TrainConfig, data_parallel, distributed
 from gmgraph.train.fewshot import FewShotConfig, run_fewshot
+from tests.conftest import live_as_forked_child
 
 FEWSHOT = FewShotConfig(method="gm", split_at=(1, 2), rounds=1)
 FEWSHOT_TRAIN = TrainConfig(sampler="uniform", epochs=4, steps_per_epoch=2)  # the claim is made for uniform paths
@@ -172,23 +172,17 @@ def warm_up() -> None:
 
 def run_rank(scenario: str, out: Path, env: dict[str, str]) -> None:
     """A forked rank: torchrun's environment, everything it prints in rank<RANK>.log, its outcome in rank<RANK>.pt."""
-    log = open(out / f"rank{env['RANK']}.log", "w", buffering=1)  # open until the process ends
-    os.dup2(log.fileno(), 1)  # torch's and gloo's own messages too
-    os.dup2(log.fileno(), 2)
-    sys.stdout = sys.stderr = log
-    os.environ.update(env)
+    log = out / f"rank{env['RANK']}.log"
+    live_as_forked_child(log, log, env, lambda: rank_body(scenario, out, env["RANK"]))
+
+
+def rank_body(scenario: str, out: Path, rank: str) -> int:
     torch.set_num_threads(1)
-    code = 0
-    try:
-        if scenario == "stalls" and env["RANK"] == "1":
-            stay_silent(out)
-        else:
-            worker(scenario, out)
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    log.flush()
-    os._exit(code)  # what it computed is saved: no teardown of what it inherited from pytest
+    if scenario == "stalls" and rank == "1":
+        stay_silent(out)
+    else:
+        worker(scenario, out)
+    return 0
 
 
 def start(scenario: str, out: Path, port: int, *, dist_timeout: int = 30) -> list:
