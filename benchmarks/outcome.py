@@ -38,6 +38,7 @@ import gzip
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,7 @@ HERE = Path(__file__).resolve().parent
 ESTIMATES = HERE / "data" / "ranking_estimates.csv.gz"
 SUMMARY = HERE / "data" / "ranking_summary.json"
 BASELINE = "oneshot"
-TOP_K = (5, 10)
+TOP_K = rs.TOP_K
 
 
 def read_estimates(path: Path) -> dict[tuple[str, int, str], dict[int, dict]]:
@@ -89,15 +90,13 @@ def pick(run: dict) -> int:
 
 
 def precision_at(run: dict, k: int) -> float:
-    """Share of the estimate's top ``k`` that are in the truth's top ``k``.
+    """Share of the estimate's top ``k`` (ties: the lower loss) that are in the truth's top ``k``.
 
     Example:
         >>> precision_at({"estimate": np.array([4., 3, 2, 1]), "loss": np.zeros(4), "truth": np.array([1., 4, 3, 2])}, 2)
         0.5
     """
-    ours = np.argsort(-rs.tiebroken(run["estimate"], run["loss"]), kind="stable")[:k]
-    truth = np.argsort(-run["truth"], kind="stable")[:k]
-    return len(set(ours.tolist()) & set(truth.tolist())) / k
+    return rs.precision_at(rs.tiebroken(run["estimate"], run["loss"]), run["truth"], k)
 
 
 def seed_outcome(run: dict) -> dict:
@@ -202,8 +201,10 @@ def cell_rows(outcomes: dict[str, dict], cost: dict, rule: str, cell: int, round
     return rows
 
 
-def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05) -> list[str]:
+def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05, *,
+            name: Callable[[str], str] | None = None) -> list[str]:
     """One line per method compared with one-shot: better, worse, or what the interval leaves open.
+    ``name``: a method's name in the lines (default: the ranking benchmark's, :func:`method_label`).
 
     Example:
         >>> reading({"gm": {"p": 0.01, "p_holm": 0.2, "diff": 0.01, "diff_ci": (0.002, 0.02)}}, {"gm": 1})
@@ -213,13 +214,13 @@ def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05) -> lis
     for method, o in outcomes.items():
         if "p" not in o:
             continue
-        name, (lo, hi) = method_label(method, rounds), o["diff_ci"]
+        shown, (lo, hi) = (name or (lambda m: method_label(m, rounds)))(method), o["diff_ci"]
         if o["p_holm"] < alpha:
             verdict = "better than" if o["diff"] > 0 else "worse than"
-            lines.append(f"{name}: {verdict} one-shot by {o['diff']:+.4f} true accuracy "
+            lines.append(f"{shown}: {verdict} one-shot by {o['diff']:+.4f} true accuracy "
                          f"({_ci(o['diff_ci'])}, Holm p {o['p_holm']:.3g}).")
         else:
-            lines.append(f"{name}: not significant after Holm (p {o['p_holm']:.3g}): {o['diff']:+.4f} "
+            lines.append(f"{shown}: not significant after Holm (p {o['p_holm']:.3g}): {o['diff']:+.4f} "
                          f"{_ci(o['diff_ci'])}; a difference beyond {max(abs(lo), abs(hi)):.4f} is unlikely.")
     return lines
 

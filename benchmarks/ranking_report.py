@@ -83,7 +83,8 @@ def _cell_title(cell: dict) -> str:
 
 def _cell_table(cell: dict) -> str:
     headers = ["method", "supernet-epochs", "lineage (splits)", "Kendall tau [95% CI]", "Δτ vs one-shot [95% CI]",
-               "Wilcoxon p (Holm)", "MDE 80%", "tau top-20%", "self-consistency", "seeds", "s/run", "scoring s"]
+               "Wilcoxon p (Holm)", "MDE 80%", "tau top-20%", *TOP_HEADERS, "self-consistency", "seeds", "s/run",
+               "scoring s"]
     rows = []
     for r in cell["methods"]:
         splits = f" ({', '.join(map(str, r['split_at']))})" if r["split_at"] else ""
@@ -91,15 +92,28 @@ def _cell_table(cell: dict) -> str:
         p = "-" if "p" not in r else f"{r['p']:.3g} ({r['p_holm']:.3g})"
         rows.append([label(r["method"], r["rounds"]), r["cost"], f"{r['epochs']}{splits}",
                      f"{r['tau_mean']:.3f} {_ci(r['tau_ci'])}", diff, p, _num(r.get("mde")), _num(r["top20"]),
-                     _num(r["self_consistency"]), len(r["seeds"]), f"{r['seconds']:.0f}",
+                     *_top_cells(r), _num(r["self_consistency"]), len(r["seeds"]), f"{r['seconds']:.0f}",
                      f"{r['scoring_seconds']:.1f}" if r["split_at"] else "-"])
     return f"### {_cell_title(cell)}\n\n{_table.markdown(headers, rows)}"
 
 
 def _zero_cost_table(summary: dict) -> str:
-    rows = [[f"zero-cost {z['metric']} (untrained)", f"{z['tau_mean']:.3f} {_ci(z['tau_ci'])}", _num(z["top20"])]
-            for z in summary["zero_cost"]]
-    return _table.markdown(["reference", "Kendall tau [95% CI]", "tau top-20%"], rows)
+    rows = [[f"zero-cost {z['metric']} (untrained)", f"{z['tau_mean']:.3f} {_ci(z['tau_ci'])}", _num(z["top20"]),
+             *_top_cells(z)] for z in summary["zero_cost"]]
+    return _table.markdown(["reference", "Kendall tau [95% CI]", "tau top-20%", *TOP_HEADERS], rows)
+
+
+TOP_HEADERS = ("precision@5", "precision@10", "true acc of its top-1")
+
+
+def _top_cells(row: dict) -> list[str]:
+    """The top-k columns (``-`` in a summary written before they existed).
+
+    Example:
+        >>> _top_cells({"p@5": 0.2, "p@10": 0.3, "top1": 0.61234}), _top_cells({})
+        (['0.20', '0.30', '0.6123'], ['-', '-', '-'])
+    """
+    return [_num(row.get("p@5"), ".2f"), _num(row.get("p@10"), ".2f"), _num(row.get("top1"), ".4f")]
 
 
 def _ceiling_table(ceilings: dict) -> str:

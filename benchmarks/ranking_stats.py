@@ -113,6 +113,37 @@ def top_indices(truth: Sequence[float], fraction: float) -> np.ndarray:
     return np.argsort(-np.asarray(truth, dtype=np.float64), kind="stable")[:count]
 
 
+TOP_K = (5, 10)
+"""The k of precision@k in the reports (issue 30: where the choice is made)."""
+
+
+def precision_at(scores: Sequence[float], truth: Sequence[float], k: int) -> float:
+    """Share of the scores' top ``k`` that are in the truth's top ``k`` (ties: the earlier index).
+
+    Example:
+        >>> precision_at([4, 3, 2, 1], [1, 4, 3, 2], 2)
+        0.5
+    """
+    ours = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
+    best = np.argsort(-np.asarray(truth, dtype=np.float64), kind="stable")[:k]
+    return len(set(ours.tolist()) & set(best.tolist())) / k
+
+
+def top_measures(matrix: np.ndarray, truth: Sequence[float]) -> dict[str, float]:
+    """Means over the rows (seeds) of precision@k for each k of :data:`TOP_K`, and of the true accuracy of
+    each row's top-ranked architecture (``"top1"``: what a search that trusts the scores would pick).
+    Precision divides by k, so with fewer than k architectures it stays below 1.
+
+    Example:
+        >>> top_measures(np.array([[3., 2, 1], [1, 2, 3]]), [0.9, 0.5, 0.1])
+        {'p@5': 0.6, 'p@10': 0.3, 'top1': 0.5}
+    """
+    truth = np.asarray(truth, dtype=np.float64)
+    out = {f"p@{k}": float(np.mean([precision_at(row, truth, k) for row in matrix])) for k in TOP_K}
+    out["top1"] = float(np.mean([truth[int(np.argmax(row))] for row in matrix]))
+    return out
+
+
 def self_consistency(estimates: np.ndarray) -> float:
     """Mean Kendall tau between the estimates of every pair of seeds (rows): agreement with itself.
 

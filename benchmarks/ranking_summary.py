@@ -90,6 +90,7 @@ def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int) ->
     row = {"method": key, "seeds": seeds, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
            "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
            "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix])),
+           **rs.top_measures(matrix, truth),
            "self_consistency": rs.self_consistency(matrix),
            "cost": first["cost"], "epochs": first["epochs"], "split_at": first["split_at"],
            "rounds": first.get("rounds"), "seconds": float(np.mean([mine[s]["seconds"] for s in seeds])),
@@ -225,7 +226,8 @@ def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int) -> li
         taus = rs.kendall_tau_rows(matrix, truth)
         out.append({"metric": metric, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
                     "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
-                    "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix]))})
+                    "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix])),
+                    **rs.top_measures(matrix, truth)})
     return out
 
 
