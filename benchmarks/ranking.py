@@ -17,7 +17,8 @@ workers) because they ran on a loaded machine (README, "Ranking quality").
 (from one timed epoch per sampler, or ``--calibrate WORKDIR``: from the jobs
 of a timed small run);
 ``--quick`` checks the pipeline in seconds; ``--plot-only`` redraws the
-figures from the saved summary. More seeds or another E later add jobs to the
+figures from the saved summary; ``--report-only`` writes the report from the
+jobs finished so far and says how many (a long run's interim report). More seeds or another E later add jobs to the
 same work folder without redoing the finished ones. ``--primary-seeds 20``
 gives the verdict's cell (rule (a), E = ``--primary``) 20 seeds and the other
 cells ``--seeds``: the committed report, where every method's MDE at E = 40 is
@@ -70,6 +71,7 @@ import ranking_report  # noqa: E402
 import ranking_stats  # noqa: E402
 import ranking_summary  # noqa: E402
 from ranking_protocol import (  # noqa: E402
+    BASELINE,
     DEFAULT_METHODS,
     METHODS,
     job_seconds,
@@ -138,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--plot", choices=("yes", "no"), default="yes")
     p.add_argument("--plot-only", action="store_true", help="redraw the figures from the saved summary")
     p.add_argument("--plan", action="store_true", help="print the jobs and the predicted time, then stop")
+    p.add_argument("--report-only", action="store_true",
+                   help="run no job: write the report from the jobs finished so far (it says how many)")
     p.add_argument("--calibrate", type=Path, default=None,
                    help="with --plan: predict from the unit costs measured by the jobs in this work folder "
                         "(a timed small run) instead of one timed epoch per sampler")
@@ -298,9 +302,12 @@ def _settings_text(args: argparse.Namespace, plan: jobs_lib.Plan, b: jobs_lib.Be
 
 
 def _timing_text(args: argparse.Namespace, argv: list[str], wall: float, ran: int, planned: int,
-                summary: dict) -> str:
+                summary: dict, *, finished: int | None = None) -> str:
     command = "python benchmarks/ranking.py " + " ".join(shlex.quote(a) for a in argv)
-    return (f"Command: `{command}`. This invocation ran {ran} of {planned} jobs in {wall / 60:.1f} min wall "
+    partial = ("" if finished is None or finished >= planned else
+               f"**Partial: {finished} of the {planned} planned jobs have finished**; the tables hold those, and "
+               "rerunning the command without --report-only runs the rest. ")
+    return (f"Command: `{command}`. {partial}This invocation ran {ran} of {planned} jobs in {wall / 60:.1f} min wall "
             f"({args.workers} worker(s) × {args.threads} thread); all jobs' own time adds up to "
             f"{summary['job_seconds'] / 3600:.2f} h, {summary['job_seconds'] / 3600 / args.workers:.2f} h on "
             f"{args.workers} worker(s).")
@@ -328,22 +335,27 @@ def main(argv: list[str] | None = None) -> dict:
     b = jobs_lib.bench(plan)
     truth = ranking_stats.tiebroken(b.truth, b.truth_loss)
     start = time.perf_counter()
-    ranking_pool.run_jobs(plan, jobs, workers=args.workers, on_done=_progress(start, truth))
+    if not args.report_only:
+        ranking_pool.run_jobs(plan, jobs, workers=args.workers, on_done=_progress(start, truth))
     wall = time.perf_counter() - start
-    wanted = {j.id for j in jobs}
+    wanted, ran = {j.id for j in jobs}, 0 if args.report_only else len(todo)
     results = [r for r in ranking_pool.load_results(plan) if r["id"] in wanted]
+    if args.report_only and not any(r["method"] == BASELINE for r in results):
+        raise DataError(f"no one-shot job has finished in {plan.workdir}: nothing to report (run without "
+                        "--report-only)")
     summary = ranking_summary.summarize(results, b.archs, truth, epochs=args.epochs, budget=args.budget or None,
-                                        primary=args.primary, n_boot=args.n_boot)
+                                        primary=args.primary, n_boot=args.n_boot, accuracy=b.truth)
     atomic_write(out["summary"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=1) + "\n"))
     ranking_plots.write_estimates(results, b.archs, b.truth.tolist(), out["estimates"])
     plots = ranking_plots.draw_all(summary, out["estimates"], out["prefix"]) if args.plot == "yes" else []
     text = ranking_report.render(summary, ceilings=_ceilings(args.groundtruth, len(b.settings["seeds"])),
                                  settings_text=_settings_text(args, plan, b, summary),
-                                 timing_text=_timing_text(args, argv, wall, len(todo), len(jobs), summary),
+                                 timing_text=_timing_text(args, argv, wall, ran, len(jobs), summary,
+                                                          finished=len(results)),
                                  plots=[str(p) for p in plots])
     atomic_write(out["report"], lambda tmp: Path(tmp).write_text(text))
     print(text)
-    return {"summary": summary, "results": results, "report": out["report"], "plots": plots, "ran": len(todo)}
+    return {"summary": summary, "results": results, "report": out["report"], "plots": plots, "ran": ran}
 
 
 if __name__ == "__main__":

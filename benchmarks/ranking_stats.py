@@ -129,18 +129,20 @@ def precision_at(scores: Sequence[float], truth: Sequence[float], k: int) -> flo
     return len(set(ours.tolist()) & set(best.tolist())) / k
 
 
-def top_measures(matrix: np.ndarray, truth: Sequence[float]) -> dict[str, float]:
-    """Means over the rows (seeds) of precision@k for each k of :data:`TOP_K`, and of the true accuracy of
-    each row's top-ranked architecture (``"top1"``: what a search that trusts the scores would pick).
-    Precision divides by k, so with fewer than k architectures it stays below 1.
+def top_measures(matrix: np.ndarray, truth: Sequence[float], accuracy: Sequence[float] | None = None) -> dict:
+    """Means over the rows (seeds) of precision@k against ``truth`` (scores: higher is better) for each k of
+    :data:`TOP_K`, and, given the true ``accuracy``, of the accuracy of each row's top-ranked architecture
+    (``"top1"``: what a search that trusts the scores would pick). Precision divides by k, so with fewer than
+    k architectures it stays below 1.
 
     Example:
-        >>> top_measures(np.array([[3., 2, 1], [1, 2, 3]]), [0.9, 0.5, 0.1])
+        >>> top_measures(np.array([[3., 2, 1], [1, 2, 3]]), [3, 2, 1], [0.9, 0.5, 0.1])
         {'p@5': 0.6, 'p@10': 0.3, 'top1': 0.5}
     """
     truth = np.asarray(truth, dtype=np.float64)
     out = {f"p@{k}": float(np.mean([precision_at(row, truth, k) for row in matrix])) for k in TOP_K}
-    out["top1"] = float(np.mean([truth[int(np.argmax(row))] for row in matrix]))
+    if accuracy is not None:
+        out["top1"] = float(np.mean([accuracy[int(np.argmax(row))] for row in matrix]))
     return out
 
 

@@ -71,8 +71,10 @@ def _by_seed(rows: list[dict], key: str) -> dict[int, dict]:
     return {r["seed"]: r for r in rows if r["method"] == key}
 
 
-def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int) -> dict | None:
-    """Every statistic of one method in one cell (None when it has no result there).
+def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int,
+               accuracy: np.ndarray | None = None) -> dict | None:
+    """Every statistic of one method in one cell (None when it has no result there). ``truth``: the ranking
+    scores the estimates are compared with; ``accuracy``: the true accuracies (for the top-1's, if given).
 
     Example:
         >>> results, archs, truth = example_results()
@@ -90,7 +92,7 @@ def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int) ->
     row = {"method": key, "seeds": seeds, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
            "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
            "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix])),
-           **rs.top_measures(matrix, truth),
+           **rs.top_measures(matrix, truth, accuracy),
            "self_consistency": rs.self_consistency(matrix),
            "cost": first["cost"], "epochs": first["epochs"], "split_at": first["split_at"],
            "rounds": first.get("rounds"), "seconds": float(np.mean([mine[s]["seconds"] for s in seeds])),
@@ -200,16 +202,19 @@ def against_own_sampler(rule: str, cell: int, rows: list[dict], truth: np.ndarra
     return paired_comparisons(rule, cell, rows, truth, pairs, n_boot=n_boot)
 
 
-def cell_summary(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int) -> dict:
+def cell_summary(rule: str, cell: int, rows: list[dict], truth: np.ndarray, *, n_boot: int,
+                 accuracy: np.ndarray | None = None) -> dict:
     """The methods of one cell, with Holm-adjusted p-values over the cell's comparisons (see the module)."""
-    methods = [r for r in (method_row(rows, m.key, truth, n_boot=n_boot) for m in METHODS) if r is not None]
+    methods = [r for r in (method_row(rows, m.key, truth, n_boot=n_boot, accuracy=accuracy) for m in METHODS)
+               if r is not None]
     compared = [r for r in methods if "p" in r]
     for r, adjusted in zip(compared, rs.holm([r["p"] for r in compared])):
         r["p_holm"] = adjusted
     return {"rule": rule, "cell": cell, "methods": methods}
 
 
-def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int) -> list[dict]:
+def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int,
+                   accuracy: np.ndarray | None = None) -> list[dict]:
     """Tau of each untrained proxy per seed (its supernet's initialisation), with a two-level interval.
 
     Example:
@@ -227,7 +232,7 @@ def zero_cost_rows(results: list[dict], truth: np.ndarray, *, n_boot: int) -> li
         out.append({"metric": metric, "taus": taus.tolist(), "tau_mean": float(np.nanmean(taus)),
                     "tau_ci": rs.tau_ci(matrix, truth, n_boot=n_boot),
                     "top20": float(np.nanmean([rs.top_fraction_tau(m, truth, 0.2) for m in matrix])),
-                    **rs.top_measures(matrix, truth)})
+                    **rs.top_measures(matrix, truth, accuracy)})
     return out
 
 
@@ -301,12 +306,14 @@ def _describe(label: str, groups: tuple) -> str:
 
 
 def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epochs: Sequence[int],
-              budget: int | None, primary: int, n_boot: int = 2000) -> dict:
-    """The whole summary: every cell, the zero-cost lines, op bias and split consistency (see the module)."""
+              budget: int | None, primary: int, n_boot: int = 2000, accuracy: np.ndarray | None = None) -> dict:
+    """The whole summary: every cell, the zero-cost lines, op bias and split consistency (see the module).
+    ``truth``: the ranking scores of the archs; ``accuracy``: their true accuracies, for the top-1 measure."""
     by_cell = cells(results, epochs, budget)
     summary = {"archs": len(archs), "primary": ["a", primary], "n_boot": n_boot, "alpha": ALPHA,
-               "cells": [cell_summary(rule, c, rows, truth, n_boot=n_boot) for (rule, c), rows in by_cell.items()],
-               "zero_cost": zero_cost_rows(results, truth, n_boot=n_boot),
+               "cells": [cell_summary(rule, c, rows, truth, n_boot=n_boot, accuracy=accuracy)
+                         for (rule, c), rows in by_cell.items()],
+               "zero_cost": zero_cost_rows(results, truth, n_boot=n_boot, accuracy=accuracy),
                "op_bias": op_bias(by_cell.get(("a", primary), []), archs, truth),
                "op_bias_top20": op_bias(by_cell.get(("a", primary), []), archs, truth, top=0.2),
                "against_random": [against_random_split(rule, c, rows, truth, n_boot=n_boot)

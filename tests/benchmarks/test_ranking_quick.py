@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import ranking_protocol as rp
 import ranking_report
 
-from gmgraph.errors import ConfigError
+from gmgraph.errors import ConfigError, DataError
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ranking.py"
 FORKED = [m for m in rp.DEFAULT_METHODS if m.forked]
@@ -93,6 +94,25 @@ def test_a_rerun_skips_finished_jobs_and_redoes_a_missing_one_identically(rankin
     after = json.loads(gone.read_text())
     assert after["estimates"] == before["estimates"] and after["losses"] == before["losses"]
     assert after["tree"] == before["tree"]
+
+
+def test_report_only_runs_no_job_and_says_the_report_is_partial(ranking, quick, tmp_path):
+    work = tmp_path / "work"
+    shutil.copytree(quick["root"] / "work", work)
+    (work / "results" / "a-4-random-s1.json").unlink()
+    argv = [*quick["argv"][:-2], "--workdir", str(work), "--out", str(tmp_path / "r.md"), "--plot", "no"]
+    partial = ranking.main([*argv, "--report-only"])
+    planned = len(quick["results"])
+    assert partial["ran"] == 0 and len(partial["results"]) == planned - 1
+    text = (tmp_path / "r.md").read_text()
+    assert f"**Partial: {planned - 1} of the {planned} planned jobs have finished**" in text
+    random_row = next(r for c in partial["summary"]["cells"] if c["cell"] == 4 for r in c["methods"]
+                      if r["method"] == "random")
+    assert random_row["seeds"] == [0]
+    for path in (work / "results").glob("*oneshot*"):
+        path.unlink()
+    with pytest.raises(DataError, match="no one-shot job has finished in .*: nothing to report"):
+        ranking.main([*argv, "--report-only"])
 
 
 def test_plot_only_redraws_from_the_saved_summary(ranking, quick):
