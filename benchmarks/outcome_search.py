@@ -76,7 +76,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--methods", nargs="+", default=[m.key for m in jobs.METHODS],
                    choices=[m.key for m in jobs.METHODS], help="methods to run (default: all; one-shot uniform, "
                                                                 "the baseline, always runs)")
-    p.add_argument("--seeds", type=int, default=10, help="search seeds per method (default 10)")
+    p.add_argument("--seeds", type=int, default=None, help="search seeds per method (default 10; --quick: 2)")
     p.add_argument("--epochs", type=int, default=40, help="supernet epochs of every search (default 40)")
     p.add_argument("--split-at", type=int, nargs="+", default=[10, 20], help="split epochs (default 10 20)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2],
@@ -89,8 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help=f"tiny settings: checks the pipeline, not the numbers (output in {QUICK})")
     args = p.parse_args(argv)
     if args.quick:
-        args.methods, args.seeds, args.epochs, args.split_at, args.train_seeds = list(QUICK_METHODS), 2, 2, [1], [0]
+        args.methods, args.epochs, args.split_at, args.train_seeds = list(QUICK_METHODS), 2, [1], [0]
         args.n_boot, args.workdir, args.out = 50, args.workdir or QUICK / "work", args.out or QUICK / "outcome.md"
+    args.seeds = args.seeds or (2 if args.quick else 10)
     if jobs.BASELINE not in args.methods:
         args.methods.insert(0, jobs.BASELINE)
     if args.seeds < 2:
@@ -210,6 +211,31 @@ def _progress(kind: str, name: str, seed: int, result: dict, done: int, total: i
           f"left ~{elapsed / done * (total - done) / 60:.0f} min)", flush=True)
 
 
+def plan_lines(plan: jobs.Plan, keys, seeds: int, workers: int) -> list[str]:
+    """What is left, per method, with the time it should take: each method's mean search time so far (a method
+    not yet run says so), and for each search the trainings its pick needs, at the rate and mean time so far."""
+    left = [j for j in search_order(keys, seeds) if not plan.result_path(*j).exists()]
+    done = jobs.load_results(plan)
+    trained = [r["seconds"] for r in _pick_rows(plan).values()]
+    # trainings a search has cost so far: those its pick needed (picks the ground truth holds need none)
+    per_search = len(trained) / len(done) if done else len(plan.train_seeds)
+    train_each = sum(trained) / len(trained) if trained else None
+    lines, total, untimed = [], 0.0, []
+    for key in dict.fromkeys(k for k, _ in left):
+        count = sum(k == key for k, _ in left)
+        mine = [r["seconds"] for r in done if r["method"] == key]
+        if not mine:
+            untimed.append(key)
+            lines.append(f"{key}: {count} searches left (not timed yet)")
+            continue
+        hours = count * (sum(mine) / len(mine) + per_search * (train_each or 0.0)) / 3600
+        total += hours
+        lines.append(f"{key}: {count} searches left, about {hours:.2f} h with their picks' trainings")
+    lines.append(f"{len(left)} searches left: about {total:.2f} h of job time ({total / workers:.2f} h on "
+                 f"{workers} workers)" + (f", plus {', '.join(untimed)}, not timed yet" if untimed else ""))
+    return lines
+
+
 def write_report(plan: jobs.Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """The report and its figure from every finished search whose pick is trained; returns the rows."""
     wanted = set(search_order(args.methods, args.seeds))
@@ -283,11 +309,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     plan = make_plan(args)
     if args.plan:
-        left = [j for j in search_order(args.methods, args.seeds) if not plan.result_path(*j).exists()]
-        for key in dict.fromkeys(k for k, _ in left):
-            print(f"{key}: {sum(k == key for k, _ in left)} searches left")
-        print(f"{len(left)} searches left; their picks' trainings follow")
-        return {}
+        lines = plan_lines(plan, args.methods, args.seeds, args.workers)
+        print("\n".join(lines))
+        return {"plan": lines}
     if not args.report_only:
         run_all(plan, args.methods, args.seeds, args.workers)
     return write_report(plan, args, argv)

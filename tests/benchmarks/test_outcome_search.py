@@ -65,6 +65,13 @@ def test_the_table_pairs_gm_with_one_shot_by_seed(quick):
 def test_a_rerun_runs_nothing_and_writes_the_same_report(quick):
     assert (quick["folder"] / "outcome.md").read_text() == quick["first"]
     assert {k: r["truth"] for k, r in quick["again"].items()} == {k: r["truth"] for k, r in quick["rows"].items()}
+    assert outcome_search.main([*quick["argv"], "--plan"])["plan"][-1].startswith("0 searches left: about 0.00 h")
+
+
+def test_the_plan_times_what_is_left_from_what_has_run(quick):
+    lines = outcome_search.main([*quick["argv"], "--seeds", "3", "--plan"])["plan"]
+    assert lines[0].startswith("oneshot: 1 searches left, about ") and lines[1].startswith("gm: 1 searches left")
+    assert lines[-1].startswith("2 searches left: about ")
 
 
 def test_a_search_resumed_from_its_checkpoint_picks_what_a_fresh_one_picks(quick, tmp_path):
