@@ -30,7 +30,7 @@ from pathlib import Path
 
 import groundtruth_lib as local
 
-from gmgraph.errors import ConfigError
+from gmgraph.errors import ConfigError, DataError
 from gmgraph.files import atomic_write
 
 
@@ -132,7 +132,11 @@ def load_plan(workdir: Path, groundtruth: Path, epochs: int, *, split_at=(10, 20
         DataError: the ground truth is missing. ConfigError: ``workdir`` holds a run of other settings.
     """
     local.read_rows(groundtruth)  # a missing or malformed ground truth says so here
-    side = json.loads(Path(groundtruth).with_suffix(".json").read_text())
+    side_path = Path(groundtruth).with_suffix(".json")
+    if not side_path.is_file():
+        raise DataError(f"{groundtruth} has no side file {side_path.name}: its training protocol, which trains "
+                        "the picks, is unknown (benchmarks/groundtruth.py writes both)")
+    side = json.loads(side_path.read_text())
     plan = Plan(Path(workdir), Path(groundtruth), int(epochs), tuple(int(e) for e in split_at),
                 tuple(int(s) for s in train_seeds), tuple(extra), side)
     _check_workdir(plan)
@@ -142,8 +146,7 @@ def load_plan(workdir: Path, groundtruth: Path, epochs: int, *, split_at=(10, 20
 def _identity(plan: Plan) -> dict:
     return {"groundtruth": plan.groundtruth.name, "schedule": plan.settings["schedule"],
             "dataset": plan.settings["dataset"], "epochs": plan.epochs, "split_at": list(plan.split_at),
-            "train_seeds": list(plan.train_seeds),
-            "extra": list(plan.extra)}
+            "train_seeds": list(plan.train_seeds), "extra": list(plan.extra)}
 
 
 def _check_workdir(plan: Plan) -> None:

@@ -13,7 +13,7 @@ import outcome_search_report as report
 import pytest
 
 from gmgraph.arch import parse_nb201
-from gmgraph.errors import ConfigError
+from gmgraph.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize("module", [outcome_search, jobs, report], ids=lambda m: m.__name__)
@@ -94,6 +94,13 @@ def test_a_work_folder_of_other_settings_is_refused(quick):
     with pytest.raises(ConfigError, match=r"holds a run with other settings \(epochs\); choose another --workdir"):
         jobs.load_plan(plan.workdir, plan.groundtruth, plan.epochs + 1, split_at=plan.split_at,
                        train_seeds=plan.train_seeds, extra=plan.extra)
+
+
+def test_a_ground_truth_without_its_side_file_is_refused_with_the_reason(quick, tmp_path):
+    truth = tmp_path / "gt.csv"
+    shutil.copy(quick["plan"].groundtruth, truth)
+    with pytest.raises(DataError, match=r"gt.csv has no side file gt.json: its training protocol"):
+        jobs.load_plan(tmp_path / "work", truth, 2)
 
 
 def test_a_report_without_one_shot_picks_says_what_to_do(quick, tmp_path):
