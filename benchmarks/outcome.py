@@ -130,10 +130,22 @@ def method_outcome(seeds: dict[int, dict], base: dict[int, dict] | None, *, n_bo
            "modal": arch, "modal_count": count, "per_seed": per_seed}
     if base is not None:
         paired = sorted(set(per_seed) & set(base))
-        diffs = [per_seed[s]["truth"] - seed_outcome(base[s])["truth"] for s in paired]
-        row.update(paired=len(paired), diff=float(np.mean(diffs)), diff_ci=rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
-                   p=rs.wilcoxon_p(diffs), wins=sum(d > 0 for d in diffs), losses=sum(d < 0 for d in diffs))
+        row.update(paired_fields([per_seed[s]["truth"] - seed_outcome(base[s])["truth"] for s in paired],
+                                 n_boot=n_boot))
     return row
+
+
+def paired_fields(diffs: list[float], *, n_boot: int) -> dict:
+    """A method's paired differences to the baseline (one per seed) as a table row's fields: their count, mean,
+    95 % bootstrap interval, Wilcoxon p, wins and losses.
+
+    Example:
+        >>> f = paired_fields([0.02, 0.01, -0.01], n_boot=100)
+        >>> f["paired"], round(f["diff"], 4), f["wins"], f["losses"]
+        (3, 0.0067, 2, 1)
+    """
+    return {"paired": len(diffs), "diff": float(np.mean(diffs)), "diff_ci": rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
+            "p": rs.wilcoxon_p(diffs), "wins": sum(d > 0 for d in diffs), "losses": sum(d < 0 for d in diffs)}
 
 
 def cell_outcomes(runs: dict, rule: str, cell: int, *, n_boot: int) -> dict[str, dict]:

@@ -98,9 +98,7 @@ def _method_row(per_seed: dict[int, dict], base: dict[int, dict] | None, n_boot:
            "modal": arch, "modal_count": count, "per_seed": per_seed}
     paired = sorted(set(per_seed) & set(base or {}))
     if paired:
-        diffs = [per_seed[s]["truth"] - base[s]["truth"] for s in paired]
-        row.update(paired=len(paired), diff=float(np.mean(diffs)), diff_ci=rs.bootstrap_mean_ci(diffs, n_boot=n_boot),
-                   p=rs.wilcoxon_p(diffs), wins=sum(d > 0 for d in diffs), losses=sum(d < 0 for d in diffs))
+        row.update(outcome.paired_fields([per_seed[s]["truth"] - base[s]["truth"] for s in paired], n_boot=n_boot))
     return row
 
 
