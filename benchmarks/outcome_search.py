@@ -7,8 +7,9 @@ as a user does, over all 15,625: for each method and seed one ``gmgraph search``
 architecture parameters for DARTS, GDAS, SNAS and ProxylessNAS; E = 40, splits
 at 10 and 20, the ground truth's data and network size), then it trains the
 chosen architecture from scratch with the ground truth's protocol (digits16,
-40 epochs, lr 0.05) and 3 training seeds, unless the ground truth already holds
-it. The statistics are ``outcome.py``'s: the pick's true accuracy with a 95 %
+40 epochs, lr 0.05) and 3 training seeds, on this machine (every pick, also
+one the ground truth holds: the same training on another CPU rounds
+differently). The statistics are ``outcome.py``'s: the pick's true accuracy with a 95 %
 interval, its percentile among the 155 and regret against the best of them,
 how often one pick recurs, the cost, and the paired difference to one-shot
 uniform by seed (Wilcoxon, Holm). The report ends with the rule that names
@@ -154,7 +155,7 @@ class _Queue:
     def __init__(self, plan: jobs.Plan, keys, seeds: int):
         self.plan = plan
         self.searches = [j for j in search_order(keys, seeds) if not plan.result_path(*j).exists()]
-        self.have, self.picks = jobs.trained_rows(plan), _pick_rows(plan)
+        self.have = jobs.trained_picks(plan)
         self.trainings = jobs.trainings_needed(plan, [r["arch"] for r in jobs.load_results(plan)], self.have)
         self.promised = set(self.trainings)  # queued, running or done: never queued twice
         self.total, self.done = len(self.searches) + len(self.trainings), 0
@@ -174,8 +175,8 @@ class _Queue:
             self.promised.update(new)
             self.total += len(new)
         else:
-            self.have[name, seed] = self.picks[name, seed] = result
-            jobs.save_pick_rows(self.plan, self.picks)
+            self.have[name, seed] = result
+            jobs.save_pick_rows(self.plan, self.have)
         self.done += 1
 
 
@@ -197,12 +198,6 @@ class _InPlace:
         return future
 
 
-def _pick_rows(plan: jobs.Plan) -> dict:
-    if not plan.picks_csv.exists():
-        return {}
-    return {(r["arch"], r["seed"]): r for r in local.read_rows(plan.picks_csv)}
-
-
 def _progress(kind: str, name: str, seed: int, result: dict, done: int, total: int, start: float) -> None:
     elapsed = time.perf_counter() - start
     what = (f"search {name} s{seed}: {result['arch']} ({result['supernet_epochs']} supernet-epochs)"
@@ -216,7 +211,7 @@ def plan_lines(plan: jobs.Plan, keys, seeds: int, workers: int) -> list[str]:
     not yet run says so), and for each search the trainings its pick needs, at the rate and mean time so far."""
     left = [j for j in search_order(keys, seeds) if not plan.result_path(*j).exists()]
     done = jobs.load_results(plan)
-    trained = [r["seconds"] for r in _pick_rows(plan).values()]
+    trained = [r["seconds"] for r in jobs.trained_picks(plan).values()]
     # trainings a search has cost so far: those its pick needed (picks the ground truth holds need none)
     per_search = len(trained) / len(done) if done else len(plan.train_seeds)
     train_each = sum(trained) / len(trained) if trained else None
@@ -244,7 +239,7 @@ def write_report(plan: jobs.Plan, args: argparse.Namespace, argv: list[str]) -> 
     if jobs.BASELINE not in rows:
         raise ConfigError("no one-shot search has a trained pick yet: nothing to compare (run without --report-only)")
     default = report.best_measured(rows, n_boot=args.n_boot)
-    ref = report.reference(plan, report.truth_table(plan))
+    ref = report.reference(plan)
     figure = report.draw(rows, ref, args.out.with_suffix(".png"))
     text = _render(plan, args, argv, rows, default, results, len(wanted), figure)
     print(text)
@@ -261,10 +256,10 @@ def write_report(plan: jobs.Plan, args: argparse.Namespace, argv: list[str]) -> 
 def _render(plan, args, argv, rows, default, results, wanted: int, figure: Path) -> str:
     measured = sum(r["seeds"] for r in rows.values())
     searching = sum(r["seconds"] for r in results) / 3600  # a resumed search's report counts its earlier part
-    training = sum(r["seconds"] for r in _pick_rows(plan).values()) / 3600
+    training = sum(r["seconds"] for r in jobs.trained_picks(plan).values()) / 3600
     state = ("complete" if measured == wanted else
              f"**partial: {measured} of {wanted} searches have a trained pick**; rerun the command to go on")
-    trained, n_ref = len(_pick_rows(plan)), len(local.load_groundtruth(plan.groundtruth))
+    trained, n_ref = len(jobs.trained_picks(plan)), len(local.load_groundtruth(plan.groundtruth))
     return "\n".join([
         "# What `gmgraph search` hands a user over the whole NB201 space (issue 30)", "",
         f"Machine: {_table.machine()}", "",
@@ -275,8 +270,8 @@ def _render(plan, args, argv, rows, default, results, wanted: int, figure: Path)
         f"one torch thread. The pick's true accuracy: its from-scratch training with the ground truth's protocol "
         f"({plan.settings['dataset']}, E = {plan.settings['schedule']['epochs']}, lr "
         f"{plan.settings['schedule']['lr']}), mean over training seeds {', '.join(map(str, plan.train_seeds))} "
-        f"(val and test pooled). Picks the ground truth already holds reuse its rows; {trained} trainings were "
-        f"added (`{_shown(plan.picks_csv)}`). Percentile and regret: against the ground truth's "
+        f"(val and test pooled), every pick trained on this machine ({trained} trainings, "
+        f"`{_shown(plan.picks_csv)}`). Percentile and regret: against the ground truth's "
         f"{n_ref} architectures over the same seeds (regret < 0: the pick "
         "beats all of them). Δ: paired by seed to one-shot uniform; Wilcoxon signed-rank, Holm over the methods; "
         f"95% percentile bootstrap over seeds ({args.n_boot} draws). Time of the jobs, one torch thread "

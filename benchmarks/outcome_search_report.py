@@ -1,8 +1,7 @@
 """The whole-space outcome benchmark's statistics, report and figure.
 
 Each search's pick gets its true accuracy: the mean over the training seeds
-of its from-scratch results (the ground truth's rows, or ``picks.csv``'s for
-archs the ground truth lacks). Per method: that accuracy's mean and interval,
+of its from-scratch results on this machine (``picks.csv``). Per method: that accuracy's mean and interval,
 its percentile among the ground truth's architectures and the regret against
 the best of them, how often one architecture is picked, the cost, and the
 paired difference to one-shot uniform (Wilcoxon, Holm), as ``outcome.py``
@@ -27,14 +26,10 @@ from outcome_search_jobs import BASELINE, METHODS, Plan, method
 ORDER = [m.key for m in METHODS]
 
 
-def truth_table(plan: Plan) -> dict[str, dict[int, float]]:
-    """arch -> {training seed: accuracy} (val and test pooled as the ground truth pools them), from the ground
-    truth and the picks trained so far."""
-    table = local.per_seed(plan.groundtruth)
-    if plan.picks_csv.exists():
-        for arch, seeds in local.per_seed(plan.picks_csv).items():
-            table.setdefault(arch, {}).update(seeds)
-    return table
+def pick_truths(plan: Plan) -> dict[str, dict[int, float]]:
+    """arch -> {training seed: accuracy} (val and test pooled as the ground truth pools them) of the picks
+    trained so far."""
+    return local.per_seed(plan.picks_csv) if plan.picks_csv.exists() else {}
 
 
 def mean_truth(table: dict, arch: str, seeds) -> float | None:
@@ -50,11 +45,11 @@ def mean_truth(table: dict, arch: str, seeds) -> float | None:
     return float(np.mean([values[s] for s in seeds]))
 
 
-def reference(plan: Plan, table: dict) -> np.ndarray:
+def reference(plan: Plan) -> np.ndarray:
     """The ground truth's architectures' accuracies over the plan's training seeds (what percentiles and regret
     are measured against)."""
-    archs = local.load_groundtruth(plan.groundtruth)
-    return np.array([mean_truth(table, a, plan.train_seeds) for a in archs], dtype=float)
+    table = local.per_seed(plan.groundtruth)
+    return np.array([mean_truth(table, a, plan.train_seeds) for a in table], dtype=float)
 
 
 def seed_outcome(result: dict, truth: float, ref: np.ndarray, in_ref: bool) -> dict:
@@ -72,8 +67,8 @@ def seed_outcome(result: dict, truth: float, ref: np.ndarray, in_ref: bool) -> d
 
 def outcomes(plan: Plan, results: list[dict], *, n_boot: int) -> dict[str, dict]:
     """method -> its outcome over the seeds whose pick is trained, paired with one-shot uniform by seed."""
-    table = truth_table(plan)
-    ref = reference(plan, table)
+    table = pick_truths(plan)
+    ref = reference(plan)
     ref_archs = set(local.load_groundtruth(plan.groundtruth))
     per_method: dict[str, dict[int, dict]] = {}
     for r in results:
