@@ -47,15 +47,22 @@ def _num(value, fmt: str = ".3f") -> str:
 def verdict(row: dict, alpha: float, baseline: str = "one-shot") -> str:
     """Better, worse, or what the interval excludes, for one method's paired difference to the baseline.
 
+    The test pairs seeds over these architectures; the interval also resamples the architectures. A test
+    that finds a difference while the interval reaches 0 is said so: it may not hold on other architectures.
+
     Example:
         >>> verdict({"diff_mean": -0.05, "diff_ci": [-0.08, -0.02], "p_holm": 0.01}, 0.05)
         'worse than one-shot (Δτ = -0.050, 95% CI [-0.080, -0.020], Holm p = 0.01)'
+        >>> verdict({"diff_mean": 0.04, "diff_ci": [-0.01, 0.09], "p_holm": 0.04}, 0.05)[:95]
+        'better than one-shot on these seeds, though the interval over seeds and architectures reaches 0'
     """
     lo, hi = row["diff_ci"]
     p = row["p_holm"]
     detail = f"Δτ = {row['diff_mean']:+.3f}, 95% CI {_ci(row['diff_ci'])}, Holm p = {p:.3g}"
     if p < alpha:
-        return f"{'better' if row['diff_mean'] > 0 else 'worse'} than {baseline} ({detail})"
+        caveat = (" on these seeds, though the interval over seeds and architectures reaches 0 (it may not hold "
+                  "on other architectures)" if lo <= 0 <= hi else "")
+        return f"{'better' if row['diff_mean'] > 0 else 'worse'} than {baseline}{caveat} ({detail})"
     return f"{_undecided(row)}; effects larger than {max(abs(lo), abs(hi)):.3f} are excluded ({detail})"
 
 
