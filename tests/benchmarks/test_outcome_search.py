@@ -78,16 +78,16 @@ def test_the_plan_times_what_is_left_from_what_has_run(quick):
 
 def test_a_search_resumed_from_its_checkpoint_picks_what_a_fresh_one_picks(quick, tmp_path):
     plan = quick["plan"]
-    fresh = json.loads(plan.result_path("gm", 1).read_text())
+    fresh = json.loads(plan.result_path("oneshot", 1).read_text())
     moved = jobs.Plan(tmp_path, plan.groundtruth, plan.epochs, plan.split_at, plan.train_seeds, plan.extra,
                       plan.settings)
     # a search that stopped after its last checkpoint: the folder has checkpoint.pt and no report
     from gmgraph.cli import main
 
-    out = moved.run_dir("gm", 1)
-    assert main(jobs.search_argv(moved, jobs.method("gm"), 1, out)) == 0
+    out = moved.run_dir("oneshot", 1)
+    assert main(jobs.search_argv(moved, jobs.method("oneshot"), 1, out)) == 0
     (out / "report.json").unlink()
-    assert jobs.run_search(moved, "gm", 1)["arch"] == fresh["arch"]
+    assert jobs.run_search(moved, "oneshot", 1)["arch"] == fresh["arch"]
     assert not out.exists()  # the run folder goes once its result is written
 
 
