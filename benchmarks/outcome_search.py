@@ -278,7 +278,7 @@ def _render(plan, args, argv, rows, default, results, wanted: int, figure: Path)
         f"each: searches {searching:.2f} h, from-scratch trainings {training:.2f} h (this machine, "
         f"{args.workers} at a time).", "",
         _table.markdown(report.headers(n_ref), report.table_rows(rows)), "",
-        *[f"- {line}" for line in report.verdicts(rows, default)], "",
+        *[f"- {line}" for line in report.verdicts(rows, default, complete=measured == wanted)], "",
         f"![picks beside the ground truth]({figure.name})", "",
     ])
 

@@ -137,15 +137,17 @@ def table_rows(rows: dict[str, dict]) -> list[list]:
     return out
 
 
-def verdicts(rows: dict[str, dict], default: dict | None) -> list[str]:
-    """The report's sentences: one per method against one-shot, then the default's rule applied."""
+def verdicts(rows: dict[str, dict], default: dict | None, *, complete: bool = True) -> list[str]:
+    """The report's sentences: one per method against one-shot, then the default's rule applied (on a partial
+    run: what it would name so far, which names no default yet)."""
     lines = outcome.reading(rows, {}, name=lambda key: method(key).label)
     if default is not None:
         top, chosen = method(default["top"]).label, method(default["method"]).label
         tied = [method(m).label for m in default["tied"] if m != default["top"]]
         lines.append(f"Highest mean true accuracy: {top}"
                      + (f"; not told apart from it (paired 95% interval reaching 0): {', '.join(tied)}" if tied else "")
-                     + f". The cheapest of these, the default this result names: {chosen}.")
+                     + (f". The cheapest of these, the default this result names: {chosen}." if complete else
+                        f". The cheapest of these so far: {chosen} (a partial run names no default yet)."))
     return lines
 
 

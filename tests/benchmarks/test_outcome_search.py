@@ -127,3 +127,5 @@ def test_the_default_is_the_cheapest_method_not_told_apart_from_the_best():
     named = report.best_measured(rows, n_boot=500)
     assert named["top"] == "gm" and named["tied"] == ["pada", "gm"] and named["method"] == "pada"
     assert "the default this result names: one-shot (PA&DA)." in report.verdicts({}, named)[-1]
+    assert "so far: one-shot (PA&DA) (a partial run names no default yet)." in report.verdicts(
+        {}, named, complete=False)[-1]
