@@ -212,7 +212,7 @@ def plan_lines(plan: jobs.Plan, keys, seeds: int, workers: int) -> list[str]:
     left = [j for j in search_order(keys, seeds) if not plan.result_path(*j).exists()]
     done = jobs.load_results(plan)
     trained = [r["seconds"] for r in jobs.trained_picks(plan).values()]
-    # trainings a search has cost so far: those its pick needed (picks the ground truth holds need none)
+    # trainings a search has cost so far: those its pick needed (a pick found before needs none)
     per_search = len(trained) / len(done) if done else len(plan.train_seeds)
     train_each = sum(trained) / len(trained) if trained else None
     lines, total, untimed = [], 0.0, []

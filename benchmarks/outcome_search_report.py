@@ -1,8 +1,9 @@
 """The whole-space outcome benchmark's statistics, report and figure.
 
 Each search's pick gets its true accuracy: the mean over the training seeds
-of its from-scratch results on this machine (``picks.csv``). Per method: that accuracy's mean and interval,
-its percentile among the ground truth's architectures and the regret against
+of its from-scratch results on this machine (``picks.csv``). Per method: that
+accuracy's mean and interval, its percentile among the ground truth's
+architectures and the regret against
 the best of them, how often one architecture is picked, the cost, and the
 paired difference to one-shot uniform (Wilcoxon, Holm), as ``outcome.py``
 reports the picks among the 155. Then the rule that names the default::
