@@ -27,6 +27,8 @@ from collections.abc import Hashable, Mapping, Sequence
 import numpy as np
 from scipy import stats
 
+from gmgraph.search.rank_correlation import top_k_precision
+
 
 def tiebroken(primary: Sequence[float], secondary: Sequence[float] | None = None) -> np.ndarray:
     """Scores whose order is ``primary`` (higher first), ties broken by ``secondary`` (lower first).
@@ -118,26 +120,27 @@ TOP_K = (5, 10)
 
 
 def precision_at(scores: Sequence[float], truth: Sequence[float], k: int) -> float:
-    """Share of the scores' top ``k`` that are in the truth's top ``k`` (ties: the earlier index).
+    """Share of the truth's top ``k`` that the scores also rank in their top ``k`` (ties: the earlier index);
+    with fewer than ``k`` architectures, ``k`` is all of them. :func:`gmgraph.search.rank_correlation.top_k_precision`
+    does the counting.
 
     Example:
         >>> precision_at([4, 3, 2, 1], [1, 4, 3, 2], 2)
         0.5
+        >>> precision_at([1, 2, 3], [1, 2, 3], 5)
+        1.0
     """
-    ours = np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")[:k]
-    best = np.argsort(-np.asarray(truth, dtype=np.float64), kind="stable")[:k]
-    return len(set(ours.tolist()) & set(best.tolist())) / k
+    return top_k_precision(scores, truth, min(int(k), len(scores)))
 
 
 def top_measures(matrix: np.ndarray, truth: Sequence[float], accuracy: Sequence[float] | None = None) -> dict:
     """Means over the rows (seeds) of precision@k against ``truth`` (scores: higher is better) for each k of
     :data:`TOP_K`, and, given the true ``accuracy``, of the accuracy of each row's top-ranked architecture
-    (``"top1"``: what a search that trusts the scores would pick). Precision divides by k, so with fewer than
-    k architectures it stays below 1.
+    (``"top1"``: what a search that trusts the scores would pick).
 
     Example:
         >>> top_measures(np.array([[3., 2, 1], [1, 2, 3]]), [3, 2, 1], [0.9, 0.5, 0.1])
-        {'p@5': 0.6, 'p@10': 0.3, 'top1': 0.5}
+        {'p@5': 1.0, 'p@10': 1.0, 'top1': 0.5}
     """
     truth = np.asarray(truth, dtype=np.float64)
     out = {f"p@{k}": float(np.mean([precision_at(row, truth, k) for row in matrix])) for k in TOP_K}

@@ -57,8 +57,8 @@ def test_the_pick_its_truth_regret_percentile_and_the_pairing_are_the_hand_compu
     assert pada["diff"] == pytest.approx(((0.9 - 0.6) + (0.8 - 0.7)) / 2)
     assert (pada["wins"], pada["losses"], pada["paired"]) == (2, 0, 2)
     assert pada["modal_count"] == 1 and "p" not in oneshot
-    # precision@5/@10 with 4 archs: every arch is in both top-k sets
-    assert pada["p@5"] == pytest.approx(4 / 5)
+    # precision@5 with 4 archs: k is all four, every arch is in both top-k sets
+    assert pada["p@5"] == 1.0
 
 
 def test_the_report_is_written_whole_with_one_table_per_cell(worked_example, tmp_path):
