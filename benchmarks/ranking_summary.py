@@ -67,6 +67,22 @@ def cells(results: list[dict], epochs: Sequence[int], budget: int | None) -> dic
     return out
 
 
+def job_seconds(result: dict) -> float:
+    """A job's own time: its training (summed over the invocations of a job cut off and resumed) plus its
+    estimates; a zero-cost job's wall time. ``seconds``, the last invocation's wall time alone, under-counts a
+    resumed job.
+
+    Example:
+        >>> job_seconds({"seconds": 5.0, "train_seconds": 90.0, "estimate_seconds": 4.0})  # resumed near its end
+        94.0
+        >>> job_seconds({"seconds": 0.4})
+        0.4
+    """
+    if "train_seconds" not in result:
+        return float(result["seconds"])
+    return float(result["train_seconds"] + result["estimate_seconds"])
+
+
 def _by_seed(rows: list[dict], key: str) -> dict[int, dict]:
     return {r["seed"]: r for r in rows if r["method"] == key}
 
@@ -95,7 +111,7 @@ def method_row(rows: list[dict], key: str, truth: np.ndarray, *, n_boot: int,
            **rs.top_measures(matrix, truth, accuracy),
            "self_consistency": rs.self_consistency(matrix),
            "cost": first["cost"], "epochs": first["epochs"], "split_at": first["split_at"],
-           "rounds": first.get("rounds"), "seconds": float(np.mean([mine[s]["seconds"] for s in seeds])),
+           "rounds": first.get("rounds"), "seconds": float(np.mean([job_seconds(mine[s]) for s in seeds])),
            "scoring_seconds": float(np.mean([mine[s]["scoring_seconds"] for s in seeds]))}
     if key != BASELINE:
         row.update(paired_difference(mine, base, truth, n_boot=n_boot))
@@ -321,7 +337,7 @@ def summarize(results: list[dict], archs: list[str], truth: np.ndarray, *, epoch
                "against_own_sampler": [against_own_sampler(rule, c, rows, truth, n_boot=n_boot)
                                        for (rule, c), rows in by_cell.items()],
                "consistency": {f"{rule}-{c}": split_consistency(rows) for (rule, c), rows in by_cell.items()},
-               "job_seconds": float(sum(r["seconds"] for r in results))}
+               "job_seconds": float(sum(job_seconds(r) for r in results))}
     return summary
 
 
