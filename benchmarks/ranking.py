@@ -310,7 +310,10 @@ def _timing_text(args: argparse.Namespace, argv: list[str], wall: float, ran: in
     return (f"Command: `{command}`. {partial}This invocation ran {ran} of {planned} jobs in {wall / 60:.1f} min wall "
             f"({args.workers} worker(s) × {args.threads} thread); all jobs' own time adds up to "
             f"{summary['job_seconds'] / 3600:.2f} h, {summary['job_seconds'] / 3600 / args.workers:.2f} h on "
-            f"{args.workers} worker(s).")
+            f"{args.workers} worker(s). The 's/run' column is each job's own time as it ran (training summed "
+            f"over a resumed job's invocations, plus its estimates), so it grows with whatever else loaded the "
+            f"machine then; for methods' relative costs read the supernet-epochs, or `--plan`'s one timed epoch "
+            f"per sampler, measured side by side.")
 
 
 def main(argv: list[str] | None = None) -> dict:
