@@ -145,10 +145,14 @@ def verdicts(rows: dict[str, dict], default: dict | None, *, complete: bool = Tr
     if default is not None:
         top, chosen = method(default["top"]).label, method(default["method"]).label
         tied = [method(m).label for m in default["tied"] if m != default["top"]]
-        lines.append(f"Highest mean true accuracy: {top}"
-                     + (f"; not told apart from it (paired 95% interval reaching 0): {', '.join(tied)}" if tied else "")
-                     + (f". The cheapest of these, the default this result names: {chosen}." if complete else
-                        f". The cheapest of these so far: {chosen} (a partial run names no default yet)."))
+        among = f"; not told apart from it (paired 95% interval reaching 0): {', '.join(tied)}" if tied else ""
+        if complete:
+            named = f"The cheapest of these, the default this result names: {chosen}." if tied else \
+                f"It is the default this result names: {chosen}."
+        else:
+            named = (f"The cheapest of these so far: {chosen}" if tied else "No method is tied with it so far") \
+                + " (a partial run names no default yet)."
+        lines.append(f"Highest mean true accuracy{'' if complete else ' so far'}: {top}{among}. {named}")
     return lines
 
 

@@ -129,3 +129,15 @@ def test_the_default_is_the_cheapest_method_not_told_apart_from_the_best():
     assert "the default this result names: one-shot (PA&DA)." in report.verdicts({}, named)[-1]
     assert "so far: one-shot (PA&DA) (a partial run names no default yet)." in report.verdicts(
         {}, named, complete=False)[-1]
+
+
+def test_a_best_method_with_no_tie_is_named_alone():
+    rows = _rows({"oneshot": [0.60, 0.61, 0.59, 0.60], "pada": [0.640, 0.641, 0.639, 0.640]},
+                 {"oneshot": 40, "pada": 40})
+    named = report.best_measured(rows, n_boot=500)
+    assert named == {"method": "pada", "top": "pada", "tied": ["pada"]}
+    assert report.verdicts({}, named)[-1] == ("Highest mean true accuracy: one-shot (PA&DA). "
+                                              "It is the default this result names: one-shot (PA&DA).")
+    assert report.verdicts({}, named, complete=False)[-1] == (
+        "Highest mean true accuracy so far: one-shot (PA&DA). No method is tied with it so far "
+        "(a partial run names no default yet).")
