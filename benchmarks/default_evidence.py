@@ -15,6 +15,8 @@ The evidence, best first:
     >>> named = committed_default()
     >>> named["method"], named["sampler"]
     ('oneshot', 'pada')
+    >>> named["flags"]  # every flag it sets: a winner that needs more (--rounds, --search) pins those too
+    ('--method', 'oneshot', '--sampler', 'pada')
 """
 
 from __future__ import annotations
@@ -35,15 +37,19 @@ PRIMARY = ("a", 40)
 
 
 def committed_default(n_boot: int = 2000) -> dict:
-    """``{"method", "sampler", "source"}``: the splitter and sampler the best committed evidence names."""
+    """``{"method", "sampler", "flags", "source"}``: the splitter and sampler the best committed evidence names,
+    and every ``gmgraph search`` flag that selects it (``--search``, ``--rounds``, ... where the winner sets
+    them)."""
     if SEARCH_SUMMARY.exists():
         summary = json.loads(SEARCH_SUMMARY.read_text())
         if summary["complete"]:
             m = search_jobs.method(summary["default"]["method"])
-            return {"method": _flag(m.flags, "--method"), "sampler": m.sampler, "source": SEARCH_SUMMARY.name}
+            return {"method": _flag(m.flags, "--method"), "sampler": m.sampler, "flags": m.flags,
+                    "source": SEARCH_SUMMARY.name}
     rows = _primary_cell(n_boot)
     m = ranking_method(search_report.best_measured(rows, n_boot=n_boot)["method"])
-    return {"method": m.splitter, "sampler": m.sampler, "source": outcome.ESTIMATES.name}
+    return {"method": m.splitter, "sampler": m.sampler, "flags": ("--method", m.splitter, "--sampler", m.sampler),
+            "source": outcome.ESTIMATES.name}
 
 
 def _primary_cell(n_boot: int) -> dict[str, dict]:

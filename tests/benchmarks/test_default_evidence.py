@@ -1,6 +1,7 @@
 """`gmgraph search`'s defaults are what the committed benchmark results name (issue 30): if a rerun of the
 benchmark names another method or sampler, this fails until the defaults follow it."""
 
+import argparse
 import doctest
 
 import default_evidence
@@ -8,7 +9,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import gmgraph
-from gmgraph.config import FewShotConfig, TrainConfig
+from gmgraph import settings
+from gmgraph.config import FewShotConfig, SearchSettings, TrainConfig
 from gmgraph.spaces import nb201
 from gmgraph.train.loop import SupernetTrainer
 
@@ -25,3 +27,22 @@ def test_the_cli_defaults_are_the_method_and_sampler_the_committed_results_name(
     torch.manual_seed(0)
     trainer = SupernetTrainer(gmgraph.trace(nb201.supernet(C=4, N=1)), [data], TrainConfig())
     assert TrainConfig().sampler == "auto" and trainer.sampler.name == named["sampler"], named
+
+
+def _search_settings(argv: list[str]) -> SearchSettings:
+    parser = argparse.ArgumentParser()
+    settings.add_flags(parser, SearchSettings)
+    return settings.from_flags(SearchSettings, parser.parse_args(argv))
+
+
+def test_every_other_flag_the_named_method_sets_is_the_cli_default_too():
+    """A winner such as GM with R = 100 or DARTS with argmax is more than a method and a sampler."""
+    named = default_evidence.committed_default()
+    argv = list(named["flags"])
+    del argv[argv.index("--sampler"):argv.index("--sampler") + 2]  # "auto" by default, resolved above
+    assert _search_settings(argv) == _search_settings([]), named
+
+
+def test_a_setting_the_defaults_lack_is_caught():
+    assert _search_settings(["--rounds", "100"]) != _search_settings([])
+    assert _search_settings(["--search", "argmax", "--sampler", "darts"]) != _search_settings(["--sampler", "darts"])
