@@ -1,5 +1,5 @@
 """`gmgraph search`'s defaults are what the committed benchmark results name (issue 30): if a rerun of the
-benchmark names another method or sampler, this fails until the defaults follow it."""
+benchmark names another method, sampler or setting, this fails until the defaults follow it."""
 
 import argparse
 import doctest
