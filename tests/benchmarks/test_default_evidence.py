@@ -1,7 +1,6 @@
 """`gmgraph search`'s defaults are what the committed benchmark results name (issue 30): if a rerun of the
 benchmark names another method, sampler or setting, this fails until the defaults follow it."""
 
-import argparse
 import doctest
 
 import default_evidence
@@ -9,7 +8,8 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 import gmgraph
-from gmgraph import settings
+from gmgraph import cli
+from gmgraph.commands import search as search_command
 from gmgraph.config import FewShotConfig, SearchSettings, TrainConfig
 from gmgraph.spaces import nb201
 from gmgraph.train.loop import SupernetTrainer
@@ -30,9 +30,9 @@ def test_the_cli_defaults_are_the_method_and_sampler_the_committed_results_name(
 
 
 def _search_settings(argv: list[str]) -> SearchSettings:
-    parser = argparse.ArgumentParser()
-    settings.add_flags(parser, SearchSettings)
-    return settings.from_flags(SearchSettings, parser.parse_args(argv))
+    """The settings ``gmgraph search`` runs with, given these flags (its own parser and reading)."""
+    args = cli.build_parser(["search", *argv]).parse_args(["search", *argv])
+    return search_command._settings(args)
 
 
 def test_every_other_flag_the_named_method_sets_is_the_cli_default_too():
