@@ -214,9 +214,10 @@ def cell_rows(outcomes: dict[str, dict], cost: dict, rule: str, cell: int, round
 
 
 def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05, *,
-            name: Callable[[str], str] | None = None) -> list[str]:
-    """One line per method compared with one-shot: better, worse, or what the interval leaves open.
-    ``name``: a method's name in the lines (default: the ranking benchmark's, :func:`method_label`).
+            name: Callable[[str], str] | None = None, baseline: str = "one-shot") -> list[str]:
+    """One line per method compared with the baseline: better, worse, or what the interval leaves open.
+    ``name``: a method's name in the lines (default: the ranking benchmark's, :func:`method_label`);
+    ``baseline``: what the differences are measured against, as the lines name it.
 
     Example:
         >>> reading({"gm": {"p": 0.01, "p_holm": 0.2, "diff": 0.01, "diff_ci": (0.002, 0.02)}}, {"gm": 1})
@@ -229,7 +230,7 @@ def reading(outcomes: dict[str, dict], rounds: dict, alpha: float = 0.05, *,
         shown, (lo, hi) = (name or (lambda m: method_label(m, rounds)))(method), o["diff_ci"]
         if o["p_holm"] < alpha:
             verdict = "better than" if o["diff"] > 0 else "worse than"
-            lines.append(f"{shown}: {verdict} one-shot by {o['diff']:+.4f} true accuracy "
+            lines.append(f"{shown}: {verdict} {baseline} by {o['diff']:+.4f} true accuracy "
                          f"({_ci(o['diff_ci'])}, Holm p {o['p_holm']:.3g}).")
         else:
             lines.append(f"{shown}: not significant after Holm (p {o['p_holm']:.3g}): {o['diff']:+.4f} "

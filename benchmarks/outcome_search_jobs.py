@@ -46,6 +46,7 @@ class SearchMethod:
     flags: tuple[str, ...]
     splits: int = 0  # how many of the plan's split epochs it splits at (0: one supernet)
     tier: int = 1  # the order the run takes methods in: the default's rivals first, the reference's options next
+    variant_of: str = ""  # the method this one changes one setting of (its effect is measured against that one)
 
     @property
     def sampler(self) -> str:
@@ -74,8 +75,9 @@ METHODS = (
     SearchMethod("random-pada", "random split (PA&DA)", _few_shot("random", "pada"), splits=2),
     SearchMethod("synflow-pada", "metric split (synflow, PA&DA)", _few_shot("metric:synflow", "pada"), splits=2),
     SearchMethod("gm-restart", "GM split (R=10), leaves restarted",
-                 _few_shot("gm", "uniform", "--leaf-restart", "weights"), splits=2, tier=2),
-    SearchMethod("gm-r100", "GM split (R=100)", _few_shot("gm", "uniform", "--rounds", "100"), splits=2, tier=2),
+                 _few_shot("gm", "uniform", "--leaf-restart", "weights"), splits=2, tier=2, variant_of="gm"),
+    SearchMethod("gm-r100", "GM split (R=100)", _few_shot("gm", "uniform", "--rounds", "100"), splits=2, tier=2,
+                 variant_of="gm"),
     SearchMethod("darts", "DARTS (argmax)", _gradient("darts"), tier=3),
     SearchMethod("gdas", "GDAS (argmax)", _gradient("gdas"), tier=3),
     SearchMethod("snas", "SNAS (argmax)", _gradient("snas"), tier=3),

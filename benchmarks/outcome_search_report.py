@@ -98,6 +98,47 @@ def _method_row(per_seed: dict[int, dict], base: dict[int, dict] | None, n_boot:
     return row
 
 
+def setting_effects(rows: dict[str, dict], *, n_boot: int) -> dict[str, dict]:
+    """variant -> what changing one setting does to the pick: the paired difference (by seed) of each method that
+    is a variant of another (GM-NAS's leaf restart, R = 100) to that method, Holm over the variants measured.
+
+    Example:
+        >>> rows = {"gm": {"per_seed": {0: {"truth": 0.60}, 1: {"truth": 0.62}}},
+        ...         "gm-r100": {"per_seed": {0: {"truth": 0.61}, 1: {"truth": 0.64}}}}
+        >>> e = setting_effects(rows, n_boot=100)["gm-r100"]
+        >>> e["against"], round(e["diff"], 3), (e["wins"], e["losses"])
+        ('gm', 0.015, (2, 0))
+    """
+    out = {}
+    for key, row in rows.items():
+        base = rows.get(method(key).variant_of)
+        paired = sorted(set(row["per_seed"]) & set(base["per_seed"])) if base else []
+        if paired:
+            diffs = [row["per_seed"][s]["truth"] - base["per_seed"][s]["truth"] for s in paired]
+            out[key] = {"against": method(key).variant_of, **outcome.paired_fields(diffs, n_boot=n_boot)}
+    for key, adjusted in zip(out, rs.holm([e["p"] for e in out.values()])):
+        out[key]["p_holm"] = adjusted
+    return out
+
+
+def setting_rows(effects: dict[str, dict]) -> list[list]:
+    """The setting effects as table rows (the headers: :data:`SETTING_HEADERS`)."""
+    return [[method(key).label, method(e["against"]).label, e["paired"], f"{e['diff']:+.4f} {_ci(e['diff_ci'])}",
+             f"{e['wins']}/{e['losses']}", f"{e['p']:.3g} ({e['p_holm']:.3g})"] for key, e in effects.items()]
+
+
+SETTING_HEADERS = ["variant", "against", "paired seeds", "Δ true acc of the pick [95% CI]", "wins/losses",
+                   "Wilcoxon p (Holm)"]
+
+
+def setting_verdicts(effects: dict[str, dict]) -> list[str]:
+    """One sentence per variant: better or worse than the method it varies, or what its interval leaves open."""
+    lines = []
+    for key, e in effects.items():
+        lines += outcome.reading({key: e}, {}, name=lambda k: method(k).label, baseline=method(e["against"]).label)
+    return lines
+
+
 def best_measured(rows: dict[str, dict], *, n_boot: int) -> dict:
     """The method a user should get by default: the highest mean true accuracy; among the methods whose paired
     difference to it has a 95 % interval reaching 0 (not told apart), the cheapest (supernet-epochs, then wall

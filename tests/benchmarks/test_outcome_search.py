@@ -141,3 +141,21 @@ def test_a_best_method_with_no_tie_is_named_alone():
     assert report.verdicts({}, named, complete=False)[-1] == (
         "Highest mean true accuracy so far: one-shot (PA&DA). No method is tied with it so far "
         "(a partial run names no default yet).")
+
+
+def test_a_reference_setting_is_measured_against_the_method_it_varies_paired_by_seed():
+    gm = [0.60, 0.62, 0.61, 0.63, 0.60, 0.62, 0.61, 0.64, 0.60, 0.62]
+    restart = [t - 0.02 - 0.001 * s for s, t in enumerate(gm)]  # worse at every seed
+    r100 = [t + d for t, d in zip(gm, [0.01, -0.01, 0.0, 0.005, -0.005, 0.01, -0.01, 0.002, -0.002, 0.0])]
+    rows = _rows({"oneshot": [0.6] * 10, "gm": gm, "gm-restart": restart, "gm-r100": r100[:8]},
+                 {"oneshot": 40, "gm": 110, "gm-restart": 110, "gm-r100": 110})
+    effects = report.setting_effects(rows, n_boot=500)
+    assert list(effects) == ["gm-restart", "gm-r100"]  # one-shot and GM vary nothing
+    assert effects["gm-restart"]["diff"] == pytest.approx(np.mean(np.subtract(restart, gm)))
+    assert (effects["gm-restart"]["wins"], effects["gm-restart"]["losses"], effects["gm-r100"]["paired"]) == (0, 10, 8)
+    assert effects["gm-restart"]["p_holm"] == pytest.approx(2 * effects["gm-restart"]["p"])  # Holm over the two
+    lines = report.setting_verdicts(effects)
+    assert lines[0].startswith("GM split (R=10), leaves restarted: worse than GM split (R=10) by -0.0245")
+    assert lines[1].startswith("GM split (R=100): not significant after Holm")
+    shown = outcome_search._settings_section(effects)
+    assert "| GM split (R=100) | GM split (R=10) | 8 |" in shown and outcome_search._settings_section({}) == ""
