@@ -191,7 +191,7 @@ def verdicts(rows: dict[str, dict], default: dict | None, *, complete: bool = Tr
             named = f"The cheapest of these, the default this result names: {chosen}." if tied else \
                 f"It is the default this result names: {chosen}."
         else:
-            named = (f"The cheapest of these so far: {chosen}" if tied else "No method is tied with it so far") \
+            named = (f"The cheapest of these so far: {chosen}" if tied else "No method is tied with it") \
                 + " (a partial run names no default yet)."
         lines.append(f"Highest mean true accuracy{'' if complete else ' so far'}: {top}{among}. {named}")
     return lines

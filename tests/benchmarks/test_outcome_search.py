@@ -139,7 +139,7 @@ def test_a_best_method_with_no_tie_is_named_alone():
     assert report.verdicts({}, named)[-1] == ("Highest mean true accuracy: one-shot (PA&DA). "
                                               "It is the default this result names: one-shot (PA&DA).")
     assert report.verdicts({}, named, complete=False)[-1] == (
-        "Highest mean true accuracy so far: one-shot (PA&DA). No method is tied with it so far "
+        "Highest mean true accuracy so far: one-shot (PA&DA). No method is tied with it "
         "(a partial run names no default yet).")
 
 
