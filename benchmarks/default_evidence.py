@@ -15,8 +15,8 @@ The evidence, best first:
     >>> named = committed_default()
     >>> named["method"], named["sampler"]
     ('oneshot', 'pada')
-    >>> named["flags"]  # every flag it sets: a winner that needs more (--rounds, --search) pins those too
-    ('--method', 'oneshot', '--sampler', 'pada')
+    >>> named["flags"], named["source"]  # every flag it sets: a winner's --rounds or --search is pinned too
+    (('--method', 'oneshot', '--sampler', 'pada', '--search', 'evolution'), 'outcome_search_summary.json')
 """
 
 from __future__ import annotations
