@@ -292,8 +292,9 @@ def _settings_section(effects: dict[str, dict]) -> str:
         "## Do GM-NAS's reference settings change what GM finds?", "",
         "GM-NAS's reference code re-initialises the final leaves' weights after the last split "
         "(`--leaf-restart weights`) and scores each split with 100 batches (`--rounds 100`); gmgraph's GM split "
-        "inherits the weights and scores with 10. Each variant against GM split (R=10), paired by seed (both "
-        "differ from GM only in that setting, so the difference is the change in GM's gain over one-shot); "
+        "inherits the weights and scores with 10. Each variant against the method it varies (`against`), paired "
+        "by seed (the two differ only in that setting, so the difference is the change in that method's gain "
+        "over one-shot); "
         "Wilcoxon signed-rank, Holm over the variants; 95% percentile bootstrap over seeds.", "",
         _table.markdown(report.SETTING_HEADERS, report.setting_rows(effects)), "",
         *[f"- {line}" for line in report.setting_verdicts(effects)], "",
